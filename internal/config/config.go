@@ -1,0 +1,569 @@
+// Package config defines tandem.toml: its schema, defaults, loading and
+// validation. Every error names the offending key and, when the key appears
+// in the file, its line, so an operator can fix it without guessing.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// DefaultPath is where the agent reads its configuration.
+const DefaultPath = "/etc/tandem/tandem.toml"
+
+// Duration is a time.Duration written as a Go duration string ("1s", "250ms").
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration; write it like \"500ms\", \"2s\" or \"1m\"", string(b))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Config is the whole of tandem.toml.
+type Config struct {
+	Node     Node      `toml:"node"`
+	Cluster  Cluster   `toml:"cluster"`
+	VIP      VIP       `toml:"vip"`
+	Health   []Check   `toml:"health"`
+	Hooks    Hooks     `toml:"hooks"`
+	Metrics  Metrics   `toml:"metrics"`
+	Failover Failover  `toml:"failover"`
+}
+
+// Node describes this machine.
+type Node struct {
+	Name    string `toml:"name"`     // unique within the cluster; defaults to the hostname
+	Role    string `toml:"role"`     // "app" or "witness"
+	DataDir string `toml:"data_dir"` // raft log, certificates; default /var/lib/tandem
+}
+
+// Cluster describes how this node talks to its peers.
+type Cluster struct {
+	// Listen is the mTLS address for raft, health probes and the internal API.
+	Listen string `toml:"listen"`
+	// Advertise is the address peers dial; defaults to Listen when that names
+	// a concrete IP.
+	Advertise string `toml:"advertise"`
+	// Socket is the local API's unix socket, used by the CLI.
+	Socket string `toml:"socket"`
+}
+
+// VIP is the floating IP and the provider that moves it.
+type VIP struct {
+	Address      string       `toml:"address"` // "10.0.0.100/24" for linux, bare IP for clouds
+	Provider     string       `toml:"provider"`
+	Linux        LinuxVIP     `toml:"linux"`
+	DigitalOcean DigitalOcean `toml:"digitalocean"`
+	Hetzner      Hetzner      `toml:"hetzner"`
+	AWS          AWS          `toml:"aws"`
+	Exec         ExecVIP      `toml:"exec"`
+}
+
+// LinuxVIP configures an on-link address moved with gratuitous ARP.
+type LinuxVIP struct {
+	Interface     string   `toml:"interface"`
+	GARPCount     int      `toml:"garp_count"`
+	GARPRepeat    Duration `toml:"garp_repeat"`
+	GARPRefresh   Duration `toml:"garp_refresh"`
+}
+
+// DigitalOcean configures a reserved IP.
+type DigitalOcean struct {
+	TokenFile   string `toml:"token_file"`
+	DropletID   int    `toml:"droplet_id"` // 0: read from the metadata service
+	APIURL      string `toml:"api_url"`
+	MetadataURL string `toml:"metadata_url"`
+}
+
+// Hetzner configures a Hetzner Cloud floating IP.
+type Hetzner struct {
+	TokenFile    string `toml:"token_file"`
+	FloatingIPID int64  `toml:"floating_ip_id"`
+	ServerID     int64  `toml:"server_id"` // 0: read from the metadata service
+	APIURL       string `toml:"api_url"`
+	MetadataURL  string `toml:"metadata_url"`
+}
+
+// AWS configures an Elastic IP.
+type AWS struct {
+	Region       string `toml:"region"`
+	AllocationID string `toml:"allocation_id"`
+	InstanceID   string `toml:"instance_id"` // "": read from IMDS
+	Endpoint     string `toml:"endpoint"`
+}
+
+// ExecVIP runs the operator's own scripts.
+type ExecVIP struct {
+	Acquire string   `toml:"acquire"`
+	Release string   `toml:"release"`
+	Holder  string   `toml:"holder"` // prints the holding node's name
+	Timeout Duration `toml:"timeout"`
+}
+
+// Check is one health check.
+type Check struct {
+	Name     string   `toml:"name"`
+	Type     string   `toml:"type"` // http, tcp, exec, systemd
+	Target   string   `toml:"target"`
+	Status   int      `toml:"status"`    // http: expected status code (default 200)
+	Body     string   `toml:"body"`      // http: substring the body must contain
+	JSONPath string   `toml:"json_path"` // http: dotted field of a JSON body
+	JSONWant string   `toml:"json_want"` // http: its expected value
+	Command  []string `toml:"command"`   // exec: argv
+	Unit     string   `toml:"unit"`      // systemd
+	Interval Duration `toml:"interval"`
+	Timeout  Duration `toml:"timeout"`
+	Rise     int      `toml:"rise"`
+	Fall     int      `toml:"fall"`
+}
+
+// Hooks run on transitions, like keepalived's notify_master/backup/fault.
+type Hooks struct {
+	Promote      string   `toml:"promote"`
+	Demote       string   `toml:"demote"`
+	Fault        string   `toml:"fault"`
+	Timeout      Duration `toml:"timeout"`
+	PrimaryUnits []string `toml:"primary_units"`
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen string `toml:"listen"` // "" disables
+}
+
+// Failover holds the placement policy and its timers.
+type Failover struct {
+	Preempt          bool     `toml:"preempt"`
+	Priority         int      `toml:"priority"`
+	Cooloff          Duration `toml:"cooloff"`
+	MaxMovesPerHour  int      `toml:"max_moves_per_hour"`
+	Lease            Duration `toml:"lease"`
+	HeartbeatTimeout Duration `toml:"heartbeat_timeout"`
+	ProbeInterval    Duration `toml:"probe_interval"`
+}
+
+// Error is one problem in the configuration.
+type Error struct {
+	File string
+	Line int    // 0 when the key is absent from the file
+	Key  string // dotted key, e.g. "health[1].interval"
+	Msg  string // what is wrong and how to fix it
+}
+
+func (e *Error) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", e.File, e.Line)
+	}
+	if e.Key == "" {
+		return fmt.Sprintf("%s: %s", loc, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, e.Key, e.Msg)
+}
+
+// Errors is every problem found; Load reports them all at once.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Load reads, decodes, defaults and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("read config: %w (create it, or pass --config; 'tandem init' writes one)", err)
+		}
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes, defaults and validates data; name is used in errors.
+func Parse(name string, data []byte) (*Config, error) {
+	// A generic decode first: go-toml reports syntax errors with positions.
+	var generic map[string]any
+	if err := toml.Unmarshal(data, &generic); err != nil {
+		return nil, syntaxError(name, err)
+	}
+	lines, err := keyLines(data)
+	if err != nil {
+		return nil, syntaxError(name, err)
+	}
+	var c Config
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, decodeError(name, lines, err)
+	}
+	c.applyDefaults()
+	if errs := c.validate(); len(errs) > 0 {
+		for _, e := range errs {
+			e.File = name
+			e.Line = lines.lineOf(e.Key)
+		}
+		return nil, errs
+	}
+	return &c, nil
+}
+
+func syntaxError(name string, err error) error {
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, _ := de.Position()
+		return Errors{{File: name, Line: row, Msg: "syntax error: " + strings.TrimPrefix(de.Error(), "toml: ")}}
+	}
+	return Errors{{File: name, Msg: "syntax error: " + err.Error()}}
+}
+
+var typeMismatch = regexp.MustCompile(`cannot (?:decode|store) TOML (\w+) into (?:struct field )?(?:\S+\.)?(\S+)? ?(?:of )?type (\S+)`)
+
+func decodeError(name string, lines keyIndex, err error) error {
+	var sm *toml.StrictMissingError
+	if errors.As(err, &sm) {
+		var errs Errors
+		for _, de := range sm.Errors {
+			row, _ := de.Position()
+			key := strings.Join(de.Key(), ".")
+			errs = append(errs, &Error{File: name, Line: row, Key: key,
+				Msg: "unknown key; check its spelling and section (see 'tandem config example')"})
+		}
+		return errs
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, _ := de.Position()
+		key := strings.Join(de.Key(), ".")
+		return Errors{{File: name, Line: row, Key: key, Msg: strings.TrimPrefix(de.Error(), "toml: ")}}
+	}
+	// Type and text-unmarshal errors carry no position; find the key they name.
+	msg := strings.TrimPrefix(err.Error(), "toml: ")
+	e := &Error{File: name, Msg: msg}
+	if m := typeMismatch.FindStringSubmatch(msg); m != nil {
+		e.Msg = fmt.Sprintf("wrong type: the value is a TOML %s but must be %s", m[1], tomlTypeName(m[3]))
+	}
+	if key, line := lines.find(msg); line > 0 {
+		e.Key, e.Line = key, line
+	}
+	return Errors{e}
+}
+
+func tomlTypeName(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+		return "an integer"
+	case goType == "bool":
+		return "true or false"
+	case goType == "string", strings.HasSuffix(goType, "Duration"):
+		return "a string"
+	case strings.HasPrefix(goType, "[]"):
+		return "an array"
+	}
+	return "a table"
+}
+
+func (c *Config) applyDefaults() {
+	if c.Node.Name == "" {
+		c.Node.Name, _ = os.Hostname()
+	}
+	if c.Node.Role == "" {
+		c.Node.Role = RoleApp
+	}
+	if c.Node.DataDir == "" {
+		c.Node.DataDir = "/var/lib/tandem"
+	}
+	if c.Cluster.Listen == "" {
+		c.Cluster.Listen = "0.0.0.0:7946"
+	}
+	if c.Cluster.Advertise == "" {
+		if ap, err := netip.ParseAddrPort(c.Cluster.Listen); err == nil && !ap.Addr().IsUnspecified() {
+			c.Cluster.Advertise = c.Cluster.Listen
+		}
+	}
+	if c.Cluster.Socket == "" {
+		c.Cluster.Socket = "/run/tandem/tandem.sock"
+	}
+	if c.Metrics.Listen == "" {
+		c.Metrics.Listen = ":9746"
+	}
+	if c.Hooks.Timeout == 0 {
+		c.Hooks.Timeout = Duration(30 * time.Second)
+	}
+	if c.VIP.Provider == ProviderLinux {
+		l := &c.VIP.Linux
+		if l.GARPCount == 0 {
+			l.GARPCount = 5
+		}
+		if l.GARPRepeat == 0 {
+			l.GARPRepeat = Duration(2 * time.Second)
+		}
+		if l.GARPRefresh == 0 {
+			l.GARPRefresh = Duration(60 * time.Second)
+		}
+	}
+	if c.VIP.Exec.Timeout == 0 {
+		c.VIP.Exec.Timeout = Duration(30 * time.Second)
+	}
+	f := &c.Failover
+	if f.Cooloff == 0 {
+		if c.VIP.Provider == ProviderLinux {
+			f.Cooloff = Duration(5 * time.Second)
+		} else {
+			f.Cooloff = Duration(20 * time.Second)
+		}
+	}
+	if f.MaxMovesPerHour == 0 {
+		f.MaxMovesPerHour = 6
+	}
+	if f.Lease == 0 {
+		f.Lease = Duration(500 * time.Millisecond)
+	}
+	if f.HeartbeatTimeout == 0 {
+		f.HeartbeatTimeout = Duration(500 * time.Millisecond)
+	}
+	if f.ProbeInterval == 0 {
+		f.ProbeInterval = Duration(100 * time.Millisecond)
+	}
+	for i := range c.Health {
+		h := &c.Health[i]
+		if h.Name == "" {
+			h.Name = fmt.Sprintf("%s-%d", h.Type, i)
+		}
+		if h.Interval == 0 {
+			h.Interval = Duration(200 * time.Millisecond)
+		}
+		if h.Timeout == 0 {
+			h.Timeout = Duration(min(time.Duration(h.Interval), time.Second))
+		}
+		if h.Rise == 0 {
+			h.Rise = 3
+		}
+		if h.Fall == 0 {
+			h.Fall = 2
+		}
+		if h.Type == "http" && h.Status == 0 {
+			h.Status = 200
+		}
+	}
+}
+
+// Roles and providers.
+const (
+	RoleApp     = "app"
+	RoleWitness = "witness"
+
+	ProviderLinux        = "linux"
+	ProviderDigitalOcean = "digitalocean"
+	ProviderHetzner      = "hetzner"
+	ProviderAWS          = "aws"
+	ProviderExec         = "exec"
+	ProviderNone         = "none"
+)
+
+var nodeName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+func (c *Config) validate() Errors {
+	var errs Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if !nodeName.MatchString(c.Node.Name) {
+		bad("node.name", "%q is not a valid node name; use lower-case letters, digits and '-' (like a hostname)", c.Node.Name)
+	}
+	if !slices.Contains([]string{RoleApp, RoleWitness}, c.Node.Role) {
+		bad("node.role", "%q is not a role; use \"app\" or \"witness\"", c.Node.Role)
+	}
+	if !strings.HasPrefix(c.Node.DataDir, "/") {
+		bad("node.data_dir", "%q must be an absolute path", c.Node.DataDir)
+	}
+	if _, err := netip.ParseAddrPort(c.Cluster.Listen); err != nil {
+		bad("cluster.listen", "%q is not IP:PORT (for example \"0.0.0.0:7946\")", c.Cluster.Listen)
+	}
+	if c.Cluster.Advertise == "" {
+		bad("cluster.advertise", "missing: cluster.listen is a wildcard, so set the IP:PORT peers should dial")
+	} else if ap, err := netip.ParseAddrPort(c.Cluster.Advertise); err != nil || ap.Addr().IsUnspecified() {
+		bad("cluster.advertise", "%q is not a concrete IP:PORT peers can dial", c.Cluster.Advertise)
+	}
+	if c.Metrics.Listen != "" && !strings.Contains(c.Metrics.Listen, ":") {
+		bad("metrics.listen", "%q is not HOST:PORT (for example \":9746\")", c.Metrics.Listen)
+	}
+	if c.Node.Role == RoleApp {
+		errs = append(errs, c.validateVIP()...)
+	}
+	names := map[string]bool{}
+	for i, h := range c.Health {
+		key := fmt.Sprintf("health[%d]", i)
+		if names[h.Name] {
+			bad(key+".name", "duplicate check name %q; names must be unique", h.Name)
+		}
+		names[h.Name] = true
+		switch h.Type {
+		case "http":
+			if !strings.HasPrefix(h.Target, "http://") && !strings.HasPrefix(h.Target, "https://") {
+				bad(key+".target", "%q must be an http:// or https:// URL", h.Target)
+			}
+			if (h.JSONPath == "") != (h.JSONWant == "") {
+				bad(key+".json_path", "json_path and json_want go together; set both or neither")
+			}
+		case "tcp":
+			if _, _, err := splitHostPort(h.Target); err != nil {
+				bad(key+".target", "%q must be HOST:PORT", h.Target)
+			}
+		case "exec":
+			if len(h.Command) == 0 {
+				bad(key+".command", "missing: exec checks need a command, e.g. [\"/usr/local/bin/check\"]")
+			}
+		case "systemd":
+			if h.Unit == "" {
+				bad(key+".unit", "missing: systemd checks need a unit name, e.g. \"myapp.service\"")
+			}
+		default:
+			bad(key+".type", "%q is not a check type; use http, tcp, exec or systemd", h.Type)
+		}
+		if h.Interval.D() < 10*time.Millisecond {
+			bad(key+".interval", "%s is too short; use at least 10ms", h.Interval.D())
+		}
+		if h.Timeout.D() <= 0 || h.Timeout.D() > h.Interval.D()*10 {
+			bad(key+".timeout", "%s must be positive and at most 10x the interval", h.Timeout.D())
+		}
+		if h.Rise < 1 || h.Fall < 1 {
+			bad(key+".rise", "rise and fall must be at least 1")
+		}
+	}
+	f := c.Failover
+	if f.Cooloff.D() < 0 {
+		bad("failover.cooloff", "must not be negative")
+	}
+	if f.MaxMovesPerHour < 1 {
+		bad("failover.max_moves_per_hour", "must be at least 1")
+	}
+	if f.Lease.D() < 100*time.Millisecond {
+		bad("failover.lease", "%s is too short; use at least 100ms", f.Lease.D())
+	}
+	if f.HeartbeatTimeout.D() < 50*time.Millisecond {
+		bad("failover.heartbeat_timeout", "%s is too short; use at least 50ms", f.HeartbeatTimeout.D())
+	}
+	if f.ProbeInterval.D() < 10*time.Millisecond {
+		bad("failover.probe_interval", "%s is too short; use at least 10ms", f.ProbeInterval.D())
+	}
+	return errs
+}
+
+func (c *Config) validateVIP() Errors {
+	var errs Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	v := c.VIP
+	switch v.Provider {
+	case ProviderLinux:
+		if _, err := netip.ParsePrefix(v.Address); err != nil {
+			bad("vip.address", "%q must be an address with its prefix length, e.g. \"10.0.0.100/24\"", v.Address)
+		}
+		if v.Linux.Interface == "" {
+			bad("vip.linux.interface", "missing: name the interface the VIP goes on, e.g. \"eth0\"")
+		}
+	case ProviderDigitalOcean, ProviderHetzner, ProviderAWS, ProviderExec:
+		if _, err := netip.ParseAddr(v.Address); err != nil {
+			bad("vip.address", "%q must be a plain IP address, e.g. \"203.0.113.10\"", v.Address)
+		}
+	case ProviderNone:
+	case "":
+		bad("vip.provider", "missing: choose linux, digitalocean, hetzner, aws, exec or none")
+	default:
+		bad("vip.provider", "%q is not a provider; use linux, digitalocean, hetzner, aws, exec or none", v.Provider)
+	}
+	switch v.Provider {
+	case ProviderDigitalOcean:
+		if v.DigitalOcean.TokenFile == "" {
+			bad("vip.digitalocean.token_file", "missing: a file holding a DigitalOcean API token with write scope")
+		}
+	case ProviderHetzner:
+		if v.Hetzner.TokenFile == "" {
+			bad("vip.hetzner.token_file", "missing: a file holding a Hetzner Cloud API token")
+		}
+		if v.Hetzner.FloatingIPID == 0 {
+			bad("vip.hetzner.floating_ip_id", "missing: the floating IP's numeric ID (hcloud floating-ip list)")
+		}
+	case ProviderAWS:
+		if v.AWS.AllocationID == "" {
+			bad("vip.aws.allocation_id", "missing: the Elastic IP's allocation ID (eipalloc-...)")
+		}
+		if v.AWS.Region == "" {
+			bad("vip.aws.region", "missing: the AWS region, e.g. \"eu-west-1\"")
+		}
+	case ProviderExec:
+		if v.Exec.Acquire == "" || v.Exec.Release == "" || v.Exec.Holder == "" {
+			bad("vip.exec", "acquire, release and holder scripts are all required")
+		}
+	}
+	return errs
+}
+
+func splitHostPort(s string) (string, string, error) {
+	i := strings.LastIndex(s, ":")
+	if i <= 0 || i == len(s)-1 {
+		return "", "", fmt.Errorf("no port in %q", s)
+	}
+	return s[:i], s[i+1:], nil
+}
+
+// keyIndex maps dotted keys ("vip.linux.interface", "health[0].type") to the
+// line they are set on.
+type keyIndex map[string]int
+
+func (k keyIndex) lineOf(key string) int {
+	for key != "" {
+		if l, ok := k[key]; ok {
+			return l
+		}
+		// Fall back to the enclosing table for keys missing from the file.
+		i := strings.LastIndexAny(key, ".[")
+		if i < 0 {
+			break
+		}
+		key = key[:i]
+	}
+	return 0
+}
+
+// find returns the key whose last segment appears in msg, preferring longer keys.
+func (k keyIndex) find(msg string) (string, int) {
+	keys := make([]string, 0, len(k))
+	for key := range k {
+		keys = append(keys, key)
+	}
+	sort.Slice(keys, func(i, j int) bool { return len(keys[i]) > len(keys[j]) })
+	for _, key := range keys {
+		last := key[strings.LastIndexAny(key, ".]")+1:]
+		if last != "" && strings.Contains(strings.ToLower(msg), strings.ToLower(strings.ReplaceAll(last, "_", ""))) {
+			return key, k[key]
+		}
+	}
+	return "", 0
+}
