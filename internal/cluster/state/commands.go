@@ -1,0 +1,250 @@
+package state
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Command is one change to the state. Commands are encoded as a JSON
+// envelope {"type": ..., "data": ...}, so the log stays readable and new
+// command types can be added without breaking old entries.
+type Command interface {
+	Type() string
+	apply(s *Snapshot) error
+}
+
+type envelope struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+}
+
+// Encode serialises a command for the raft log.
+func Encode(c Command) ([]byte, error) {
+	data, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", c.Type(), err)
+	}
+	return json.Marshal(envelope{Type: c.Type(), Data: data})
+}
+
+// Decode parses a command from the raft log.
+func Decode(b []byte) (Command, error) {
+	var env envelope
+	if err := json.Unmarshal(b, &env); err != nil {
+		return nil, fmt.Errorf("decode command: %w", err)
+	}
+	var c Command
+	switch env.Type {
+	case "add_member":
+		c = &AddMember{}
+	case "remove_member":
+		c = &RemoveMember{}
+	case "set_holder":
+		c = &SetHolder{}
+	case "activate":
+		c = &Activate{}
+	case "released":
+		c = &Released{}
+	case "set_mode":
+		c = &SetMode{}
+	case "add_token":
+		c = &AddToken{}
+	case "use_token":
+		c = &UseToken{}
+	case "revoke_token":
+		c = &RevokeToken{}
+	default:
+		return nil, fmt.Errorf("decode command: unknown type %q", env.Type)
+	}
+	if err := json.Unmarshal(env.Data, c); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", env.Type, err)
+	}
+	return c, nil
+}
+
+// AddMember adds or updates a member.
+type AddMember struct {
+	Member Member `json:"member"`
+}
+
+func (AddMember) Type() string { return "add_member" }
+func (c AddMember) apply(s *Snapshot) error {
+	if c.Member.Name == "" || (c.Member.Role != RoleApp && c.Member.Role != RoleWitness) {
+		return fmt.Errorf("%w: member needs a name and a role app|witness", ErrInvalid)
+	}
+	s.Members[c.Member.Name] = c.Member
+	return nil
+}
+
+// RemoveMember removes a member. Removing the holder clears the holder in a
+// new epoch, so the next placement starts from a clean slate.
+type RemoveMember struct {
+	Name string    `json:"name"`
+	At   time.Time `json:"at"`
+}
+
+func (RemoveMember) Type() string { return "remove_member" }
+func (c RemoveMember) apply(s *Snapshot) error {
+	if _, ok := s.Members[c.Name]; !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownMember, c.Name)
+	}
+	delete(s.Members, c.Name)
+	if s.Holder.Node == c.Name {
+		s.Holder = Holder{Epoch: s.Holder.Epoch + 1, Previous: c.Name, Since: c.At}
+	}
+	return nil
+}
+
+// SetHolder moves the floating IP. It is a compare-and-set on the epoch:
+// PrevEpoch must be the current epoch, so two decisions made from the same
+// view cannot both win. Active may be true only when the decider has shown
+// that the previous holder cannot still hold the IP.
+type SetHolder struct {
+	Node      string    `json:"node"`
+	PrevEpoch uint64    `json:"prev_epoch"`
+	Active    bool      `json:"active"`
+	Reason    string    `json:"reason"`
+	FaultAt   time.Time `json:"fault_at"`
+	At        time.Time `json:"at"`
+}
+
+func (SetHolder) Type() string { return "set_holder" }
+func (c SetHolder) apply(s *Snapshot) error {
+	if c.PrevEpoch != s.Holder.Epoch {
+		return fmt.Errorf("%w (at %d, decided on %d)", ErrStaleEpoch, s.Holder.Epoch, c.PrevEpoch)
+	}
+	if c.Node != "" {
+		m, ok := s.Members[c.Node]
+		if !ok {
+			return fmt.Errorf("%w: %q", ErrUnknownMember, c.Node)
+		}
+		if m.Role != RoleApp {
+			return fmt.Errorf("%w: %q is a witness and never holds the IP", ErrInvalid, c.Node)
+		}
+	}
+	prev := s.Holder.Node
+	if prev == "" {
+		prev = s.Holder.Previous
+	}
+	epoch := s.Holder.Epoch + 1
+	s.Holder = Holder{Node: c.Node, Epoch: epoch, Active: c.Active, Previous: prev, Since: c.At}
+	mv := Move{Epoch: epoch, From: prev, To: c.Node, Reason: c.Reason, FaultAt: c.FaultAt, DecidedAt: c.At}
+	if c.Active {
+		mv.ActivatedAt = c.At
+	}
+	s.Moves = append(s.Moves, mv)
+	if len(s.Moves) > maxMoves {
+		s.Moves = s.Moves[len(s.Moves)-maxMoves:]
+	}
+	return nil
+}
+
+// Activate clears a pending holder to act, once the previous holder's lease
+// has expired.
+type Activate struct {
+	Epoch uint64    `json:"epoch"`
+	At    time.Time `json:"at"`
+}
+
+func (Activate) Type() string { return "activate" }
+func (c Activate) apply(s *Snapshot) error {
+	if c.Epoch != s.Holder.Epoch {
+		return fmt.Errorf("%w (at %d, activating %d)", ErrStaleEpoch, s.Holder.Epoch, c.Epoch)
+	}
+	if s.Holder.Active {
+		return nil
+	}
+	s.Holder.Active = true
+	s.Holder.Since = c.At
+	if n := len(s.Moves); n > 0 && s.Moves[n-1].Epoch == c.Epoch {
+		s.Moves[n-1].ActivatedAt = c.At
+	}
+	return nil
+}
+
+// Released is the previous holder's confirmation that it no longer has the
+// IP configured as of Epoch; it activates a pending holder at once.
+type Released struct {
+	Node  string    `json:"node"`
+	Epoch uint64    `json:"epoch"` // the epoch the releasing node has seen
+	At    time.Time `json:"at"`
+}
+
+func (Released) Type() string { return "released" }
+func (c Released) apply(s *Snapshot) error {
+	h := s.Holder
+	if c.Epoch != h.Epoch || h.Active || h.Previous != c.Node {
+		return nil // nothing pending on this node's release: harmless
+	}
+	return Activate{Epoch: c.Epoch, At: c.At}.apply(s)
+}
+
+// SetMode switches between automatic placement and maintenance.
+type SetMode struct {
+	Mode string `json:"mode"`
+}
+
+func (SetMode) Type() string { return "set_mode" }
+func (c SetMode) apply(s *Snapshot) error {
+	if c.Mode != ModeAuto && c.Mode != ModeMaintenance {
+		return fmt.Errorf("%w: mode %q (want auto or maintenance)", ErrInvalid, c.Mode)
+	}
+	s.Mode = c.Mode
+	return nil
+}
+
+// AddToken records a join token.
+type AddToken struct {
+	Token Token `json:"token"`
+}
+
+func (AddToken) Type() string { return "add_token" }
+func (c AddToken) apply(s *Snapshot) error {
+	if c.Token.ID == "" || c.Token.SecretHash == "" {
+		return fmt.Errorf("%w: token needs an id and a secret hash", ErrInvalid)
+	}
+	if c.Token.UsesLeft == 0 {
+		return fmt.Errorf("%w: token needs at least one use (or -1 for unlimited)", ErrInvalid)
+	}
+	s.Tokens[c.Token.ID] = c.Token
+	return nil
+}
+
+// UseToken consumes one use of a token, checking its secret and expiry at
+// the proposer's time At.
+type UseToken struct {
+	ID         string    `json:"id"`
+	SecretHash string    `json:"secret_hash"`
+	At         time.Time `json:"at"`
+}
+
+func (UseToken) Type() string { return "use_token" }
+func (c UseToken) apply(s *Snapshot) error {
+	t, ok := s.Tokens[c.ID]
+	if !ok || t.SecretHash != c.SecretHash {
+		return ErrBadToken
+	}
+	if !c.At.Before(t.Expires) {
+		return ErrTokenExpired
+	}
+	if t.UsesLeft == 0 {
+		return ErrTokenUsedUp
+	}
+	if t.UsesLeft > 0 {
+		t.UsesLeft--
+	}
+	s.Tokens[c.ID] = t
+	return nil
+}
+
+// RevokeToken deletes a token.
+type RevokeToken struct {
+	ID string `json:"id"`
+}
+
+func (RevokeToken) Type() string { return "revoke_token" }
+func (c RevokeToken) apply(s *Snapshot) error {
+	delete(s.Tokens, c.ID)
+	return nil
+}
