@@ -42,13 +42,13 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 // Config is the whole of tandem.toml.
 type Config struct {
-	Node     Node      `toml:"node"`
-	Cluster  Cluster   `toml:"cluster"`
-	VIP      VIP       `toml:"vip"`
-	Health   []Check   `toml:"health"`
-	Hooks    Hooks     `toml:"hooks"`
-	Metrics  Metrics   `toml:"metrics"`
-	Failover Failover  `toml:"failover"`
+	Node     Node     `toml:"node"`
+	Cluster  Cluster  `toml:"cluster"`
+	VIP      VIP      `toml:"vip"`
+	Health   []Check  `toml:"health"`
+	Hooks    Hooks    `toml:"hooks"`
+	Metrics  Metrics  `toml:"metrics"`
+	Failover Failover `toml:"failover"`
 }
 
 // Node describes this machine.
@@ -82,10 +82,10 @@ type VIP struct {
 
 // LinuxVIP configures an on-link address moved with gratuitous ARP.
 type LinuxVIP struct {
-	Interface     string   `toml:"interface"`
-	GARPCount     int      `toml:"garp_count"`
-	GARPRepeat    Duration `toml:"garp_repeat"`
-	GARPRefresh   Duration `toml:"garp_refresh"`
+	Interface   string   `toml:"interface"`
+	GARPCount   int      `toml:"garp_count"`
+	GARPRepeat  Duration `toml:"garp_repeat"`
+	GARPRefresh Duration `toml:"garp_refresh"`
 }
 
 // DigitalOcean configures a reserved IP.

@@ -117,13 +117,25 @@ func TestDecide(t *testing.T) {
 			nodes: map[string]NodeView{"node1": {Dead: true}, "node2": healthy},
 		},
 		{
-			name:  "no preemption by default",
-			s:     func() state.Snapshot { s := snap(state.Holder{Node: "node2", Epoch: 1, Active: true}); m := s.Members["node1"]; m.Priority = 10; s.Members["node1"] = m; return s }(),
+			name: "no preemption by default",
+			s: func() state.Snapshot {
+				s := snap(state.Holder{Node: "node2", Epoch: 1, Active: true})
+				m := s.Members["node1"]
+				m.Priority = 10
+				s.Members["node1"] = m
+				return s
+			}(),
 			nodes: map[string]NodeView{"node1": healthy, "node2": healthy},
 		},
 		{
-			name:   "preemption when enabled",
-			s:      func() state.Snapshot { s := snap(state.Holder{Node: "node2", Epoch: 1, Active: true}); m := s.Members["node1"]; m.Priority = 10; s.Members["node1"] = m; return s }(),
+			name: "preemption when enabled",
+			s: func() state.Snapshot {
+				s := snap(state.Holder{Node: "node2", Epoch: 1, Active: true})
+				m := s.Members["node1"]
+				m.Priority = 10
+				s.Members["node1"] = m
+				return s
+			}(),
 			nodes:  map[string]NodeView{"node1": healthy, "node2": healthy},
 			policy: Policy{Preempt: true},
 			want:   state.SetHolder{Node: "node1", PrevEpoch: 1, Active: false, Reason: "preempt", At: now0},

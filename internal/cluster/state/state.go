@@ -60,7 +60,7 @@ type Move struct {
 	From        string    `json:"from"`
 	To          string    `json:"to"`
 	Reason      string    `json:"reason"`
-	FaultAt     time.Time `json:"fault_at"`  // when the DC first saw the fault
+	FaultAt     time.Time `json:"fault_at"` // when the DC first saw the fault
 	DecidedAt   time.Time `json:"decided_at"`
 	ActivatedAt time.Time `json:"activated_at"` // zero until active
 }
