@@ -1,0 +1,390 @@
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/cluster/state"
+)
+
+// simNet is an in-memory cluster: a fake consensus log applied to every
+// connected node's state, a probe transport with partitions, and a VIP
+// register with a split-brain observer.
+type simNet struct {
+	t      *testing.T
+	mu     sync.Mutex
+	leader string
+	term   uint64
+	log    [][]byte
+	nodes  map[string]*simNode
+	cut    map[string]bool // partitioned from everyone
+	vip    map[string]bool // node -> address configured
+	maxVIP int             // most nodes holding at one sampled instant
+}
+
+type simNode struct {
+	name    string
+	machine *state.Machine
+	applied int
+	node    *Node
+	cancel  context.CancelFunc
+	done    chan struct{}
+	healthy bool
+	alive   bool
+}
+
+func newSim(t *testing.T, names ...string) *simNet {
+	s := &simNet{t: t, nodes: map[string]*simNode{}, cut: map[string]bool{}, vip: map[string]bool{}, leader: "witness", term: 1}
+	for _, n := range names {
+		s.nodes[n] = &simNode{name: n, machine: state.New(), healthy: true}
+	}
+	for _, n := range names {
+		role := state.RoleApp
+		if n == "witness" {
+			role = state.RoleWitness
+		}
+		s.commit(state.AddMember{Member: state.Member{Name: n, Role: role, Address: n}})
+	}
+	return s
+}
+
+func (s *simNet) commit(c state.Command) error {
+	b, err := state.Encode(c)
+	if err != nil {
+		return err
+	}
+	s.log = append(s.log, b)
+	var result error
+	for _, n := range s.nodes {
+		if r := s.catchUpLocked(n); n.name == s.leader {
+			result = r
+		}
+	}
+	return result
+}
+
+// catchUpLocked applies the log to a connected, live node; it returns the
+// result of the last entry applied.
+func (s *simNet) catchUpLocked(n *simNode) error {
+	var last error
+	if s.cut[n.name] || (!n.alive && n.node != nil) {
+		return nil
+	}
+	for n.applied < len(s.log) {
+		n.applied++
+		last = n.machine.Apply(uint64(n.applied), s.log[n.applied-1])
+	}
+	return last
+}
+
+func (s *simNet) start(name string) {
+	n := s.nodes[name]
+	role := n.machine.View().Members[name].Role
+	var prov Provider
+	if role == state.RoleApp {
+		prov = &simVIP{net: s, node: name}
+	}
+	node, err := New(Options{
+		Name: name, Role: role, Machine: n.machine,
+		Cluster:  &simCluster{net: s, node: name},
+		Provider: prov,
+		Health:   &simHealth{net: s, node: name},
+		Tr:       &simTransport{net: s, from: name},
+		Policy:   Policy{Cooloff: 2 * time.Second, MaxMovesPerHour: 10},
+		Lease:    500 * time.Millisecond, Margin: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s.mu.Lock()
+	n.node, n.cancel, n.done, n.alive = node, cancel, make(chan struct{}), true
+	s.mu.Unlock()
+	go func() {
+		defer close(n.done)
+		_ = node.Run(ctx)
+	}()
+}
+
+// powerOff stops a node without letting it clean up, like a power loss: its
+// address disappears with it.
+func (s *simNet) powerOff(name string) {
+	s.mu.Lock()
+	n := s.nodes[name]
+	n.alive = false
+	delete(s.vip, name)
+	s.mu.Unlock()
+	n.cancel()
+}
+
+func (s *simNet) partition(name string, cut bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cut[name] = cut
+	if !cut {
+		s.catchUpLocked(s.nodes[name])
+	}
+}
+
+func (s *simNet) setHealthy(name string, ok bool) {
+	s.mu.Lock()
+	s.nodes[name].healthy = ok
+	s.mu.Unlock()
+}
+
+func (s *simNet) holders() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for n, on := range s.vip {
+		if on {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// observe samples the VIP every 5 ms, like the lab's split-brain observer.
+func (s *simNet) observe(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+		if h := s.holders(); len(h) > s.maxVIP {
+			s.mu.Lock()
+			s.maxVIP = len(h)
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *simNet) waitHolder(t *testing.T, want string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		if h := s.holders(); len(h) == 1 && h[0] == want {
+			return time.Since(start)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("holders = %v after %v; want [%s]", s.holders(), within, want)
+	return 0
+}
+
+func (s *simNet) moves() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.nodes["witness"].machine.View().Moves)
+}
+
+type simCluster struct {
+	net  *simNet
+	node string
+}
+
+func (c *simCluster) Apply(ctx context.Context, cmd state.Command) error {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	if c.net.cut[c.node] || c.net.cut[c.net.leader] || !c.net.nodes[c.net.leader].alive {
+		return errors.New("no leader reachable")
+	}
+	return c.net.commit(cmd)
+}
+
+func (c *simCluster) IsLeader() bool {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	return c.net.leader == c.node && !c.net.cut[c.node]
+}
+
+func (c *simCluster) Term() uint64 {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	return c.net.term
+}
+
+func (c *simCluster) TransferLeadership(ctx context.Context, to string) error {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	c.net.leader, c.net.term = to, c.net.term+1
+	return nil
+}
+
+type simHealth struct {
+	net  *simNet
+	node string
+}
+
+func (h *simHealth) Report() (bool, time.Duration, []CheckStatus) {
+	h.net.mu.Lock()
+	defer h.net.mu.Unlock()
+	return h.net.nodes[h.node].healthy, 0, nil
+}
+
+type simTransport struct {
+	net  *simNet
+	from string
+}
+
+func (tr *simTransport) Probe(ctx context.Context, addr string, req ProbeRequest) (ProbeReply, error) {
+	tr.net.mu.Lock()
+	peer := tr.net.nodes[addr]
+	down := tr.net.cut[tr.from] || tr.net.cut[addr] || !peer.alive
+	tr.net.mu.Unlock()
+	time.Sleep(time.Millisecond) // one-way latency
+	if down {
+		<-ctx.Done()
+		return ProbeReply{}, ctx.Err()
+	}
+	r := peer.node.Mesh().HandleProbe(tr.from, req)
+	time.Sleep(time.Millisecond)
+	return r, nil
+}
+
+type simVIP struct {
+	net  *simNet
+	node string
+}
+
+func (v *simVIP) Acquire(ctx context.Context) error {
+	v.net.mu.Lock()
+	defer v.net.mu.Unlock()
+	v.net.vip[v.node] = true
+	return nil
+}
+
+func (v *simVIP) Release(ctx context.Context) error {
+	v.net.mu.Lock()
+	defer v.net.mu.Unlock()
+	delete(v.net.vip, v.node)
+	return nil
+}
+
+func (v *simVIP) Held(ctx context.Context) (bool, error) {
+	v.net.mu.Lock()
+	defer v.net.mu.Unlock()
+	return v.net.vip[v.node], nil
+}
+
+// runSim brings up node1, node2 and a witness (the raft leader), waits for
+// the initial placement on node1 and runs fn. It fails on any instant with
+// two holders.
+func runSim(t *testing.T, fn func(t *testing.T, s *simNet)) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(t, "node1", "node2", "witness")
+		ctx, cancel := context.WithCancel(context.Background())
+		go s.observe(ctx)
+		for _, n := range []string{"witness", "node1", "node2"} {
+			s.start(n)
+		}
+		s.waitHolder(t, "node1", 3*time.Second)
+		fn(t, s)
+		cancel()
+		for _, n := range s.nodes {
+			if n.alive {
+				n.cancel()
+				<-n.done
+			}
+		}
+		if s.maxVIP > 1 {
+			t.Errorf("split brain: %d nodes held the VIP at one sampled instant", s.maxVIP)
+		}
+	})
+}
+
+func TestSimulatedFaults(t *testing.T) {
+	tests := []struct {
+		name      string
+		fault     func(s *simNet)
+		want      string // holder after the fault
+		within    time.Duration
+		wantMoves int // moves after the initial placement
+	}{
+		{"holder power loss", func(s *simNet) { s.powerOff("node1") }, "node2", time.Second, 1},
+		{"holder app fails", func(s *simNet) { s.setHealthy("node1", false) }, "node2", time.Second, 1},
+		{"holder partitioned", func(s *simNet) { s.partition("node1", true) }, "node2", time.Second, 1},
+		{"witness lost", func(s *simNet) { s.powerOff("witness"); s.partition("witness", true) }, "node1", time.Second, 0},
+		{"standby lost", func(s *simNet) { s.powerOff("node2") }, "node1", time.Second, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			runSim(t, func(t *testing.T, s *simNet) {
+				before := s.moves()
+				tt.fault(s)
+				took := s.waitHolder(t, tt.want, tt.within)
+				time.Sleep(5 * time.Second) // anything that would flap does so now
+				if h := s.holders(); len(h) != 1 || h[0] != tt.want {
+					t.Errorf("holders after settling = %v; want [%s]", h, tt.want)
+				}
+				if got := s.moves() - before; got != tt.wantMoves {
+					t.Errorf("moves = %d; want %d", got, tt.wantMoves)
+				}
+				t.Logf("%s: %v to serve from %s", tt.name, took, tt.want)
+			})
+		})
+	}
+}
+
+func TestPartitionHealNoMoveBack(t *testing.T) {
+	runSim(t, func(t *testing.T, s *simNet) {
+		s.partition("node1", true)
+		s.waitHolder(t, "node2", time.Second)
+		s.partition("node1", false)
+		time.Sleep(5 * time.Second)
+		if h := s.holders(); len(h) != 1 || h[0] != "node2" {
+			t.Fatalf("holders after heal = %v; want [node2]", h)
+		}
+		if got := s.moves(); got != 2 {
+			t.Errorf("moves = %d; want 2 (initial + one failover)", got)
+		}
+	})
+}
+
+func TestLeaderOnHolderIsMovedAway(t *testing.T) {
+	runSim(t, func(t *testing.T, s *simNet) {
+		s.mu.Lock()
+		s.leader, s.term = "node1", s.term+1
+		s.mu.Unlock()
+		time.Sleep(time.Second)
+		s.mu.Lock()
+		leader := s.leader
+		s.mu.Unlock()
+		if leader == "node1" {
+			t.Fatalf("leader stayed on the holder")
+		}
+		if h := s.holders(); len(h) != 1 || h[0] != "node1" {
+			t.Fatalf("holders = %v; want [node1]", h)
+		}
+	})
+}
+
+func TestMaintenanceFreezes(t *testing.T) {
+	runSim(t, func(t *testing.T, s *simNet) {
+		s.mu.Lock()
+		err := s.commit(state.SetMode{Mode: state.ModeMaintenance})
+		s.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.setHealthy("node1", false)
+		time.Sleep(3 * time.Second)
+		if h := s.holders(); fmt.Sprint(h) != "[node1]" {
+			t.Fatalf("holders in maintenance = %v; want [node1]", h)
+		}
+		if got := s.moves(); got != 1 {
+			t.Errorf("moves = %d; want 1", got)
+		}
+	})
+}
