@@ -1,0 +1,171 @@
+package digitalocean
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/vip/digitalocean/dofake"
+	"github.com/tandem-ha/tandem/internal/vip/viptest"
+)
+
+const (
+	token = "dop_v1_test"
+	vip   = "203.0.113.10"
+)
+
+func newProvider(t *testing.T, f *dofake.Server, droplet int, fromAPI bool, dropletInOptions bool) *Provider {
+	t.Helper()
+	o := Options{
+		Token: token, IP: netip.MustParseAddr(vip),
+		BaseURL: f.URL, MetadataURL: f.MetadataURL(droplet),
+		HeldFromAPI:  fromAPI,
+		PollInterval: 20 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	if dropletInOptions {
+		o.DropletID = droplet
+	}
+	p, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func env(fromAPI bool) func(t *testing.T) viptest.Env {
+	return func(t *testing.T) viptest.Env {
+		f := dofake.New(token, vip)
+		t.Cleanup(f.Close)
+		return viptest.Env{
+			// A learns its droplet id from metadata, B from options.
+			A: newProvider(t, f, 101, fromAPI, false), B: newProvider(t, f, 102, fromAPI, true),
+			Exclusive:        true,
+			ThirdParty:       func(t *testing.T) { f.SetHolder(vip, 999) },
+			ActionDelay:      func(t *testing.T, d time.Duration) { f.SetActionDelay(d) },
+			Pending:          func(t *testing.T, n int) { f.FailPending(n) },
+			RateLimit:        func(t *testing.T, d time.Duration) { f.RateLimit(d) },
+			RateLimitHeaders: true,
+		}
+	}
+}
+
+func TestConformanceMetadata(t *testing.T) { viptest.Run(t, env(false)) }
+func TestConformanceAPI(t *testing.T)      { viptest.Run(t, env(true)) }
+
+// A rate-limited client must sleep until the reset, not hammer the API.
+func TestRateLimitDoesNotHammer(t *testing.T) {
+	f := dofake.New(token, vip)
+	t.Cleanup(f.Close)
+	p := newProvider(t, f, 101, false, true)
+	f.RateLimit(1200 * time.Millisecond)
+	if err := p.Acquire(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.Stats().RateLimited; n > 2 {
+		t.Fatalf("provider got %d 429s; it should wait for RateLimit-Reset", n)
+	}
+}
+
+// The API answers 422 when the droplet already has the IP; that is success.
+func TestAlreadyAssignedToUs(t *testing.T) {
+	f := dofake.New(token, vip)
+	t.Cleanup(f.Close)
+	p := newProvider(t, f, 101, false, true)
+	if _, err := p.assign(t.Context(), 101); err != nil {
+		t.Fatal(err)
+	}
+	action, err := p.assign(t.Context(), 101)
+	if err != nil || action != nil {
+		t.Fatalf("second assign = %v, %v; want nil, nil (already ours)", action, err)
+	}
+	if f.Stats().Assigns != 1 {
+		t.Fatalf("assigns = %d, want 1", f.Stats().Assigns)
+	}
+}
+
+// A droplet that holds a different reserved IP cannot take this one.
+func TestDropletHoldsAnotherIP(t *testing.T) {
+	f := dofake.New(token, vip, "203.0.113.99")
+	t.Cleanup(f.Close)
+	f.SetHolder("203.0.113.99", 101)
+	p := newProvider(t, f, 101, false, true)
+	err := p.Acquire(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "another reserved IP") {
+		t.Fatalf("Acquire = %v, want an error naming the other reserved IP", err)
+	}
+}
+
+func TestBadToken(t *testing.T) {
+	f := dofake.New(token, vip)
+	t.Cleanup(f.Close)
+	p, err := New(Options{Token: "wrong", IP: netip.MustParseAddr(vip), DropletID: 1, BaseURL: f.URL,
+		MetadataURL: f.MetadataURL(1), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Acquire(t.Context()); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("Acquire with a bad token = %v, want a 401 error", err)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ip := netip.MustParseAddr(vip)
+	for _, tc := range []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"no token", Options{IP: ip, Logger: log}, "token is empty"},
+		{"ipv6", Options{Token: "x", IP: netip.MustParseAddr("2001:db8::1"), Logger: log}, "not an IPv4"},
+		{"no ip", Options{Token: "x", Logger: log}, "not an IPv4"},
+		{"no logger", Options{Token: "x", IP: ip}, "Logger"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := New(tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New = %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseMetadata(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+		err  bool
+	}{{"true", true, false}, {"false\n", false, false}, {"", false, false}, {"yes", false, true}} {
+		got, err := ParseActive(tc.in)
+		if got != tc.want || (err != nil) != tc.err {
+			t.Errorf("ParseActive(%q) = %v, %v", tc.in, got, err)
+		}
+	}
+	for _, tc := range []struct {
+		in   string
+		want int
+		err  bool
+	}{{"12345\n", 12345, false}, {"0", 0, true}, {"-3", 0, true}, {"abc", 0, true}, {"", 0, true}} {
+		got, err := ParseDropletID(tc.in)
+		if got != tc.want || (err != nil) != tc.err {
+			t.Errorf("ParseDropletID(%q) = %v, %v", tc.in, got, err)
+		}
+	}
+}
+
+func FuzzParseMetadata(f *testing.F) {
+	for _, s := range []string{"true", "false", "123", " 42\n", "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if on, err := ParseActive(s); err == nil && on != (strings.TrimSpace(s) == "true") {
+			t.Fatalf("ParseActive(%q) = %v", s, on)
+		}
+		if id, err := ParseDropletID(s); err == nil && id <= 0 {
+			t.Fatalf("ParseDropletID(%q) = %d", s, id)
+		}
+	})
+}
