@@ -1,0 +1,187 @@
+package health
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// maxBody bounds how much of an HTTP response is read for body and JSON
+// matching; health endpoints are small, and the body is untrusted.
+const maxBody = 1 << 20
+
+// bodyExcerpt is how much of the body is kept as the check's output.
+const bodyExcerpt = 256
+
+// killGrace is how long an exec'd check may hold its output pipes open after
+// it was killed or exited (a daemonised grandchild, say) before they are closed.
+const killGrace = 100 * time.Millisecond
+
+func defaultHTTPClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           (&net.Dialer{}).DialContext,
+			DisableKeepAlives:     true,
+			DisableCompression:    true,
+			TLSHandshakeTimeout:   0, // bounded by the probe's context
+			ResponseHeaderTimeout: 0,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+func httpProbe(client *http.Client, s Check) probeFunc {
+	return func(ctx context.Context) (string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Target, nil)
+		if err != nil {
+			return "", fmt.Errorf("build request: %w", err)
+		}
+		req.Header.Set("User-Agent", "tandem-health/1")
+		resp, err := client.Do(req)
+		if err != nil {
+			return "", err // *url.Error already names the method and URL
+		}
+		defer resp.Body.Close()
+		limit := int64(bodyExcerpt)
+		if s.Body != "" || s.JSONPath != "" {
+			limit = maxBody
+		}
+		body, rerr := io.ReadAll(io.LimitReader(resp.Body, limit))
+		out := fmt.Sprintf("HTTP %s", resp.Status)
+		if ex := bytes.TrimSpace(body[:min(len(body), bodyExcerpt)]); len(ex) > 0 {
+			out += ": " + string(ex)
+		}
+		if resp.StatusCode != s.Status {
+			return out, fmt.Errorf("status %d, want %d", resp.StatusCode, s.Status)
+		}
+		if rerr != nil {
+			return out, fmt.Errorf("read body: %w", rerr)
+		}
+		if s.Body != "" && !bytes.Contains(body, []byte(s.Body)) {
+			return out, fmt.Errorf("body does not contain %q", s.Body)
+		}
+		if s.JSONPath != "" {
+			if err := matchJSON(body, s.JSONPath, s.JSONWant); err != nil {
+				return out, err
+			}
+		}
+		return out, nil
+	}
+}
+
+func tcpProbe(target string) probeFunc {
+	return func(ctx context.Context) (string, error) {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", target)
+		if err != nil {
+			return "", err // *net.OpError names the address
+		}
+		out := "connected to " + conn.RemoteAddr().String()
+		_ = conn.Close()
+		return out, nil
+	}
+}
+
+func execProbe(argv []string) probeFunc {
+	return func(ctx context.Context) (string, error) {
+		return runCommand(ctx, argv)
+	}
+}
+
+func systemdProbe(systemctl, unit string) probeFunc {
+	return func(ctx context.Context) (string, error) {
+		// Without --quiet, is-active prints the state, which is the useful
+		// output ("failed", "activating"); "--" keeps an odd unit name from
+		// being read as an option.
+		out, err := runCommand(ctx, []string{systemctl, "is-active", "--", unit})
+		state := strings.TrimSpace(out)
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) && state != "" {
+				return state, fmt.Errorf("unit %s is %s", unit, state)
+			}
+			return state, fmt.Errorf("unit %s: %w", unit, err)
+		}
+		return state, nil
+	}
+}
+
+// runCommand runs argv in its own process group, so that a timeout kills the
+// command and everything it started, and returns the tail of its combined
+// output. A non-zero exit is returned as an *exec.ExitError.
+func runCommand(ctx context.Context, argv []string) (string, error) {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	out := &tailBuffer{max: MaxOutput}
+	cmd.Stdout = out
+	cmd.Stderr = out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// The group id equals the leader's pid because of Setpgid.
+		if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil {
+			return cmd.Process.Kill()
+		}
+		return nil
+	}
+	cmd.WaitDelay = killGrace
+	err := cmd.Run()
+	if errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil && cmd.ProcessState.Success() {
+		err = nil // it passed; only a leftover child kept the pipe open
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%s: killed: %w", argv[0], ctx.Err())
+		} else {
+			err = fmt.Errorf("%s: %w", argv[0], err)
+		}
+	}
+	return out.String(), err
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu      sync.Mutex
+	max     int
+	buf     []byte
+	dropped bool
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(p)
+	if len(p) >= t.max {
+		t.dropped = t.dropped || len(t.buf) > 0 || len(p) > t.max
+		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
+		return n, nil
+	}
+	if over := len(t.buf) + len(p) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+		t.dropped = true
+	}
+	t.buf = append(t.buf, p...)
+	return n, nil
+}
+
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := t.buf
+	if t.dropped {
+		// Skip a partial rune at the cut.
+		for len(b) > 0 && !isRuneStart(b[0]) {
+			b = b[1:]
+		}
+		return strings.ToValidUTF8("…"+string(b), "\uFFFD")
+	}
+	return strings.ToValidUTF8(string(b), "\uFFFD")
+}
