@@ -1,0 +1,461 @@
+// Package pki holds tandem's cluster PKI: the cluster CA, node certificates,
+// the files they live in, the mutual-TLS configurations built from them, and
+// join tokens that pin the CA's public-key hash.
+//
+// Every key is ECDSA P-256. The CA is self-signed and valid for ten years;
+// node certificates carry the node name as CN and DNS SAN, the node's IP SANs,
+// and both server and client extended key usages, so the same certificate
+// serves the node's listener and authenticates its outgoing calls.
+//
+// Peers are authenticated by chain only: any certificate issued by the
+// cluster CA is a cluster member, whatever address it is reached at. The CA
+// is private to one cluster, so the chain is the identity; the CN names the
+// node for callers that need to know who is calling (see PeerName).
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/netip"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Validity of the CA and of node certificates. Node certificates are not
+// rotated yet, so they live as long as the CA.
+const (
+	CAValidity   = 10 * 365 * 24 * time.Hour
+	NodeValidity = CAValidity
+	// clockSkew backdates NotBefore so a node whose clock is slightly behind
+	// the signer's still accepts a fresh certificate.
+	clockSkew = time.Hour
+)
+
+// HashPrefix starts every CA hash.
+const HashPrefix = "sha256:"
+
+// Errors callers may test for with errors.Is.
+var (
+	ErrNoCAKey     = errors.New("this node does not hold the cluster CA key (witnesses never do)")
+	ErrCAMismatch  = errors.New("the CA does not match the pinned hash")
+	ErrInvalidName = errors.New("invalid node name")
+	ErrInvalidCSR  = errors.New("invalid certificate request")
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?$`)
+
+// ValidName reports whether name can be a node name: 1 to 63 letters, digits,
+// dots and hyphens, starting and ending with a letter or digit.
+func ValidName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w %q: use 1-63 letters, digits, '.' or '-', starting and ending with a letter or digit", ErrInvalidName, name)
+	}
+	return nil
+}
+
+// CA is the cluster certificate authority. Key is nil on nodes that only
+// know the certificate (witnesses, and joining nodes before they get it).
+type CA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+// NewCA creates a self-signed cluster CA valid for CAValidity from now.
+func NewCA(now time.Time) (*CA, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "tandem cluster CA " + serial.Text(16)[:8], Organization: []string{"tandem"}},
+		NotBefore:             now.Add(-clockSkew),
+		NotAfter:              now.Add(CAValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("create CA certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse CA certificate: %w", err)
+	}
+	return &CA{Cert: cert, Key: key}, nil
+}
+
+// ParseCA parses a PEM CA certificate and, if keyPEM is not empty, its key.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	cert, err := ParseCertPEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("CA certificate %q is not a CA", cert.Subject.CommonName)
+	}
+	ca := &CA{Cert: cert}
+	if len(keyPEM) > 0 {
+		key, err := ParseKeyPEM(keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("CA key: %w", err)
+		}
+		if !samePublicKey(key.Public(), cert.PublicKey) {
+			return nil, errors.New("CA key does not match the CA certificate")
+		}
+		ca.Key = key
+	}
+	return ca, nil
+}
+
+// Hash returns the CA's pin: "sha256:" and the hex SHA-256 of the DER
+// SubjectPublicKeyInfo, as kubeadm prints it.
+func (ca *CA) Hash() string { return Hash(ca.Cert) }
+
+// Hash returns "sha256:<hex>" over cert's DER SubjectPublicKeyInfo.
+func Hash(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return HashPrefix + hex.EncodeToString(sum[:])
+}
+
+// MatchesPin reports whether cert's hash equals pin ("sha256:<hex>").
+func MatchesPin(cert *x509.Certificate, pin string) bool {
+	return subtle.ConstantTimeCompare([]byte(Hash(cert)), []byte(strings.ToLower(pin))) == 1
+}
+
+// CertPEM returns the CA certificate in PEM.
+func (ca *CA) CertPEM() []byte { return certPEM(ca.Cert.Raw) }
+
+// KeyPEM returns the CA key in PEM, or ErrNoCAKey.
+func (ca *CA) KeyPEM() ([]byte, error) {
+	if ca.Key == nil {
+		return nil, ErrNoCAKey
+	}
+	return keyPEM(ca.Key)
+}
+
+// Pool returns a pool holding only the CA.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
+}
+
+// WithoutKey returns a copy of the CA that does not hold the key.
+func (ca *CA) WithoutKey() *CA { return &CA{Cert: ca.Cert} }
+
+// Issue creates a key and a certificate for a node of this cluster, on the
+// node holding the CA key (tandem init).
+func (ca *CA) Issue(name string, ips []netip.Addr, now time.Time) (*Node, error) {
+	key, err := NewKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := NewCSR(key, name, ips)
+	if err != nil {
+		return nil, err
+	}
+	crt, err := ca.SignCSR(csr, name, now)
+	if err != nil {
+		return nil, err
+	}
+	kp, err := keyPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	return NewNode(ca, crt, kp)
+}
+
+// SignCSR signs a node's PEM certificate request. The request must be
+// self-signed by its key, name the node as CN, ask for no DNS name other
+// than the node name, and no e-mail or URI names; its IP addresses are kept.
+// It returns the certificate in PEM.
+func (ca *CA) SignCSR(csrPEM []byte, name string, now time.Time) ([]byte, error) {
+	if ca.Key == nil {
+		return nil, ErrNoCAKey
+	}
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil, fmt.Errorf("%w: want a PEM CERTIFICATE REQUEST", ErrInvalidCSR)
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidCSR, err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("%w: signature: %v", ErrInvalidCSR, err)
+	}
+	if csr.Subject.CommonName != name {
+		return nil, fmt.Errorf("%w: CN %q does not match node name %q", ErrInvalidCSR, csr.Subject.CommonName, name)
+	}
+	for _, d := range csr.DNSNames {
+		if d != name {
+			return nil, fmt.Errorf("%w: DNS name %q is not the node name %q", ErrInvalidCSR, d, name)
+		}
+	}
+	if len(csr.EmailAddresses) > 0 || len(csr.URIs) > 0 {
+		return nil, fmt.Errorf("%w: only the node name and IP addresses may be requested", ErrInvalidCSR)
+	}
+	switch pub := csr.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		if pub.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("%w: ECDSA key must be P-256", ErrInvalidCSR)
+		}
+	default:
+		return nil, fmt.Errorf("%w: key must be ECDSA P-256, got %T", ErrInvalidCSR, csr.PublicKey)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
+	}
+	notAfter := now.Add(NodeValidity)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"tandem"}},
+		DNSNames:     []string{name},
+		IPAddresses:  csr.IPAddresses,
+		NotBefore:    now.Add(-clockSkew),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("sign certificate for %s: %w", name, err)
+	}
+	return certPEM(der), nil
+}
+
+// NewKey generates an ECDSA P-256 private key.
+func NewKey() (*ecdsa.PrivateKey, error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	return k, nil
+}
+
+// NewCSR returns a PEM certificate request for node name with the given IP
+// addresses, signed by key.
+func NewCSR(key crypto.Signer, name string, ips []netip.Addr) ([]byte, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	tmpl := &x509.CertificateRequest{
+		Subject:  pkix.Name{CommonName: name},
+		DNSNames: []string{name},
+	}
+	for _, ip := range ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.IP(ip.Unmap().AsSlice()))
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		return nil, fmt.Errorf("create certificate request: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+// ParseCertPEM parses the first PEM CERTIFICATE block.
+func ParseCertPEM(b []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("want a PEM CERTIFICATE")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// ParseKeyPEM parses a PEM PKCS#8 (or SEC 1 EC) private key.
+func ParseKeyPEM(b []byte) (crypto.Signer, error) {
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, errors.New("want a PEM private key")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("unsupported PEM block %q", block.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("parse private key: %w", err)
+	}
+	s, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("private key %T cannot sign", key)
+	}
+	return s, nil
+}
+
+func certPEM(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func keyPEM(key crypto.Signer) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("marshal private key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+func newSerial() (*big.Int, error) {
+	s, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, fmt.Errorf("serial number: %w", err)
+	}
+	return s.Add(s, big.NewInt(1)), nil
+}
+
+func samePublicKey(a, b crypto.PublicKey) bool {
+	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ea.Equal(b)
+}
+
+// Node is one node's credentials: its certificate and key, and the CA (with
+// its key on app nodes).
+type Node struct {
+	Name string
+	CA   *CA
+	// Cert is the node's certificate chain (node certificate, then the CA)
+	// with its private key and parsed Leaf.
+	Cert tls.Certificate
+}
+
+// NewNode assembles a node's credentials from its PEM certificate and key,
+// checking that the certificate was issued by ca for server and client use
+// and that the key matches it.
+func NewNode(ca *CA, certPEMBytes, keyPEMBytes []byte) (*Node, error) {
+	leaf, err := ParseCertPEM(certPEMBytes)
+	if err != nil {
+		return nil, fmt.Errorf("node certificate: %w", err)
+	}
+	key, err := ParseKeyPEM(keyPEMBytes)
+	if err != nil {
+		return nil, fmt.Errorf("node key: %w", err)
+	}
+	if !samePublicKey(key.Public(), leaf.PublicKey) {
+		return nil, errors.New("node key does not match the node certificate")
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots:     ca.Pool(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return nil, fmt.Errorf("node certificate %q is not valid under the cluster CA: %w", leaf.Subject.CommonName, err)
+	}
+	return &Node{
+		Name: leaf.Subject.CommonName,
+		CA:   ca,
+		Cert: tls.Certificate{
+			Certificate: [][]byte{leaf.Raw, ca.Cert.Raw},
+			PrivateKey:  key,
+			Leaf:        leaf,
+		},
+	}, nil
+}
+
+// CanSign reports whether this node holds the CA key and so can sign joins.
+func (n *Node) CanSign() bool { return n.CA.Key != nil }
+
+// ServerConfig is for listeners where every client must present a
+// certificate from the cluster CA.
+func (n *Node) ServerConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{n.Cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    n.CA.Pool(),
+	}
+}
+
+// JoinServerConfig is ServerConfig for a listener that also serves the join
+// endpoint: a client certificate is verified against the cluster CA when one
+// is given (a foreign one fails the handshake) but may be absent. Whoever
+// uses it MUST check for a verified chain (see PeerName) on everything but
+// the join endpoint.
+func (n *Node) JoinServerConfig() *tls.Config {
+	c := n.ServerConfig()
+	c.ClientAuth = tls.VerifyClientCertIfGiven
+	return c
+}
+
+// ClientConfig presents the node certificate and accepts only servers whose
+// certificate chains to the cluster CA.
+func (n *Node) ClientConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{n.Cert},
+		// Peers are dialled by address and identified by chain, so the
+		// standard hostname check is replaced by VerifyConnection.
+		InsecureSkipVerify: true,
+		VerifyConnection:   VerifyServer(n.CA.Cert),
+	}
+}
+
+// VerifyServer returns a tls.Config.VerifyConnection function that accepts
+// a server whose certificate chains to ca with server-auth usage; the
+// hostname is not checked.
+func VerifyServer(ca *x509.Certificate) func(tls.ConnectionState) error {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("server sent no certificate")
+		}
+		inter := x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+			Roots:         pool,
+			Intermediates: inter,
+			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		})
+		if err != nil {
+			return fmt.Errorf("server certificate %q is not from the cluster CA: %w", cs.PeerCertificates[0].Subject.CommonName, err)
+		}
+		return nil
+	}
+}
+
+// PeerName returns the node name of a peer whose certificate chain was
+// verified during the handshake, or "" when the peer presented none.
+func PeerName(cs *tls.ConnectionState) string {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return ""
+	}
+	return cs.VerifiedChains[0][0].Subject.CommonName
+}
