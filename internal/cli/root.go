@@ -127,6 +127,12 @@ Configuration lives in /etc/tandem/tandem.toml, state in /var/lib/tandem.`,
 var subcommands = []func(*env) *cobra.Command{
 	newVersionCmd,
 	newConfigCmd,
+	newStatusCmd,
+	newTokenCmd,
+	newMaintenanceCmd,
+	newSwitchoverCmd,
+	newLeaveCmd,
+	newRemoveCmd,
 }
 
 func newVersionCmd(e *env) *cobra.Command {

@@ -1,0 +1,252 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tandem-ha/tandem/internal/config"
+	"github.com/tandem-ha/tandem/internal/localapi"
+)
+
+// client returns a local API client for the agent configured at --config.
+// A missing or broken config falls back to the default socket, since the
+// socket path is the only thing needed here.
+func (e *env) client() *localapi.Client {
+	sock := "/run/tandem/tandem.sock"
+	if c, err := config.Load(e.configPath); err == nil {
+		sock = c.Cluster.Socket
+	}
+	return localapi.NewClient(sock)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newStatusCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Show the cluster: members, raft, the IP holder, health, last failover",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			st, err := e.client().Status(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(e.stdout, st)
+			}
+			printStatus(e.stdout, st)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (stable field names) instead of text")
+	return cmd
+}
+
+func printStatus(w io.Writer, st localapi.Status) {
+	fmt.Fprintf(w, "node:    %s (%s)   mode: %s\n", st.Node, st.Role, st.Mode)
+	fmt.Fprintf(w, "raft:    %s, leader %s, term %d, last contact %dms\n",
+		st.Raft.State, orDash(st.Raft.Leader), st.Raft.Term, st.Raft.LastContactMs)
+	holder := orDash(st.Holder.Node)
+	if st.Holder.Node != "" && !st.Holder.Active {
+		holder += " (pending release by the previous holder)"
+	}
+	since := ""
+	if !st.Holder.Since.IsZero() {
+		since = fmt.Sprintf(" since %s (%s ago)", st.Holder.Since.Format(time.RFC3339), time.Since(st.Holder.Since).Round(time.Second))
+	}
+	fmt.Fprintf(w, "vip:     %s via %s, holder %s, epoch %d%s\n", orDash(st.VIP.Address), orDash(st.VIP.Provider), holder, st.Holder.Epoch, since)
+	if lf := st.LastFailover; lf != nil {
+		fmt.Fprintf(w, "last failover: %s -> %s at %s, %s, took %dms\n",
+			orDash(lf.From), lf.To, lf.At.Format(time.RFC3339), lf.Reason, lf.DurationMs)
+	}
+	if st.LastError != "" {
+		fmt.Fprintf(w, "last error: %s\n", st.LastError)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tROLE\tADDRESS\tVOTER\tREACHABLE\tHEALTHY\tHOLDS IP")
+	for _, m := range st.Members {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Role, m.Address, m.Suffrage,
+			yesNo(m.Reachable), healthWord(m), yesNo(m.Holding))
+	}
+	tw.Flush()
+	for _, m := range st.Members {
+		for _, c := range m.Checks {
+			out := strings.TrimSpace(c.Output)
+			if len(out) > 120 {
+				out = out[:120] + "…"
+			}
+			fmt.Fprintf(w, "  %s check %s (%s): %s %s\n", m.Name, c.Name, c.Type, passFail(c.Healthy), out)
+		}
+	}
+}
+
+func healthWord(m localapi.Member) string {
+	switch {
+	case m.Role == "witness":
+		return "-"
+	case !m.Reachable:
+		return "unknown"
+	case m.Healthy:
+		return "yes"
+	}
+	return "NO"
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func passFail(b bool) string {
+	if b {
+		return "pass"
+	}
+	return "FAIL"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newTokenCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Manage join tokens"}
+	var ttl time.Duration
+	var uses int
+	var asJSON bool
+	create := &cobra.Command{
+		Use:   "create [--ttl D] [--uses N]",
+		Short: "Create a join token that pins this cluster's CA",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if ttl <= 0 {
+				return &UsageError{Err: fmt.Errorf("--ttl must be positive, e.g. 24h")}
+			}
+			if uses < 0 {
+				return &UsageError{Err: fmt.Errorf("--uses must be 0 (unlimited) or more")}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			t, err := e.client().CreateToken(ctx, localapi.TokenRequest{TTL: ttl, Uses: uses})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(e.stdout, t)
+			}
+			fmt.Fprintln(e.stdout, t.Token)
+			return nil
+		},
+	}
+	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
+	create.Flags().IntVar(&uses, "uses", 0, "how many joins it allows (0: unlimited until it expires)")
+	create.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func newMaintenanceCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:       "maintenance on|off",
+		Short:     "Freeze (on) or resume (off) automatic placement of the floating IP",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"on", "off"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			mode := map[string]string{"on": "maintenance", "off": "auto"}[args[0]]
+			if mode == "" {
+				return &UsageError{Err: fmt.Errorf("maintenance takes 'on' or 'off', not %q", args[0])}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			if err := e.client().SetMode(ctx, mode); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "mode: %s\n", mode)
+			return nil
+		},
+	}
+}
+
+func newSwitchoverCmd(e *env) *cobra.Command {
+	var to string
+	var timeout time.Duration
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "switchover [--to NODE]",
+		Short: "Move the floating IP in a planned way, once the target is healthy",
+		Long: `switchover waits until the target node (default: the healthiest standby)
+passes its health checks, then moves the floating IP to it. The old holder
+releases the IP before the new one configures it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout+5*time.Second)
+			defer cancel()
+			r, err := e.client().Switchover(ctx, localapi.SwitchoverRequest{To: to, Timeout: timeout})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(e.stdout, r)
+			}
+			fmt.Fprintf(e.stdout, "moved %s -> %s (epoch %d) in %dms\n", r.From, r.To, r.Epoch, r.TookMs)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "target node (default: pick the best standby)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "how long to wait for the target to become healthy")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newLeaveCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "leave",
+		Short: "Remove this node from the cluster (it releases the IP first)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			if err := e.client().Leave(ctx); err != nil {
+				return err
+			}
+			fmt.Fprintln(e.stdout, "left the cluster; stop the agent with 'systemctl disable --now tandem'")
+			return nil
+		},
+	}
+}
+
+func newRemoveCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove NODE",
+		Short: "Remove another node (use only for a node that is off or has left)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			if err := e.client().Remove(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "removed %s\n", args[0])
+			return nil
+		},
+	}
+}
