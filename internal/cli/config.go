@@ -40,5 +40,14 @@ valid and 2 when it is not.`,
 			return err
 		},
 	})
+	cmd.AddCommand(&cobra.Command{
+		Use:   "example",
+		Short: "Print an annotated tandem.toml with every key and its default",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, err := fmt.Fprint(e.stdout, config.Example)
+			return err
+		},
+	})
 	return cmd
 }

@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	_ "embed"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -17,6 +18,11 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 )
+
+// Example is an annotated tandem.toml with every key and its default.
+//
+//go:embed example.toml
+var Example string
 
 // DefaultPath is where the agent reads its configuration.
 const DefaultPath = "/etc/tandem/tandem.toml"
@@ -259,18 +265,23 @@ func decodeError(name string, lines keyIndex, err error) error {
 	if errors.As(err, &de) {
 		row, _ := de.Position()
 		key := strings.Join(de.Key(), ".")
-		return Errors{{File: name, Line: row, Key: key, Msg: strings.TrimPrefix(de.Error(), "toml: ")}}
+		return Errors{{File: name, Line: row, Key: key, Msg: friendly(strings.TrimPrefix(de.Error(), "toml: "))}}
 	}
 	// Type and text-unmarshal errors carry no position; find the key they name.
 	msg := strings.TrimPrefix(err.Error(), "toml: ")
-	e := &Error{File: name, Msg: msg}
-	if m := typeMismatch.FindStringSubmatch(msg); m != nil {
-		e.Msg = fmt.Sprintf("wrong type: the value is a TOML %s but must be %s", m[1], tomlTypeName(m[3]))
-	}
+	e := &Error{File: name, Msg: friendly(msg)}
 	if key, line := lines.find(msg); line > 0 {
 		e.Key, e.Line = key, line
 	}
 	return Errors{e}
+}
+
+// friendly rewrites go-toml's type errors, which name Go types, in TOML terms.
+func friendly(msg string) string {
+	if m := typeMismatch.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("wrong type: the value is a TOML %s but must be %s", m[1], tomlTypeName(m[3]))
+	}
+	return msg
 }
 
 func tomlTypeName(goType string) string {
@@ -347,7 +358,7 @@ func (c *Config) applyDefaults() {
 		f.HeartbeatTimeout = Duration(500 * time.Millisecond)
 	}
 	if f.ProbeInterval == 0 {
-		f.ProbeInterval = Duration(100 * time.Millisecond)
+		f.ProbeInterval = Duration(50 * time.Millisecond)
 	}
 	for i := range c.Health {
 		h := &c.Health[i]

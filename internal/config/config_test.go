@@ -1,0 +1,123 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const minimal = `
+[node]
+name = "node1"
+[cluster]
+listen = "10.0.0.1:7946"
+[vip]
+provider = "linux"
+address = "10.0.0.100/24"
+[vip.linux]
+interface = "eth0"
+`
+
+func TestExampleIsValid(t *testing.T) {
+	c, err := Parse("example.toml", []byte(Example))
+	if err != nil {
+		t.Fatalf("the shipped example does not validate:\n%v", err)
+	}
+	if c.Health[0].Rise != 3 || c.VIP.Linux.GARPCount != 5 || c.Failover.Lease.D() != 500*time.Millisecond {
+		t.Errorf("example values not decoded: %+v", c)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal+"[[health]]\ntype = \"tcp\"\ntarget = \"127.0.0.1:80\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name string
+		got  any
+		want any
+	}{
+		{"role", c.Node.Role, RoleApp},
+		{"data_dir", c.Node.DataDir, "/var/lib/tandem"},
+		{"advertise from listen", c.Cluster.Advertise, "10.0.0.1:7946"},
+		{"linux cooloff", c.Failover.Cooloff.D(), 5 * time.Second},
+		{"health name", c.Health[0].Name, "tcp-0"},
+		{"health interval", c.Health[0].Interval.D(), 200 * time.Millisecond},
+		{"health timeout", c.Health[0].Timeout.D(), 200 * time.Millisecond},
+		{"metrics", c.Metrics.Listen, ":9746"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %v; want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	cloud, err := Parse("t.toml", []byte(strings.Replace(strings.Replace(minimal, `"linux"`, `"digitalocean"`, 1), `"10.0.0.100/24"`, `"203.0.113.5"`, 1)+"[vip.digitalocean]\ntoken_file = \"/x\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cloud.Failover.Cooloff.D() != 20*time.Second {
+		t.Errorf("cloud cooloff = %v; want 20s", cloud.Failover.Cooloff.D())
+	}
+}
+
+func TestErrorsNameKeyAndLine(t *testing.T) {
+	tests := []struct {
+		name     string
+		doc      string
+		wantKey  string
+		wantLine int
+		wantMsg  string
+	}{
+		{"bad duration", minimal + "[failover]\nlease = \"soon\"\n", "failover.lease", 12, "not a duration"},
+		{"unknown key", minimal + "[failover]\nlaese = \"1s\"\n", "failover.laese", 12, "unknown key"},
+		{"wrong type", minimal + "[failover]\nmax_moves_per_hour = \"six\"\n", "failover.max_moves_per_hour", 12, "string"},
+		{"bad provider", strings.Replace(minimal, `"linux"`, `"ovh"`, 1), "vip.provider", 7, "not a provider"},
+		{"missing interface", strings.Replace(minimal, "interface = \"eth0\"", "", 1), "vip.linux.interface", 9, "missing"},
+		{"vip without prefix", strings.Replace(minimal, "10.0.0.100/24", "10.0.0.100", 1), "vip.address", 8, "prefix length"},
+		{"bad role", strings.Replace(minimal, "name = \"node1\"", "name = \"node1\"\nrole = \"boss\"", 1), "node.role", 4, "not a role"},
+		{"bad check type", minimal + "[[health]]\ntype = \"ping\"\n", "health[0].type", 12, "not a check type"},
+		{"second check bad", minimal + "[[health]]\ntype = \"tcp\"\ntarget = \"a:1\"\n[[health]]\ntype = \"http\"\ntarget = \"ftp://x\"\n", "health[1].target", 16, "http://"},
+		{"wildcard without advertise", strings.Replace(minimal, "10.0.0.1:7946", "0.0.0.0:7946", 1), "cluster.advertise", 4, "wildcard"},
+		{"syntax", minimal + "[failover\n", "", 11, "syntax error"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("t.toml", []byte(tt.doc))
+			var errs Errors
+			if !errors.As(err, &errs) || len(errs) == 0 {
+				t.Fatalf("Parse() = %v; want config.Errors", err)
+			}
+			e := errs[0]
+			if e.Key != tt.wantKey || e.Line != tt.wantLine || !strings.Contains(e.Msg, tt.wantMsg) {
+				t.Errorf("error = %q (key %q line %d); want key %q line %d containing %q", e.Error(), e.Key, e.Line, tt.wantKey, tt.wantLine, tt.wantMsg)
+			}
+			if !strings.HasPrefix(e.Error(), "t.toml") {
+				t.Errorf("error %q does not name the file", e.Error())
+			}
+		})
+	}
+}
+
+func TestWitnessNeedsNoVIP(t *testing.T) {
+	doc := "[node]\nname = \"witness\"\nrole = \"witness\"\n[cluster]\nlisten = \"10.0.0.10:7946\"\n"
+	if _, err := Parse("w.toml", []byte(doc)); err != nil {
+		t.Fatalf("witness config: %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte(Example))
+	f.Add([]byte("[[health]]\n[health.x]\na=1\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("fuzz.toml", data)
+		if err == nil && c == nil {
+			t.Fatal("Parse returned neither a config nor an error")
+		}
+		if err != nil && err.Error() == "" {
+			t.Fatal("empty error message")
+		}
+	})
+}
