@@ -1,0 +1,376 @@
+// Package linux holds an on-link virtual IP: it adds the address to an
+// interface with netlink and announces it with gratuitous ARP.
+//
+// On acquire it sends a burst of gratuitous ARP requests and replies (old
+// kernels and some switches heed only one kind), repeats the burst after
+// GARPRepeat, then refreshes every GARPRefresh until the IP is released, so a
+// cache poisoned by a transient holder heals (keepalived#20, vip-manager#12).
+package linux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Options configures a Provider.
+type Options struct {
+	// Interface carries the VIP, e.g. "eth1".
+	Interface string
+	// Prefix is the VIP with its prefix length, e.g. 10.0.0.100/24.
+	Prefix netip.Prefix
+	// GARPCount is how many requests and how many replies one burst sends
+	// (default 5, as keepalived).
+	GARPCount int
+	// GARPRepeat is when the second burst goes out (default 5s; negative: never).
+	GARPRepeat time.Duration
+	// GARPRefresh is the period of later bursts while held (default 60s;
+	// negative: never).
+	GARPRefresh time.Duration
+	// NetNSPath runs everything in the network namespace at this path (e.g.
+	// /run/netns/x) instead of the caller's. Used by tests and the lab.
+	NetNSPath string
+	Logger    *slog.Logger
+}
+
+// Provider holds the VIP on one interface. Safe for concurrent use; Close
+// stops the announcer and frees the netlink handle.
+type Provider struct {
+	o    Options
+	ns   netns.NsHandle // -1 when running in the caller's namespace
+	nl   *netlink.Handle
+	addr *netlink.Addr
+
+	life   context.Context // ends at Close
+	finish context.CancelFunc
+
+	mu       sync.Mutex
+	stopGARP context.CancelFunc // non-nil while the announcer runs
+	garpDone chan struct{}
+	closed   bool
+}
+
+// New checks the options and opens a netlink handle; it changes nothing.
+func New(o Options) (*Provider, error) {
+	if o.Interface == "" {
+		return nil, errors.New("linux vip: interface is empty; name the interface that carries the VIP")
+	}
+	if !o.Prefix.IsValid() {
+		return nil, errors.New("linux vip: prefix is not set; give the VIP with its prefix length, e.g. 10.0.0.100/24")
+	}
+	if o.Prefix.Addr().Is4In6() {
+		o.Prefix = netip.PrefixFrom(o.Prefix.Addr().Unmap(), o.Prefix.Bits()-96)
+	}
+	if o.Logger == nil {
+		return nil, errors.New("linux vip: Logger is nil")
+	}
+	if o.GARPCount <= 0 {
+		o.GARPCount = 5
+	}
+	if o.GARPRepeat == 0 {
+		o.GARPRepeat = 5 * time.Second
+	}
+	if o.GARPRefresh == 0 {
+		o.GARPRefresh = 60 * time.Second
+	}
+	p := &Provider{o: o, ns: -1}
+	var err error
+	if o.NetNSPath != "" {
+		if p.ns, err = netns.GetFromPath(o.NetNSPath); err != nil {
+			return nil, fmt.Errorf("linux vip: open netns %s: %w", o.NetNSPath, err)
+		}
+		p.nl, err = netlink.NewHandleAt(p.ns)
+	} else {
+		p.nl, err = netlink.NewHandle()
+	}
+	if err != nil {
+		p.closeNS()
+		return nil, fmt.Errorf("linux vip: netlink: %w", err)
+	}
+	if err := p.nl.SetSocketTimeout(5 * time.Second); err != nil {
+		p.nl.Close()
+		p.closeNS()
+		return nil, fmt.Errorf("linux vip: netlink: %w", err)
+	}
+	a := o.Prefix.Addr()
+	p.addr = &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(o.Prefix.Bits(), a.BitLen())}}
+	if a.Is6() {
+		// No duplicate address detection: the VIP must work at once, and the
+		// old holder is gone by construction.
+		p.addr.Flags = unix.IFA_F_NODAD
+	}
+	p.life, p.finish = context.WithCancel(context.Background())
+	return p, nil
+}
+
+func (p *Provider) closeNS() {
+	if p.ns >= 0 {
+		p.ns.Close()
+	}
+}
+
+// Close stops the announcer and releases resources. It does not remove the
+// address: call Release first to give the VIP up.
+func (p *Provider) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.stopLocked()
+	p.mu.Unlock()
+	p.finish()
+	p.nl.Close()
+	p.closeNS()
+	return nil
+}
+
+func (p *Provider) link() (netlink.Link, error) {
+	l, err := p.nl.LinkByName(p.o.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: %w", p.o.Interface, err)
+	}
+	return l, nil
+}
+
+// Acquire adds the VIP to the interface (if missing) and makes sure the
+// announcer runs. The first burst goes out before Acquire returns.
+func (p *Provider) Acquire(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("acquire %s: %w", p.o.Prefix, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return fmt.Errorf("acquire %s: provider is closed", p.o.Prefix)
+	}
+	l, err := p.link()
+	if err != nil {
+		return fmt.Errorf("acquire %s: %w", p.o.Prefix, err)
+	}
+	added := true
+	if err := p.nl.AddrAdd(l, p.addr); err != nil {
+		if !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("acquire %s: add to %s: %w", p.o.Prefix, p.o.Interface, err)
+		}
+		added = false
+	}
+	if added || p.stopGARP == nil {
+		p.o.Logger.Info("vip acquired", "provider", "linux", "vip", p.o.Prefix, "interface", p.o.Interface, "added", added)
+		p.stopLocked()
+		p.startLocked(l)
+	}
+	return nil
+}
+
+// Release stops the announcer and removes the VIP from the interface.
+func (p *Provider) Release(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("release %s: %w", p.o.Prefix, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopLocked()
+	if p.closed {
+		return fmt.Errorf("release %s: provider is closed", p.o.Prefix)
+	}
+	l, err := p.link()
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil // no interface, no address
+		}
+		return fmt.Errorf("release %s: %w", p.o.Prefix, err)
+	}
+	if err := p.nl.AddrDel(l, p.addr); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return fmt.Errorf("release %s: remove from %s: %w", p.o.Prefix, p.o.Interface, err)
+	}
+	return nil
+}
+
+// Held reports whether the VIP is configured on the interface.
+func (p *Provider) Held(ctx context.Context) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("holder of %s: %w", p.o.Prefix, err)
+	}
+	l, err := p.link()
+	if err != nil {
+		return false, fmt.Errorf("holder of %s: %w", p.o.Prefix, err)
+	}
+	addrs, err := p.nl.AddrList(l, netlink.FAMILY_ALL)
+	for try := 0; errors.Is(err, netlink.ErrDumpInterrupted) && try < 3; try++ {
+		addrs, err = p.nl.AddrList(l, netlink.FAMILY_ALL)
+	}
+	if err != nil {
+		return false, fmt.Errorf("holder of %s: list addresses on %s: %w", p.o.Prefix, p.o.Interface, err)
+	}
+	want := p.o.Prefix.Addr()
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == want {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// startLocked sends the first burst now and starts the repeat/refresh loop.
+func (p *Provider) startLocked(l netlink.Link) {
+	if !p.o.Prefix.Addr().Is4() {
+		// IPv6 would need unsolicited neighbour advertisements; not done yet.
+		p.o.Logger.Warn("vip is IPv6: no gratuitous ARP sent", "vip", p.o.Prefix)
+		return
+	}
+	ctx, cancel := context.WithCancel(p.life)
+	done := make(chan struct{})
+	p.stopGARP, p.garpDone = cancel, done
+	p.burst(l.Attrs())
+	go func() {
+		defer close(done)
+		next := p.o.GARPRepeat
+		for next > 0 {
+			t := time.NewTimer(next)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			l, err := p.link()
+			if err != nil {
+				p.o.Logger.Error("gratuitous ARP", "vip", p.o.Prefix, "err", err)
+			} else {
+				p.burst(l.Attrs())
+			}
+			next = p.o.GARPRefresh
+		}
+	}()
+}
+
+// stopLocked stops the announcer and waits for it, so no frame for this VIP
+// leaves after Release returns.
+func (p *Provider) stopLocked() {
+	if p.stopGARP == nil {
+		return
+	}
+	p.stopGARP()
+	<-p.garpDone
+	p.stopGARP, p.garpDone = nil, nil
+}
+
+// burst sends GARPCount gratuitous requests and as many replies. Failures are
+// logged, not returned: the address is configured either way, and peers
+// still learn it on their next ARP request.
+func (p *Provider) burst(attrs *netlink.LinkAttrs) {
+	if err := p.sendGARP(attrs); err != nil {
+		p.o.Logger.Error("gratuitous ARP", "vip", p.o.Prefix, "interface", p.o.Interface, "err", err)
+		return
+	}
+	p.o.Logger.Debug("gratuitous ARP burst sent", "vip", p.o.Prefix, "interface", p.o.Interface, "count", p.o.GARPCount)
+}
+
+func (p *Provider) sendGARP(attrs *netlink.LinkAttrs) error {
+	ifi := &net.Interface{Index: attrs.Index, Name: attrs.Name, HardwareAddr: attrs.HardwareAddr, MTU: attrs.MTU}
+	if len(ifi.HardwareAddr) != 6 {
+		return fmt.Errorf("interface %s has no Ethernet address", ifi.Name)
+	}
+	frames, err := GARPFrames(ifi.HardwareAddr, p.o.Prefix.Addr())
+	if err != nil {
+		return err
+	}
+	var conn *packet.Conn
+	err = p.inNS(func() error {
+		var err error
+		conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("open packet socket on %s: %w", ifi.Name, err)
+	}
+	defer conn.Close()
+	dst := &packet.Addr{HardwareAddr: ethernet.Broadcast}
+	for range p.o.GARPCount {
+		for _, f := range frames {
+			if _, err := conn.WriteTo(f, dst); err != nil {
+				return fmt.Errorf("send on %s: %w", ifi.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// GARPFrames builds the two broadcast Ethernet frames that announce ip at hw:
+// a gratuitous request (target hardware zero) and a gratuitous reply.
+func GARPFrames(hw net.HardwareAddr, ip netip.Addr) ([][]byte, error) {
+	var out [][]byte
+	for _, op := range []struct {
+		op  arp.Operation
+		thw net.HardwareAddr
+	}{
+		{arp.OperationRequest, ethernet.Broadcast},
+		{arp.OperationReply, ethernet.Broadcast},
+	} {
+		thw := op.thw
+		if op.op == arp.OperationRequest {
+			thw = net.HardwareAddr{0, 0, 0, 0, 0, 0}
+		}
+		pk, err := arp.NewPacket(op.op, hw, ip, thw, ip)
+		if err != nil {
+			return nil, fmt.Errorf("build ARP %v: %w", op.op, err)
+		}
+		pb, err := pk.MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		fb, err := (&ethernet.Frame{Destination: ethernet.Broadcast, Source: hw, EtherType: ethernet.EtherTypeARP, Payload: pb}).MarshalBinary()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, fb)
+	}
+	return out, nil
+}
+
+// inNS runs fn with the calling thread in the provider's namespace, on a
+// dedicated locked goroutine so no other goroutine ever runs there. If the
+// thread cannot be switched back it stays locked and dies with the goroutine.
+func (p *Provider) inNS(fn func() error) error {
+	if p.ns < 0 {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return // thread stays locked and is discarded
+		}
+		defer orig.Close()
+		if err := netns.Set(p.ns); err != nil {
+			errc <- err
+			return
+		}
+		ferr := fn()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}

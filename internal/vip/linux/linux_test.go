@@ -1,0 +1,337 @@
+package linux
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+
+	"github.com/tandem-ha/tandem/internal/vip/viptest"
+)
+
+var vip = netip.MustParsePrefix("10.77.0.100/24")
+
+var nsSeq atomic.Int64
+
+func ip(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// netnsPair makes two private namespaces joined by a veth pair (va in A,
+// vb in B) with base addresses, and removes them when the test ends. The
+// host namespace is never touched: the pair is created inside A.
+func netnsPair(t *testing.T) (pathA, pathB string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs iproute2")
+	}
+	n := nsSeq.Add(1)
+	a := fmt.Sprintf("tandem-vipt-%d-%d-a", os.Getpid(), n)
+	b := fmt.Sprintf("tandem-vipt-%d-%d-b", os.Getpid(), n)
+	for _, ns := range []string{a, b} {
+		ip(t, "netns", "add", ns)
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+				t.Errorf("remove netns %s: %v: %s", ns, err, out)
+			}
+		})
+	}
+	ip(t, "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b)
+	ip(t, "-n", a, "addr", "add", "10.77.0.1/24", "dev", "va")
+	ip(t, "-n", b, "addr", "add", "10.77.0.2/24", "dev", "vb")
+	for _, x := range [][2]string{{a, "va"}, {b, "vb"}, {a, "lo"}, {b, "lo"}} {
+		ip(t, "-n", x[0], "link", "set", x[1], "up")
+	}
+	// Until linkwatch activates the qdisc, a fresh veth drops what it sends.
+	for _, x := range [][2]string{{a, "va"}, {b, "vb"}} {
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(ip(t, "-n", x[0], "link", "show", x[1]), "state UP") {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s did not come up", x[1])
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return "/run/netns/" + a, "/run/netns/" + b
+}
+
+func newProvider(t *testing.T, nsPath, ifname string, o Options) *Provider {
+	t.Helper()
+	o.Interface, o.Prefix, o.NetNSPath = ifname, vip, nsPath
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func TestConformance(t *testing.T) {
+	viptest.Run(t, func(t *testing.T) viptest.Env {
+		a, b := netnsPair(t)
+		o := Options{GARPCount: 2, GARPRepeat: 50 * time.Millisecond, GARPRefresh: 200 * time.Millisecond}
+		return viptest.Env{
+			A:            newProvider(t, a, "va", o),
+			B:            newProvider(t, b, "vb", o),
+			ReleaseDrops: true,
+		}
+	})
+}
+
+type garpSeen struct {
+	at  time.Time
+	op  arp.Operation
+	src net.HardwareAddr
+	pkt *arp.Packet
+	dst net.HardwareAddr
+}
+
+// capture reads ARP frames announcing the VIP on the peer's vb until stop is
+// closed.
+func capture(t *testing.T, peer *Provider, stop <-chan struct{}) <-chan []garpSeen {
+	t.Helper()
+	l, err := peer.link()
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs := l.Attrs()
+	var conn *packet.Conn
+	if err := peer.inNS(func() error {
+		var err error
+		conn, err = packet.Listen(&net.Interface{Index: attrs.Index, Name: attrs.Name, HardwareAddr: attrs.HardwareAddr}, packet.Raw, unix.ETH_P_ARP, nil)
+		return err
+	}); err != nil {
+		t.Fatalf("capture socket: %v", err)
+	}
+	out := make(chan []garpSeen, 1)
+	go func() {
+		defer conn.Close()
+		var seen []garpSeen
+		buf := make([]byte, 1500)
+		for {
+			select {
+			case <-stop:
+				out <- seen
+				return
+			default:
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				continue
+			}
+			var f ethernet.Frame
+			if f.UnmarshalBinary(buf[:n]) != nil || f.EtherType != ethernet.EtherTypeARP {
+				continue
+			}
+			var pk arp.Packet
+			if pk.UnmarshalBinary(f.Payload) != nil || pk.SenderIP != vip.Addr() {
+				continue
+			}
+			seen = append(seen, garpSeen{at: time.Now(), op: pk.Operation, src: f.Source, pkt: &pk, dst: f.Destination})
+		}
+	}()
+	return out
+}
+
+func TestGratuitousARP(t *testing.T) {
+	a, b := netnsPair(t)
+	pa := newProvider(t, a, "va", Options{GARPCount: 3, GARPRepeat: 300 * time.Millisecond, GARPRefresh: 400 * time.Millisecond})
+	pb := newProvider(t, b, "vb", Options{})
+	la, err := pa.link()
+	if err != nil {
+		t.Fatal(err)
+	}
+	macA := la.Attrs().HardwareAddr
+
+	stop := make(chan struct{})
+	got := capture(t, pb, stop)
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	if err := pa.Acquire(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := pa.Held(t.Context()); err != nil || !held {
+		t.Fatalf("Held after Acquire = %v, %v", held, err)
+	}
+	// The address must really be on va, as the kernel sees it.
+	if out := ip(t, "-n", strings.TrimPrefix(a, "/run/netns/"), "-4", "addr", "show", "dev", "va"); !strings.Contains(out, "10.77.0.100/24") {
+		t.Fatalf("VIP not on va:\n%s", out)
+	}
+	time.Sleep(1300 * time.Millisecond) // bursts at ~0, 0.3, 0.7, 1.1 s
+	if err := pa.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	released := time.Now()
+	time.Sleep(600 * time.Millisecond) // a refresh would be due at ~1.5 s
+	close(stop)
+	seen := <-got
+
+	var req, rep, after int
+	for _, s := range seen {
+		if !bytes.Equal(s.src, macA) || !bytes.Equal(s.pkt.SenderHardwareAddr, macA) {
+			t.Fatalf("GARP from %v (sender hw %v), want %v", s.src, s.pkt.SenderHardwareAddr, macA)
+		}
+		if !bytes.Equal(s.dst, ethernet.Broadcast) || s.pkt.TargetIP != vip.Addr() {
+			t.Fatalf("GARP to %v for %v, want broadcast for %v", s.dst, s.pkt.TargetIP, vip.Addr())
+		}
+		if s.at.After(released.Add(20 * time.Millisecond)) {
+			after++
+		}
+		switch s.op {
+		case arp.OperationRequest:
+			req++
+		case arp.OperationReply:
+			rep++
+		}
+	}
+	// Three or four bursts of 3 requests + 3 replies.
+	if req < 9 || rep < 9 {
+		t.Fatalf("saw %d requests and %d replies in 1.3 s, want >= 9 each (burst, repeat, refresh)", req, rep)
+	}
+	if req > 12 || rep > 12 {
+		t.Fatalf("saw %d requests and %d replies, want <= 12 each", req, rep)
+	}
+	if after > 0 {
+		t.Fatalf("%d GARPs after Release; the announcer must stop", after)
+	}
+	if first := seen[0].at.Sub(start); first > 200*time.Millisecond {
+		t.Fatalf("first GARP %v after Acquire began", first)
+	}
+	if held, err := pa.Held(t.Context()); err != nil || held {
+		t.Fatalf("Held after Release = %v, %v", held, err)
+	}
+}
+
+// A peer whose ARP cache points the VIP at a third machine (a former holder)
+// must be corrected by the announcements.
+func TestPeerCacheTakenOver(t *testing.T) {
+	a, b := netnsPair(t)
+	nsB := strings.TrimPrefix(b, "/run/netns/")
+	const stale = "02:00:00:00:00:99"
+	ip(t, "-n", nsB, "neigh", "replace", vip.Addr().String(), "lladdr", stale, "dev", "vb", "nud", "stale")
+	pa := newProvider(t, a, "va", Options{GARPCount: 2, GARPRepeat: 200 * time.Millisecond, GARPRefresh: 300 * time.Millisecond})
+	la, err := pa.link()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pa.Acquire(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	want := la.Attrs().HardwareAddr.String()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		out := ip(t, "-n", nsB, "neigh", "show", vip.Addr().String(), "dev", "vb")
+		if strings.Contains(out, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peer's neighbour entry still %q, want lladdr %s", strings.TrimSpace(out), want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestAcquireMissingInterface(t *testing.T) {
+	a, _ := netnsPair(t)
+	p := newProvider(t, a, "nope0", Options{})
+	err := p.Acquire(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "nope0") {
+		t.Fatalf("Acquire on a missing interface = %v, want an error naming it", err)
+	}
+	if err := p.Release(t.Context()); err != nil {
+		t.Fatalf("Release on a missing interface = %v, want nil", err)
+	}
+}
+
+func TestCloseStopsAnnouncer(t *testing.T) {
+	a, _ := netnsPair(t)
+	p := newProvider(t, a, "va", Options{GARPRepeat: 10 * time.Millisecond, GARPRefresh: 10 * time.Millisecond})
+	if err := p.Acquire(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	done := p.garpDone
+	p.Close()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("announcer still running after Close")
+	}
+	if err := p.Acquire(t.Context()); err == nil {
+		t.Fatal("Acquire after Close succeeded")
+	}
+}
+
+func TestGARPFrames(t *testing.T) {
+	hw := net.HardwareAddr{0x02, 1, 2, 3, 4, 5}
+	frames, err := GARPFrames(hw, vip.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(frames) != 2 {
+		t.Fatalf("%d frames, want request and reply", len(frames))
+	}
+	for i, want := range []arp.Operation{arp.OperationRequest, arp.OperationReply} {
+		var f ethernet.Frame
+		if err := f.UnmarshalBinary(frames[i]); err != nil {
+			t.Fatal(err)
+		}
+		var pk arp.Packet
+		if err := pk.UnmarshalBinary(f.Payload); err != nil {
+			t.Fatal(err)
+		}
+		if pk.Operation != want || pk.SenderIP != vip.Addr() || pk.TargetIP != vip.Addr() || !bytes.Equal(pk.SenderHardwareAddr, hw) {
+			t.Fatalf("frame %d: %+v", i, pk)
+		}
+	}
+	if _, err := GARPFrames(hw, netip.MustParseAddr("2001:db8::1")); err == nil {
+		t.Fatal("GARPFrames accepted IPv6")
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name string
+		o    Options
+		want string
+	}{
+		{"no interface", Options{Prefix: vip, Logger: log}, "interface is empty"},
+		{"no prefix", Options{Interface: "eth0", Logger: log}, "prefix is not set"},
+		{"no logger", Options{Interface: "eth0", Prefix: vip}, "Logger"},
+		{"bad netns", Options{Interface: "eth0", Prefix: vip, Logger: log, NetNSPath: "/nonexistent/ns"}, "open netns"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.o)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New = %v, want error containing %q", err, tc.want)
+			}
+			if tc.name == "bad netns" && !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("New = %v, want ErrNotExist", err)
+			}
+		})
+	}
+}
