@@ -1,0 +1,133 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tandem-ha/tandem/internal/cluster/state"
+)
+
+// metrics holds the agent's Prometheus metrics on a registry of its own.
+type metrics struct {
+	reg            *prometheus.Registry
+	info           *prometheus.GaugeVec
+	raftState      *prometheus.GaugeVec
+	raftContact    prometheus.Gauge
+	raftTerm       prometheus.Gauge
+	isHolder       prometheus.Gauge
+	holderEpoch    prometheus.Gauge
+	leaseValid     prometheus.Gauge
+	moves          *prometheus.CounterVec
+	checkUp        *prometheus.GaugeVec
+	checkDuration  *prometheus.HistogramVec
+	providerCalls  *prometheus.HistogramVec
+	providerErrors *prometheus.CounterVec
+	hookRuns       *prometheus.CounterVec
+	seenMoves      uint64 // highest move epoch counted
+	started        time.Time
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg:     prometheus.NewRegistry(),
+		started: time.Now(),
+		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tandem_node_info", Help: "Always 1; labels carry the node's name, role and version.",
+		}, []string{"node", "role", "version"}),
+		raftState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tandem_raft_state", Help: "1 for this node's current raft state.",
+		}, []string{"state"}),
+		raftContact: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tandem_raft_last_contact_seconds", Help: "Time since this node last heard from the raft leader (0 on the leader).",
+		}),
+		raftTerm: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tandem_raft_term", Help: "Current raft term.",
+		}),
+		isHolder: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tandem_vip_held", Help: "1 when the floating IP is configured on this node.",
+		}),
+		holderEpoch: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tandem_holder_epoch", Help: "Epoch of the committed holder (a fencing token).",
+		}),
+		leaseValid: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tandem_lease_valid", Help: "1 when this node has a quorum lease.",
+		}),
+		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_moves_total", Help: "Moves of the floating IP committed while this agent ran, by reason.",
+		}, []string{"reason"}),
+		checkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tandem_health_check_up", Help: "1 when a health check passes (after rise/fall).",
+		}, []string{"check"}),
+		checkDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tandem_health_check_duration_seconds", Help: "Duration of each health probe.",
+			Buckets: []float64{.001, .005, .01, .05, .1, .25, .5, 1, 5},
+		}, []string{"check", "result"}),
+		providerCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "tandem_provider_call_duration_seconds", Help: "Latency of floating-IP provider calls.",
+			Buckets: []float64{.001, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"op"}),
+		providerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_provider_errors_total", Help: "Failed floating-IP provider calls.",
+		}, []string{"op"}),
+		hookRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_hook_runs_total", Help: "Hook runs by event and result.",
+		}, []string{"event", "result"}),
+	}
+	m.reg.MustRegister(m.info, m.raftState, m.raftContact, m.raftTerm, m.isHolder, m.holderEpoch,
+		m.leaseValid, m.moves, m.checkUp, m.checkDuration, m.providerCalls, m.providerErrors, m.hookRuns,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observeMoves counts moves decided since the agent started. Every node
+// sees the same committed moves, so every agent's counter agrees; moves
+// replayed from the log at start-up are history, not counted.
+func (m *metrics) observeMoves(s state.Snapshot) {
+	for _, mv := range s.Moves {
+		if mv.Epoch > m.seenMoves && mv.DecidedAt.After(m.started) {
+			m.moves.WithLabelValues(mv.Reason).Inc()
+			m.seenMoves = mv.Epoch
+		}
+	}
+}
+
+// instrumentedProvider wraps a floating-IP provider with latency and error metrics.
+type instrumentedProvider struct {
+	p interface {
+		Acquire(ctx context.Context) error
+		Release(ctx context.Context) error
+		Held(ctx context.Context) (bool, error)
+	}
+	m *metrics
+}
+
+func (ip instrumentedProvider) observe(op string, start time.Time, err error) {
+	ip.m.providerCalls.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil {
+		ip.m.providerErrors.WithLabelValues(op).Inc()
+	}
+}
+
+func (ip instrumentedProvider) Acquire(ctx context.Context) error {
+	start := time.Now()
+	err := ip.p.Acquire(ctx)
+	ip.observe("acquire", start, err)
+	return err
+}
+
+func (ip instrumentedProvider) Release(ctx context.Context) error {
+	start := time.Now()
+	err := ip.p.Release(ctx)
+	ip.observe("release", start, err)
+	return err
+}
+
+func (ip instrumentedProvider) Held(ctx context.Context) (bool, error) {
+	start := time.Now()
+	held, err := ip.p.Held(ctx)
+	ip.observe("held", start, err)
+	return held, err
+}
