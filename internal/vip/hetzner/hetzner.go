@@ -284,4 +284,3 @@ func (p *Provider) serverID(ctx context.Context) (int64, error) {
 	p.server = id
 	return id, nil
 }
-
