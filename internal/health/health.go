@@ -90,8 +90,20 @@ type Options struct {
 type Report struct {
 	// Healthy is true when every check is healthy. A node with no checks
 	// is healthy.
-	Healthy bool          `json:"healthy"`
-	Checks  []CheckStatus `json:"checks"`
+	Healthy bool `json:"healthy"`
+	// Since is when Healthy last changed, or when Run started if it never
+	// has; zero before Run and when there are no checks.
+	Since  time.Time     `json:"since,omitzero"`
+	Checks []CheckStatus `json:"checks"`
+}
+
+// UnhealthyFor returns how long the node has been unhealthy at now, or 0 if
+// it is healthy. The failover controller uses it to date a fault.
+func (r Report) UnhealthyFor(now time.Time) time.Duration {
+	if r.Healthy || r.Since.IsZero() {
+		return 0
+	}
+	return max(now.Sub(r.Since), 0)
 }
 
 // CheckStatus is the state of one check.
@@ -150,8 +162,10 @@ type Runner struct {
 	checks   []*check
 	changes  chan struct{}
 
-	mu      sync.Mutex
-	started bool
+	mu           sync.Mutex
+	started      bool
+	overall      bool      // every check healthy, as of the last record
+	overallSince time.Time // when overall last changed, or Run's start
 }
 
 // New validates specs, fills zero fields with defaults and returns a Runner.
@@ -279,10 +293,9 @@ func (r *Runner) Changes() <-chan struct{} { return r.changes }
 func (r *Runner) Snapshot() Report {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rep := Report{Healthy: true, Checks: make([]CheckStatus, len(r.checks))}
+	rep := Report{Healthy: r.allHealthy(), Since: r.overallSince, Checks: make([]CheckStatus, len(r.checks))}
 	for i, c := range r.checks {
 		rep.Checks[i] = c.st
-		rep.Healthy = rep.Healthy && c.st.Healthy
 	}
 	return rep
 }
@@ -297,6 +310,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		return errors.New("health: Run called twice")
 	}
 	r.started = true
+	if len(r.checks) > 0 {
+		r.overallSince = time.Now()
+	}
 	r.mu.Unlock()
 
 	var wg sync.WaitGroup
@@ -340,6 +356,16 @@ func (r *Runner) runOnce(ctx context.Context, c *check) {
 	}
 }
 
+// allHealthy reports whether every check is healthy; r.mu must be held.
+func (r *Runner) allHealthy() bool {
+	for _, c := range r.checks {
+		if !c.st.Healthy {
+			return false
+		}
+	}
+	return true
+}
+
 // record applies one raw result to the check's hysteresis state.
 func (r *Runner) record(c *check, out string, err error, d time.Duration, at time.Time) {
 	r.mu.Lock()
@@ -366,6 +392,9 @@ func (r *Runner) record(c *check, out string, err error, d time.Duration, at tim
 	changed := st.Healthy != was
 	if changed {
 		st.Since = at
+		if all := r.allHealthy(); all != r.overall {
+			r.overall, r.overallSince = all, at
+		}
 	}
 	snap := *st
 	r.mu.Unlock()

@@ -322,3 +322,39 @@ func TestRunStopsPromptly(t *testing.T) {
 		}
 	})
 }
+
+func TestOverallSince(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a := &script{steps: []bool{true}}
+		b := &script{steps: []bool{false, false, true, false}}
+		r := fakeRunner(t, []Check{
+			{Name: "a", Interval: time.Second, Rise: 1, Fall: 1},
+			{Name: "b", Interval: time.Second, Rise: 1, Fall: 1},
+		}, []probeFunc{a.probe, b.probe}, Options{})
+		if rep := r.Snapshot(); !rep.Since.IsZero() || rep.UnhealthyFor(time.Now()) != 0 {
+			t.Errorf("before Run: Since %v", rep.Since)
+		}
+		t0 := time.Now()
+		start(t, r)
+		steps := []struct {
+			healthy      bool
+			since        time.Duration // after t0
+			unhealthyFor time.Duration
+		}{
+			{false, 0, 0},
+			{false, 0, time.Second},
+			{true, 2 * time.Second, 0},
+			{false, 3 * time.Second, 0},
+			{false, 3 * time.Second, time.Second},
+		}
+		for i, want := range steps {
+			synctest.Wait()
+			rep := r.Snapshot()
+			if rep.Healthy != want.healthy || !rep.Since.Equal(t0.Add(want.since)) || rep.UnhealthyFor(time.Now()) != want.unhealthyFor {
+				t.Errorf("at %ds: healthy %v, since +%s, unhealthy for %s; want %v, +%s, %s", i,
+					rep.Healthy, rep.Since.Sub(t0), rep.UnhealthyFor(time.Now()), want.healthy, want.since, want.unhealthyFor)
+			}
+			time.Sleep(time.Second)
+		}
+	})
+}
