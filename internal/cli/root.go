@@ -68,6 +68,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err == nil {
 		return ExitOK
 	}
+	// A command run for the user (tandem lab exec) exits with its own status.
+	var st interface{ ExitStatus() int }
+	if errors.As(err, &st) {
+		return st.ExitStatus()
+	}
 	fmt.Fprintf(stderr, "tandem: %v\n", err)
 	return exitCode(err)
 }
@@ -133,6 +138,7 @@ var subcommands = []func(*env) *cobra.Command{
 	newSwitchoverCmd,
 	newLeaveCmd,
 	newRemoveCmd,
+	newLabCmd,
 }
 
 func newVersionCmd(e *env) *cobra.Command {

@@ -1,0 +1,126 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// nodeEnv is the environment of commands run in a node: a clean login-like
+// one, not the host's.
+var nodeEnv = []string{
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/root",
+	"USER=root",
+	"LOGNAME=root",
+	"LANG=C.UTF-8",
+	"TERM=dumb",
+}
+
+// execIn runs argv inside every namespace of the container whose init has
+// the given host PID, with the container's root and working directory. It
+// returns the command's exit status; err is set only when it could not run.
+func execIn(ctx context.Context, initPID int, argv []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	args := append([]string{
+		"--target", strconv.Itoa(initPID),
+		"--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup",
+		"--root", "--wd", "--",
+	}, argv...)
+	cmd := exec.CommandContext(ctx, "nsenter", args...)
+	cmd.Env = nodeEnv
+	return runExit(cmd, stdin, stdout, stderr)
+}
+
+func runExit(cmd *exec.Cmd, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.Exited() {
+		return ee.ExitCode(), nil
+	}
+	if err != nil {
+		return -1, fmt.Errorf("run %s: %w", strings.Join(cmd.Args, " "), err)
+	}
+	return 0, nil
+}
+
+// Exec runs argv in a node and passes through stdin, stdout, stderr and the
+// exit status. For "client" it runs on the host's file system inside the
+// client's network namespace; for a container it enters all the container's
+// namespaces, so it sees the node's processes, mounts and hostname.
+func (l *Lab) Exec(ctx context.Context, node string, argv []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	if len(argv) == 0 {
+		return -1, fmt.Errorf("exec in %s: no command given", node)
+	}
+	s, err := l.load()
+	if err != nil {
+		return -1, err
+	}
+	m, err := s.member(node)
+	if err != nil {
+		return -1, err
+	}
+	if m.Role == RoleClient {
+		args := append([]string{"--net=" + netnsPath(NetnsName(l.name, node)), "--"}, argv...)
+		return runExit(exec.CommandContext(ctx, "nsenter", args...), stdin, stdout, stderr)
+	}
+	pid := initPID(m.Nspawn)
+	if pid == 0 {
+		return -1, fmt.Errorf("%s is stopped: run 'tandem lab start %s'", node, node)
+	}
+	return execIn(ctx, pid, argv, stdin, stdout, stderr)
+}
+
+// copyScript writes stdin to $1 (or into the directory $1 as $3) with mode $2.
+const copyScript = `d="$1"; if [ -d "$d" ]; then d="$d/$3"; fi; cat > "$d" && chmod "$2" "$d"`
+
+// CopyIn copies the regular file src from the host to dst in node. When dst
+// is a directory the file keeps its name. The mode is kept.
+func (l *Lab) CopyIn(ctx context.Context, src, node, dst string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("copy %s: only regular files can be copied", src)
+	}
+	if dst == "" {
+		return fmt.Errorf("copy %s: empty destination path", src)
+	}
+	mode := fmt.Sprintf("%o", fi.Mode().Perm())
+	var errb strings.Builder
+	code, err := l.Exec(ctx, node, []string{"sh", "-c", copyScript, "sh", dst, mode, filepath.Base(src)}, f, io.Discard, &errb)
+	if err != nil {
+		return fmt.Errorf("copy %s to %s:%s: %w", src, node, dst, err)
+	}
+	if code != 0 {
+		return fmt.Errorf("copy %s to %s:%s: %s", src, node, dst, strings.TrimSpace(errb.String()))
+	}
+	return nil
+}
+
+// ParseCopyTarget splits the "NODE:DST" argument of `tandem lab cp`.
+func ParseCopyTarget(arg string) (node, dst string, err error) {
+	node, dst, ok := strings.Cut(arg, ":")
+	if !ok || node == "" || dst == "" {
+		return "", "", fmt.Errorf("destination %q must be NODE:PATH, e.g. node1:/root/app.deb", arg)
+	}
+	if !validMember(node) || node == "br" {
+		return "", "", fmt.Errorf("destination %q names no lab node (use client, witness or nodeN)", arg)
+	}
+	if !strings.HasPrefix(dst, "/") {
+		return "", "", fmt.Errorf("destination path %q must be absolute", dst)
+	}
+	return node, dst, nil
+}
