@@ -1,0 +1,191 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/tandem-ha/tandem/internal/cluster/state"
+	"github.com/tandem-ha/tandem/internal/pki"
+)
+
+// testLogger logs through t until the test's cleanup runs; raft goroutines
+// that log later are dropped rather than panicking the test binary.
+func testLogger(t *testing.T) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// eventually polls cond until it holds or d passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func issue(t *testing.T, ca *pki.CA, name string) *pki.Node {
+	t.Helper()
+	n, err := ca.Issue(name, []netip.Addr{netip.MustParseAddr("127.0.0.1")}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago, for nodes that must know their address before they listen.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// memCluster is a cluster whose raft runs on the in-memory transport while
+// each node's HTTP API (used for forwarding) runs on a loopback listener.
+type memCluster struct {
+	t     *testing.T
+	ca    *pki.CA
+	nodes []*Node
+	trans []*raft.InmemTransport
+	dirs  []string
+}
+
+func (c *memCluster) opts(i int, tr *raft.InmemTransport) Options {
+	name := fmt.Sprintf("n%d", i+1)
+	return Options{
+		Name: name, Role: state.RoleApp, DataDir: c.dirs[i], Listen: "127.0.0.1:0",
+		TLS: issue(c.t, c.ca, name), Machine: state.New(), Logger: testLogger(c.t),
+		raftTransport: tr,
+	}
+}
+
+func newMemCluster(t *testing.T, size int) *memCluster {
+	t.Helper()
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &memCluster{t: t, ca: ca}
+	ctx := context.Background()
+	for i := range size {
+		c.dirs = append(c.dirs, t.TempDir())
+		_, tr := raft.NewInmemTransport("")
+		c.trans = append(c.trans, tr)
+		n, err := New(ctx, c.opts(i, tr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			n.Shutdown(context.Background())
+		}
+	})
+	c.connectAll()
+	if err := c.nodes[0].Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range c.nodes[1:] {
+		m := state.Member{Name: n.Name(), Role: state.RoleApp, Address: n.Addr()}
+		if err := c.nodes[0].Apply(ctx, state.AddMember{Member: m}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.nodes[0].AddVoter(ctx, n.Name(), string(c.trans[i+1].LocalAddr())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.waitConverged()
+	return c
+}
+
+func (c *memCluster) connectAll() {
+	for i, a := range c.trans {
+		for j, b := range c.trans {
+			if i != j {
+				a.Connect(b.LocalAddr(), b)
+			}
+		}
+	}
+}
+
+// isolate cuts node i off from every other node, both ways.
+func (c *memCluster) isolate(i int) {
+	c.trans[i].DisconnectAll()
+	for j, tr := range c.trans {
+		if j != i {
+			tr.Disconnect(c.trans[i].LocalAddr())
+		}
+	}
+}
+
+// waitConverged waits until every node has applied the same state.
+func (c *memCluster) waitConverged() {
+	c.t.Helper()
+	eventually(c.t, 5*time.Second, "all nodes to apply the same state", func() bool {
+		want := c.nodes[0].Machine().View()
+		for _, n := range c.nodes {
+			v := n.Machine().View()
+			if v.Index != want.Index || v.Index == 0 || len(v.Members) != len(c.nodes) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (c *memCluster) leader() (int, *Node) {
+	c.t.Helper()
+	var idx = -1
+	eventually(c.t, 5*time.Second, "a leader", func() bool {
+		for i, n := range c.nodes {
+			if n.IsLeader() {
+				idx = i
+				return true
+			}
+		}
+		return false
+	})
+	return idx, c.nodes[idx]
+}
+
+func (c *memCluster) follower() *Node {
+	li, _ := c.leader()
+	return c.nodes[(li+1)%len(c.nodes)]
+}

@@ -1,0 +1,176 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/tandem-ha/tandem/internal/pki"
+)
+
+// ALPN protocol names on the node's single TLS listener. A connection that
+// negotiates ALPNRaft carries raft RPCs; anything else is HTTP.
+const (
+	ALPNRaft = "tandem-raft"
+	alpnH2   = "h2"
+	alpnH1   = "http/1.1"
+)
+
+const handshakeTimeout = 10 * time.Second
+
+// muxListener accepts TLS connections on one port and routes them by ALPN
+// after the handshake: raft connections (which must carry a verified
+// client certificate) to raft, the rest to the HTTP server.
+type muxListener struct {
+	ln   net.Listener
+	raft *connListener // nil when raft runs on another transport (tests)
+	http *connListener
+	log  *slog.Logger
+	wg   sync.WaitGroup
+}
+
+func newMux(ln net.Listener, advertise string, withRaft bool, log *slog.Logger) *muxListener {
+	addr := advertiseAddr(advertise)
+	m := &muxListener{ln: ln, http: newConnListener(addr), log: log}
+	if withRaft {
+		m.raft = newConnListener(addr)
+	}
+	return m
+}
+
+func (m *muxListener) serve() {
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			m.log.Warn("accept", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.route(c)
+		}()
+	}
+}
+
+func (m *muxListener) route(c net.Conn) {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		c.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		// Foreign certificates end here; debug only, since port scanners
+		// would otherwise fill the log.
+		m.log.Debug("tls handshake refused", "remote", c.RemoteAddr(), "err", err)
+		tc.Close()
+		return
+	}
+	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol == ALPNRaft {
+		if m.raft == nil || pki.PeerName(&cs) == "" {
+			m.log.Debug("raft connection without a client certificate refused", "remote", c.RemoteAddr())
+			tc.Close()
+			return
+		}
+		m.raft.deliver(tc)
+		return
+	}
+	m.http.deliver(tc)
+}
+
+func (m *muxListener) Close() error {
+	err := m.ln.Close()
+	m.http.Close()
+	if m.raft != nil {
+		m.raft.Close()
+	}
+	m.wg.Wait()
+	return err
+}
+
+// connListener is a net.Listener fed by the mux.
+type connListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newConnListener(addr net.Addr) *connListener {
+	return &connListener{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *connListener) deliver(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.closed:
+		c.Close()
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return l.addr }
+
+// advertiseAddr is the address raft announces as this node's: raft takes it
+// from the stream layer's Addr, and peers dial it.
+type advertiseAddr string
+
+func (a advertiseAddr) Network() string { return "tcp" }
+func (a advertiseAddr) String() string  { return string(a) }
+
+// streamLayer is raft's view of the mux: it accepts the raft connections
+// and dials peers with mTLS and the raft ALPN.
+type streamLayer struct {
+	*connListener
+	tls *tls.Config
+}
+
+var _ raft.StreamLayer = (*streamLayer)(nil)
+
+func newStreamLayer(l *connListener, creds *pki.Node) *streamLayer {
+	cfg := creds.ClientConfig()
+	cfg.NextProtos = []string{ALPNRaft}
+	return &streamLayer{connListener: l, tls: cfg}
+}
+
+func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: s.tls}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", string(address))
+	if err != nil {
+		return nil, fmt.Errorf("dial raft %s: %w", address, err)
+	}
+	tc := c.(*tls.Conn)
+	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPNRaft {
+		tc.Close()
+		return nil, fmt.Errorf("dial raft %s: peer negotiated %q, not %q", address, p, ALPNRaft)
+	}
+	return tc, nil
+}
