@@ -132,6 +132,7 @@ Configuration lives in /etc/tandem/tandem.toml, state in /var/lib/tandem.`,
 var subcommands = []func(*env) *cobra.Command{
 	newVersionCmd,
 	newConfigCmd,
+	newPackageCmd,
 	newStatusCmd,
 	newTokenCmd,
 	newMaintenanceCmd,

@@ -1,0 +1,417 @@
+package debpkg
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/tandem-ha/tandem/internal/pyproject"
+)
+
+// checkScript finds how to run a command name with python: a module with
+// a __main__ (python -m NAME) or a console_scripts entry point.
+const checkScript = `
+import sys, importlib.util
+from importlib import metadata
+name = sys.argv[1]
+mod = name.replace("-", "_")
+try:
+    if importlib.util.find_spec(mod) is not None and importlib.util.find_spec(mod + ".__main__") is not None:
+        print("module " + mod)
+        sys.exit(0)
+except Exception:
+    pass
+for ep in metadata.entry_points(group="console_scripts"):
+    if ep.name == name:
+        print("entry " + ep.value)
+        sys.exit(0)
+print("missing")
+`
+
+// interpreter is the python the unit runs.
+func (b *build) interpreter() string {
+	if b.proj.Tandem.Mode == "system" {
+		return b.opt.Python
+	}
+	return b.finalVenv() + "/bin/python"
+}
+
+// checkService resolves [tool.tandem].service to an ExecStart that runs
+// through the interpreter (never through a script's shebang) and fails if
+// the command does not exist in what the package ships.
+func (b *build) checkService(ctx context.Context) error {
+	words, err := SplitCommand(b.proj.Tandem.Service)
+	if err != nil || len(words) == 0 {
+		return &BuildError{Msg: fmt.Sprintf("pyproject.toml: tool.tandem.service: %q: %v", b.proj.Tandem.Service, err)}
+	}
+	first, args := words[0], words[1:]
+	py := b.interpreter()
+	switch {
+	case first == "python" || first == "python3" || strings.HasPrefix(first, "python3."):
+		b.exec = JoinCommand(append([]string{py}, args...))
+		return nil
+	case filepath.IsAbs(first):
+		b.log.Info("service command is an absolute path; not checked", "command", first)
+		b.exec = JoinCommand(words)
+		return nil
+	}
+	var argv []string
+	var env []string
+	if b.proj.Tandem.Mode == "system" {
+		argv = []string{b.opt.Python, "-c", checkScript, first}
+		env = append(env, "PYTHONPATH="+filepath.Join(b.work, "stage", "usr", "lib", "python3", "dist-packages"))
+	} else {
+		argv = []string{filepath.Join(b.work, "stage", "opt", "venvs", b.name, "bin", "python"), "-c", checkScript, first}
+	}
+	out, err := b.runEnv(ctx, env, argv...)
+	if err != nil {
+		return fmt.Errorf("check service command: %w: %s", err, tail(string(out), 10))
+	}
+	res := strings.TrimSpace(string(out))
+	if i := strings.LastIndex(res, "\n"); i >= 0 {
+		res = res[i+1:]
+	}
+	kind, value, _ := strings.Cut(res, " ")
+	switch kind {
+	case "module":
+		b.exec = JoinCommand(append([]string{py, "-m", value}, args...))
+	case "entry":
+		modPath, attr, ok := strings.Cut(value, ":")
+		modPath, attr = strings.TrimSpace(modPath), strings.TrimSpace(attr)
+		if !ok || attr == "" {
+			return &BuildError{Msg: fmt.Sprintf("entry point %s = %q is not module:function", first, value)}
+		}
+		code := fmt.Sprintf("import sys, %s; sys.argv[0] = %q; sys.exit(%s.%s())", modPath, first, modPath, attr)
+		b.exec = JoinCommand(append([]string{py, "-c", code}, args...))
+	default:
+		pkgs, _ := DebianName(first, b.proj.Tandem.DebianNames)
+		if b.proj.Tandem.Mode == "system" {
+			return &BuildError{Msg: fmt.Sprintf("service command %q is not installed for %s: install Debian's %s on the build machine and list it in [project].dependencies so that the package depends on it", first, b.opt.Python, pkgs[0])}
+		}
+		hint := fmt.Sprintf("add the project that provides it to [project].dependencies (with its wheel in --wheels), or set system-site-packages = true in [tool.tandem], apt-get install %s here and add %q to [tool.tandem].depends", pkgs[0], pkgs[0])
+		if b.proj.Tandem.SystemSitePackages {
+			hint = fmt.Sprintf("add the project that provides it to [project].dependencies, or apt-get install %s on this machine and add %q to [tool.tandem].depends", pkgs[0], pkgs[0])
+		}
+		return &BuildError{Msg: fmt.Sprintf("service command %q does not exist in the venv: %s", first, hint)}
+	}
+	return nil
+}
+
+func (b *build) runEnv(ctx context.Context, extra []string, argv ...string) ([]byte, error) {
+	if len(extra) == 0 {
+		return b.run(ctx, argv...)
+	}
+	saved := b.extraEnv
+	b.extraEnv = extra
+	defer func() { b.extraEnv = saved }()
+	return b.run(ctx, argv...)
+}
+
+// maintainer picks [tool.tandem].maintainer, else the first maintainer or
+// author with an email address.
+func maintainer(p *pyproject.Project) (string, error) {
+	if p.Tandem.Maintainer != "" {
+		if err := ValidateMaintainer(p.Tandem.Maintainer); err != nil {
+			return "", &BuildError{Msg: "pyproject.toml: tool.tandem.maintainer: " + err.Error()}
+		}
+		return p.Tandem.Maintainer, nil
+	}
+	for _, who := range append(append([]pyproject.Person{}, p.Maintainers...), p.Authors...) {
+		if who.Name != "" && who.Email != "" {
+			return who.String(), nil
+		}
+	}
+	return "", &BuildError{Msg: "no maintainer: set maintainer = \"Full Name <email@example.org>\" in [tool.tandem], or give [project].authors a name and an email"}
+}
+
+// licenseText finds the license's full text in the project.
+func (b *build) licenseText() (string, string) {
+	l := b.proj.License
+	if l.Text != "" {
+		return "", l.Text
+	}
+	candidates := append([]string{}, b.proj.LicenseFiles...)
+	if l.File != "" {
+		candidates = append([]string{l.File}, candidates...)
+	}
+	candidates = append(candidates, "LICENSE", "LICENSE.txt", "LICENSE.md", "COPYING", "LICENCE")
+	for _, c := range candidates {
+		if strings.ContainsAny(c, "*?[") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(b.opt.Dir, c))
+		if err == nil {
+			return guessSPDX(l.SPDX, string(data)), string(data)
+		}
+	}
+	return l.SPDX, ""
+}
+
+// guessSPDX names common license texts when the project gives only a file.
+func guessSPDX(spdx, text string) string {
+	if spdx != "" {
+		return spdx
+	}
+	switch {
+	case strings.Contains(text, "Permission is hereby granted, free of charge"):
+		return "Expat"
+	case strings.Contains(text, "Apache License") && strings.Contains(text, "Version 2.0"):
+		return "Apache-2.0"
+	case strings.Contains(text, "Redistribution and use in source and binary forms"):
+		return "BSD-3-clause"
+	}
+	return "other"
+}
+
+// readmeParagraph returns the README's first prose paragraph, for the
+// extended description.
+func (b *build) readmeParagraph() string {
+	if b.proj.Readme == "" {
+		return ""
+	}
+	data, err := os.ReadFile(filepath.Join(b.opt.Dir, b.proj.Readme))
+	if err != nil {
+		return ""
+	}
+	for _, para := range strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n\n") {
+		para = strings.TrimSpace(para)
+		if para == "" || strings.HasPrefix(para, "#") || strings.HasPrefix(para, "    ") || strings.HasPrefix(para, "```") || strings.HasPrefix(para, "[!") || strings.HasPrefix(para, "<") {
+			continue
+		}
+		return strings.Join(strings.Fields(para), " ")
+	}
+	return ""
+}
+
+func (b *build) addMeta(context.Context) error {
+	p := b.proj
+	t := p.Tandem
+	maint, err := maintainer(p)
+	if err != nil {
+		return err
+	}
+	b.maint = maint
+	etc := "/etc/" + b.name
+	var envFiles []string
+	conf := append([]string{}, t.ConfigFiles...)
+	if t.EnvironmentFile != "" {
+		conf = append([]string{t.EnvironmentFile}, conf...)
+		envFiles = append(envFiles, etc+"/"+filepath.Base(t.EnvironmentFile))
+	}
+	seen := map[string]string{}
+	for _, c := range conf {
+		src := filepath.Join(b.opt.Dir, c)
+		st, err := os.Stat(src)
+		if err != nil || !st.Mode().IsRegular() {
+			return &BuildError{Msg: fmt.Sprintf("pyproject.toml: tool.tandem: configuration file %q not found in the project", c)}
+		}
+		base := filepath.Base(c)
+		if prev, dup := seen[base]; dup {
+			return &BuildError{Msg: fmt.Sprintf("pyproject.toml: tool.tandem: %q and %q would both be installed as %s/%s", prev, c, etc, base)}
+		}
+		seen[base] = c
+		b.files = append(b.files, File{Dest: etc + "/" + base, Source: src, Mode: 0o644, Conffile: true})
+	}
+	env := map[string]string{"TANDEM_APP_VERSION": b.version}
+	for k, v := range t.Environment {
+		env[k] = v
+	}
+	doc := "file:///usr/share/doc/" + b.name + "/copyright"
+	if hp := b.homepage(); hp != "" {
+		doc = hp
+	}
+	unit := AppUnit{
+		Name:          b.name,
+		Description:   b.summary(),
+		Documentation: doc,
+		ExecStart:     b.exec,
+		DataDir:       t.DataDir,
+		Environment:   env,
+		EnvFiles:      envFiles,
+		Overrides:     t.Unit,
+	}
+	b.files = append(b.files, File{Dest: "/usr/lib/systemd/system/" + b.name + ".service", Data: []byte(unit.Render()), Mode: 0o644})
+
+	pyc := []string{b.finalVenv()}
+	if t.Mode == "system" {
+		pyc = b.systemModuleDirs()
+	}
+	b.scripts, err = RenderScripts(ScriptParams{
+		Package: b.name, Unit: b.name + ".service", User: b.name, DataDir: t.DataDir, PycacheDirs: pyc,
+	})
+	if err != nil {
+		return err
+	}
+
+	spdx, text := b.licenseText()
+	var holders []string
+	for _, a := range p.Authors {
+		if a.Name != "" {
+			holders = append(holders, a.Name)
+		} else if a.Email != "" {
+			holders = append(holders, a.Email)
+		}
+	}
+	doc = "/usr/share/doc/" + b.name
+	b.files = append(b.files, File{Dest: doc + "/copyright", Mode: 0o644, Data: []byte(RenderCopyright(CopyrightParams{
+		Name: p.Name, Contact: maint, Source: b.homepage(), Year: b.mtime.Year(), Holders: holders, License: spdx, Text: text,
+	}))})
+	note := "Built by tandem package"
+	if b.gitDesc != "" {
+		note += " from git " + b.gitDesc
+	}
+	note += "."
+	cl, err := RenderChangelog(b.name, b.version, maint, note, b.mtime)
+	if err != nil {
+		return err
+	}
+	b.files = append(b.files, File{Dest: doc + "/" + changelogName(b.version), Data: cl, Mode: 0o644})
+
+	var ov []lintianOverride
+	if t.Mode == "venv" {
+		ov = append(ov, lintianOverride{"dir-or-file-in-opt [opt/venvs/*]",
+			"The application is a self-contained virtualenv at /opt/venvs/" + b.name + ",\nthe location dh-virtualenv established for such packages; it is\nnot a Debian-policy Python module and does not belong under /usr."})
+		if b.hasVenvScripts() {
+			ov = append(ov, lintianOverride{"unusual-interpreter /opt/venvs/" + b.name + "/bin/python [opt/venvs/" + b.name + "/bin/*]",
+				"Entry-point scripts installed by pip run with the virtualenv's python,\nwhich is how a virtualenv isolates its dependencies."})
+		}
+	}
+	if len(ov) > 0 {
+		b.files = append(b.files, File{Dest: "/usr/share/lintian/overrides/" + b.name, Data: lintianOverrides(b.name, ov), Mode: 0o644})
+	}
+
+	b.depends = append(b.depends, "adduser")
+	b.depends = append(b.depends, t.Depends...)
+	return nil
+}
+
+// changelogName is changelog.Debian.gz, except for native versions
+// (without a Debian revision), for which Debian names it changelog.gz.
+func changelogName(version string) string {
+	_, v := splitEpoch(version)
+	if strings.Contains(v, "-") {
+		return "changelog.Debian.gz"
+	}
+	return "changelog.gz"
+}
+
+// hasVenvScripts reports whether pip installed any script with a shebang.
+func (b *build) hasVenvScripts() bool {
+	for _, f := range b.files {
+		if strings.HasPrefix(f.Dest, b.finalVenv()+"/bin/") && f.Source != "" {
+			data, err := os.ReadFile(f.Source)
+			if err == nil && strings.HasPrefix(string(data), "#!"+b.finalVenv()+"/bin/python") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// systemModuleDirs lists the app's top-level directories in dist-packages.
+func (b *build) systemModuleDirs() []string {
+	set := map[string]bool{}
+	prefix := "/usr/lib/python3/dist-packages/"
+	for _, f := range b.files {
+		if rest, ok := strings.CutPrefix(f.Dest, prefix); ok {
+			if top, _, ok := strings.Cut(rest, "/"); ok && !strings.HasSuffix(top, ".dist-info") {
+				set[prefix+top] = true
+			}
+		}
+	}
+	var out []string
+	for d := range set {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (b *build) homepage() string {
+	for _, k := range []string{"Homepage", "homepage", "Home", "Source", "source", "Repository", "repository"} {
+		if u := b.proj.URLs[k]; strings.HasPrefix(u, "https://") || strings.HasPrefix(u, "http://") {
+			return u
+		}
+	}
+	return ""
+}
+
+func (b *build) summary() string {
+	s := strings.TrimSuffix(strings.Join(strings.Fields(b.proj.Description), " "), ".")
+	if s == "" {
+		s = b.name + " web application"
+	}
+	if len(s) > 80 {
+		s = s[:77] + "..."
+	}
+	return s
+}
+
+func (b *build) spec() *Spec {
+	var desc []string
+	if para := b.readmeParagraph(); para != "" {
+		desc = append(desc, para, "")
+	}
+	where := "a virtualenv in " + b.finalVenv()
+	if b.proj.Tandem.Mode == "system" {
+		where = "Debian's python3 and python3-* packages"
+	}
+	desc = append(desc, fmt.Sprintf("This package runs the %s Python project as the systemd service %s.service, using %s, as the system user %s with data in %s.",
+		b.proj.Name, b.name, where, b.name, b.proj.Tandem.DataDir))
+	deps := append([]string{}, b.depends...)
+	seen := map[string]bool{}
+	var uniq []string
+	for _, d := range deps {
+		if !seen[d] {
+			seen[d] = true
+			uniq = append(uniq, d)
+		}
+	}
+	section := b.proj.Tandem.Section
+	if section == "" {
+		section = "web"
+	}
+	return &Spec{
+		Name:        b.name,
+		Version:     b.version,
+		Arch:        b.arch,
+		Maintainer:  b.maint,
+		Summary:     b.summary(),
+		Description: wrapText(strings.Join(desc, "\n"), 78),
+		Section:     section,
+		Priority:    "optional",
+		Homepage:    b.homepage(),
+		Depends:     uniq,
+		Files:       b.files,
+		Scripts:     b.scripts,
+		MTime:       b.mtime,
+		Compression: b.opt.Compression,
+	}
+}
+
+// wrapText wraps each line of text at width columns (paragraphs are
+// separated by empty lines), for the Description field.
+func wrapText(text string, width int) string {
+	var out []string
+	for _, para := range strings.Split(text, "\n") {
+		words := strings.Fields(para)
+		if len(words) == 0 {
+			out = append(out, "")
+			continue
+		}
+		line := words[0]
+		for _, w := range words[1:] {
+			if len(line)+1+len(w) > width {
+				out = append(out, line)
+				line = w
+				continue
+			}
+			line += " " + w
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "\n")
+}

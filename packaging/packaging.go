@@ -1,0 +1,27 @@
+// Package packaging holds the files of tandem's own Debian package: the
+// agent's systemd unit, the sample configuration (a conffile), the
+// copyright file and the manual page. They are embedded so that
+// `tandem package --self` works from any directory.
+package packaging
+
+import _ "embed"
+
+// Unit is /usr/lib/systemd/system/tandem.service.
+//
+//go:embed tandem.service
+var Unit []byte
+
+// Config is /etc/tandem/tandem.toml.
+//
+//go:embed tandem.toml
+var Config []byte
+
+// Copyright is /usr/share/doc/tandem/copyright.
+//
+//go:embed copyright
+var Copyright []byte
+
+// ManPage is tandem(1), installed gzipped.
+//
+//go:embed tandem.1
+var ManPage []byte
