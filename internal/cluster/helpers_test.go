@@ -113,11 +113,7 @@ func newMemCluster(t *testing.T, size int) *memCluster {
 		}
 		c.nodes = append(c.nodes, n)
 	}
-	t.Cleanup(func() {
-		for _, n := range c.nodes {
-			n.Shutdown(context.Background())
-		}
-	})
+	t.Cleanup(func() { shutdownAll(c.nodes) })
 	c.connectAll()
 	if err := c.nodes[0].Bootstrap(ctx); err != nil {
 		t.Fatal(err)
@@ -188,4 +184,16 @@ func (c *memCluster) leader() (int, *Node) {
 func (c *memCluster) follower() *Node {
 	li, _ := c.leader()
 	return c.nodes[(li+1)%len(c.nodes)]
+}
+
+func rAddr(n *Node) raft.ServerAddress { return raft.ServerAddress(n.Addr()) }
+
+// shutdownAll stops nodes concurrently, so a leader's hand-off at shutdown
+// does not wait for peers that are already gone.
+func shutdownAll(nodes []*Node) {
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(func() { n.Shutdown(context.Background()) })
+	}
+	wg.Wait()
 }

@@ -1,0 +1,330 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/cluster/state"
+	"github.com/tandem-ha/tandem/internal/pki"
+)
+
+// noTwoApps is the agent's linux-VIP rule in miniature: a cluster of
+// exactly two voters that are both app nodes is refused.
+func noTwoApps(current []state.Member, joining state.Member) error {
+	all := append(slices.Clone(current), joining)
+	if len(all) == 2 && all[0].Role == state.RoleApp && all[1].Role == state.RoleApp {
+		return errors.New("two app nodes without a witness cannot fence an on-link VIP; join the witness first")
+	}
+	return nil
+}
+
+type tlsCluster struct {
+	t     *testing.T
+	nodes map[string]*Node
+}
+
+// start runs a node over real TLS on a loopback port.
+func (c *tlsCluster) start(creds *pki.Node, role, addr string) *Node {
+	c.t.Helper()
+	n, err := New(context.Background(), Options{
+		Name: creds.Name, Role: role, DataDir: c.t.TempDir(), Listen: addr,
+		TLS: creds, Machine: state.New(), Logger: testLogger(c.t), JoinPolicy: noTwoApps,
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if len(c.nodes) == 0 {
+		c.t.Cleanup(func() { shutdownAll(slices.Collect(maps.Values(c.nodes))) })
+	}
+	c.nodes[n.Name()] = n
+	return n
+}
+
+// join joins a node through via and starts it.
+func (c *tlsCluster) join(via *Node, token, name, role string) (*Node, JoinResult) {
+	c.t.Helper()
+	addr := freeAddr(c.t)
+	res, err := Join(context.Background(), via.Addr(), token, JoinRequest{Name: name, Role: role, Advertise: addr})
+	if err != nil {
+		c.t.Fatalf("Join(%s via %s) = %v", name, via.Name(), err)
+	}
+	// Through the files, as tandem join would.
+	dir := c.t.TempDir()
+	if err := res.Credentials.Save(dir); err != nil {
+		c.t.Fatal(err)
+	}
+	creds, err := pki.Load(dir)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return c.start(creds, role, addr), res
+}
+
+func (c *tlsCluster) fingerprint(n *Node) string {
+	v := n.Machine().View()
+	servers, _ := n.Servers(context.Background())
+	return fmt.Sprintf("members=%v tokens=%v servers=%v", v.Members, v.Tokens, servers)
+}
+
+func TestJoinOverTLS(t *testing.T) {
+	ctx := context.Background()
+	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
+	if err := a.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Bootstrap(ctx); !errors.Is(err, ErrAlreadyBootstrapped) {
+		t.Errorf("second Bootstrap = %v; want ErrAlreadyBootstrapped", err)
+	}
+	tok, err := a.CreateToken(ctx, time.Hour, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := tok.String()
+	if rec := a.Machine().View().Tokens[tok.ID]; rec.SecretHash != tok.SecretHash() || strings.Contains(fmt.Sprint(rec), tok.Secret) {
+		t.Fatalf("token record %+v: want only the secret's hash", rec)
+	}
+
+	// The join policy refuses a=app + b=app before anything changes.
+	before := c.fingerprint(a)
+	_, err = Join(ctx, a.Addr(), token, JoinRequest{Name: "b", Role: state.RoleApp, Advertise: freeAddr(t)})
+	if !errors.Is(err, ErrJoinRefused) || !strings.Contains(err.Error(), "join the witness first") {
+		t.Fatalf("Join(b) into a one-app cluster = %v; want ErrJoinRefused with the policy's reason", err)
+	}
+	if after := c.fingerprint(a); after != before {
+		t.Fatalf("refused join changed the cluster:\n%s\n%s", before, after)
+	}
+
+	// The witness joins through a; it gets no CA key.
+	w, wres := c.join(a, token, "w", state.RoleWitness)
+	if wres.Credentials.CanSign() || w.Credentials().CanSign() {
+		t.Error("witness received the CA key")
+	}
+	if len(wres.Members) != 2 {
+		t.Errorf("JoinResult.Members = %v; want a and w", wres.Members)
+	}
+	// A witness cannot sign joins.
+	_, err = Join(ctx, w.Addr(), token, JoinRequest{Name: "b", Role: state.RoleApp, Advertise: freeAddr(t)})
+	if !errors.Is(err, ErrCannotSign) {
+		t.Errorf("Join via the witness = %v; want ErrCannotSign", err)
+	}
+
+	// b joins through a, then c through b (a follower holding the CA key),
+	// which forwards the token use and membership change to the leader.
+	b, bres := c.join(a, token, "b", state.RoleApp)
+	if !bres.Credentials.CanSign() {
+		t.Error("app node b did not receive the CA key")
+	}
+	cn, _ := c.join(b, token, "c", state.RoleApp)
+	leaf := cn.Credentials().Cert.Leaf
+	if leaf.Subject.CommonName != "c" || len(leaf.IPAddresses) != 1 || leaf.IPAddresses[0].String() != "127.0.0.1" {
+		t.Errorf("c's certificate: CN %q IPs %v; want c, [127.0.0.1]", leaf.Subject.CommonName, leaf.IPAddresses)
+	}
+
+	// All four nodes become voters and see the same state.
+	nodes := []*Node{a, w, b, cn}
+	eventually(t, 10*time.Second, "four voters on every node with the same state", func() bool {
+		want := c.fingerprint(a)
+		for _, n := range nodes {
+			servers, err := n.Servers(ctx)
+			if err != nil || voters(servers) != 4 || len(n.Machine().View().Members) != 4 || c.fingerprint(n) != want {
+				return false
+			}
+		}
+		return true
+	})
+	if got := a.Machine().View().Tokens[tok.ID].UsesLeft; got != 0 {
+		t.Errorf("token uses left = %d; want 0", got)
+	}
+	// Every node, witness included, can apply through the leader.
+	if err := w.Apply(ctx, state.SetMode{Mode: state.ModeMaintenance}); err != nil {
+		t.Errorf("Apply on the witness: %v", err)
+	}
+
+	// Refusals: each leaves the cluster as it was.
+	other, _ := pki.NewCA(time.Now())
+	fresh, err := b.CreateToken(ctx, time.Hour, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shortLived, err := a.CreateToken(ctx, time.Millisecond, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	wrongSecret := fresh
+	wrongSecret.Secret = strings.Repeat("x", 32)
+	wrongPin := fresh
+	wrongPin.CAHash = other.Hash()
+	tests := []struct {
+		name  string
+		token string
+		node  string
+		want  error
+	}{
+		{"wrong secret", wrongSecret.String(), "d", state.ErrBadToken},
+		{"unknown id", "tandem1." + strings.TrimPrefix(ca.Hash(), "sha256:") + ".zzzzzz." + fresh.Secret, "d", state.ErrBadToken},
+		{"expired", shortLived.String(), "d", state.ErrTokenExpired},
+		{"used up", token, "d", state.ErrTokenUsedUp},
+		{"wrong CA pin", wrongPin.String(), "d", pki.ErrCAMismatch},
+		{"malformed", "tandem1.abc", "d", pki.ErrTokenFormat},
+		{"name taken", fresh.String(), "b", ErrNameTaken},
+		{"bad name", fresh.String(), "-x-", pki.ErrInvalidName},
+	}
+	settle := func() string {
+		time.Sleep(100 * time.Millisecond) // let any (wrong) change replicate
+		return c.fingerprint(cn)
+	}
+	before = settle()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Join(ctx, a.Addr(), tt.token, JoinRequest{Name: tt.node, Role: state.RoleApp, Advertise: freeAddr(t)})
+			if !errors.Is(err, tt.want) {
+				t.Errorf("Join() = %v; want %v", err, tt.want)
+			}
+			if after := settle(); after != before {
+				t.Errorf("refused join changed the cluster:\n%s\n%s", before, after)
+			}
+		})
+	}
+	// The fresh token still works after all that.
+	if _, err := Join(ctx, b.Addr(), fresh.String(), JoinRequest{Name: "d", Role: state.RoleWitness, Advertise: freeAddr(t)}); err != nil {
+		t.Errorf("Join(d) with the fresh token = %v", err)
+	}
+}
+
+func TestForeignPeersRejected(t *testing.T) {
+	ctx := context.Background()
+	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
+	ca, _ := pki.NewCA(time.Now())
+	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
+	if err := a.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.Handle("GET /v1/whoami", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s", PeerName(r), r.Proto)
+	}))
+	other, _ := pki.NewCA(time.Now())
+	foreign := issue(t, other, "a") // same name, wrong CA
+	member := issue(t, ca, "m")     // valid certificate, not a member
+
+	get := func(cfg *tls.Config, method, path string) (int, string, error) {
+		cl := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}, Timeout: 3 * time.Second}
+		defer cl.CloseIdleConnections()
+		req, _ := http.NewRequestWithContext(ctx, method, "https://"+a.Addr()+path, strings.NewReader("{}"))
+		resp, err := cl.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+	insecure := func(creds *pki.Node) *tls.Config {
+		cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2", "http/1.1"}}
+		if creds != nil {
+			// Force the certificate out: with Certificates alone, Go's
+			// client withholds a certificate the server's CA list does not
+			// name, and the request arrives unauthenticated instead.
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &creds.Cert, nil }
+		}
+		return cfg
+	}
+
+	// A member of the cluster gets through, over HTTP/2.
+	self := a.Client()
+	resp, err := self.Get("https://" + a.Addr() + "/v1/whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "a HTTP/2.0" {
+		t.Errorf("whoami as a member = %q; want %q", body, "a HTTP/2.0")
+	}
+
+	// The API: a foreign certificate fails the handshake, even for the open
+	// endpoints; no certificate gets 401 everywhere but /v1/ca and /v1/join.
+	for _, path := range []string{"/v1/ca", "/v1/whoami", "/v1/apply"} {
+		method := http.MethodGet
+		if path == "/v1/apply" {
+			method = http.MethodPost
+		}
+		if code, _, err := get(insecure(foreign), method, path); err == nil {
+			t.Errorf("%s %s with a foreign certificate = %d; want a TLS error", method, path, code)
+		}
+	}
+	polite := insecure(nil)
+	polite.Certificates = []tls.Certificate{foreign.Cert}
+	if code, body, err := get(polite, http.MethodGet, "/v1/whoami"); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("whoami with a withheld foreign certificate = %d %q %v; want 401", code, body, err)
+	}
+	if code, body, err := get(insecure(nil), http.MethodGet, "/v1/whoami"); err != nil || code != http.StatusUnauthorized {
+		t.Errorf("whoami without certificate = %d %q %v; want 401", code, body, err)
+	}
+	if code, body, err := get(insecure(nil), http.MethodPost, "/v1/apply"); err != nil || code != http.StatusUnauthorized || !strings.Contains(body, "unauthenticated") {
+		t.Errorf("apply without certificate = %d %q %v; want 401", code, body, err)
+	}
+	if code, body, err := get(insecure(member), http.MethodPost, "/v1/apply"); err != nil || code != http.StatusUnauthorized || !strings.Contains(body, "not a member") {
+		t.Errorf("apply from a non-member = %d %q %v; want 401 not a member", code, body, err)
+	}
+	if code, body, err := get(insecure(nil), http.MethodGet, "/v1/ca"); err != nil || code != http.StatusOK || !strings.Contains(body, "BEGIN CERTIFICATE") {
+		t.Errorf("GET /v1/ca without certificate = %d %v; want the CA", code, err)
+	}
+	// Our client refuses a server whose certificate is from another CA.
+	foreignServer := c.start(foreign, state.RoleApp, "127.0.0.1:0")
+	if _, err := self.Get("https://" + foreignServer.Addr() + "/v1/ca"); err == nil || !strings.Contains(err.Error(), "not from the cluster CA") {
+		t.Errorf("member client to a foreign server = %v; want refusal", err)
+	}
+
+	// Raft: a foreign certificate, or none, gets no raft connection.
+	for _, tt := range []struct {
+		name  string
+		creds *pki.Node
+	}{{"foreign", foreign}, {"none", nil}} {
+		t.Run("raft "+tt.name, func(t *testing.T) {
+			cfg := insecure(tt.creds)
+			cfg.NextProtos = []string{ALPNRaft}
+			conn, err := tls.Dial("tcp", a.Addr(), cfg)
+			if err != nil {
+				return // refused during the handshake
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			_, _ = conn.Write([]byte{0})
+			if _, err := conn.Read(make([]byte, 1)); err == nil {
+				t.Error("raft connection without a cluster certificate was kept open")
+			} else if strings.Contains(err.Error(), "timeout") {
+				t.Errorf("raft connection stayed open until the deadline: %v", err)
+			}
+		})
+	}
+	// And the real raft dialer of a foreign node cannot reach a either.
+	sl := newStreamLayer(newConnListener(advertiseAddr("x")), foreign)
+	sl.tls.VerifyConnection = nil // get past our own check to test a's side
+	if conn, err := sl.Dial("x", time.Second); err == nil {
+		conn.Close()
+		t.Error("dial to a non-raft address succeeded")
+	}
+	if conn, err := sl.Dial(rAddr(a), time.Second); err == nil {
+		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		_, _ = conn.Write([]byte{0})
+		if _, err := conn.Read(make([]byte, 1)); err == nil {
+			t.Error("foreign raft dialer got a response")
+		}
+		conn.Close()
+	}
+}
