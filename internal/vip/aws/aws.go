@@ -51,7 +51,8 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the backoff when throttled or on server
 	// errors (defaults 1s and 20s).
 	MinBackoff, MaxBackoff time.Duration
-	// HTTPClient is used for EC2 and IMDS calls (default: 15s timeout).
+	// HTTPClient is used for EC2 and IMDS calls (default: the SDK's client
+	// with a 15s timeout, which honours AWS_CA_BUNDLE).
 	HTTPClient *http.Client
 	Logger     *slog.Logger
 }
@@ -59,7 +60,7 @@ type Options struct {
 // Provider holds one Elastic IP for one instance. Safe for concurrent use.
 type Provider struct {
 	o      Options
-	hc     *http.Client
+	hc     httpDoer
 	backof retry.Backoff
 
 	mu       sync.Mutex
@@ -90,11 +91,15 @@ func New(o Options) (*Provider, error) {
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 20 * time.Second
 	}
-	hc := o.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 15 * time.Second}
+	var hc httpDoer = awshttp.NewBuildableClient().WithTimeout(15 * time.Second)
+	if o.HTTPClient != nil {
+		hc = o.HTTPClient
 	}
 	return &Provider{o: o, hc: hc, backof: retry.Backoff{Min: o.MinBackoff, Max: o.MaxBackoff}}, nil
+}
+
+type httpDoer interface {
+	Do(*http.Request) (*http.Response, error)
 }
 
 // setup builds the EC2 client and learns the instance id, once.

@@ -121,3 +121,24 @@ func TestNewRejects(t *testing.T) {
 		})
 	}
 }
+
+// Without static keys the SDK's default chain is used; here it finds keys in
+// the environment.
+func TestDefaultCredentialChain(t *testing.T) {
+	f := newFake(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", akid)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", t.TempDir()+"/none")
+	p, err := New(Options{AllocationID: alloc, InstanceID: "i-0aaaaaaaaaaaaaaa1", Region: "eu-central-1", Endpoint: f.URL,
+		PollInterval: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Acquire(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if held, err := p.Held(t.Context()); err != nil || !held {
+		t.Fatalf("Held = %v, %v", held, err)
+	}
+}

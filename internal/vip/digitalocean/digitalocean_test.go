@@ -169,3 +169,16 @@ func FuzzParseMetadata(f *testing.F) {
 		}
 	})
 }
+
+func TestNoDropletIDOffDroplet(t *testing.T) {
+	f := dofake.New(token, vip)
+	t.Cleanup(f.Close)
+	p, err := New(Options{Token: token, IP: netip.MustParseAddr(vip), BaseURL: f.URL,
+		MetadataURL: f.URL + "/nowhere", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Acquire(t.Context()); err == nil || !strings.Contains(err.Error(), "set the droplet id") {
+		t.Fatalf("Acquire = %v, want a hint to set the droplet id", err)
+	}
+}
