@@ -109,9 +109,9 @@ func (n *Node) onLeader(ctx context.Context, fn func(context.Context) error) err
 }
 
 func (n *Node) applyLocal(ctx context.Context, data []byte) error {
-	timeout := n.timing.ApplyTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+	timeout, err := remaining(ctx, n.timing.ApplyTimeout)
+	if err != nil {
+		return err
 	}
 	f := n.raft.Apply(data, timeout)
 	if err := f.Error(); err != nil {
@@ -266,9 +266,9 @@ func (n *Node) changeMembership(ctx context.Context, c membershipChange) error {
 }
 
 func (n *Node) changeLocal(ctx context.Context, c membershipChange) error {
-	timeout := n.timing.ApplyTimeout
-	if d, ok := ctx.Deadline(); ok {
-		timeout = time.Until(d)
+	timeout, err := remaining(ctx, n.timing.ApplyTimeout)
+	if err != nil {
+		return err
 	}
 	var f raft.Future
 	switch c.Op {
@@ -307,6 +307,19 @@ func (n *Node) changeLocal(ctx context.Context, c membershipChange) error {
 	}
 	n.log.Info("raft membership changed", "op", c.Op, "server", c.Name, "addr", c.Addr)
 	return nil
+}
+
+// remaining is the time left before ctx's deadline, or def without one.
+func remaining(ctx context.Context, def time.Duration) (time.Duration, error) {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return def, nil
+	}
+	left := time.Until(d)
+	if left <= 0 {
+		return 0, context.DeadlineExceeded
+	}
+	return left, nil
 }
 
 func mustEncode(c state.Command) []byte {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -238,9 +239,14 @@ func (n *Node) join(ctx context.Context, r *http.Request) (joinReply, error) {
 		}
 	}
 
-	// From here on the token is consumed cluster-wide; expiry and uses are
-	// checked by the state machine at commit.
+	// Check the token against this node's view first, so that anonymous
+	// callers with made-up tokens cannot make the cluster write to its log.
 	use := state.UseToken{ID: req.TokenID, SecretHash: pki.HashSecret(req.TokenSecret), At: now}
+	if err := precheckToken(view, use); err != nil {
+		return joinReply{}, err
+	}
+	// From here on the token is consumed cluster-wide; expiry and uses are
+	// checked again by the state machine at commit.
 	if err := n.Apply(ctx, use); err != nil {
 		return joinReply{}, err
 	}
@@ -268,6 +274,23 @@ func (n *Node) join(ctx context.Context, r *http.Request) (joinReply, error) {
 	}
 	n.log.Info("node joined", "name", req.Name, "role", req.Role, "advertise", req.Advertise, "token", req.TokenID)
 	return reply, nil
+}
+
+// precheckToken applies UseToken's checks to a local view. The view may lag
+// the leader by a few milliseconds, which matters only for a token created
+// in that instant.
+func precheckToken(view state.Snapshot, use state.UseToken) error {
+	t, ok := view.Tokens[use.ID]
+	if !ok || subtle.ConstantTimeCompare([]byte(t.SecretHash), []byte(use.SecretHash)) != 1 {
+		return state.ErrBadToken
+	}
+	if !use.At.Before(t.Expires) {
+		return state.ErrTokenExpired
+	}
+	if t.UsesLeft == 0 {
+		return state.ErrTokenUsedUp
+	}
+	return nil
 }
 
 // CreateToken makes a join token pinned to this cluster's CA and commits

@@ -86,7 +86,7 @@ func NewCA(now time.Time) (*CA, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "tandem cluster CA " + serial.Text(16)[:8], Organization: []string{"tandem"}},
+		Subject:               pkix.Name{CommonName: fmt.Sprintf("tandem cluster CA %08x", serial.Uint64()&0xffffffff), Organization: []string{"tandem"}},
 		NotBefore:             now.Add(-clockSkew),
 		NotAfter:              now.Add(CAValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -186,14 +186,11 @@ func (ca *CA) Issue(name string, ips []netip.Addr, now time.Time) (*Node, error)
 	return NewNode(ca, crt, kp)
 }
 
-// SignCSR signs a node's PEM certificate request. The request must be
-// self-signed by its key, name the node as CN, ask for no DNS name other
-// than the node name, and no e-mail or URI names; its IP addresses are kept.
-// It returns the certificate in PEM.
-func (ca *CA) SignCSR(csrPEM []byte, name string, now time.Time) ([]byte, error) {
-	if ca.Key == nil {
-		return nil, ErrNoCAKey
-	}
+// ParseCSR parses and checks a node's PEM certificate request: it must be
+// self-signed by an ECDSA P-256 key, name the node as CN, ask for no DNS
+// name other than the node name, and no e-mail or URI names. IP addresses
+// are allowed.
+func ParseCSR(csrPEM []byte, name string) (*x509.CertificateRequest, error) {
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
@@ -219,13 +216,23 @@ func (ca *CA) SignCSR(csrPEM []byte, name string, now time.Time) ([]byte, error)
 	if len(csr.EmailAddresses) > 0 || len(csr.URIs) > 0 {
 		return nil, fmt.Errorf("%w: only the node name and IP addresses may be requested", ErrInvalidCSR)
 	}
-	switch pub := csr.PublicKey.(type) {
-	case *ecdsa.PublicKey:
-		if pub.Curve != elliptic.P256() {
-			return nil, fmt.Errorf("%w: ECDSA key must be P-256", ErrInvalidCSR)
-		}
-	default:
+	pub, ok := csr.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("%w: key must be ECDSA P-256, got %T", ErrInvalidCSR, csr.PublicKey)
+	}
+	return csr, nil
+}
+
+// SignCSR signs a node's PEM certificate request after checking it with
+// ParseCSR, and returns the certificate in PEM. The certificate keeps the
+// request's IP addresses.
+func (ca *CA) SignCSR(csrPEM []byte, name string, now time.Time) ([]byte, error) {
+	if ca.Key == nil {
+		return nil, ErrNoCAKey
+	}
+	csr, err := ParseCSR(csrPEM, name)
+	if err != nil {
+		return nil, err
 	}
 	serial, err := newSerial()
 	if err != nil {
@@ -323,6 +330,9 @@ func ParseKeyPEM(b []byte) (crypto.Signer, error) {
 func certPEM(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+// EncodeKeyPEM returns key as a PEM PKCS#8 block.
+func EncodeKeyPEM(key crypto.Signer) ([]byte, error) { return keyPEM(key) }
 
 func keyPEM(key crypto.Signer) ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
