@@ -21,6 +21,12 @@ var Config []byte
 //go:embed copyright
 var Copyright []byte
 
+// LintianOverrides is /usr/share/lintian/overrides/tandem; each override
+// carries its justification.
+//
+//go:embed lintian-overrides
+var LintianOverrides []byte
+
 // ManPage is tandem(1), installed gzipped.
 //
 //go:embed tandem.1

@@ -74,12 +74,9 @@ byte-identical .deb. The package and its .sha256 are written to --out.`,
 						return err
 					}
 				}
-				v := selfVersion
-				if v == "" {
-					v = Version
-				}
 				res, err = debpkg.BuildSelf(cmd.Context(), debpkg.SelfOptions{
-					Binary: selfBinary, Version: v, OutDir: opt.OutDir, Epoch: opt.Epoch,
+					Binary: selfBinary, Version: selfVersion, FallbackVersion: Version, Dir: opt.Dir,
+					OutDir: opt.OutDir, Epoch: opt.Epoch,
 					Compression: opt.Compression, Progress: opt.Progress,
 				})
 			} else {
@@ -119,7 +116,7 @@ byte-identical .deb. The package and its .sha256 are written to --out.`,
 	f.BoolVar(&jsonOut, "json", false, "print the result as JSON (package, version, architecture, path, sha256, size, sha256_path)")
 	f.BoolVar(&self, "self", false, "package tandem itself (used by make deb)")
 	f.StringVar(&selfBinary, "binary", "", "with --self: the tandem binary to package (default: this one)")
-	f.StringVar(&selfVersion, "self-version", "", "with --self: the version (default: this binary's)")
+	f.StringVar(&selfVersion, "self-version", "", "with --self: the version (default: from git in DIR, else this binary's)")
 	for _, h := range []string{"self", "binary", "self-version"} {
 		_ = f.MarkHidden(h)
 	}

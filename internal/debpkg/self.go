@@ -13,14 +13,16 @@ import (
 
 // SelfOptions configure BuildSelf.
 type SelfOptions struct {
-	Binary      string // the tandem executable to ship
-	Version     string // Debian version; "" or invalid: derived from git in Dir
-	Dir         string // repository used for the version and time (default ".")
-	OutDir      string
-	Epoch       time.Time // zero: HEAD's commit time
-	Compression string
-	WorkDir     string
-	Progress    func(stage string, took time.Duration)
+	Binary  string // the tandem executable to ship
+	Version string // Debian version; "": derived from git in Dir
+	// FallbackVersion is used when Version is "" and Dir is not in git.
+	FallbackVersion string
+	Dir             string // repository used for the version and time (default ".")
+	OutDir          string
+	Epoch           time.Time // zero: HEAD's commit time
+	Compression     string
+	WorkDir         string
+	Progress        func(stage string, took time.Duration)
 }
 
 // SelfMaintainer maintains tandem's own package.
@@ -47,13 +49,17 @@ func BuildSelf(ctx context.Context, opt SelfOptions) (*Result, error) {
 	gi, gitErr := ReadGit(ctx, opt.Dir)
 	version := strings.TrimPrefix(opt.Version, "v")
 	note := "Built by tandem package --self"
-	if version == "" || ValidateVersion(version) != nil {
-		if gitErr != nil {
-			return nil, &BuildError{Msg: fmt.Sprintf("version %q is not a Debian version and git gives none (%v); pass --self-version", opt.Version, gitErr)}
-		}
+	switch {
+	case version != "":
+	case gitErr == nil:
 		if version, err = gi.Version(""); err != nil {
 			return nil, &BuildError{Msg: err.Error()}
 		}
+	default:
+		version = strings.TrimPrefix(opt.FallbackVersion, "v")
+	}
+	if err := ValidateVersion(version); err != nil {
+		return nil, &BuildError{Msg: fmt.Sprintf("%v; pass --self-version", err)}
 	}
 	if gitErr == nil {
 		note += " from git g" + gi.SHA
@@ -101,6 +107,7 @@ func BuildSelf(ctx context.Context, opt SelfOptions) (*Result, error) {
 			{Dest: "/usr/share/doc/tandem/copyright", Data: packaging.Copyright, Mode: 0o644},
 			{Dest: "/usr/share/doc/tandem/" + changelogName(version), Data: cl, Mode: 0o644},
 			{Dest: "/usr/share/man/man1/tandem.1.gz", Data: man, Mode: 0o644},
+			{Dest: "/usr/share/lintian/overrides/tandem", Data: packaging.LintianOverrides, Mode: 0o644},
 		},
 		Scripts:     scripts,
 		MTime:       mtime.UTC(),

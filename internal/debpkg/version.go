@@ -103,7 +103,7 @@ var pep440Re = regexp.MustCompile(`(?i)^(?:(\d+)!)?(\d+(?:\.\d+)*)(?:[-_.]?(a|b|
 
 // FromPEP440 turns a PEP 440 version into a Debian upstream version that
 // sorts the same way: 1.0rc1 -> 1.0~rc1, 1.0.dev2 -> 1.0~dev2,
-// 1.0.post1 -> 1.0+post1, 1.0+local -> 1.0+local.
+// 1.0.post1 -> 1.0+post1, 1.0.dev1 -> 1.0~~dev1,, 1.0+local -> 1.0+local.
 func FromPEP440(v string) (string, error) {
 	m := pep440Re.FindStringSubmatch(strings.TrimSpace(v))
 	if m == nil {
@@ -133,7 +133,12 @@ func FromPEP440(v string) (string, error) {
 		b.WriteString("+post" + numOrZero(m[7]))
 	}
 	if m[8] != "" {
-		b.WriteString("~dev" + numOrZero(m[9]))
+		// A bare dev release sorts before all pre-releases of its version.
+		tilde := "~~"
+		if m[3] != "" || m[5] != "" || m[6] != "" {
+			tilde = "~"
+		}
+		b.WriteString(tilde + "dev" + numOrZero(m[9]))
 	}
 	if m[10] != "" {
 		b.WriteString("+" + strings.NewReplacer("_", ".", "-", ".").Replace(strings.ToLower(m[10])))

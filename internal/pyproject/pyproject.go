@@ -55,6 +55,8 @@ type Project struct {
 	URLs            map[string]string
 	Dynamic         []string
 	HasBuildBackend bool
+	BuildBackend    string   // [build-system].build-backend
+	BackendPath     []string // [build-system].backend-path
 	Tandem          Tandem
 }
 
@@ -131,6 +133,7 @@ var nameRe = regexp.MustCompile(`(?i)^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$`)
 type rawProject struct {
 	BuildSystem struct {
 		BuildBackend string   `toml:"build-backend"`
+		BackendPath  []string `toml:"backend-path"`
 		Requires     []string `toml:"requires"`
 	} `toml:"build-system"`
 	Project *struct {
@@ -180,6 +183,8 @@ func Parse(data []byte) (*Project, error) {
 		URLs:            rp.URLs,
 		Dynamic:         rp.Dynamic,
 		HasBuildBackend: raw.BuildSystem.BuildBackend != "",
+		BuildBackend:    strings.TrimSpace(raw.BuildSystem.BuildBackend),
+		BackendPath:     raw.BuildSystem.BackendPath,
 		Tandem:          raw.Tool.Tandem,
 	}
 	if p.Name == "" {
