@@ -271,3 +271,6 @@ func readAll(rc io.ReadCloser) (string, error) {
 	b, err := io.ReadAll(io.LimitReader(rc, 4<<10))
 	return strings.TrimSpace(string(b)), err
 }
+
+// Close releases nothing and exists so every provider is an io.Closer.
+func (p *Provider) Close() error { return nil }

@@ -52,7 +52,14 @@ func TestConformance(t *testing.T) {
 			Exclusive:   true,
 			ThirdParty:  func(t *testing.T) { f.SetHolder(alloc, "i-0ccccccccccccccc3") },
 			ActionDelay: func(t *testing.T, d time.Duration) { f.SetPropagationDelay(d) },
-			RateLimit:   func(t *testing.T, d time.Duration) { f.Throttle(d) },
+			RateLimit: func(t *testing.T, d time.Duration) {
+				f.Throttle(d)
+				t.Cleanup(func() {
+					if f.Stats().Throttled == 0 {
+						t.Error("the fake throttled nothing")
+					}
+				})
+			},
 			// EC2 throttling carries no reset header; the provider backs off.
 			RateLimitHeaders: false,
 		}

@@ -209,3 +209,6 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// Close releases nothing and exists so every provider is an io.Closer.
+func (p *Provider) Close() error { return nil }

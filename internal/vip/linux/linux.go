@@ -35,7 +35,8 @@ type Options struct {
 	// GARPCount is how many requests and how many replies one burst sends
 	// (default 5, as keepalived).
 	GARPCount int
-	// GARPRepeat is when the second burst goes out (default 5s; negative: never).
+	// GARPRepeat is when the second burst goes out (default 5s; negative:
+	// no second burst, refreshes still run).
 	GARPRepeat time.Duration
 	// GARPRefresh is the period of later bursts while held (default 60s;
 	// negative: never).
@@ -241,6 +242,9 @@ func (p *Provider) startLocked(l netlink.Link) {
 	go func() {
 		defer close(done)
 		next := p.o.GARPRepeat
+		if next <= 0 {
+			next = p.o.GARPRefresh
+		}
 		for next > 0 {
 			t := time.NewTimer(next)
 			select {
