@@ -123,10 +123,16 @@ func newMemCluster(t *testing.T, size int) *memCluster {
 		if err := c.nodes[0].Apply(ctx, state.AddMember{Member: m}); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.nodes[0].AddVoter(ctx, n.Name(), string(c.trans[i+1].LocalAddr())); err != nil {
+		// As after a join: a non-voter that promotes itself once caught up.
+		add := membershipChange{Op: "add_nonvoter", Name: n.Name(), Addr: string(c.trans[i+1].LocalAddr())}
+		if err := c.nodes[0].changeMembership(ctx, add); err != nil {
 			t.Fatal(err)
 		}
 	}
+	eventually(t, 10*time.Second, "every node to be a voter", func() bool {
+		servers, err := c.nodes[0].Servers(ctx)
+		return err == nil && voters(servers) == size
+	})
 	c.waitConverged()
 	return c
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -184,7 +185,7 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, res)
 }
 
-func (n *Node) join(ctx context.Context, r *http.Request) (joinReply, error) {
+func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err error) {
 	if !n.creds.CanSign() {
 		return joinReply{}, fmt.Errorf("%w (%s is a %s)", ErrCannotSign, n.name, n.role)
 	}
@@ -209,6 +210,13 @@ func (n *Node) join(ctx context.Context, r *http.Request) (joinReply, error) {
 	// name check below.
 	n.joinMu.Lock()
 	defer n.joinMu.Unlock()
+	defer func() {
+		// Refusals keep the join lock a moment longer: guessing tokens, or
+		// making the cluster log refused token uses, stays slow.
+		if err != nil {
+			time.Sleep(n.joinDelay)
+		}
+	}()
 	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()
 
@@ -241,8 +249,10 @@ func (n *Node) join(ctx context.Context, r *http.Request) (joinReply, error) {
 
 	// Check the token against this node's view first, so that anonymous
 	// callers with made-up tokens cannot make the cluster write to its log.
+	// A follower that has not seen the token yet (it may itself have just
+	// joined) leaves the verdict to the state machine.
 	use := state.UseToken{ID: req.TokenID, SecretHash: pki.HashSecret(req.TokenSecret), At: now}
-	if err := precheckToken(view, use); err != nil {
+	if err := precheckToken(view, use); err != nil && (n.IsLeader() || !errors.Is(err, errUnknownToken)) {
 		return joinReply{}, err
 	}
 	// From here on the token is consumed cluster-wide; expiry and uses are
@@ -276,12 +286,21 @@ func (n *Node) join(ctx context.Context, r *http.Request) (joinReply, error) {
 	return reply, nil
 }
 
+// joinRefusalDelay slows down refused joins on each node.
+const joinRefusalDelay = 200 * time.Millisecond
+
+// errUnknownToken is ErrBadToken for a token this node has not seen.
+var errUnknownToken = fmt.Errorf("%w (unknown id)", state.ErrBadToken)
+
 // precheckToken applies UseToken's checks to a local view. The view may lag
 // the leader by a few milliseconds, which matters only for a token created
 // in that instant.
 func precheckToken(view state.Snapshot, use state.UseToken) error {
 	t, ok := view.Tokens[use.ID]
-	if !ok || subtle.ConstantTimeCompare([]byte(t.SecretHash), []byte(use.SecretHash)) != 1 {
+	if !ok {
+		return errUnknownToken
+	}
+	if subtle.ConstantTimeCompare([]byte(t.SecretHash), []byte(use.SecretHash)) != 1 {
 		return state.ErrBadToken
 	}
 	if !use.At.Before(t.Expires) {

@@ -38,6 +38,7 @@ func (c *tlsCluster) start(creds *pki.Node, role, addr string) *Node {
 	n, err := New(context.Background(), Options{
 		Name: creds.Name, Role: role, DataDir: c.t.TempDir(), Listen: addr,
 		TLS: creds, Machine: state.New(), Logger: testLogger(c.t), JoinPolicy: noTwoApps,
+		noJoinDelay: true,
 	})
 	if err != nil {
 		c.t.Fatal(err)

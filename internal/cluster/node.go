@@ -117,6 +117,8 @@ type Options struct {
 	// raftTransport replaces the TLS raft transport (tests use raft's
 	// in-memory transport); the listener then serves HTTP only.
 	raftTransport raft.Transport
+	// noJoinDelay turns off the brake on refused joins (tests).
+	noJoinDelay bool
 }
 
 // Node is a running cluster member.
@@ -142,6 +144,8 @@ type Node struct {
 	lmu      sync.Mutex
 	lchanged chan struct{}
 	joinMu   sync.Mutex
+	// joinDelay is how long a refused join holds joinMu.
+	joinDelay time.Duration
 
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -175,6 +179,10 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		name: opts.Name, role: opts.Role, timing: opts.Timing.withDefaults(),
 		log: opts.Logger.With("node", opts.Name), now: opts.Now, policy: opts.JoinPolicy,
 		creds: opts.TLS, machine: opts.Machine, lchanged: make(chan struct{}),
+		joinDelay: joinRefusalDelay,
+	}
+	if opts.noJoinDelay {
+		n.joinDelay = 0
 	}
 	if err := n.start(ctx, opts); err != nil {
 		n.closeAll()
