@@ -308,24 +308,42 @@ func (p *Provider) Held(ctx context.Context) (bool, error) {
 		}
 		return holder == droplet, nil
 	}
-	active, err := p.metadata(ctx, "/metadata/v1/reserved_ip/ipv4/active")
+	// reserved_ip is the current name; older metadata only has floating_ip.
+	held, err := p.metadataHeld(ctx, "reserved_ip")
+	var nf notFound
+	if errors.As(err, &nf) {
+		held, err = p.metadataHeld(ctx, "floating_ip")
+	}
 	if err != nil {
 		return false, fmt.Errorf("holder of %s: %w", p.ip, err)
+	}
+	return held, nil
+}
+
+func (p *Provider) metadataHeld(ctx context.Context, kind string) (bool, error) {
+	active, err := p.metadata(ctx, "/metadata/v1/"+kind+"/ipv4/active")
+	if err != nil {
+		return false, err
 	}
 	on, err := ParseActive(active)
 	if err != nil || !on {
 		return false, err
 	}
-	addr, err := p.metadata(ctx, "/metadata/v1/reserved_ip/ipv4/ip_address")
+	addr, err := p.metadata(ctx, "/metadata/v1/"+kind+"/ipv4/ip_address")
 	if err != nil {
-		return false, fmt.Errorf("holder of %s: %w", p.ip, err)
+		return false, err
 	}
 	got, err := netip.ParseAddr(strings.TrimSpace(addr))
 	if err != nil {
-		return false, fmt.Errorf("holder of %s: metadata ip_address %q: %w", p.ip, truncate(addr), err)
+		return false, fmt.Errorf("metadata %s ip_address %q: %w", kind, truncate(addr), err)
 	}
 	return got == p.o.IP, nil
 }
+
+// notFound is a 404 from the metadata service.
+type notFound string
+
+func (n notFound) Error() string { return "metadata " + string(n) + ": 404 Not Found" }
 
 // apiHolder returns the droplet the API reports as holder, 0 if none.
 func (p *Provider) apiHolder(ctx context.Context) (int, error) {
@@ -378,6 +396,9 @@ func (p *Provider) metadata(ctx context.Context, path string) (string, error) {
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	if err != nil {
 		return "", fmt.Errorf("metadata %s: %w", path, err)
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		return "", notFound(path)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("metadata %s: %s", path, resp.Status)

@@ -3,6 +3,8 @@ package digitalocean
 import (
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -194,5 +196,35 @@ func TestNoDropletIDOffDroplet(t *testing.T) {
 	}
 	if err := p.Acquire(t.Context()); err == nil || !strings.Contains(err.Error(), "set the droplet id") {
 		t.Fatalf("Acquire = %v, want a hint to set the droplet id", err)
+	}
+}
+
+// Metadata that only knows the old floating_ip name still works.
+func TestFloatingIPMetadataFallback(t *testing.T) {
+	f := dofake.New(token, vip)
+	t.Cleanup(f.Close)
+	f.SetHolder(vip, 101)
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "reserved_ip") {
+			http.NotFound(w, r)
+			return
+		}
+		resp, err := http.Get(f.MetadataURL(101) + r.URL.Path)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(old.Close)
+	p, err := New(Options{Token: token, IP: netip.MustParseAddr(vip), DropletID: 101, BaseURL: f.URL,
+		MetadataURL: old.URL, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held, err := p.Held(t.Context()); err != nil || !held {
+		t.Fatalf("Held = %v, %v; want true from floating_ip metadata", held, err)
 	}
 }
