@@ -41,23 +41,33 @@ func (l *Lab) Netem(ctx context.Context, node string, n Netem) error {
 	if err != nil {
 		return err
 	}
+	return l.applyNetem(ctx, s, m, n)
+}
+
+// applyNetem (re)starts the forwarder of m with n and records it; the lab
+// lock must be held.
+func (l *Lab) applyNetem(ctx context.Context, s *state, m *memberState, n Netem) error {
+	node := m.Name
 	m.Forwarder.kill()
 	if err := waitGone(ctx, 2*time.Second, m.Forwarder); err != nil {
 		return fmt.Errorf("stop old netem forwarder of %s: %w", node, err)
 	}
 	br := BridgeNetns(l.name)
+	var steps [][]string
 	if !linkExists(ctx, br, netemPortIf(node)) {
-		for _, st := range [][]string{
-			{"link", "add", netemPortIf(node), "type", "veth", "peer", "name", netemTapIf(node)},
-			{"link", "set", portIf(node), "nomaster"},
-			{"link", "set", netemPortIf(node), "master", bridgeName, "up"},
-			{"link", "set", netemTapIf(node), "up"},
-		} {
-			if err := ipIn(ctx, br, st...); err != nil {
-				return fmt.Errorf("netem %s: %w", node, err)
-			}
+		steps = append(steps,
+			[]string{"link", "add", netemPortIf(node), "type", "veth", "peer", "name", netemTapIf(node)},
+			[]string{"link", "set", netemPortIf(node), "master", bridgeName, "up"},
+			[]string{"link", "set", netemTapIf(node), "up"})
+	}
+	// The member's port leaves the bridge; only the forwarder relays it.
+	steps = append(steps, []string{"link", "set", portIf(node), "nomaster"})
+	for _, st := range steps {
+		if err := ipIn(ctx, br, st...); err != nil {
+			return fmt.Errorf("netem %s: %w", node, err)
 		}
 	}
+	var err error
 	exe := l.exe
 	if exe == "" {
 		if exe, err = os.Executable(); err != nil {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -327,6 +328,12 @@ func (l *Lab) Kill(ctx context.Context, node string) error {
 	if err := waitGone(ctx, 2*time.Second, ids...); err != nil {
 		return fmt.Errorf("kill %s: %w", node, err)
 	}
+	// A powered-off machine answers nothing and keeps no network state:
+	// without this its namespace would still answer for its addresses.
+	m.Forwarder.kill() // its port goes away; Start restarts it
+	if err := l.scrubNetns(ctx, node); err != nil {
+		return err
+	}
 	l.log.Debug("killed node", "node", node)
 	return nil
 }
@@ -355,6 +362,20 @@ func (l *Lab) Start(ctx context.Context, node string) error {
 	}
 	if _, err := os.Stat(netnsPath(NetnsName(l.name, node))); err != nil {
 		return fmt.Errorf("%s's network namespace is gone: run 'tandem lab down' and 'tandem lab up': %w", node, err)
+	}
+	if !linkExists(ctx, NetnsName(l.name, node), hostIf) {
+		addr, err := netip.ParseAddr(m.Addr)
+		if err != nil {
+			return fmt.Errorf("%s's address in the lab state: %w", node, err)
+		}
+		if err := l.plugMember(ctx, node, addr, m.Netem == nil); err != nil {
+			return err
+		}
+		if m.Netem != nil {
+			if err := l.applyNetem(ctx, s, m, *m.Netem); err != nil {
+				return err
+			}
+		}
 	}
 	if err := l.prepareOverlay(node, s.Image, false); err != nil {
 		return err

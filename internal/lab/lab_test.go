@@ -75,6 +75,15 @@ func TestPlanLimits(t *testing.T) {
 	}
 }
 
+func TestMemberMAC(t *testing.T) {
+	if got := memberMAC(NodeAddr(1), 0); got != "02:00:0a:4d:00:0b" {
+		t.Errorf("memberMAC(node1, 0) = %s", got)
+	}
+	if got := memberMAC(ClientAddr, 1); got != "02:01:0a:4d:00:02" {
+		t.Errorf("memberMAC(client, 1) = %s", got)
+	}
+}
+
 func TestValidateName(t *testing.T) {
 	tests := []struct {
 		name string

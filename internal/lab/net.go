@@ -51,19 +51,16 @@ func (l *Lab) setupNetwork(ctx context.Context, members []Member) error {
 		{"ip", "-n", br, "link", "set", bridgeName, "up"},
 	}
 	for _, m := range members {
-		ns := NetnsName(l.name, m.Name)
-		steps = append(steps,
-			[]string{"ip", "netns", "add", ns},
-			[]string{"ip", "-n", br, "link", "add", portIf(m.Name), "type", "veth", "peer", "name", hostIf, "netns", ns},
-			[]string{"ip", "-n", br, "link", "set", portIf(m.Name), "master", bridgeName, "up"},
-			[]string{"ip", "-n", ns, "link", "set", "lo", "up"},
-			[]string{"ip", "-n", ns, "addr", "add", netip.PrefixFrom(m.Addr, Subnet.Bits()).String(), "dev", hostIf},
-			[]string{"ip", "-n", ns, "link", "set", hostIf, "up"},
-		)
+		steps = append(steps, []string{"ip", "netns", "add", NetnsName(l.name, m.Name)})
 	}
 	for _, st := range steps {
 		if _, err := run(ctx, st[0], st[1:]...); err != nil {
 			return fmt.Errorf("create lab network: %w", err)
+		}
+	}
+	for _, m := range members {
+		if err := l.plugMember(ctx, m.Name, m.Addr, true); err != nil {
+			return err
 		}
 	}
 	f, err := os.CreateTemp("", "tandem-lab-nft-*")
@@ -78,6 +75,80 @@ func (l *Lab) setupNetwork(ctx context.Context, members []Member) error {
 	f.Close()
 	if _, err := inNetns(ctx, br, "nft", "-f", f.Name()); err != nil {
 		return fmt.Errorf("create lab partition filter: %w", err)
+	}
+	return nil
+}
+
+// plugMember links a member's namespace to the bridge: a veth pair whose
+// bridge end is ve-<member> and whose member end is eth0 with the member's
+// lab address. attach=false leaves ve-<member> off the bridge (netem's
+// forwarder relays it instead).
+func (l *Lab) plugMember(ctx context.Context, name string, addr netip.Addr, attach bool) error {
+	br, ns := BridgeNetns(l.name), NetnsName(l.name, name)
+	steps := [][]string{
+		{"ip", "-n", br, "link", "add", portIf(name), "address", memberMAC(addr, 1), "type", "veth",
+			"peer", "name", hostIf, "address", memberMAC(addr, 0), "netns", ns},
+		{"ip", "-n", br, "link", "set", portIf(name), "up"},
+		{"ip", "-n", ns, "link", "set", "lo", "up"},
+		{"ip", "-n", ns, "addr", "add", netip.PrefixFrom(addr, Subnet.Bits()).String(), "dev", hostIf},
+		{"ip", "-n", ns, "link", "set", hostIf, "up"},
+	}
+	if attach {
+		steps = append(steps, []string{"ip", "-n", br, "link", "set", portIf(name), "master", bridgeName})
+	}
+	for _, st := range steps {
+		if _, err := run(ctx, st[0], st[1:]...); err != nil {
+			return fmt.Errorf("link %s to the lab bridge: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// memberMAC derives a stable, locally administered MAC from a member's
+// address (side 0 for its eth0, 1 for the bridge end), so a node that is
+// killed and started again keeps its MAC as a real NIC does and its peers'
+// ARP entries stay right.
+func memberMAC(addr netip.Addr, side byte) string {
+	a := addr.As4()
+	return fmt.Sprintf("02:%02x:%02x:%02x:%02x:%02x", side, a[0], a[1], a[2], a[3])
+}
+
+// scrubNetns resets a powered-off node's network stack to what a machine
+// has before it boots: no links but lo (deleting eth0 also removes its veth
+// pair, so nothing answers for the node's addresses), no addresses it added
+// (a floating IP included), no nftables rules. The namespace itself stays, so
+// observers holding it (netlink handles) keep watching the right node.
+func (l *Lab) scrubNetns(ctx context.Context, name string) error {
+	ns := NetnsName(l.name, name)
+	out, err := run(ctx, "ip", "-n", ns, "-j", "link", "show")
+	if err != nil {
+		return fmt.Errorf("scrub %s network: %w", name, err)
+	}
+	var links []struct {
+		Name string `json:"ifname"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		return fmt.Errorf("scrub %s network: parse links: %w", name, err)
+	}
+	var errs []error
+	for _, lk := range links {
+		if lk.Name != "lo" {
+			if err := ipIn(ctx, ns, "link", "delete", "dev", lk.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	// Setting lo up again restores 127.0.0.1 and ::1 and nothing else.
+	for _, st := range [][]string{{"link", "set", "lo", "down"}, {"addr", "flush", "dev", "lo"}, {"link", "set", "lo", "up"}} {
+		if err := ipIn(ctx, ns, st...); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := inNetns(ctx, ns, "nft", "flush", "ruleset"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("scrub %s network: %w", name, err)
 	}
 	return nil
 }
