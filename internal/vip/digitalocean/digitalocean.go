@@ -433,5 +433,15 @@ func truncate(s string) string {
 	return s
 }
 
+// RateLimitRemaining is the number of API requests left in the current
+// window, as the last API response said; -1 before any API call.
+func (p *Provider) RateLimitRemaining() int {
+	r := p.api.GetRate()
+	if r.Limit == 0 {
+		return -1
+	}
+	return r.Remaining
+}
+
 // Close releases nothing and exists so every provider is an io.Closer.
 func (p *Provider) Close() error { return nil }

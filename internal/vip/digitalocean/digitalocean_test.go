@@ -81,6 +81,9 @@ func TestRateLimitDoesNotHammer(t *testing.T) {
 	if err := p.Acquire(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	if n := p.RateLimitRemaining(); n != 4999 {
+		t.Fatalf("RateLimitRemaining = %d, want 4999 from the last response", n)
+	}
 	if n := f.Stats().RateLimited; n < 1 || n > 2 {
 		t.Fatalf("provider got %d 429s; want 1 or 2: one to learn the reset, then wait for it", n)
 	}

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hetznercloud/hcloud-go/v2/hcloud"
@@ -57,6 +58,8 @@ type Provider struct {
 
 	mu     sync.Mutex
 	server int64
+
+	remaining atomic.Int64 // RateLimit-Remaining from the last response, -1 before one
 }
 
 // New checks the options and builds the client; it makes no requests.
@@ -101,10 +104,12 @@ func New(o Options) (*Provider, error) {
 		hcloud.WithRetryOpts(hcloud.RetryOpts{MaxRetries: 0}),
 	)
 	md := metadata.NewClient(metadata.WithEndpoint(o.MetadataEndpoint), metadata.WithHTTPClient(hc))
-	return &Provider{
+	p := &Provider{
 		o: o, api: api, md: md, server: o.ServerID,
 		backof: retry.Backoff{Min: o.MinBackoff, Max: o.MaxBackoff},
-	}, nil
+	}
+	p.remaining.Store(-1)
+	return p, nil
 }
 
 // Acquire assigns the floating IP to this server and returns once the API
@@ -151,6 +156,7 @@ func (p *Provider) Acquire(ctx context.Context) error {
 func (p *Provider) assign(ctx context.Context, server int64) (*hcloud.Action, error) {
 	for attempt := 0; ; attempt++ {
 		action, resp, err := p.api.FloatingIP.Assign(ctx, &hcloud.FloatingIP{ID: p.o.FloatingIPID}, &hcloud.Server{ID: server})
+		p.note(resp)
 		if err == nil {
 			return action, nil
 		}
@@ -177,6 +183,7 @@ func (p *Provider) waitAction(ctx context.Context, a *hcloud.Action) error {
 			return fmt.Errorf("action %d still %s: %w", a.ID, a.Status, err)
 		}
 		next, resp, err := p.api.Action.GetByID(ctx, a.ID)
+		p.note(resp)
 		if err != nil {
 			wait, ok := p.retryable(ctx, resp, err, attempt)
 			if !ok {
@@ -220,6 +227,18 @@ func (p *Provider) retryable(ctx context.Context, resp *hcloud.Response, err err
 	return 0, false
 }
 
+// note records the rate-limit budget a response reports.
+func (p *Provider) note(resp *hcloud.Response) {
+	if resp != nil && resp.Response != nil && resp.Header.Get("RateLimit-Remaining") != "" {
+		p.remaining.Store(int64(resp.Meta.Ratelimit.Remaining))
+	}
+}
+
+// RateLimitRemaining is the number of API requests left, as the last API
+// response said (Hetzner refills one per second up to 3600); -1 before any
+// API call.
+func (p *Provider) RateLimitRemaining() int { return int(p.remaining.Load()) }
+
 func statusOf(resp *hcloud.Response) int {
 	if resp == nil || resp.Response == nil {
 		return 0
@@ -249,6 +268,7 @@ func (p *Provider) Held(ctx context.Context) (bool, error) {
 func (p *Provider) holder(ctx context.Context) (int64, error) {
 	for attempt := 0; ; attempt++ {
 		f, resp, err := p.api.FloatingIP.GetByID(ctx, p.o.FloatingIPID)
+		p.note(resp)
 		if err == nil {
 			if f == nil {
 				return 0, fmt.Errorf("floating IP %d not found; check the id and the token's project", p.o.FloatingIPID)

@@ -73,9 +73,15 @@ func TestConformance(t *testing.T) {
 func TestRateLimitDoesNotHammer(t *testing.T) {
 	f := newFake(t)
 	p := newProvider(t, f, 11, true)
+	if n := p.RateLimitRemaining(); n != -1 {
+		t.Fatalf("RateLimitRemaining before any call = %d, want -1", n)
+	}
 	f.RateLimit(1200 * time.Millisecond)
 	if err := p.Acquire(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+	if n := p.RateLimitRemaining(); n != 3599 {
+		t.Fatalf("RateLimitRemaining = %d, want 3599 from the last response", n)
 	}
 	if n := f.Stats().RateLimited; n < 1 || n > 2 {
 		t.Fatalf("provider got %d 429s; want 1 or 2: one to learn the reset, then wait for it", n)
