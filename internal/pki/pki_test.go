@@ -292,3 +292,25 @@ func TestMutualTLS(t *testing.T) {
 		})
 	}
 }
+
+func FuzzParseCSR(f *testing.F) {
+	key, _ := NewKey()
+	good, _ := NewCSR(key, "node1", []netip.Addr{netip.MustParseAddr("10.0.0.1")})
+	f.Add(good, "node1")
+	f.Add([]byte("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"), "node1")
+	f.Add([]byte{}, "")
+	f.Fuzz(func(t *testing.T, b []byte, name string) {
+		csr, err := ParseCSR(b, name)
+		if err != nil {
+			return
+		}
+		if csr.Subject.CommonName != name || ValidName(name) != nil {
+			t.Fatalf("ParseCSR accepted CN %q for name %q", csr.Subject.CommonName, name)
+		}
+		for _, d := range csr.DNSNames {
+			if d != name {
+				t.Fatalf("ParseCSR accepted DNS name %q for %q", d, name)
+			}
+		}
+	})
+}
