@@ -131,6 +131,10 @@ func maintainer(p *pyproject.Project) (string, error) {
 func (b *build) licenseText() (string, string) {
 	l := b.proj.License
 	if l.Text != "" {
+		// {text = "MIT"} is common shorthand for an identifier.
+		if t := strings.TrimSpace(l.Text); !strings.ContainsAny(t, "\n ") && len(t) < 64 {
+			return t, ""
+		}
 		return "", l.Text
 	}
 	candidates := append([]string{}, b.proj.LicenseFiles...)

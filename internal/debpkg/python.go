@@ -481,7 +481,7 @@ func (b *build) pipFailure(out []byte) error {
 		dep := m[1]
 		var how []string
 		if b.opt.Wheels != "" {
-			how = append(how, fmt.Sprintf("add a wheel for it (and for its own dependencies) to %s, e.g. run \"pip wheel -w %s '%s'\" where an index is reachable", b.opt.Wheels, b.opt.Wheels, dep))
+			how = append(how, fmt.Sprintf("add a wheel for it (and for its own dependencies) to the --wheels directory %s, e.g. run \"pip wheel -w %s '%s'\" where an index is reachable", b.opt.Wheels, b.opt.Wheels, dep))
 		} else {
 			how = append(how, fmt.Sprintf("pass --wheels DIR with its wheel (e.g. \"pip wheel -w DIR '%s'\" where an index is reachable)", dep))
 		}
