@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -536,14 +535,4 @@ func TestWriteRejectsBadSpecs(t *testing.T) {
 			t.Errorf("Write(%+v) succeeded", s)
 		}
 	}
-}
-
-// sortedNames is used by tests that print file sets.
-func sortedNames(m map[string]debEntry) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

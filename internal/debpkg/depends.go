@@ -2,7 +2,6 @@ package debpkg
 
 import (
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -191,17 +190,4 @@ func pythonDepends(mode, pyVersion, requiresPython string) []string {
 		}
 	}
 	return []string{"python3"}
-}
-
-func uniqueSorted(in []string) []string {
-	m := map[string]bool{}
-	var out []string
-	for _, s := range in {
-		if !m[s] {
-			m[s] = true
-			out = append(out, s)
-		}
-	}
-	sort.Strings(out)
-	return out
 }

@@ -4,7 +4,6 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -560,5 +559,3 @@ func debianArch() string {
 	}
 	return runtime.GOARCH
 }
-
-var errNoCommand = errors.New("service command not found")
