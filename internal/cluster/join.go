@@ -187,7 +187,15 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 
 func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err error) {
 	if !n.creds.CanSign() {
-		return joinReply{}, fmt.Errorf("%w (%s is a %s)", ErrCannotSign, n.name, n.role)
+		view := n.machine.View()
+		var apps []string
+		for _, name := range view.Apps() {
+			apps = append(apps, name+" at "+view.Members[name].Address)
+		}
+		if len(apps) == 0 {
+			return joinReply{}, fmt.Errorf("%w (%s is a %s)", ErrCannotSign, n.name, n.role)
+		}
+		return joinReply{}, fmt.Errorf("%w (%s is a %s; app nodes: %s)", ErrCannotSign, n.name, n.role, strings.Join(apps, ", "))
 	}
 	var req joinBody
 	if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil {
