@@ -120,6 +120,10 @@ func EnsureImage(ctx context.Context, cacheDir, mirror string, progress io.Write
 	if err := customizeImage(root); err != nil {
 		return "", fmt.Errorf("customize image: %w", err)
 	}
+	// Only a hand-made directory can be here (builds rename complete images).
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("replace incomplete image %s: %w", dir, err)
+	}
 	if err := os.Rename(root, dir); err != nil {
 		return "", fmt.Errorf("install image: %w", err)
 	}

@@ -74,6 +74,12 @@ func (l *Lab) writeNodeFiles(node string, members []memberState) error {
 	return nil
 }
 
+// systemdIsInit reports whether systemd is PID 1 (sd_booted's test).
+func systemdIsInit() bool {
+	_, err := os.Stat("/run/systemd/system")
+	return err == nil
+}
+
 // cgroupRoots are the host's cgroup hierarchies nspawn uses: with a hybrid
 // layout the named systemd v1 hierarchy and the unified v2 one.
 func cgroupRoots() []string {
@@ -124,8 +130,16 @@ func removeCgroupTree(dir string) error {
 // session, no terminal, output to the node's log) so it outlives the CLI, and
 // returns once the container's init exists.
 func (l *Lab) spawn(ctx context.Context, node, image string) (procID, error) {
+	// Under a systemd PID 1, nspawn asks systemd for a scope of its own
+	// (machine.slice), which systemd also cleans up after a kill. Without one
+	// (a plain container host, a sandbox, CI), nspawn must keep its caller's
+	// unit and the lab gives each node a cgroup of its own.
+	underSystemd := systemdIsInit()
 	var cgs []string
 	for _, d := range l.cgroupDirs(node) {
+		if underSystemd {
+			break
+		}
 		_ = removeCgroupTree(d) // leftovers of a killed run
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return procID{}, fmt.Errorf("create %s cgroup: %w", node, err)
@@ -140,17 +154,21 @@ func (l *Lab) spawn(ctx context.Context, node, image string) (procID, error) {
 	fmt.Fprintf(logf, "---- %s: tandem lab starting %s\n", time.Now().UTC().Format(time.RFC3339), node)
 	args := []string{
 		"--boot",
-		"--register=no", // there is no machined to register with
-		"--keep-unit",   // and no systemd to create a scope; stay in our cgroup
-		"--machine=" + MachineName(l.name, node),
-		"--hostname=" + node,
-		"--network-namespace-path=" + netnsPath(NetnsName(l.name, node)),
+		"--register=no", // machined may be absent; the lab tracks its nodes itself
+	}
+	if !underSystemd {
+		args = append(args, "--keep-unit") // no systemd to create a scope: stay in our cgroup
+	}
+	args = append(args,
+		"--machine="+MachineName(l.name, node),
+		"--hostname="+node,
+		"--network-namespace-path="+netnsPath(NetnsName(l.name, node)),
 		"--console=passive", // works with no terminal
 		"--link-journal=no",
 		"--resolv-conf=off",
 		"--timezone=off",
 		"-D", filepath.Join(l.nodeDir(node), "merged"),
-	}
+	)
 	// A tiny shell moves itself into the node's cgroups and then becomes
 	// nspawn, so nspawn starts there and never in the caller's cgroup.
 	script := `for c in $TANDEM_CGROUPS; do echo $$ > "$c/cgroup.procs" || exit 97; done; exec systemd-nspawn "$@"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -155,6 +156,26 @@ func TestExecPassesThrough(t *testing.T) {
 	r = c.MustExec(t, ctx, "node9", "true")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "no node") {
 		t.Errorf("exec in a missing node: exit %d, %q", r.Code, r.Stderr)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	c := suite(t)
+	ctx := testCtx(t, time.Minute)
+	r, _ := c.Run(ctx, nil, "up")
+	if r.Code != 1 || !strings.Contains(r.Stderr, "already up") || !strings.Contains(r.Stderr, "tandem lab down") {
+		t.Errorf("up of a running lab: exit %d, %q; want 1 and a hint to run down", r.Code, r.Stderr)
+	}
+	// Not root: exit 3 with one message saying how to fix it.
+	cmd := exec.CommandContext(ctx, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", c.Bin, "lab", "status", "--name", c.Name)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.Contains(string(out), "needs root") {
+		t.Errorf("lab status as nobody: %v, %q; want exit 3 and 'needs root'", err, out)
+	}
+	for _, args := range [][]string{{"kill", "node7"}, {"partition", "nodeX"}, {"netem", "node1", "--loss", "200%"}, {"exec", "node1", "true"}} {
+		if r, _ := c.Run(ctx, nil, args...); r.Code == 0 || r.Stderr == "" {
+			t.Errorf("tandem lab %v: exit %d, stderr %q; want an error", args, r.Code, r.Stderr)
+		}
 	}
 }
 
@@ -390,6 +411,15 @@ func TestSplitBrainObserver(t *testing.T) {
 func TestTeardownAndWarmStart(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 5*time.Minute)
+	// Lose the state file first, as a crash might: down must still find and
+	// remove everything by scanning the system.
+	l, err := lab.New(lab.Options{Name: c.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(l.Dir(), "lab.json")); err != nil {
+		t.Fatal(err)
+	}
 	for i := 1; i <= 2; i++ {
 		if r, err := c.Down(ctx); err != nil {
 			t.Fatalf("down #%d: %v", i, err)
