@@ -133,6 +133,7 @@ var subcommands = []func(*env) *cobra.Command{
 	newVersionCmd,
 	newConfigCmd,
 	newPackageCmd,
+	newCICmd,
 	newStatusCmd,
 	newTokenCmd,
 	newMaintenanceCmd,
