@@ -142,6 +142,9 @@ func debootstrap(ctx context.Context, root, mirror, logPath string, p *stageWrit
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
+	// On cancel, let debootstrap unmount what it mounted in the target.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 15 * time.Second
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start debootstrap: %w", err)
 	}

@@ -227,7 +227,11 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) (err error) {
 	if gerr != nil {
 		return gerr
 	}
-	p.stage("lab %s is up: %d node(s)%s, client %s", l.name, o.Nodes, map[bool]string{true: " + witness", false: ""}[o.Witness], ClientAddr)
+	w := ""
+	if o.Witness {
+		w = " + witness"
+	}
+	p.stage("lab %s is up: %d node(s)%s, client %s", l.name, o.Nodes, w, ClientAddr)
 	return nil
 }
 
