@@ -49,5 +49,17 @@ e2e: build
 
 test: vet staticcheck unit fuzz e2e
 
+# tandem's own .deb (binary, hardened agent unit, /etc/tandem/tandem.toml
+# conffile), built with the same internal/debpkg code as app packages.
+DEB_OUT ?= dist
+deb: build
+	./bin/tandem package --self --binary bin/tandem --out $(DEB_OUT)
+
+# Times `tandem package` against dh-virtualenv on examples/pysite and
+# prints the medians of BENCH_PACKAGE_RUNS builds each and their ratio.
+BENCH_PACKAGE_RUNS ?= 5
+bench-package: build
+	$(GO) run ./bench/package -tandem bin/tandem -runs $(BENCH_PACKAGE_RUNS)
+
 clean:
 	rm -rf bin dist
