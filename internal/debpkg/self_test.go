@@ -49,6 +49,18 @@ func TestBuildSelf(t *testing.T) {
 	if !strings.Contains(string(control["/postrm"].data), "rm -rf /var/lib/tandem") {
 		t.Error("postrm does not purge /var/lib/tandem")
 	}
+	if _, err := exec.LookPath("systemd-analyze"); err == nil {
+		// Verify the unit as installed, with a binary and manual page that
+		// exist on this machine.
+		fixed := strings.NewReplacer("/usr/bin/tandem agent", "/bin/true agent", "man:tandem(1) ", "").Replace(unit)
+		p := filepath.Join(t.TempDir(), "tandem.service")
+		if err := os.WriteFile(p, []byte(fixed), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("systemd-analyze", "verify", p).CombinedOutput(); err != nil {
+			t.Errorf("systemd-analyze verify tandem.service: %v\n%s", err, out)
+		}
+	}
 	if _, err := BuildSelf(context.Background(), SelfOptions{Binary: "/nonexistent", Version: "1.0", OutDir: t.TempDir()}); err == nil {
 		t.Error("BuildSelf with a missing binary succeeded")
 	}
@@ -78,7 +90,12 @@ func TestLintian(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, deb := range []string{app.Path, self.Path} {
+	// A venv with an entry-point script (the override for its interpreter).
+	wheels := t.TempDir()
+	makeWheel(t, wheels, "tinydep", "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n[project]\nname = \"tinydep\"\nversion = \"1.0.0\"\n[project.scripts]\ntinyserve = \"tinydep.cli:main\"\n",
+		map[string]string{"tinydep/__init__.py": "", "tinydep/cli.py": "def main():\n    return 0\n"})
+	tiny := buildExample(t, tinyProject(t, tinyApp), func(o *Options) { o.Wheels = wheels })
+	for _, deb := range []string{app.Path, self.Path, tiny.Path} {
 		out, err := exec.Command("lintian", "--fail-on", "error,warning", "--allow-root", deb).CombinedOutput()
 		if err != nil {
 			t.Errorf("lintian %s: %v\n%s", filepath.Base(deb), err, out)

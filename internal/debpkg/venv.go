@@ -225,7 +225,10 @@ func (b *build) normalizeVenv(dir, builtAt string) error {
 	if err := fixRecords(dists, changed); err != nil {
 		return err
 	}
-	return checkNoBuildPaths(dir, []string{b.work, mustAbs(b.opt.Dir), b.opt.Wheels})
+	// The project is built from a copy inside the work directory, so the
+	// work directory is the build path that could leak (short paths such
+	// as the project's own would also match unrelated text).
+	return checkNoBuildPaths(dir, []string{mustAbs(b.work)})
 }
 
 func mustAbs(p string) string {
