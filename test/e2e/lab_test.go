@@ -356,6 +356,19 @@ func TestNetem(t *testing.T) {
 	if got != sum {
 		t.Errorf("4 MB over the degraded link arrived with sha256 %s, want %s", got, sum)
 	}
+	// A partition holds while netem relays the node's frames.
+	if err := c.Partition(ctx, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if c.Ping(ctx, "client", "10.77.0.11") {
+		t.Error("client reaches node1 partitioned under netem")
+	}
+	if err := c.Heal(ctx, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Ping(ctx, "client", "10.77.0.11") {
+		t.Error("client cannot reach node1 healed under netem")
+	}
 	if err := c.Netem(ctx, "node1", "--clear"); err != nil {
 		t.Fatal(err)
 	}

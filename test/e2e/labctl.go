@@ -180,9 +180,10 @@ func (c *Labctl) NetnsPath(node string) string {
 	return filepath.Join("/run/netns", lab.NetnsName(c.Name, node))
 }
 
-// Ping reports whether from reaches addr with one ICMP echo within a second.
+// Ping reports whether from reaches addr: it sends an ICMP echo every
+// 200 ms until one is answered, for at most 2 s.
 func (c *Labctl) Ping(ctx context.Context, from, addr string) bool {
-	r, err := c.Exec(ctx, from, "ping", "-c", "1", "-W", "1", "-n", "-q", addr)
+	r, err := c.Exec(ctx, from, "ping", "-c", "1", "-w", "2", "-i", "0.2", "-n", "-q", addr)
 	return err == nil && r.Code == 0
 }
 
