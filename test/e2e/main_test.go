@@ -63,6 +63,22 @@ func supervise() int {
 	c := &Labctl{Bin: bin, Name: suiteLab}
 	logf := func(format string, args ...any) { fmt.Printf("e2e: "+format+"\n", args...) }
 
+	// One suite at a time per machine: a second run would otherwise tear
+	// down the first one's lab.
+	lock, err := os.OpenFile("/run/lock/tandem-e2e.lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		logf("%v", err)
+		return 1
+	}
+	defer lock.Close()
+	if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		logf("waiting for another e2e run on this machine to finish")
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+			logf("%v", err)
+			return 1
+		}
+	}
+
 	// Leftovers of an earlier, killed run.
 	if r, err := c.Down(ctx); err != nil {
 		logf("initial down failed: %v (%s)", err, r.Stderr)
