@@ -146,7 +146,7 @@ func (b *build) progress(stage string, d time.Duration) {
 	}
 }
 
-func (b *build) readProject(context.Context) error {
+func (b *build) readProject(ctx context.Context) error {
 	p, err := pyproject.Load(b.opt.Dir)
 	if err != nil {
 		return &BuildError{Msg: err.Error()}
@@ -173,7 +173,7 @@ func (b *build) readProject(context.Context) error {
 	if !p.HasBuildBackend {
 		b.log.Info("pyproject.toml has no [build-system]; pip falls back to setuptools")
 	}
-	out, err := exec.CommandContext(context.Background(), b.opt.Python, "-c", "import sys; print('%d.%d %d.%d.%d' % (sys.version_info[:2] + sys.version_info[:3]))").Output()
+	out, err := exec.CommandContext(ctx, b.opt.Python, "-c", "import sys; print('%d.%d %d.%d.%d' % (sys.version_info[:2] + sys.version_info[:3]))").Output()
 	if err != nil {
 		return &PrereqError{Msg: fmt.Sprintf("cannot run %s: %v; install Debian's python3 (apt-get install python3 python3-venv python3-pip)", b.opt.Python, err)}
 	}

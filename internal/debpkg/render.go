@@ -151,7 +151,9 @@ func (a AppUnit) Render() string {
 	u.Add(s, "RemoveIPC", "yes")
 	u.Add(s, "SystemCallArchitectures", "native")
 	u.Add(s, "SystemCallFilter", "@system-service")
-	u.Add(s, "SystemCallFilter", "~@privileged @resources")
+	// Not ~@privileged: gunicorn's workers call setuid() to their own uid,
+	// which is harmless without capabilities but part of that set.
+	u.Add(s, "SystemCallFilter", "~@resources")
 	u.Add(s, "SystemCallErrorNumber", "EPERM")
 	for _, k := range sortedKeys(a.Overrides) {
 		u.Set(s, k, a.Overrides[k])
