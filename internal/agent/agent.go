@@ -234,7 +234,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		hooksDone <- nil
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
+	// Components run on their own context so that, on shutdown, a holder can
+	// hand the IP to a standby before its loops stop.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	go func() {
+		select {
+		case <-ctx.Done():
+			a.handOff()
+			stopRun()
+		case <-runCtx.Done():
+		}
+	}()
+	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return a.fo.Run(gctx) })
 	if a.checks != nil {
 		g.Go(func() error { return a.checks.Run(gctx) })
@@ -255,6 +267,23 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("raft shutdown", "err", serr)
 	}
 	return err
+}
+
+// handOff moves the IP to a healthy standby when this holder stops, so a
+// planned restart costs no failover. It gives up after a few seconds; the
+// lease then takes over.
+func (a *Agent) handOff() {
+	if a.machine.View().Holder.Node != a.cfg.Node.Name {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := a.Switchover(ctx, localapi.SwitchoverRequest{Timeout: 3 * time.Second})
+	if err != nil {
+		a.log.Warn("could not hand the IP over before stopping", "err", err)
+		return
+	}
+	a.log.Info("handed the IP over before stopping", "to", r.To, "took_ms", r.TookMs)
 }
 
 func (a *Agent) waitInitialized(ctx context.Context) error {

@@ -227,7 +227,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, decodeError(name, lines, err)
 	}
-	c.applyDefaults()
+	c.applyDefaults(func(key string) bool { _, ok := lines[key]; return ok })
 	if errs := c.validate(); len(errs) > 0 {
 		for _, e := range errs {
 			e.File = name
@@ -298,7 +298,9 @@ func tomlTypeName(goType string) string {
 	return "a table"
 }
 
-func (c *Config) applyDefaults() {
+// applyDefaults fills unset keys; set reports whether a key is in the file,
+// for keys where an empty value means "off" rather than "default".
+func (c *Config) applyDefaults(set func(key string) bool) {
 	if c.Node.Name == "" {
 		c.Node.Name, _ = os.Hostname()
 	}
@@ -319,7 +321,7 @@ func (c *Config) applyDefaults() {
 	if c.Cluster.Socket == "" {
 		c.Cluster.Socket = "/run/tandem/tandem.sock"
 	}
-	if c.Metrics.Listen == "" {
+	if c.Metrics.Listen == "" && !set("metrics.listen") {
 		c.Metrics.Listen = ":9746"
 	}
 	if c.Hooks.Timeout == 0 {

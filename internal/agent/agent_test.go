@@ -1,0 +1,241 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/cluster/state"
+	"github.com/tandem-ha/tandem/internal/config"
+	"github.com/tandem-ha/tandem/internal/localapi"
+)
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func testConfig(t *testing.T, dir, name, role, provider string) *config.Config {
+	t.Helper()
+	doc := fmt.Sprintf(`
+[node]
+name = %q
+role = %q
+data_dir = %q
+[cluster]
+listen = %q
+socket = %q
+[vip]
+provider = %q
+address = "10.0.0.100/24"
+[vip.linux]
+interface = "eth0"
+[metrics]
+listen = ""
+`, name, role, filepath.Join(dir, name), freePort(t), filepath.Join(dir, name+".sock"), provider)
+	c, err := config.Parse(name+".toml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type running struct {
+	cfg    *config.Config
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func start(t *testing.T, cfg *config.Config) *running {
+	var out io.Writer = io.Discard
+	if os.Getenv("TANDEM_TEST_LOG") != "" {
+		out = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(out, nil)).With("node", cfg.Node.Name)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{cfg: cfg, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		err := New(cfg, log, "test").Run(ctx)
+		if err != nil && ctx.Err() == nil {
+			t.Errorf("agent %s stopped: %v", cfg.Node.Name, err)
+		}
+		r.done <- err
+	}()
+	t.Cleanup(func() { r.stop() })
+	return r
+}
+
+func (r *running) stop() {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	<-r.done
+	r.cancel = nil
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if ok() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s", within, what)
+}
+
+func status(cfg *config.Config) localapi.Status {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	st, err := localapi.NewClient(cfg.Cluster.Socket).Status(ctx)
+	if err != nil {
+		st.LastError = err.Error()
+	}
+	return st
+}
+
+// TestThreeAgents forms a cluster of real agents over mTLS on loopback
+// (provider "none", so nothing touches the network): init, a refused join,
+// the witness and a second node join, placement, a graceful hand-off when
+// the holder stops, and a restart that keeps the epoch history.
+func TestThreeAgents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three agents")
+	}
+	dir := t.TempDir()
+	n1 := testConfig(t, dir, "node1", "app", "none")
+	n2 := testConfig(t, dir, "node2", "app", "none")
+	w := testConfig(t, dir, "witness", "witness", "none")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx := context.Background()
+
+	tok, err := Init(ctx, n1, log, InitOptions{TokenTTL: time.Hour})
+	if err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	if _, err := Init(ctx, n1, log, InitOptions{TokenTTL: time.Hour}); err == nil || !strings.Contains(err.Error(), "already part of a cluster") {
+		t.Fatalf("second Init = %v; want 'already part of a cluster'", err)
+	}
+	a1 := start(t, n1)
+	waitFor(t, 10*time.Second, "node1 to hold", func() bool { return status(n1).Holder.Node == "node1" })
+
+	// A token for another CA is refused and changes nothing.
+	hexHash := strings.TrimPrefix(tok.CAHash, "sha256:")
+	bad := strings.Replace(tok.String(), hexHash, strings.Repeat("0", len(hexHash)), 1)
+	if bad == tok.String() {
+		t.Fatal("test bug: the token was not altered")
+	}
+	if err := Join(ctx, w, log, n1.Cluster.Advertise, bad); err == nil {
+		t.Fatal("join with a token pinning another CA succeeded")
+	}
+	if Initialized(w) {
+		t.Fatal("a refused join left the node initialised")
+	}
+	if got := len(status(n1).Members); got != 1 {
+		t.Fatalf("members after a refused join = %d; want 1", got)
+	}
+
+	for _, c := range []*config.Config{w, n2} {
+		if err := Join(ctx, c, log, n1.Cluster.Advertise, tok.String()); err != nil {
+			t.Fatalf("Join(%s): %v", c.Node.Name, err)
+		}
+		start(t, c)
+	}
+	waitFor(t, 15*time.Second, "three voters, all reachable", func() bool {
+		st := status(n2)
+		if len(st.Members) != 3 {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.Suffrage != "voter" || !m.Reachable {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 15*time.Second, "raft leadership to leave the holder", func() bool { return status(n1).Raft.Leader != "node1" })
+	epoch := status(n2).Holder.Epoch
+
+	// Stopping the holder hands the IP over instead of failing over.
+	a1.stop()
+	waitFor(t, 10*time.Second, "node2 to hold", func() bool {
+		st := status(n2)
+		return st.Holder.Node == "node2" && st.Holder.Active
+	})
+	st := status(n2)
+	if st.Holder.Epoch != epoch+1 || st.LastFailover == nil || st.LastFailover.Reason != "switchover" {
+		t.Fatalf("after the holder stopped: epoch %d (want %d), last failover %+v; want a switchover", st.Holder.Epoch, epoch+1, st.LastFailover)
+	}
+
+	// node1 comes back as a standby with the history intact.
+	start(t, n1)
+	waitFor(t, 15*time.Second, "node1 back and caught up", func() bool {
+		st := status(n1)
+		return st.Holder.Node == "node2" && st.Holder.Epoch == epoch+1 && len(st.Moves) >= 2
+	})
+	time.Sleep(2 * time.Second)
+	if st := status(n1); st.Holder.Node != "node2" {
+		t.Fatalf("holder moved back to %s after node1 returned; want no preemption", st.Holder.Node)
+	}
+
+	// Maintenance freezes placement; the CLI sees it at once.
+	c2 := localapi.NewClient(n2.Cluster.Socket)
+	if err := c2.SetMode(ctx, state.ModeMaintenance); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(n2); st.Mode != state.ModeMaintenance {
+		t.Fatalf("mode = %q right after SetMode", st.Mode)
+	}
+	if _, err := c2.Switchover(ctx, localapi.SwitchoverRequest{To: "witness"}); err == nil {
+		t.Fatal("switchover to a witness succeeded")
+	}
+	if err := c2.Remove(ctx, "nobody"); err == nil {
+		t.Fatal("removing a non-member succeeded")
+	}
+}
+
+func TestJoinPolicyRefusesTwoAppVoters(t *testing.T) {
+	cfg := &config.Config{VIP: config.VIP{Provider: config.ProviderLinux}}
+	app := func(n string) state.Member { return state.Member{Name: n, Role: state.RoleApp} }
+	wit := state.Member{Name: "witness", Role: state.RoleWitness}
+	tests := []struct {
+		name    string
+		current []state.Member
+		joining state.Member
+		refused bool
+	}{
+		{"second app node without witness", []state.Member{app("node1")}, app("node2"), true},
+		{"witness first", []state.Member{app("node1")}, wit, false},
+		{"app after witness", []state.Member{app("node1"), wit}, app("node2"), false},
+		{"third app node", []state.Member{app("node1"), app("node2"), wit}, app("node3"), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := joinPolicy(cfg)(tt.current, tt.joining)
+			if (err != nil) != tt.refused {
+				t.Fatalf("joinPolicy = %v; refused want %v", err, tt.refused)
+			}
+			if err != nil && !strings.Contains(err.Error(), "witness") {
+				t.Errorf("refusal %q does not say how to fix it", err)
+			}
+		})
+	}
+	cloud := &config.Config{VIP: config.VIP{Provider: config.ProviderDigitalOcean}}
+	if err := joinPolicy(cloud)([]state.Member{app("node1")}, app("node2")); err != nil {
+		t.Errorf("cloud provider: %v; two app nodes are allowed when the provider arbitrates", err)
+	}
+}
