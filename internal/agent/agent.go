@@ -251,7 +251,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.checks != nil {
 		g.Go(func() error { return a.checks.Run(gctx) })
 	}
-	g.Go(func() error { return localapi.Serve(gctx, a.cfg.Cluster.Socket, a, a.log.With("component", "localapi")) })
+	g.Go(func() error {
+		return localapi.Serve(gctx, a.cfg.Cluster.Socket, a, a.log.With("component", "localapi"))
+	})
 	if a.cfg.Metrics.Listen != "" {
 		g.Go(func() error { return a.serveMetrics(gctx) })
 	}
@@ -410,9 +412,11 @@ func (h healthAdapter) Report() (bool, time.Duration, []failover.CheckStatus) {
 
 type clusterAdapter struct{ n *cluster.Node }
 
-func (c clusterAdapter) Apply(ctx context.Context, cmd state.Command) error { return c.n.Apply(ctx, cmd) }
-func (c clusterAdapter) IsLeader() bool                                     { return c.n.IsLeader() }
-func (c clusterAdapter) Term() uint64                                       { return c.n.RaftStats().Term }
+func (c clusterAdapter) Apply(ctx context.Context, cmd state.Command) error {
+	return c.n.Apply(ctx, cmd)
+}
+func (c clusterAdapter) IsLeader() bool { return c.n.IsLeader() }
+func (c clusterAdapter) Term() uint64   { return c.n.RaftStats().Term }
 func (c clusterAdapter) TransferLeadership(ctx context.Context, to string) error {
 	return c.n.TransferLeadership(ctx, to)
 }
