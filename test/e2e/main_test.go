@@ -130,13 +130,12 @@ func supervise() int {
 	if leaks := Leaks(ctx, suiteLab); len(leaks) > 0 {
 		logf("FAIL: the lab leaked after down:\n  %s", strings.Join(leaks, "\n  "))
 		code = 1
+	} else {
+		logf("teardown clean: no namespace, mount, process or cgroup left")
 	}
 	if after, err := HostNetwork(ctx); err != nil || after != before {
 		logf("FAIL: the host's network changed during the suite (err %v)\nbefore:\n%s\nafter:\n%s", err, before, after)
 		code = 1
-	}
-	if code == 0 {
-		logf("teardown clean: no namespace, mount, process or cgroup left")
 	}
 	return code
 }
