@@ -145,11 +145,24 @@ func Init(ctx context.Context, cfg *config.Config, log *slog.Logger, o InitOptio
 	if err != nil {
 		return pki.Token{}, fmt.Errorf("init: %w", err)
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = node.Shutdown(sctx)
-	}()
+	tok, err := bootstrap(ctx, node, o)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if serr := node.Shutdown(sctx); err == nil && serr != nil {
+		err = fmt.Errorf("init: stop raft: %w", serr)
+	}
+	if err != nil {
+		return pki.Token{}, err
+	}
+	// The marker comes last: a waiting agent starts as soon as it appears,
+	// and must find the raft store closed.
+	if err := writeMarker(cfg, marker{Name: cfg.Node.Name, Role: cfg.Node.Role, Created: now, Founder: true}); err != nil {
+		return pki.Token{}, fmt.Errorf("init: %w", err)
+	}
+	return tok, nil
+}
+
+func bootstrap(ctx context.Context, node *cluster.Node, o InitOptions) (pki.Token, error) {
 	if err := node.Bootstrap(ctx); err != nil {
 		return pki.Token{}, fmt.Errorf("init: %w", err)
 	}
@@ -159,9 +172,6 @@ func Init(ctx context.Context, cfg *config.Config, log *slog.Logger, o InitOptio
 	}
 	tok, err := node.CreateToken(ctx, o.TokenTTL, uses)
 	if err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
-	}
-	if err := writeMarker(cfg, marker{Name: cfg.Node.Name, Role: cfg.Node.Role, Created: now, Founder: true}); err != nil {
 		return pki.Token{}, fmt.Errorf("init: %w", err)
 	}
 	return tok, nil
@@ -293,7 +303,7 @@ func (a *Agent) waitInitialized(ctx context.Context) error {
 		return nil
 	}
 	a.log.Warn("this node is not part of a cluster yet: run 'tandem init' on the first node, or 'tandem join' here; waiting")
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for !Initialized(a.cfg) {
 		select {
@@ -353,7 +363,7 @@ func (a *Agent) build(creds *pki.Node) error {
 		Policy: failover.Policy{
 			Preempt: cfg.Failover.Preempt, Cooloff: cfg.Failover.Cooloff.D(), MaxMovesPerHour: cfg.Failover.MaxMovesPerHour,
 		},
-		Lease: lease, Margin: max(lease/5, 100*time.Millisecond), ProbeInterval: cfg.Failover.ProbeInterval.D(),
+		Lease: lease, Margin: max(lease/10, 50*time.Millisecond), ProbeInterval: cfg.Failover.ProbeInterval.D(),
 		Logger: log.With("component", "failover"),
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandem-ha/tandem/internal/lab"
+	"github.com/tandem-ha/tandem/internal/labcluster"
 )
 
 // ExitStatusError passes a child command's exit status through as tandem's
@@ -71,13 +72,16 @@ overlays and console logs live in /var/lib/tandem/lab/NAME. Needs root.`,
 
 	// up
 	var nodes int
-	var witness bool
+	var witness, bare bool
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Build the base image if needed and boot the lab",
 		Long: `Boots --nodes app nodes (node1, node2, ...), a witness node unless
 --witness=false, and a client network namespace. It waits until systemd in
-every node reports the system running. The first run builds the base image
+every node reports the system running. Then, unless --bare, it packages
+tandem and the example site (examples/pysite) as .debs, installs them on the
+nodes and forms a cluster with a linux floating IP, 10.77.0.100, that fronts
+the site on port 8000. The first run builds the base image
 with debootstrap (a few minutes, with progress); later runs take seconds.
 Fails if the lab is already up; run 'tandem lab down' first.`,
 		Args: cobra.NoArgs,
@@ -89,10 +93,26 @@ Fails if the lab is already up; run 'tandem lab down' first.`,
 			if err != nil {
 				return err
 			}
-			return labErr(l.Up(cmd.Context(), lab.UpOptions{Nodes: nodes, Witness: witness, Progress: e.stderr}))
+			if err := l.Up(cmd.Context(), lab.UpOptions{Nodes: nodes, Witness: witness, Progress: e.stderr}); err != nil {
+				return labErr(err)
+			}
+			if bare {
+				return nil
+			}
+			if err := labcluster.Provision(cmd.Context(), l, labcluster.Options{Exe: exe, Progress: e.stderr, Logger: e.logger}); err != nil {
+				return fmt.Errorf("form the cluster: %w (the nodes are up; inspect with 'tandem lab exec node1 -- journalctl -u tandem', or 'tandem lab down')", err)
+			}
+			fmt.Fprintf(e.stdout, "\nThe example site answers through the floating IP at %s\n", labcluster.VIPURL)
+			fmt.Fprintf(e.stdout, "(from the lab's client: tandem lab exec client -- curl -s %shealthz)\n\n", labcluster.VIPURL)
+			code, err := l.Exec(cmd.Context(), "node1", []string{"tandem", "status"}, nil, e.stdout, e.stderr)
+			if err == nil && code != 0 {
+				err = fmt.Errorf("tandem status on node1 exited %d", code)
+			}
+			return err
 		},
 	}
 	up.Flags().IntVar(&nodes, "nodes", 2, "number of app nodes")
+	up.Flags().BoolVar(&bare, "bare", false, "only boot the nodes; do not install tandem and form the cluster")
 	up.Flags().BoolVar(&witness, "witness", true, "add a witness node (votes, holds no IP, runs no app)")
 
 	// status

@@ -76,6 +76,8 @@ type Mesh struct {
 	log      *slog.Logger
 	started  time.Time
 
+	kick chan struct{}
+
 	mu       sync.Mutex
 	heard    map[string]time.Time // last probe received from a peer
 	leaseAt  map[string]time.Time // send time of the latest probe a peer answered
@@ -106,7 +108,7 @@ func NewMesh(o MeshOptions) *Mesh {
 	return &Mesh{
 		self: o.Self, machine: o.Machine, tr: o.Tr, local: o.Local, leader: o.Leader, onLeader: o.OnLeader,
 		interval: o.Interval, lease: o.Lease, margin: o.Margin, log: o.Logger,
-		started: time.Now(),
+		started: time.Now(), kick: make(chan struct{}, 1),
 		heard:   map[string]time.Time{}, leaseAt: map[string]time.Time{},
 		replies: map[string]peerReply{}, inflight: map[string]int{},
 	}
@@ -147,7 +149,17 @@ func (m *Mesh) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-m.kick:
 		}
+	}
+}
+
+// Kick starts a probe round now, e.g. to carry a new leader view to the
+// nodes without waiting for the next interval.
+func (m *Mesh) Kick() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
 	}
 }
 

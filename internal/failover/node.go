@@ -75,6 +75,9 @@ type Node struct {
 	lastErr    string
 	lastTrans  time.Time
 	releasedAt map[uint64]time.Time
+	// After a failed acquire, wait before the next try (doubling, capped).
+	retryAt time.Time
+	backoff time.Duration
 }
 
 // New builds a Node.
@@ -83,7 +86,7 @@ func New(o Options) (*Node, error) {
 		return nil, errors.New("failover: app node needs a provider")
 	}
 	if o.Margin == 0 {
-		o.Margin = 100 * time.Millisecond
+		o.Margin = 50 * time.Millisecond
 	}
 	n := &Node{o: o, log: o.Logger, kick: make(chan struct{}, 1), releasedAt: map[uint64]time.Time{}}
 	n.mesh = NewMesh(MeshOptions{
@@ -184,6 +187,9 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 			if err != nil && !errors.Is(err, state.ErrStaleEpoch) {
 				n.log.Warn("commit placement", "err", err)
 			}
+			if err == nil {
+				n.mesh.Kick() // tell the new holder now, not at the next probe
+			}
 			continue
 		}
 		// Keep the DC off the holder: if the holder lost power while leading,
@@ -277,7 +283,7 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) {
 			reason = "lost quorum lease"
 		}
 		n.release(ctx, reason, !lease)
-	case !holding && mine && lease && confirmed:
+	case !holding && mine && lease && confirmed && !now.Before(n.retryAt):
 		n.acquire(ctx, h.Epoch)
 	}
 	// Confirm our release of an older epoch so a pending move activates now
@@ -293,9 +299,12 @@ func (n *Node) acquire(ctx context.Context, epoch uint64) {
 	start := time.Now()
 	if err := n.o.Provider.Acquire(actx); err != nil {
 		n.setErr(fmt.Errorf("acquire: %w", err))
-		n.log.Error("acquire floating IP", "epoch", epoch, "err", err)
+		n.backoff = min(max(2*n.backoff, 100*time.Millisecond), 5*time.Second)
+		n.retryAt = time.Now().Add(n.backoff)
+		n.log.Error("acquire floating IP", "epoch", epoch, "err", err, "retry_in", n.backoff)
 		return
 	}
+	n.backoff, n.retryAt = 0, time.Time{}
 	n.mu.Lock()
 	n.holding, n.heldEpoch, n.lastTrans, n.lastErr = true, epoch, time.Now(), ""
 	n.mu.Unlock()

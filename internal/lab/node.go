@@ -163,6 +163,9 @@ func (l *Lab) spawn(ctx context.Context, node, image string) (procID, error) {
 		"--machine="+MachineName(l.name, node),
 		"--hostname="+node,
 		"--network-namespace-path="+netnsPath(NetnsName(l.name, node)),
+		// The node owns its network namespace, as a VM owns its NICs: tandem
+		// moves addresses and manages nftables in it.
+		"--capability=CAP_NET_ADMIN",
 		"--console=passive", // works with no terminal
 		"--link-journal=no",
 		"--resolv-conf=off",

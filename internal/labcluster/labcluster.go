@@ -1,0 +1,293 @@
+// Package labcluster turns a booted lab into a tandem cluster: it packages
+// tandem itself and the example site as .debs, installs them on the nodes,
+// writes each node's tandem.toml, and forms the cluster (init on node1, then
+// the witness, then the other app nodes) with a linux VIP on the lab bridge.
+package labcluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tandem-ha/tandem/examples"
+	"github.com/tandem-ha/tandem/internal/debpkg"
+	"github.com/tandem-ha/tandem/internal/lab"
+	"github.com/tandem-ha/tandem/internal/localapi"
+)
+
+// Port is the tandem listener port on every node.
+const Port = 7946
+
+// SitePort is where the example site listens on every app node.
+const SitePort = 8000
+
+// VIPURL is the example site through the floating IP.
+var VIPURL = fmt.Sprintf("http://%s:%d/", lab.FloatingIP, SitePort)
+
+// Options configure Provision.
+type Options struct {
+	Exe      string    // the tandem binary to package and install
+	Progress io.Writer // stage lines; may be nil
+	Logger   *slog.Logger
+	// Config adds TOML to every node's tandem.toml (e.g. [failover] tweaks
+	// for tests); it is appended, so it may only add tables.
+	Config string
+}
+
+// Provision installs tandem and the example site and forms the cluster.
+func Provision(ctx context.Context, l *lab.Lab, o Options) error {
+	start := time.Now()
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	stage := func(format string, args ...any) {
+		fmt.Fprintf(o.Progress, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+	members, err := l.Members()
+	if err != nil {
+		return err
+	}
+	var apps []lab.NodeStatus
+	var witness *lab.NodeStatus
+	for i := range members {
+		switch members[i].Role {
+		case lab.RoleNode:
+			apps = append(apps, members[i])
+		case lab.RoleWitness:
+			witness = &members[i]
+		}
+	}
+	if len(apps) == 0 {
+		return fmt.Errorf("lab %s has no app nodes", l.Name())
+	}
+	if witness == nil && len(apps) < 3 {
+		return fmt.Errorf("a cluster with a linux VIP needs a witness or at least 3 app nodes; run 'tandem lab up --witness' or '--nodes 3'")
+	}
+
+	debDir := filepath.Join(l.Dir(), "debs")
+	if err := os.MkdirAll(debDir, 0o755); err != nil {
+		return fmt.Errorf("provision: %w", err)
+	}
+	stage("packaging tandem and the example site")
+	tandemDeb, siteDeb, err := buildDebs(ctx, o, debDir)
+	if err != nil {
+		return err
+	}
+
+	stage("installing on %d nodes", len(apps)+btoi(witness != nil))
+	g, gctx := errgroup.WithContext(ctx)
+	install := func(n lab.NodeStatus, role string) {
+		g.Go(func() error { return installNode(gctx, l, n, role, tandemDeb, siteDeb, o.Config) })
+	}
+	for _, n := range apps {
+		install(n, "app")
+	}
+	if witness != nil {
+		install(*witness, "witness")
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+
+	first := apps[0]
+	stage("creating the cluster on %s", first.Name)
+	out, err := run(ctx, l, first.Name, "tandem", "init", "--no-start")
+	if err != nil {
+		return fmt.Errorf("tandem init on %s: %w", first.Name, err)
+	}
+	token := strings.TrimSpace(out)
+	seed := fmt.Sprintf("%s:%d", first.Address, Port)
+	if err := waitAgent(ctx, l, first.Name, 30*time.Second); err != nil {
+		return err
+	}
+	// The witness first: a linux VIP needs three voters before two app nodes.
+	joiners := []lab.NodeStatus{}
+	if witness != nil {
+		joiners = append(joiners, *witness)
+	}
+	joiners = append(joiners, apps[1:]...)
+	for _, n := range joiners {
+		stage("joining %s", n.Name)
+		args := []string{"tandem", "join", "--no-start", "--token", token, seed}
+		if n.Role == lab.RoleWitness {
+			args = append(args, "--witness")
+		}
+		if _, err := run(ctx, l, n.Name, args...); err != nil {
+			return fmt.Errorf("tandem join on %s: %w", n.Name, err)
+		}
+	}
+	stage("waiting for every voter and the floating IP")
+	if err := WaitFormed(ctx, l, first.Name, len(members)-1, 60*time.Second); err != nil {
+		return err
+	}
+	stage("cluster ready: %s", VIPURL)
+	return nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// buildDebs packages tandem itself and the embedded example site.
+func buildDebs(ctx context.Context, o Options, out string) (tandemDeb, siteDeb string, err error) {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	self, err := debpkg.BuildSelf(ctx, debpkg.SelfOptions{
+		Binary: o.Exe, FallbackVersion: "0.0.0~lab", Dir: ".", OutDir: out, Compression: "zstd",
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("package tandem: %w", err)
+	}
+	src, err := os.MkdirTemp("", "tandem-pysite-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(src)
+	if err := os.CopyFS(src, mustSub(examples.Pysite, "pysite")); err != nil {
+		return "", "", fmt.Errorf("unpack the example site: %w", err)
+	}
+	site, err := debpkg.BuildPython(ctx, debpkg.Options{Dir: src, OutDir: out, Compression: "zstd", Logger: logger})
+	if err != nil {
+		return "", "", fmt.Errorf("package the example site: %w", err)
+	}
+	return self.Path, site.Path, nil
+}
+
+func mustSub(f fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(f, dir)
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	return sub
+}
+
+// NodeConfig renders a lab node's tandem.toml.
+func NodeConfig(n lab.NodeStatus, extra string) string {
+	role := "app"
+	if n.Role == lab.RoleWitness {
+		role = "witness"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by tandem lab.\n[node]\nname = %q\nrole = %q\n\n", n.Name, role)
+	fmt.Fprintf(&b, "[cluster]\nlisten = \"%s:%d\"\n\n", n.Address, Port)
+	if role == "app" {
+		fmt.Fprintf(&b, "[vip]\nprovider = \"linux\"\naddress = \"%s/24\"\n\n[vip.linux]\ninterface = \"eth0\"\n\n", lab.FloatingIP)
+		fmt.Fprintf(&b, "[[health]]\nname = \"pysite\"\ntype = \"http\"\ntarget = \"http://127.0.0.1:%d/healthz\"\njson_path = \"status\"\njson_want = \"ok\"\n\n", SitePort)
+	}
+	b.WriteString(extra)
+	return b.String()
+}
+
+func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, role, tandemDeb, siteDeb, extra string) error {
+	if _, err := runIn(ctx, l, n.Name, strings.NewReader(NodeConfig(n, extra)),
+		"sh", "-c", "mkdir -p /etc/tandem && cat > /etc/tandem/tandem.toml"); err != nil {
+		return fmt.Errorf("%s: write tandem.toml: %w", n.Name, err)
+	}
+	debs := []string{tandemDeb}
+	if role == "app" {
+		debs = append(debs, siteDeb)
+	}
+	args := []string{"env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "--force-confold", "-i"}
+	for _, d := range debs {
+		dst := "/root/" + filepath.Base(d)
+		if err := l.CopyIn(ctx, d, n.Name, dst); err != nil {
+			return fmt.Errorf("%s: copy %s: %w", n.Name, filepath.Base(d), err)
+		}
+		args = append(args, dst)
+	}
+	if _, err := run(ctx, l, n.Name, args...); err != nil {
+		return fmt.Errorf("%s: install: %w", n.Name, err)
+	}
+	return nil
+}
+
+func run(ctx context.Context, l *lab.Lab, node string, argv ...string) (string, error) {
+	return runIn(ctx, l, node, nil, argv...)
+}
+
+func runIn(ctx context.Context, l *lab.Lab, node string, stdin io.Reader, argv ...string) (string, error) {
+	var out, errb bytes.Buffer
+	code, err := l.Exec(ctx, node, argv, stdin, &out, &errb)
+	if err != nil {
+		return "", err
+	}
+	if code != 0 {
+		return "", fmt.Errorf("%s exited %d: %s", strings.Join(argv, " "), code, strings.TrimSpace(errb.String()+" "+out.String()))
+	}
+	return out.String(), nil
+}
+
+// Status runs 'tandem status --json' on a node.
+func Status(ctx context.Context, l *lab.Lab, node string) (localapi.Status, error) {
+	var st localapi.Status
+	out, err := run(ctx, l, node, "tandem", "status", "--json")
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return st, fmt.Errorf("tandem status on %s: %w", node, err)
+	}
+	return st, nil
+}
+
+// waitAgent waits until the node's agent answers on its local API.
+func waitAgent(ctx context.Context, l *lab.Lab, node string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		_, err := Status(ctx, l, node)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the agent on %s did not start within %v: %w", node, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// WaitFormed waits until node sees voters voting members, all reachable,
+// and an active holder of the floating IP.
+func WaitFormed(ctx context.Context, l *lab.Lab, node string, voters int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for {
+		st, err := Status(ctx, l, node)
+		if err == nil {
+			ok := len(st.Members) == voters && st.Holder.Active && st.Holder.Node != ""
+			for _, m := range st.Members {
+				ok = ok && m.Suffrage == "voter" && m.Reachable
+			}
+			if ok {
+				return nil
+			}
+			last = fmt.Sprintf("%d/%d members, holder %q active=%v", len(st.Members), voters, st.Holder.Node, st.Holder.Active)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster did not form within %v: %s", timeout, last)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
