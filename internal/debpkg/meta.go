@@ -3,6 +3,7 @@ package debpkg
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -217,7 +218,11 @@ func (b *build) addMeta(context.Context) error {
 			return &BuildError{Msg: fmt.Sprintf("pyproject.toml: tool.tandem: %q and %q would both be installed as %s/%s", prev, c, etc, base)}
 		}
 		seen[base] = c
-		b.files = append(b.files, File{Dest: etc + "/" + base, Source: src, Mode: 0o644, Conffile: true})
+		mode := fs.FileMode(0o644)
+		if c == t.EnvironmentFile {
+			mode = 0o600
+		}
+		b.files = append(b.files, File{Dest: etc + "/" + base, Source: src, Mode: mode, Conffile: true})
 	}
 	env := map[string]string{"TANDEM_APP_VERSION": b.version}
 	for k, v := range t.Environment {
@@ -275,6 +280,10 @@ func (b *build) addMeta(context.Context) error {
 	b.files = append(b.files, File{Dest: doc + "/" + changelogName(b.version), Data: cl, Mode: 0o644})
 
 	var ov []lintianOverride
+	if t.EnvironmentFile != "" {
+		ov = append(ov, lintianOverride{"non-standard-file-perm 0600 != 0644 [etc/" + b.name + "/" + filepath.Base(t.EnvironmentFile) + "]",
+			"The environment file is where secrets such as database passwords go.\nsystemd reads it as root before starting the service, so no one else\nneeds to read it."})
+	}
 	if t.Mode == "venv" {
 		ov = append(ov, lintianOverride{"dir-or-file-in-opt [opt/venvs/*]",
 			"The application is a self-contained virtualenv at /opt/venvs/" + b.name + ",\nthe location dh-virtualenv established for such packages; it is\nnot a Debian-policy Python module and does not belong under /usr."})

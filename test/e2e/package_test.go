@@ -89,6 +89,9 @@ func TestPackageLifecycle(t *testing.T) {
 	if page := c.MustSh(t, ctx, node, "curl -fsS http://127.0.0.1:8000/"); !strings.Contains(page, ">"+node+"<") || !strings.Contains(page, "up.txt") {
 		t.Errorf("index page does not show the node and the upload:\n%s", page)
 	}
+	if got := strings.TrimSpace(c.MustSh(t, ctx, node, "stat -c '%a %U' /etc/pysite/pysite.env")); got != "600 root" {
+		t.Errorf("environment file is %q, want 600 root (it may hold secrets)", got)
+	}
 	if _, err := c.Sh(ctx, node, "test ! -e /opt/venvs/pysite/lib/python3.11/site-packages/pysite/__pycache__"); err != nil {
 		t.Error("the service wrote bytecode into the read-only venv")
 	}
