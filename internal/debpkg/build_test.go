@@ -132,6 +132,7 @@ func TestGoldenPysite(t *testing.T) {
 	golden(t, "pysite/pysite.service", data["/usr/lib/systemd/system/pysite.service"].data)
 	golden(t, "pysite/copyright", data["/usr/share/doc/pysite/copyright"].data)
 	golden(t, "pysite/lintian-overrides", data["/usr/share/lintian/overrides/pysite"].data)
+	golden(t, "pysite/app.json", data["/usr/share/tandem/apps/pysite.json"].data)
 	var listing strings.Builder
 	for _, name := range order {
 		h := data[name].hdr

@@ -2,6 +2,7 @@ package debpkg
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -31,6 +32,22 @@ for ep in metadata.entry_points(group="console_scripts"):
         sys.exit(0)
 print("missing")
 `
+
+// AppMetaDir holds one JSON file per application package (AppMeta), so
+// that tandem's delivery can learn the unit and health path of a .deb
+// (from its data, or on an installed node) without parsing the unit.
+const AppMetaDir = "/usr/share/tandem/apps"
+
+// AppMeta is /usr/share/tandem/apps/NAME.json. Field names are stable.
+type AppMeta struct {
+	Package    string `json:"package"`
+	Version    string `json:"version"`
+	Unit       string `json:"unit"`
+	HealthPath string `json:"health_path,omitempty"`
+	DataDir    string `json:"data_dir"`
+	Mode       string `json:"mode"`
+	ExecStart  string `json:"exec_start"`
+}
 
 // interpreter is the python the unit runs.
 func (b *build) interpreter() string {
@@ -278,6 +295,15 @@ func (b *build) addMeta(context.Context) error {
 		return err
 	}
 	b.files = append(b.files, File{Dest: doc + "/" + changelogName(b.version), Data: cl, Mode: 0o644})
+
+	meta, err := json.MarshalIndent(AppMeta{
+		Package: b.name, Version: b.version, Unit: b.name + ".service", HealthPath: t.HealthPath,
+		DataDir: t.DataDir, Mode: t.Mode, ExecStart: b.exec,
+	}, "", "  ")
+	if err != nil {
+		return err
+	}
+	b.files = append(b.files, File{Dest: AppMetaDir + "/" + b.name + ".json", Data: append(meta, '\n'), Mode: 0o644})
 
 	var ov []lintianOverride
 	if t.EnvironmentFile != "" {
