@@ -84,6 +84,9 @@ type build struct {
 	maint    string
 	scripts  Scripts
 	extraEnv []string
+	// sysDepends are Debian packages for dependencies a venv with
+	// system-site-packages takes from the system.
+	sysDepends []string
 }
 
 // BuildPython packages the Python project in opt.Dir.

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/tandem-ha/tandem/internal/pyproject"
 )
 
 // VenvRoot is where venv-mode packages install their virtualenv.
@@ -159,12 +161,34 @@ func (b *build) installVenv(ctx context.Context) error {
 	if err := b.normalizeVenv(stageVenv, venv); err != nil {
 		return err
 	}
+	if b.proj.Tandem.SystemSitePackages {
+		// Dependencies pip found in the system's site-packages are not in
+		// the venv: the target needs the same Debian packages.
+		inVenv := map[string]bool{}
+		dists, _ := filepath.Glob(filepath.Join(stageVenv, "lib", "python*", "site-packages", "*.dist-info"))
+		for _, d := range dists {
+			name, _, _ := strings.Cut(filepath.Base(d), "-")
+			inVenv[pyproject.NormalizeName(name)] = true
+		}
+		var fromSystem []pyproject.Requirement
+		for _, r := range b.proj.Dependencies {
+			if !inVenv[r.Normalized()] {
+				fromSystem = append(fromSystem, r)
+			}
+		}
+		deps, notes := SystemDepends(fromSystem, b.proj.Tandem.DebianNames, b.pyVer)
+		for _, n := range notes {
+			b.log.Info("dependency", "note", n)
+		}
+		b.sysDepends = deps
+	}
 	files, err := treeFiles(stageVenv, b.finalVenv())
 	if err != nil {
 		return err
 	}
 	b.files = append(b.files, files...)
 	b.depends = append(b.depends, pythonDepends("venv", b.pyVer, "")...)
+	b.depends = append(b.depends, b.sysDepends...)
 	b.arch = "all"
 	if hasELF(stageVenv) {
 		b.arch = debianArch()
