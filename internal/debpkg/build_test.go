@@ -537,3 +537,18 @@ func TestWriteRejectsBadSpecs(t *testing.T) {
 		}
 	}
 }
+
+// TestExampleUnitTests runs examples/pysite's own tests, so that CI covers
+// the example the lab serves.
+func TestExampleUnitTests(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/python3"); err != nil {
+		t.Skip("no /usr/bin/python3")
+	}
+	cmd := exec.Command("/usr/bin/python3", "-m", "unittest", "discover", "-s", "tests")
+	cmd.Dir = examplePysite
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "OK") {
+		t.Errorf("python3 -m unittest in examples/pysite: %v\n%s", err, out)
+	}
+}
