@@ -268,6 +268,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		g.Go(func() error { return a.serveMetrics(gctx) })
 	}
 	g.Go(func() error { return a.observe(gctx) })
+	if a.cfg.Node.Role == config.RoleApp {
+		g.Go(func() error { a.publishPolicy(gctx); return nil })
+	}
 	a.log.Info("agent running", "node", a.cfg.Node.Name, "role", a.cfg.Node.Role, "listen", a.cfg.Cluster.Listen, "version", a.version)
 	err = g.Wait()
 
@@ -279,6 +282,33 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("raft shutdown", "err", serr)
 	}
 	return err
+}
+
+// publishPolicy makes this app node's placement policy the cluster's, so the
+// designated controller applies it even when it is the witness.
+func (a *Agent) publishPolicy(ctx context.Context) {
+	want := state.Policy{Preempt: a.cfg.Failover.Preempt, Cooloff: a.cfg.Failover.Cooloff.D(), MaxMovesPerHour: a.cfg.Failover.MaxMovesPerHour}
+	for {
+		cur := a.machine.View().Policy
+		if cur != nil && *cur == want {
+			return
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := a.node.Apply(actx, state.SetPolicy{Policy: want})
+		cancel()
+		if err == nil {
+			if cur != nil {
+				a.log.Warn("this node's [failover] policy differed from the cluster's; published this one (keep tandem.toml alike on all app nodes)",
+					"was", *cur, "now", want)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // handOff moves the IP to a healthy standby when this holder stops, so a

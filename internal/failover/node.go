@@ -194,12 +194,13 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 		}
 		// Keep the DC off the holder: if the holder lost power while leading,
 		// an election would add to the failover time.
-		if s.Holder.Node == n.o.Name && now.Sub(lastTransfer) > 10*time.Second {
+		if s.Holder.Node == n.o.Name && now.Sub(lastTransfer) > time.Second {
 			if to := n.transferTarget(s, views); to != "" {
 				lastTransfer = now
 				n.log.Info("moving raft leadership off the IP holder", "to", to)
 				if err := n.o.Cluster.TransferLeadership(ctx, to); err != nil {
-					n.log.Debug("leadership transfer", "err", err)
+					// A node that just joined may not be a voter yet; retry soon.
+					n.log.Info("leadership transfer failed; will retry", "to", to, "err", err)
 				}
 			}
 		}

@@ -34,6 +34,10 @@ type Decision struct {
 // Decide returns what the DC should commit next, or nil when nothing should
 // change. It is a pure function of its inputs so every rule is unit-tested.
 func Decide(now time.Time, s state.Snapshot, nodes map[string]NodeView, p Policy) *Decision {
+	if s.Policy != nil {
+		// The cluster's published policy wins over the DC's own defaults.
+		p = Policy{Preempt: s.Policy.Preempt, Cooloff: s.Policy.Cooloff, MaxMovesPerHour: s.Policy.MaxMovesPerHour}
+	}
 	h := s.Holder
 	// A pending holder is activated once the previous one cannot hold the IP.
 	if h.Node != "" && !h.Active {

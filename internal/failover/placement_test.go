@@ -164,3 +164,19 @@ func TestDecide(t *testing.T) {
 		})
 	}
 }
+
+func TestDecideUsesPublishedPolicy(t *testing.T) {
+	s := snap(state.Holder{Node: "node1", Epoch: 2, Active: true},
+		state.Move{Epoch: 2, From: "node2", To: "node1", DecidedAt: now0.Add(-10 * time.Second)})
+	nodes := map[string]NodeView{"node1": {Reachable: true}, "node2": healthy}
+	// The DC's own policy (a witness's defaults) says 20 s of cool-off...
+	own := Policy{Cooloff: 20 * time.Second, MaxMovesPerHour: 6}
+	if d := Decide(now0, s, nodes, own); d != nil {
+		t.Fatalf("Decide with 20s cool-off = %v; want none", d.Reason)
+	}
+	// ...but the app nodes published 5 s.
+	s.Policy = &state.Policy{Cooloff: 5 * time.Second, MaxMovesPerHour: 6}
+	if d := Decide(now0, s, nodes, own); d == nil {
+		t.Fatal("Decide ignored the published 5s cool-off")
+	}
+}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -387,7 +388,8 @@ func TestNetem(t *testing.T) {
 func TestSplitBrainObserver(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, time.Minute)
-	vip := lab.FloatingIP
+	// Not the cluster's floating IP: its agents own that one.
+	vip := netip.MustParseAddr("10.77.0.199")
 	octx, stop := context.WithCancel(ctx)
 	o, errc := c.Observe(octx, vip, []string{"node1", "node2"}, 5*time.Millisecond)
 	t.Cleanup(func() {

@@ -54,6 +54,8 @@ func Decode(b []byte) (Command, error) {
 		c = &UseToken{}
 	case "revoke_token":
 		c = &RevokeToken{}
+	case "set_policy":
+		c = &SetPolicy{}
 	default:
 		return nil, fmt.Errorf("decode command: unknown type %q", env.Type)
 	}
@@ -246,5 +248,20 @@ type RevokeToken struct {
 func (RevokeToken) Type() string { return "revoke_token" }
 func (c RevokeToken) apply(s *Snapshot) error {
 	delete(s.Tokens, c.ID)
+	return nil
+}
+
+// SetPolicy publishes the placement policy.
+type SetPolicy struct {
+	Policy Policy `json:"policy"`
+}
+
+func (SetPolicy) Type() string { return "set_policy" }
+func (c SetPolicy) apply(s *Snapshot) error {
+	if c.Policy.Cooloff < 0 || c.Policy.MaxMovesPerHour < 1 {
+		return fmt.Errorf("%w: policy needs a cool-off >= 0 and at least 1 move per hour", ErrInvalid)
+	}
+	p := c.Policy
+	s.Policy = &p
 	return nil
 }

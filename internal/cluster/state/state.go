@@ -82,11 +82,21 @@ type Token struct {
 	Created    time.Time `json:"created"`
 }
 
+// Policy is the cluster-wide placement policy. App nodes publish the one in
+// their configuration, so that the designated controller applies it even
+// when it is a witness, whose configuration has no floating IP.
+type Policy struct {
+	Preempt         bool          `json:"preempt"`
+	Cooloff         time.Duration `json:"cooloff"`
+	MaxMovesPerHour int           `json:"max_moves_per_hour"`
+}
+
 // Snapshot is the whole state, as serialised in raft snapshots.
 type Snapshot struct {
 	Members map[string]Member `json:"members"`
 	Holder  Holder            `json:"holder"`
 	Mode    string            `json:"mode"`
+	Policy  *Policy           `json:"policy,omitempty"` // nil until an app node publishes one
 	Moves   []Move            `json:"moves"`
 	Tokens  map[string]Token  `json:"tokens"`
 	// Index is the raft index of the last applied command.
@@ -139,6 +149,10 @@ func clone(s Snapshot) Snapshot {
 	c.Members = maps.Clone(s.Members)
 	c.Tokens = maps.Clone(s.Tokens)
 	c.Moves = slices.Clone(s.Moves)
+	if s.Policy != nil {
+		p := *s.Policy
+		c.Policy = &p
+	}
 	if c.Members == nil {
 		c.Members = map[string]Member{}
 	}
