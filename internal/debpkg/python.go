@@ -190,6 +190,9 @@ func (b *build) deriveVersion(ctx context.Context) error {
 	case b.opt.Version != "":
 		b.version = strings.TrimPrefix(b.opt.Version, "v")
 	case gitErr == nil:
+		if st, err := git(ctx, b.opt.Dir, "status", "--porcelain", "--untracked-files=no", "--", "."); err == nil && st != "" {
+			b.log.Warn("the project has uncommitted changes; the derived version does not show them (commit, or pass --version)", "version_from", "git describe")
+		}
 		if gi.Tag == "" && b.proj.Version == "" {
 			b.log.Info("no v* tag and no [project].version; using 0.0.0", "commits", gi.Count)
 		}
