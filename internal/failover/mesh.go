@@ -44,7 +44,8 @@ type ProbeReply struct {
 	Holding        bool          `json:"holding"` // the IP is configured here
 	Epoch          uint64        `json:"epoch"`   // the holder epoch in its applied state
 	// HeardMs is, per peer, the age in milliseconds of the last probe received
-	// from it (or of this process's start, if none was received yet).
+	// from it; for a peer never heard from since this process started, its
+	// uptime, or -1 during the startup grace (see StartupGrace).
 	HeardMs map[string]int64 `json:"heard_ms"`
 }
 
@@ -109,7 +110,7 @@ func NewMesh(o MeshOptions) *Mesh {
 		self: o.Self, machine: o.Machine, tr: o.Tr, local: o.Local, leader: o.Leader, onLeader: o.OnLeader,
 		interval: o.Interval, lease: o.Lease, margin: o.Margin, log: o.Logger,
 		started: time.Now(), kick: make(chan struct{}, 1),
-		heard:   map[string]time.Time{}, leaseAt: map[string]time.Time{},
+		heard: map[string]time.Time{}, leaseAt: map[string]time.Time{},
 		replies: map[string]peerReply{}, inflight: map[string]int{},
 	}
 }
@@ -221,14 +222,23 @@ func (m *Mesh) heardAges(now time.Time) map[string]int64 {
 	return out
 }
 
-// heardAgeLocked is the time since name's last probe, or since this process
-// started: a restarted node must not claim it has "never" heard a peer.
+// StartupGrace is how long a freshly started node waits for a peer it has
+// never heard from before it may call that peer silent. After a restart of
+// the whole cluster, the nodes come back one by one; without the grace, the
+// first to start would declare the others dead and move the IP.
+const StartupGrace = 10 * time.Second
+
+// heardAgeLocked is the time since name's last probe. For a peer not heard
+// from since this process started it is the uptime, or -1 (not silent)
+// during the startup grace.
 func (m *Mesh) heardAgeLocked(now time.Time, name string) time.Duration {
-	at, ok := m.heard[name]
-	if !ok {
-		at = m.started
+	if at, ok := m.heard[name]; ok {
+		return now.Sub(at)
 	}
-	return now.Sub(at)
+	if up := now.Sub(m.started); up >= StartupGrace {
+		return up
+	}
+	return -1
 }
 
 // majority of n voters.

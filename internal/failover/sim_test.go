@@ -388,3 +388,28 @@ func TestMaintenanceFreezes(t *testing.T) {
 		}
 	})
 }
+
+// TestFullRestartKeepsHolder powers every node off and brings them back one
+// by one, seconds apart: the holder and its epoch must survive (I4), since
+// the startup grace keeps the first node up from calling the others dead.
+func TestFullRestartKeepsHolder(t *testing.T) {
+	runSim(t, func(t *testing.T, s *simNet) {
+		epoch := s.nodes["witness"].machine.View().Holder.Epoch
+		for _, n := range []string{"node1", "node2", "witness"} {
+			s.powerOff(n)
+			<-s.nodes[n].done
+		}
+		for _, n := range []string{"witness", "node2", "node1"} {
+			s.start(n)
+			time.Sleep(3 * time.Second)
+		}
+		s.waitHolder(t, "node1", 5*time.Second)
+		time.Sleep(StartupGrace)
+		if h := s.holders(); len(h) != 1 || h[0] != "node1" {
+			t.Fatalf("holders after a full restart = %v; want [node1]", h)
+		}
+		if got := s.nodes["witness"].machine.View().Holder.Epoch; got != epoch {
+			t.Errorf("epoch after a full restart = %d; want %d", got, epoch)
+		}
+	})
+}

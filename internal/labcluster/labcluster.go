@@ -265,7 +265,8 @@ func waitAgent(ctx context.Context, l *lab.Lab, node string, timeout time.Durati
 }
 
 // WaitFormed waits until node sees voters voting members, all reachable,
-// and an active holder of the floating IP.
+// an active holder of the floating IP, and a raft leader other than the
+// holder.
 func WaitFormed(ctx context.Context, l *lab.Lab, node string, voters int, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -273,7 +274,9 @@ func WaitFormed(ctx context.Context, l *lab.Lab, node string, voters int, timeou
 	for {
 		st, err := Status(ctx, l, node)
 		if err == nil {
-			ok := len(st.Members) == voters && st.Holder.Active && st.Holder.Node != ""
+			// Settled means the controller (raft leader) is off the holder.
+			ok := len(st.Members) == voters && st.Holder.Active && st.Holder.Node != "" &&
+				st.Raft.Leader != "" && (st.Raft.Leader != st.Holder.Node || voters < 2)
 			for _, m := range st.Members {
 				ok = ok && m.Suffrage == "voter" && m.Reachable
 			}
