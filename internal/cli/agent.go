@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,7 +32,7 @@ API on a unix socket and Prometheus metrics. It reads --config
 'tandem join' yet it waits for that.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := e.loadConfig()
+			cfg, err := waitForConfig(cmd.Context(), e)
 			if err != nil {
 				return err
 			}
@@ -136,5 +137,39 @@ func startService(e *env) {
 	}
 	if out, err := exec.Command("systemctl", "enable", "--now", "tandem.service").CombinedOutput(); err != nil {
 		fmt.Fprintf(e.stderr, "could not start tandem.service (%v): %s\nstart the agent with 'tandem agent'\n", err, out)
+	}
+}
+
+// waitForConfig loads the configuration. On a node that is not part of a
+// cluster yet, a missing or invalid file is the normal state right after
+// the package is installed: the agent then waits for the operator to write
+// it instead of failing the unit. On a cluster member a bad file is an
+// error that stops the agent (exit 2, not restarted by systemd).
+func waitForConfig(ctx context.Context, e *env) (*config.Config, error) {
+	cfg, err := config.Load(e.configPath)
+	if err == nil {
+		return cfg, nil
+	}
+	if _, serr := os.Stat(filepath.Join("/var/lib/tandem", "cluster.json")); serr == nil {
+		return nil, &UsageError{Err: err}
+	}
+	last := err.Error()
+	e.logger.Warn("waiting for a valid configuration before this node joins a cluster; edit it, then run 'tandem init' or 'tandem join'",
+		"config", e.configPath, "problems", last)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+		cfg, err = config.Load(e.configPath)
+		if err == nil {
+			e.logger.Info("configuration is valid", "config", e.configPath)
+			return cfg, nil
+		}
+		if err.Error() != last {
+			last = err.Error()
+			e.logger.Warn("configuration still invalid", "config", e.configPath, "problems", last)
+		}
 	}
 }
