@@ -103,8 +103,9 @@ func newRootCmd(e *env) *cobra.Command {
 		Use:   "tandem",
 		Short: "Fault-tolerant, continuously delivered home for a web site on 2-3 Debian servers",
 		Long: `tandem keeps a floating IP on exactly one healthy node of a small raft
-cluster, delivers your app as a .deb with health-gated rolling installs, and
-runs a throwaway lab of real Debian nodes on one machine.
+cluster (two app nodes and a witness, or three or more nodes), packages your
+Python web site as a reproducible .deb, and runs a throwaway lab of real
+Debian nodes on one machine to try it all.
 
 Configuration lives in /etc/tandem/tandem.toml, state in /var/lib/tandem.`,
 		Version:       Version,
