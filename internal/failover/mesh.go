@@ -217,7 +217,11 @@ func (m *Mesh) heardAges(now time.Time) map[string]int64 {
 		if name == m.self {
 			continue
 		}
-		out[name] = m.heardAgeLocked(now, name).Milliseconds()
+		if age := m.heardAgeLocked(now, name); age < 0 {
+			out[name] = -1
+		} else {
+			out[name] = age.Milliseconds()
+		}
 	}
 	return out
 }

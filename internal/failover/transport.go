@@ -61,9 +61,9 @@ func (m *Mesh) Handler() http.Handler {
 			http.Error(w, err.Error(), http.StatusUnauthorized)
 			return
 		}
-		var req ProbeRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, maxProbeBody)).Decode(&req); err != nil {
-			http.Error(w, "bad probe: "+err.Error(), http.StatusBadRequest)
+		req, err := decodeProbe(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
 		if req.From != from {
@@ -80,4 +80,16 @@ func peerName(r *http.Request) (string, error) {
 		return "", errors.New("a client certificate from the cluster CA is required")
 	}
 	return r.TLS.VerifiedChains[0][0].Subject.CommonName, nil
+}
+
+// decodeProbe reads a probe request from a peer.
+func decodeProbe(body io.Reader) (ProbeRequest, error) {
+	var req ProbeRequest
+	if err := json.NewDecoder(io.LimitReader(body, maxProbeBody)).Decode(&req); err != nil {
+		return ProbeRequest{}, fmt.Errorf("bad probe: %w", err)
+	}
+	if req.From == "" {
+		return ProbeRequest{}, errors.New("bad probe: no sender")
+	}
+	return req, nil
 }
