@@ -40,6 +40,10 @@ type ProbeReply struct {
 	Role           string        `json:"role"`
 	Healthy        bool          `json:"healthy"`
 	UnhealthyForMs int64         `json:"unhealthy_for_ms"`
+	// Starting is set while a node that just started has not yet passed its
+	// checks (they start failing until "rise" passes), for at most
+	// StartupGrace: not yet healthy is not a failure.
+	Starting bool `json:"starting,omitempty"`
 	Checks         []CheckStatus `json:"checks"`
 	Holding        bool          `json:"holding"` // the IP is configured here
 	Epoch          uint64        `json:"epoch"`   // the holder epoch in its applied state
@@ -309,7 +313,7 @@ func (m *Mesh) Views(now time.Time, epoch uint64) map[string]NodeView {
 	for name := range s.Members {
 		if name == m.self {
 			out[name] = NodeView{
-				Reachable: true, Healthy: self.Healthy,
+				Reachable: true, Healthy: self.Healthy, Starting: self.Starting,
 				Released: !self.Holding && self.Epoch >= epoch,
 				FaultAt:  now.Add(-time.Duration(self.UnhealthyForMs) * time.Millisecond),
 			}
@@ -323,6 +327,7 @@ func (m *Mesh) Views(now time.Time, epoch uint64) map[string]NodeView {
 		if ok && now.Sub(r.at) < m.lease {
 			v.Reachable = true
 			v.Healthy = r.reply.Healthy
+			v.Starting = r.reply.Starting
 			v.Released = !r.reply.Holding && r.reply.Epoch >= epoch
 			v.FaultAt = r.at.Add(-time.Duration(r.reply.UnhealthyForMs) * time.Millisecond)
 		}

@@ -75,6 +75,8 @@ type Node struct {
 	lastErr    string
 	lastTrans  time.Time
 	releasedAt map[uint64]time.Time
+	started     time.Time
+	everHealthy bool
 	// After a failed acquire, wait before the next try (doubling, capped).
 	retryAt time.Time
 	backoff time.Duration
@@ -88,7 +90,7 @@ func New(o Options) (*Node, error) {
 	if o.Margin == 0 {
 		o.Margin = 50 * time.Millisecond
 	}
-	n := &Node{o: o, log: o.Logger, kick: make(chan struct{}, 1), releasedAt: map[uint64]time.Time{}}
+	n := &Node{o: o, log: o.Logger, kick: make(chan struct{}, 1), releasedAt: map[uint64]time.Time{}, started: time.Now()}
 	n.mesh = NewMesh(MeshOptions{
 		Self: o.Name, Machine: o.Machine, Tr: o.Tr, Local: n.localReply,
 		Leader: n.leaderView, OnLeader: n.onLeaderView,
@@ -132,6 +134,10 @@ func (n *Node) localReply() ProbeReply {
 	}
 	n.mu.Lock()
 	r.Holding = n.holding
+	if r.Healthy {
+		n.everHealthy = true
+	}
+	r.Starting = n.o.Role == state.RoleApp && !r.Healthy && !n.everHealthy && time.Since(n.started) < StartupGrace
 	n.mu.Unlock()
 	r.Epoch = n.o.Machine.View().Holder.Epoch
 	return r

@@ -20,6 +20,7 @@ type Policy struct {
 type NodeView struct {
 	Reachable bool      // a probe reply arrived within the lease
 	Healthy   bool      // its local checks pass
+	Starting  bool      // just started and not healthy yet: not a failure
 	Dead      bool      // provably fenced: see Mesh.Dead
 	Released  bool      // reports the IP not configured at the current epoch
 	FaultAt   time.Time // when it was last seen healthy and reachable
@@ -80,7 +81,7 @@ func Decide(now time.Time, s state.Snapshot, nodes map[string]NodeView, p Policy
 	if !throttleOK(now, s, p) {
 		return nil
 	}
-	if cur.Reachable && !cur.Healthy {
+	if cur.Reachable && !cur.Healthy && !cur.Starting {
 		best := candidate(s, nodes, h.Node)
 		if best == "" {
 			return nil

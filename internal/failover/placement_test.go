@@ -74,6 +74,11 @@ func TestDecide(t *testing.T) {
 			want:  state.SetHolder{Node: "node2", PrevEpoch: 1, Active: false, Reason: "holder unhealthy", At: now0},
 		},
 		{
+			name:  "holder still starting after a restart: no move",
+			s:     snap(active1),
+			nodes: map[string]NodeView{"node1": {Reachable: true, Starting: true}, "node2": healthy},
+		},
+		{
 			name: "unhealthy holder within cool-off: no move",
 			s: snap(state.Holder{Node: "node1", Epoch: 2, Active: true},
 				state.Move{Epoch: 2, From: "node2", To: "node1", DecidedAt: now0.Add(-5 * time.Second)}),

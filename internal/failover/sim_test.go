@@ -399,10 +399,14 @@ func TestFullRestartKeepsHolder(t *testing.T) {
 			s.powerOff(n)
 			<-s.nodes[n].done
 		}
+		// The holder's app takes a while to come up after the boot, as a
+		// real gunicorn does: not yet healthy must not count as failed.
+		s.setHealthy("node1", false)
 		for _, n := range []string{"witness", "node2", "node1"} {
 			s.start(n)
 			time.Sleep(3 * time.Second)
 		}
+		s.setHealthy("node1", true)
 		s.waitHolder(t, "node1", 5*time.Second)
 		time.Sleep(StartupGrace)
 		if h := s.holders(); len(h) != 1 || h[0] != "node1" {
