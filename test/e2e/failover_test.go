@@ -295,6 +295,9 @@ func TestFailoverFullRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	waitHealthy(t, ctx, c, "node2")
+	// Past the agents' startup grace, nothing may have moved.
+	time.Sleep(12 * time.Second)
 	after := waitHealthy(t, ctx, c, "node2")
 	if after.Holder.Node != before.Holder.Node || after.Holder.Epoch != before.Holder.Epoch {
 		t.Errorf("holder after a full restart = %s at epoch %d; want %s at epoch %d (I4)",
