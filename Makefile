@@ -61,5 +61,15 @@ BENCH_PACKAGE_RUNS ?= 5
 bench-package: build
 	$(GO) run ./bench/package -tandem bin/tandem -runs $(BENCH_PACKAGE_RUNS)
 
+# Measures failover in a lab of its own ("bench"): TRIALS holder power losses
+# and TRIALS app failures for tandem with default settings, then the same for
+# Debian's keepalived on the same topology; prints median/p95/max outage,
+# split-brain samples, the ratio and issue 3's goals (exit 1 if one fails).
+# Needs root. BENCH_FAILOVER_FLAGS adds flags, e.g. -json bench-failover.json.
+TRIALS ?= 20
+BENCH_FAILOVER_FLAGS ?=
+bench-failover: build deps
+	$(GO) run ./bench/failover -tandem-bin $(CURDIR)/bin/tandem -trials $(TRIALS) $(BENCH_FAILOVER_FLAGS)
+
 clean:
 	rm -rf bin dist

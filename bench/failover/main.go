@@ -1,0 +1,234 @@
+// Command failover is `make bench-failover`: it boots a lab of two app nodes
+// and a witness, and measures in one run, on the same topology, how long a
+// client talking to the floating IP is cut off when the holder loses power
+// and when the holder's app fails, first for tandem with its default
+// settings and then for Debian's keepalived configured as a peer would
+// (advert_int 1, a vrrp_script running the same health check). It prints the
+// median, p95 and max outage per system and fault, the split-brain samples,
+// the ratio of the medians and the goals of issue 3 with PASS or FAIL, and
+// exits 1 when a goal fails. It is a benchmark, not a timed test. It needs
+// root and always tears its lab down.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/lab"
+	"github.com/tandem-ha/tandem/internal/labcluster"
+)
+
+// options are the command-line flags.
+type options struct {
+	tandemBin    string
+	trials       int
+	jsonPath     string
+	labName      string
+	trialTimeout time.Duration
+	cooloff      time.Duration
+	maxMoves     int
+	systems      []string
+	keep         bool
+}
+
+// errGoals marks a run that measured everything but missed a goal.
+var errGoals = errors.New("a goal was missed")
+
+func main() {
+	var o options
+	var systems string
+	flag.StringVar(&o.tandemBin, "tandem-bin", "bin/tandem", "tandem binary to package and install on the nodes (make build)")
+	flag.IntVar(&o.trials, "trials", 20, "trials per system and fault type")
+	flag.StringVar(&o.jsonPath, "json", "", "write every trial's raw figures to this file as JSON")
+	flag.StringVar(&o.labName, "lab", "bench", "name of the lab the benchmark creates and removes")
+	flag.DurationVar(&o.trialTimeout, "trial-timeout", 20*time.Second, "a trial with no successful request this long after the fault fails")
+	flag.DurationVar(&o.cooloff, "cooloff", 6*time.Second, "wait at least this long after a move before the next fault (tandem's linux cool-off is 5s)")
+	flag.IntVar(&o.maxMoves, "max-moves-per-hour", 1000, "tandem's failover.max_moves_per_hour for the run; 0 keeps tandem's default (6), which suppresses health-driven moves after the 6th trial")
+	flag.StringVar(&systems, "systems", "tandem,keepalived", "comma-separated systems to measure, in order")
+	flag.BoolVar(&o.keep, "keep", false, "leave the lab up at the end (debugging; remove it with 'tandem lab down --name bench')")
+	flag.Parse()
+	if err := o.validate(systems); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-failover:", err)
+		flag.Usage()
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o, os.Stdout)
+	stop()
+	switch {
+	case errors.Is(err, errGoals):
+		os.Exit(1)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "bench-failover:", err)
+		os.Exit(1)
+	}
+}
+
+func (o *options) validate(systems string) error {
+	if o.trials < 1 {
+		return fmt.Errorf("-trials must be at least 1, got %d", o.trials)
+	}
+	if o.trialTimeout < time.Second {
+		return fmt.Errorf("-trial-timeout must be at least 1s, got %v", o.trialTimeout)
+	}
+	if o.maxMoves < 0 {
+		return fmt.Errorf("-max-moves-per-hour must not be negative")
+	}
+	for _, s := range strings.Split(systems, ",") {
+		s = strings.TrimSpace(s)
+		if s != systemTandem && s != systemKeepalived {
+			return fmt.Errorf("-systems: unknown system %q; use tandem and/or keepalived", s)
+		}
+		o.systems = append(o.systems, s)
+	}
+	abs, err := filepath.Abs(o.tandemBin)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return fmt.Errorf("-tandem-bin %s: %w (run make build)", abs, err)
+	}
+	o.tandemBin = abs
+	return nil
+}
+
+// run boots the lab, measures every series, prints the report and tears
+// the lab down whatever happens.
+func run(ctx context.Context, o options, out io.Writer) (err error) {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("the lab needs root: run it as root (sudo make bench-failover)")
+	}
+	// Others may rebuild bin/tandem while the benchmark runs: use a copy.
+	tmp, err := os.MkdirTemp("", "bench-failover-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	if o.tandemBin, err = copyExe(o.tandemBin, filepath.Join(tmp, "tandem")); err != nil {
+		return err
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	l, err := lab.New(lab.Options{Name: o.labName, Exe: o.tandemBin, Logger: logger})
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	fmt.Fprintf(out, "bench-failover: %d trials per system and fault, lab %q on %s, %s\n",
+		o.trials, o.labName, host, time.Now().UTC().Format(time.RFC3339))
+
+	upErr := l.Up(ctx, lab.UpOptions{Nodes: 2, Witness: true, Progress: out})
+	if errors.Is(upErr, lab.ErrExists) {
+		return fmt.Errorf("%w\n(an earlier run was killed before it could clean up; 'tandem lab down --name %s' removes it)", upErr, o.labName)
+	}
+	defer func() {
+		if o.keep {
+			fmt.Fprintf(out, "lab %s left up (-keep); remove it with: tandem lab down --name %s\n", o.labName, o.labName)
+			return
+		}
+		fmt.Fprintf(out, "tearing down lab %s\n", o.labName)
+		dctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		if derr := l.Down(dctx); derr != nil {
+			err = errors.Join(err, fmt.Errorf("tear down lab %s: %w", o.labName, derr))
+		}
+	}()
+	if upErr != nil {
+		return fmt.Errorf("lab up: %w", upErr)
+	}
+	extra := ""
+	if o.maxMoves > 0 {
+		extra = fmt.Sprintf("[failover]\nmax_moves_per_hour = %d\n", o.maxMoves)
+	}
+	if err := labcluster.Provision(ctx, l, labcluster.Options{Exe: o.tandemBin, Progress: out, Logger: logger, Config: extra}); err != nil {
+		return fmt.Errorf("provision tandem: %w", err)
+	}
+
+	b, err := newBench(l, o, out)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	rep := &report{Trials: o.trials, Lab: o.labName, Host: host, Started: time.Now().UTC(),
+		TandemSettings: tandemSettings(o.maxMoves)}
+	var runErr error
+	for _, name := range o.systems {
+		if ctx.Err() != nil {
+			break
+		}
+		var sys system
+		switch name {
+		case systemTandem:
+			sys = &tandemSystem{b: b}
+		case systemKeepalived:
+			fmt.Fprintln(out, "\nswitching the lab from tandem to keepalived")
+			k, err := setupKeepalived(ctx, b)
+			if err != nil {
+				runErr = errors.Join(runErr, fmt.Errorf("keepalived: %w", err))
+				rep.Notes = append(rep.Notes, "keepalived could not be set up: "+err.Error())
+				continue
+			}
+			rep.KeepalivedTransport = k.transport
+			rep.KeepalivedSettings = k.settings
+			sys = k
+		}
+		for _, f := range []string{faultPowerLoss, faultAppFailure} {
+			res, err := b.series(ctx, sys, f)
+			rep.Results = append(rep.Results, res...)
+			if err != nil {
+				runErr = errors.Join(runErr, fmt.Errorf("%s %s: %w", name, f, err))
+				fmt.Fprintf(out, "%s %s stopped early: %v\n", name, f, err)
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+	}
+	rep.Finished = time.Now().UTC()
+	rep.summarize()
+	rep.print(out)
+	if o.jsonPath != "" {
+		if err := rep.writeJSON(o.jsonPath); err != nil {
+			runErr = errors.Join(runErr, err)
+		} else {
+			fmt.Fprintf(out, "raw figures: %s\n", o.jsonPath)
+		}
+	}
+	if ctx.Err() != nil {
+		return errors.Join(runErr, fmt.Errorf("interrupted: %w", ctx.Err()))
+	}
+	if runErr != nil {
+		return runErr
+	}
+	if !rep.allPass() {
+		return errGoals
+	}
+	return nil
+}
+
+func tandemSettings(maxMoves int) string {
+	if maxMoves == 0 {
+		return "defaults"
+	}
+	return fmt.Sprintf("defaults, except failover.max_moves_per_hour = %d (default 6: the run makes %s moves in minutes, and the cap would suppress health-driven moves after the 6th)", maxMoves, "2N")
+}
+
+func copyExe(src, dst string) (string, error) {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", src, err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		return "", fmt.Errorf("copy %s: %w", src, err)
+	}
+	return dst, nil
+}
