@@ -58,11 +58,7 @@ func (l *Lab) Exec(ctx context.Context, node string, argv []string, stdin io.Rea
 	if len(argv) == 0 {
 		return -1, fmt.Errorf("exec in %s: no command given", node)
 	}
-	s, err := l.load()
-	if err != nil {
-		return -1, err
-	}
-	m, err := s.member(node)
+	_, m, err := l.member(node)
 	if err != nil {
 		return -1, err
 	}

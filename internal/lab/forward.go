@@ -28,19 +28,11 @@ func (l *Lab) Netem(ctx context.Context, node string, n Netem) error {
 	if err := n.Validate(); err != nil {
 		return err
 	}
-	unlock, err := l.lock()
+	unlock, s, m, err := l.lockMember(node)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	s, err := l.load()
-	if err != nil {
-		return err
-	}
-	m, err := s.member(node)
-	if err != nil {
-		return err
-	}
 	return l.applyNetem(ctx, s, m, n)
 }
 
@@ -120,19 +112,11 @@ func (l *Lab) applyNetem(ctx context.Context, s *state, m *memberState, n Netem)
 // ClearNetem removes the degradation and puts the member's port back on the
 // bridge.
 func (l *Lab) ClearNetem(ctx context.Context, node string) error {
-	unlock, err := l.lock()
+	unlock, s, m, err := l.lockMember(node)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	s, err := l.load()
-	if err != nil {
-		return err
-	}
-	m, err := s.member(node)
-	if err != nil {
-		return err
-	}
 	m.Forwarder.kill()
 	if err := waitGone(ctx, 2*time.Second, m.Forwarder); err != nil {
 		return fmt.Errorf("stop netem forwarder of %s: %w", node, err)

@@ -121,6 +121,35 @@ func (l *Lab) load() (*state, error) {
 	return s, err
 }
 
+// member loads the state and finds node in it.
+func (l *Lab) member(node string) (*state, *memberState, error) {
+	s, err := l.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := s.member(node)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, m, nil
+}
+
+// lockMember takes the lab lock, then loads the state and finds node in it,
+// for commands that change the node and save the state. On success the
+// caller must call unlock; on error the lock is already released.
+func (l *Lab) lockMember(node string) (unlock func(), s *state, m *memberState, err error) {
+	unlock, err = l.lock()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s, m, err = l.member(node)
+	if err != nil {
+		unlock()
+		return nil, nil, nil, err
+	}
+	return unlock, s, m, nil
+}
+
 // UpOptions shape a new lab.
 type UpOptions struct {
 	Nodes    int       // app nodes, node1..nodeN
@@ -302,19 +331,11 @@ func (l *Lab) Members() ([]NodeStatus, error) {
 // Kill sends SIGKILL to the node's container init and its nspawn: a power
 // loss. The disk (the overlay's upper directory) is kept for Start.
 func (l *Lab) Kill(ctx context.Context, node string) error {
-	unlock, err := l.lock()
+	unlock, _, m, err := l.lockMember(node)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	s, err := l.load()
-	if err != nil {
-		return err
-	}
-	m, err := s.member(node)
-	if err != nil {
-		return err
-	}
 	if m.Role == RoleClient {
 		return fmt.Errorf("the client is a bare network namespace and cannot be killed; use partition")
 	}
@@ -345,19 +366,11 @@ func (l *Lab) Kill(ctx context.Context, node string) error {
 // Start boots a stopped node again on its existing disk and waits until
 // systemd reports the system running.
 func (l *Lab) Start(ctx context.Context, node string) error {
-	unlock, err := l.lock()
+	unlock, s, m, err := l.lockMember(node)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	s, err := l.load()
-	if err != nil {
-		return err
-	}
-	m, err := s.member(node)
-	if err != nil {
-		return err
-	}
 	if m.Role == RoleClient {
 		return fmt.Errorf("the client is a bare network namespace and is always up")
 	}
@@ -403,11 +416,7 @@ func (l *Lab) Start(ctx context.Context, node string) error {
 // WaitRunning waits until systemd in the node reports running or degraded
 // and returns that state.
 func (l *Lab) WaitRunning(ctx context.Context, node string) (string, error) {
-	s, err := l.load()
-	if err != nil {
-		return "", err
-	}
-	m, err := s.member(node)
+	_, m, err := l.member(node)
 	if err != nil {
 		return "", err
 	}

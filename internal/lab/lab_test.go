@@ -476,3 +476,75 @@ func FuzzParseMirror(f *testing.F) {
 		}
 	})
 }
+
+// The per-node commands look their node up under the lab lock and release
+// the lock on every error, so a failed command never blocks the next one.
+func TestLockMember(t *testing.T) {
+	l, err := New(Options{Name: "unit", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// within fails the test if fn blocks (a lock left held would).
+	within := func(name string, fn func()) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() { defer close(done); fn() }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s blocked: the lab lock was not released", name)
+		}
+	}
+	within("lockMember without a lab", func() {
+		if _, _, _, err := l.lockMember("node1"); !errors.Is(err, ErrNoLab) {
+			t.Errorf("lockMember without a lab = %v, want ErrNoLab", err)
+		}
+	})
+	if _, _, err := l.member("node1"); !errors.Is(err, ErrNoLab) || !strings.Contains(err.Error(), "tandem lab up --name unit") {
+		t.Errorf("member without a lab = %v, want ErrNoLab with a hint", err)
+	}
+	if err := os.MkdirAll(l.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st := &state{Version: stateVersion, Name: "unit", Members: []memberState{
+		{Name: "client", Role: RoleClient, Addr: "10.77.0.2"},
+		{Name: "node1", Role: RoleNode, Addr: "10.77.0.11"},
+	}}
+	if err := saveState(l.statePath(), st); err != nil {
+		t.Fatal(err)
+	}
+	within("lockMember of an unknown node", func() {
+		if _, _, _, err := l.lockMember("node9"); err == nil || !strings.Contains(err.Error(), `no node "node9"`) {
+			t.Errorf("lockMember(node9) = %v, want no node", err)
+		}
+	})
+	within("lockMember of node1", func() {
+		unlock, s, m, err := l.lockMember("node1")
+		if err != nil {
+			t.Errorf("lockMember(node1) = %v", err)
+			return
+		}
+		defer unlock()
+		if m.Addr != "10.77.0.11" || s.Name != "unit" || m != &s.Members[1] {
+			t.Errorf("lockMember(node1) = %+v in %+v; want node1 of the loaded state", m, s)
+		}
+	})
+	// The public commands go through the same look-up.
+	within("Kill and Start of the client", func() {
+		if err := l.Kill(t.Context(), "client"); err == nil || !strings.Contains(err.Error(), "cannot be killed") {
+			t.Errorf("Kill(client) = %v", err)
+		}
+		if err := l.Start(t.Context(), "client"); err == nil || !strings.Contains(err.Error(), "always up") {
+			t.Errorf("Start(client) = %v", err)
+		}
+		if err := l.ClearNetem(t.Context(), "node9"); err == nil || !strings.Contains(err.Error(), "no node") {
+			t.Errorf("ClearNetem(node9) = %v", err)
+		}
+	})
+	if got, err := l.WaitRunning(t.Context(), "client"); err != nil || got != StateRunning {
+		t.Errorf("WaitRunning(client) = %q, %v", got, err)
+	}
+	if _, err := l.Exec(t.Context(), "node9", []string{"true"}, nil, nil, nil); err == nil || !strings.Contains(err.Error(), "no node") {
+		t.Errorf("Exec(node9) = %v", err)
+	}
+}

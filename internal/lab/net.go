@@ -166,11 +166,7 @@ func (l *Lab) Heal(ctx context.Context, node string) error {
 }
 
 func (l *Lab) setPartition(ctx context.Context, node, op string) error {
-	s, err := l.load()
-	if err != nil {
-		return err
-	}
-	if _, err := s.member(node); err != nil {
+	if _, _, err := l.member(node); err != nil {
 		return err
 	}
 	parted, err := l.partitioned(ctx)
