@@ -263,10 +263,15 @@ func Failures(results []Result, from, to time.Time) int {
 	return n
 }
 
-// nsDialer opens each connection from a fresh OS thread that enters the
-// network namespace and is never unlocked, so the runtime retires it when
-// the dial ends and no other goroutine ever runs in the namespace. One
-// thread per dial keeps a slow dial from delaying the next request.
+// Keep the main goroutine on the main thread, so that the dials below never
+// run there: /proc/PID/ns/net shows the main thread's namespace, and the
+// lab's teardown kills every process it finds in a lab namespace.
+func init() { runtime.LockOSThread() }
+
+// nsDialer opens each connection from an OS thread that enters the network
+// namespace only for the dial and then returns to its own; the socket keeps
+// the namespace it was created in. Each dial has its own goroutine, so a
+// slow dial never delays the next request.
 type nsDialer struct {
 	path   string
 	target netns.NsHandle
@@ -288,13 +293,26 @@ type dialReply struct {
 func (d *nsDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	reply := make(chan dialReply, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			reply <- dialReply{err: fmt.Errorf("client: current namespace: %w", err)}
+			return
+		}
+		defer orig.Close()
 		if err := netns.Set(d.target); err != nil {
+			runtime.UnlockOSThread()
 			reply <- dialReply{err: fmt.Errorf("client: enter %s: %w", d.path, err)}
 			return
 		}
 		var nd net.Dialer
 		c, err := nd.DialContext(ctx, network, addr)
+		// Back home before the thread serves anyone else; if that fails the
+		// thread stays locked and dies with this goroutine.
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
 		reply <- dialReply{c, err}
 	}()
 	r := <-reply
