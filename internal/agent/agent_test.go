@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,8 +44,8 @@ address = "10.0.0.100/24"
 [vip.linux]
 interface = "eth0"
 [metrics]
-listen = ""
-`, name, role, filepath.Join(dir, name), freePort(t), filepath.Join(dir, name+".sock"), provider)
+listen = %q
+`, name, role, filepath.Join(dir, name), freePort(t), filepath.Join(dir, name+".sock"), provider, freePort(t))
 	c, err := config.Parse(name+".toml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +85,20 @@ func (r *running) stop() {
 	r.cancel()
 	<-r.done
 	r.cancel = nil
+}
+
+func fetch(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return string(b)
 }
 
 func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) {
@@ -190,6 +205,23 @@ func TestThreeAgents(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	if st := status(n1); st.Holder.Node != "node2" {
 		t.Fatalf("holder moved back to %s after node1 returned; want no preemption", st.Holder.Node)
+	}
+
+	// Every agent serves its metrics.
+	body := fetch(t, "http://"+n2.Metrics.Listen+"/metrics")
+	for _, name := range []string{
+		`tandem_node_info{node="node2",role="app",version="test"} 1`,
+		`tandem_raft_state{state="Follower"} 1`,
+		"tandem_vip_held 1",
+		"tandem_holder_epoch ",
+		"tandem_lease_valid 1",
+		`tandem_moves_total{reason="switchover"} 1`,
+		`tandem_provider_call_duration_seconds_count{op="acquire"}`,
+		"tandem_raft_last_contact_seconds ",
+	} {
+		if !strings.Contains(body, name) {
+			t.Errorf("/metrics lacks %q", name)
+		}
 	}
 
 	// Maintenance freezes placement; the CLI sees it at once.
