@@ -82,15 +82,9 @@ func New(o Options) (*Provider, error) {
 	if o.Logger == nil {
 		return nil, errors.New("aws vip: Logger is nil")
 	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = time.Second
-	}
-	if o.MinBackoff <= 0 {
-		o.MinBackoff = time.Second
-	}
-	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 20 * time.Second
-	}
+	o.PollInterval = retry.Or(o.PollInterval, time.Second)
+	o.MinBackoff = retry.Or(o.MinBackoff, time.Second)
+	o.MaxBackoff = retry.Or(o.MaxBackoff, 20*time.Second)
 	var hc httpDoer = awshttp.NewBuildableClient().WithTimeout(15 * time.Second)
 	if o.HTTPClient != nil {
 		hc = o.HTTPClient

@@ -87,15 +87,9 @@ func New(o Options) (*Provider, error) {
 		o.MetadataURL = "http://169.254.169.254"
 	}
 	o.MetadataURL = strings.TrimSuffix(o.MetadataURL, "/")
-	if o.PollInterval <= 0 {
-		o.PollInterval = 500 * time.Millisecond
-	}
-	if o.MinBackoff <= 0 {
-		o.MinBackoff = time.Second
-	}
-	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 15 * time.Second
-	}
+	o.PollInterval = retry.Or(o.PollInterval, 500*time.Millisecond)
+	o.MinBackoff = retry.Or(o.MinBackoff, time.Second)
+	o.MaxBackoff = retry.Or(o.MaxBackoff, 15*time.Second)
 	hc := o.HTTPClient
 	if hc == nil {
 		hc = &http.Client{Timeout: 15 * time.Second}
@@ -274,12 +268,11 @@ func (p *Provider) call(ctx context.Context, attempt *int, do func() (*godo.Resp
 }
 
 func (p *Provider) rateWait(resp *godo.Response, attempt int) time.Duration {
+	var h http.Header
 	if resp != nil && resp.Response != nil {
-		if d, ok := retry.FromHeaders(resp.Header, time.Now()); ok {
-			return max(d, p.o.MinBackoff/4)
-		}
+		h = resp.Header
 	}
-	return p.backof.Delay(attempt)
+	return p.backof.RateWait(h, attempt)
 }
 
 func statusOf(resp *godo.Response) int {

@@ -82,15 +82,9 @@ func New(o Options) (*Provider, error) {
 	if o.MetadataEndpoint == "" {
 		o.MetadataEndpoint = metadata.Endpoint
 	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = time.Second
-	}
-	if o.MinBackoff <= 0 {
-		o.MinBackoff = time.Second
-	}
-	if o.MaxBackoff <= 0 {
-		o.MaxBackoff = 15 * time.Second
-	}
+	o.PollInterval = retry.Or(o.PollInterval, time.Second)
+	o.MinBackoff = retry.Or(o.MinBackoff, time.Second)
+	o.MaxBackoff = retry.Or(o.MaxBackoff, 15*time.Second)
 	hc := o.HTTPClient
 	if hc == nil {
 		hc = &http.Client{Timeout: 15 * time.Second}
@@ -209,12 +203,11 @@ func (p *Provider) retryable(ctx context.Context, resp *hcloud.Response, err err
 		return 0, false
 	}
 	if hcloud.IsError(err, hcloud.ErrorCodeRateLimitExceeded) || statusOf(resp) == http.StatusTooManyRequests {
+		var h http.Header
 		if resp != nil && resp.Response != nil {
-			if d, ok := retry.FromHeaders(resp.Header, time.Now()); ok {
-				return max(d, p.o.MinBackoff/4), true
-			}
+			h = resp.Header
 		}
-		return p.backof.Delay(attempt), true
+		return p.backof.RateWait(h, attempt), true
 	}
 	for _, c := range codes {
 		if hcloud.IsError(err, c) {

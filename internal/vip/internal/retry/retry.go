@@ -1,6 +1,7 @@
 // Package retry holds the waiting rules the cloud providers share: exponential
-// backoff with jitter, context-bound sleeps, and reading how long a rate-limited
-// API asks us to wait from its response headers.
+// backoff with jitter, context-bound sleeps, reading how long a rate-limited
+// API asks us to wait from its response headers, and defaulting unset
+// intervals.
 package retry
 
 import (
@@ -40,6 +41,26 @@ func (b Backoff) Delay(attempt int) time.Duration {
 	}
 	// Jitter within [d/2, d] so two nodes retrying together drift apart.
 	return d/2 + rand.N(d/2+1)
+}
+
+// RateWait is the wait before retry number attempt after a rate-limited
+// response with headers h (nil when there was no response): what the headers
+// ask for, but at least Min/4 so a reset that has just passed does not turn
+// into a burst of requests; the backoff when the headers say nothing.
+func (b Backoff) RateWait(h http.Header, attempt int) time.Duration {
+	if d, ok := FromHeaders(h, time.Now()); ok {
+		return max(d, b.Min/4)
+	}
+	return b.Delay(attempt)
+}
+
+// Or returns d, or def when d is not positive: an option left at zero (or
+// set negative) takes its default.
+func Or(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 // Sleep waits d or until ctx ends, whichever is first.

@@ -87,3 +87,42 @@ func FuzzFromHeaders(f *testing.F) {
 		}
 	})
 }
+
+func TestRateWait(t *testing.T) {
+	b := Backoff{Min: 400 * time.Millisecond, Max: 2 * time.Second}
+	reset := func(d time.Duration) http.Header {
+		h := http.Header{}
+		h.Set("RateLimit-Reset", strconv.FormatInt(time.Now().Add(d).Unix(), 10))
+		return h
+	}
+	for _, tc := range []struct {
+		name   string
+		h      http.Header
+		lo, hi time.Duration
+	}{
+		// Unix-time resets have one-second resolution.
+		{"reset ahead", reset(3 * time.Second), 2 * time.Second, 3 * time.Second},
+		{"reset passed: floor of Min/4", reset(-10 * time.Second), 100 * time.Millisecond, 100 * time.Millisecond},
+		{"retry-after", http.Header{"Retry-After": {"1"}}, time.Second, time.Second},
+		{"no headers: backoff", http.Header{}, 200 * time.Millisecond, 400 * time.Millisecond},
+		{"no response: backoff", nil, 200 * time.Millisecond, 400 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if d := b.RateWait(tc.h, 0); d < tc.lo || d > tc.hi {
+				t.Fatalf("RateWait = %v, want within [%v, %v]", d, tc.lo, tc.hi)
+			}
+		})
+	}
+}
+
+func TestOr(t *testing.T) {
+	for _, tc := range []struct{ d, def, want time.Duration }{
+		{0, time.Second, time.Second},
+		{-time.Millisecond, time.Second, time.Second},
+		{20 * time.Millisecond, time.Second, 20 * time.Millisecond},
+	} {
+		if got := Or(tc.d, tc.def); got != tc.want {
+			t.Errorf("Or(%v, %v) = %v, want %v", tc.d, tc.def, got, tc.want)
+		}
+	}
+}
