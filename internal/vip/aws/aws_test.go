@@ -54,29 +54,13 @@ func TestConformance(t *testing.T) {
 			ActionDelay: func(t *testing.T, d time.Duration) { f.SetPropagationDelay(d) },
 			RateLimit: func(t *testing.T, d time.Duration) {
 				f.Throttle(d)
-				t.Cleanup(func() {
-					if f.Stats().Throttled == 0 {
-						t.Error("the fake throttled nothing")
-					}
-				})
+				viptest.ExpectServed(t, "throttling error", func() int { return f.Stats().Throttled })
 			},
 			// EC2 throttling carries no reset header; the provider backs off.
 			RateLimitHeaders: false,
+			Assigns:          func() int { return f.Stats().Associates },
 		}
 	})
-}
-
-func TestAcquireWhenHeldMakesNoCall(t *testing.T) {
-	f := newFake(t)
-	p := newProvider(t, f, "i-0aaaaaaaaaaaaaaa1", false)
-	for range 3 {
-		if err := p.Acquire(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := f.Stats().Associates; n != 1 {
-		t.Fatalf("associates = %d, want 1", n)
-	}
 }
 
 func TestErrors(t *testing.T) {

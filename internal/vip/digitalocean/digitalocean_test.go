@@ -50,21 +50,14 @@ func env(fromAPI bool) func(t *testing.T) viptest.Env {
 			ActionDelay: func(t *testing.T, d time.Duration) { f.SetActionDelay(d) },
 			Pending: func(t *testing.T, n int) {
 				f.FailPending(n)
-				t.Cleanup(func() {
-					if f.Stats().Pending == 0 {
-						t.Error("the fake served no pending-event 422")
-					}
-				})
+				viptest.ExpectServed(t, "pending-event 422", func() int { return f.Stats().Pending })
 			},
 			RateLimit: func(t *testing.T, d time.Duration) {
 				f.RateLimit(d)
-				t.Cleanup(func() {
-					if f.Stats().RateLimited == 0 {
-						t.Error("the fake served no 429")
-					}
-				})
+				viptest.ExpectServed(t, "429", func() int { return f.Stats().RateLimited })
 			},
 			RateLimitHeaders: true,
+			Assigns:          func() int { return f.Stats().Assigns },
 		}
 	}
 }

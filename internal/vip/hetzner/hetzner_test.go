@@ -51,21 +51,14 @@ func TestConformance(t *testing.T) {
 			ActionDelay: func(t *testing.T, d time.Duration) { f.SetActionDelay(d) },
 			Pending: func(t *testing.T, n int) {
 				f.FailLocked(n)
-				t.Cleanup(func() {
-					if f.Stats().Locked == 0 {
-						t.Error("the fake served no locked error")
-					}
-				})
+				viptest.ExpectServed(t, "locked error", func() int { return f.Stats().Locked })
 			},
 			RateLimit: func(t *testing.T, d time.Duration) {
 				f.RateLimit(d)
-				t.Cleanup(func() {
-					if f.Stats().RateLimited == 0 {
-						t.Error("the fake served no 429")
-					}
-				})
+				viptest.ExpectServed(t, "429", func() int { return f.Stats().RateLimited })
 			},
 			RateLimitHeaders: true,
+			Assigns:          func() int { return f.Stats().Assigns },
 		}
 	})
 }
@@ -85,19 +78,6 @@ func TestRateLimitDoesNotHammer(t *testing.T) {
 	}
 	if n := f.Stats().RateLimited; n < 1 || n > 2 {
 		t.Fatalf("provider got %d 429s; want 1 or 2: one to learn the reset, then wait for it", n)
-	}
-}
-
-func TestAcquireWhenHeldMakesNoAssign(t *testing.T) {
-	f := newFake(t)
-	p := newProvider(t, f, 11, true)
-	for range 3 {
-		if err := p.Acquire(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := f.Stats().Assigns; n != 1 {
-		t.Fatalf("assigns = %d, want 1", n)
 	}
 }
 

@@ -51,6 +51,23 @@ type Env struct {
 	// RateLimitHeaders is true when RateLimit's response carries a reset time
 	// the provider must honour (the suite checks the wait is at least d).
 	RateLimitHeaders bool
+
+	// Assigns counts the assignments the backend has accepted, so the suite
+	// can check that Acquire by the holder assigns nothing. Nil if the
+	// backend cannot count them.
+	Assigns func() int
+}
+
+// ExpectServed makes t fail at cleanup if served() is still zero: a fault
+// hook (Pending, RateLimit) whose backend never answered with that fault
+// tested nothing. what names the fault, as in "the fake served no 429".
+func ExpectServed(t *testing.T, what string, served func() int) {
+	t.Helper()
+	t.Cleanup(func() {
+		if served() == 0 {
+			t.Errorf("the fake served no %s", what)
+		}
+	})
 }
 
 // Budget bounds every single call in the suite; fakes are local, so anything
@@ -161,6 +178,12 @@ func testAcquireIdempotent(t *testing.T, e Env) {
 		}
 	}
 	want(t, e, true, false)
+	// The holder's Acquire is a check, not another assignment.
+	if e.Assigns != nil {
+		if n := e.Assigns(); n != 1 {
+			t.Fatalf("assignments after three Acquires by the holder = %d, want 1", n)
+		}
+	}
 }
 
 func testReleaseIdempotent(t *testing.T, e Env) {
