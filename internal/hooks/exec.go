@@ -2,13 +2,14 @@ package hooks
 
 import (
 	"bytes"
-	"errors"
 	"log/slog"
 	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/shellwords"
 )
 
 // hookWaitDelay is how long a hook's output pipes may stay open after the
@@ -84,75 +85,7 @@ func (l *lineLogger) emit(line []byte) {
 	l.log.Info("hook output", "stream", l.stream, "line", s)
 }
 
-// Errors from SplitCommand.
-var (
-	errUnterminatedQuote = errors.New("unterminated quote")
-	errTrailingBackslash = errors.New("trailing backslash")
-)
-
-// SplitCommand splits a hook command line into words the way a POSIX shell
-// would, without expanding variables, globs or anything else: unquoted
-// whitespace separates words; single quotes keep everything literally;
-// double quotes keep everything except that a backslash escapes ", \, $
-// and `; outside quotes a backslash escapes any character. An empty or
-// blank line gives no words.
-func SplitCommand(line string) ([]string, error) {
-	var (
-		words  []string
-		cur    strings.Builder
-		inWord bool
-	)
-	for i := 0; i < len(line); i++ {
-		c := line[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			if inWord {
-				words = append(words, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		case c == '\\':
-			if i+1 >= len(line) {
-				return nil, errTrailingBackslash
-			}
-			i++
-			if line[i] != '\n' { // backslash-newline continues the line
-				cur.WriteByte(line[i])
-				inWord = true
-			}
-		case c == '\'':
-			j := strings.IndexByte(line[i+1:], '\'')
-			if j < 0 {
-				return nil, errUnterminatedQuote
-			}
-			cur.WriteString(line[i+1 : i+1+j])
-			i += 1 + j
-			inWord = true
-		case c == '"':
-			inWord = true
-			closed := false
-			for i++; i < len(line); i++ {
-				d := line[i]
-				if d == '"' {
-					closed = true
-					break
-				}
-				if d == '\\' && i+1 < len(line) && strings.IndexByte("\"\\$`", line[i+1]) >= 0 {
-					i++
-					d = line[i]
-				}
-				cur.WriteByte(d)
-			}
-			if !closed {
-				return nil, errUnterminatedQuote
-			}
-		default:
-			cur.WriteByte(c)
-			inWord = true
-		}
-	}
-	if inWord {
-		words = append(words, cur.String())
-	}
-	return words, nil
-}
+// SplitCommand splits a hook command line into words like a POSIX shell,
+// without expansions; see shellwords.Split. It stays for callers outside
+// this package (the agent splits exec-provider scripts with it).
+func SplitCommand(line string) ([]string, error) { return shellwords.Split(line) }

@@ -35,6 +35,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/shellwords"
 )
 
 // Event is a holder transition.
@@ -135,7 +137,7 @@ func New(logger *slog.Logger, opts Options) (*Runner, error) {
 		r.timeout = DefaultTimeout
 	}
 	for ev, line := range map[Event]string{EventPromote: opts.Promote, EventDemote: opts.Demote, EventFault: opts.Fault} {
-		argv, err := SplitCommand(line)
+		argv, err := shellwords.Split(line)
 		if err != nil {
 			return nil, fmt.Errorf("%s hook %q: %w", ev, line, err)
 		}
