@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/vip/internal/fakeapi"
 )
 
 // Server is the fake API. All methods are safe for concurrent use.
@@ -36,14 +38,13 @@ type Server struct {
 
 	srv *httptest.Server
 
-	mu          sync.Mutex
-	holder      map[string]int // ip -> droplet, 0 = unassigned
-	actions     map[int]*action
-	nextID      int
-	delay       time.Duration
-	pending     int
-	limitedTill time.Time
-	stats       Stats
+	mu      sync.Mutex
+	holder  map[string]int                // ip -> droplet, 0 = unassigned
+	actions *fakeapi.Actions[string, int] // on an IP, to a droplet
+	delay   time.Duration
+	pending int
+	limit   fakeapi.Window
+	stats   Stats
 }
 
 // Stats counts what the fake saw, for tests that check client behaviour.
@@ -54,20 +55,13 @@ type Stats struct {
 	Requests    int // API requests (not metadata)
 }
 
-type action struct {
-	id      int
-	ip      string
-	typ     string
-	droplet int
-	started time.Time
-	done    time.Time
-	status  string
-}
-
 // New starts a fake holding the given reserved IPs, all unassigned. Close it
 // with t.Cleanup(s.Close).
 func New(token string, ips ...string) *Server {
-	s := &Server{Token: token, holder: map[string]int{}, actions: map[int]*action{}, nextID: 1000}
+	s := &Server{
+		Token: token, holder: map[string]int{}, actions: fakeapi.NewActions[string, int](1000),
+		limit: fakeapi.Window{Limit: 5000, Reset: time.Hour}, // DigitalOcean's hourly window
+	}
 	for _, ip := range ips {
 		s.holder[ip] = 0
 	}
@@ -109,7 +103,7 @@ func (s *Server) FailPending(n int) {
 func (s *Server) RateLimit(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.limitedTill = time.Now().Add(d)
+	s.limit.CloseFor(time.Now(), d)
 }
 
 // SetHolder assigns ip to droplet at once (0 unassigns), as another actor would.
@@ -136,27 +130,7 @@ func (s *Server) Stats() Stats {
 
 // settle completes actions whose time has come; callers hold mu.
 func (s *Server) settle(now time.Time) {
-	for _, a := range s.actions {
-		if a.status != "in-progress" || now.Before(a.done) {
-			continue
-		}
-		a.status = "completed"
-		switch a.typ {
-		case "assign_ip":
-			s.holder[a.ip] = a.droplet
-		case "unassign_ip":
-			s.holder[a.ip] = 0
-		}
-	}
-}
-
-func (s *Server) busy(ip string) bool {
-	for _, a := range s.actions {
-		if a.ip == ip && a.status == "in-progress" {
-			return true
-		}
-	}
-	return false
+	s.actions.Settle(now, func(ip string, droplet int) { s.holder[ip] = droplet })
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, now time.Time)
@@ -172,22 +146,11 @@ func (s *Server) api(h handler) http.HandlerFunc {
 			writeErr(w, http.StatusUnauthorized, "unauthorized", "Unable to authenticate you")
 			return
 		}
-		w.Header().Set("RateLimit-Limit", "5000")
-		if now.Before(s.limitedTill) {
+		if !s.limit.Admit(w.Header(), now) {
 			s.stats.RateLimited++
-			// RateLimit-Reset is a Unix time in whole seconds; round up so a
-			// client that honours it never comes back early.
-			reset := s.limitedTill.Unix()
-			if s.limitedTill.Nanosecond() > 0 {
-				reset++
-			}
-			w.Header().Set("RateLimit-Remaining", "0")
-			w.Header().Set("RateLimit-Reset", strconv.FormatInt(reset, 10))
 			writeErr(w, http.StatusTooManyRequests, "too_many_requests", "API Rate limit exceeded.")
 			return
 		}
-		w.Header().Set("RateLimit-Remaining", "4999")
-		w.Header().Set("RateLimit-Reset", strconv.FormatInt(now.Add(time.Hour).Unix(), 10))
 		s.settle(now)
 		h(w, r, now)
 	}
@@ -204,7 +167,7 @@ func (s *Server) getIP(w http.ResponseWriter, r *http.Request, _ time.Time) {
 		"ip":         ip,
 		"region":     map[string]any{"slug": "fra1", "name": "Frankfurt 1", "available": true},
 		"droplet":    nil,
-		"locked":     s.busy(ip),
+		"locked":     s.actions.Busy(ip),
 		"project_id": "746c6152-2fa2-11ed-92d3-27aaa54e4988",
 	}
 	if d != 0 {
@@ -228,7 +191,7 @@ func (s *Server) postAction(w http.ResponseWriter, r *http.Request, now time.Tim
 		writeErr(w, http.StatusBadRequest, "bad_request", "invalid JSON: "+err.Error())
 		return
 	}
-	if s.pending > 0 || s.busy(ip) {
+	if s.pending > 0 || s.actions.Busy(ip) {
 		if s.pending > 0 {
 			s.pending--
 		}
@@ -236,7 +199,8 @@ func (s *Server) postAction(w http.ResponseWriter, r *http.Request, now time.Tim
 		writeErr(w, http.StatusUnprocessableEntity, "unprocessable_entity", "Reserved IP already has a pending event.")
 		return
 	}
-	a := &action{id: s.nextID, ip: ip, started: now, done: now.Add(s.delay), status: "in-progress"}
+	var kind string
+	var droplet int
 	switch req.Type {
 	case "assign":
 		if req.DropletID <= 0 {
@@ -251,47 +215,47 @@ func (s *Server) postAction(w http.ResponseWriter, r *http.Request, now time.Tim
 				return
 			}
 		}
-		a.typ, a.droplet = "assign_ip", req.DropletID
+		kind, droplet = "assign_ip", req.DropletID
 		s.stats.Assigns++
 	case "unassign":
 		if cur == 0 {
 			writeErr(w, http.StatusUnprocessableEntity, "unprocessable_entity", "Reserved IP is not assigned to a Droplet.")
 			return
 		}
-		a.typ = "unassign_ip"
+		kind = "unassign_ip"
 	default:
 		writeErr(w, http.StatusUnprocessableEntity, "unprocessable_entity", fmt.Sprintf("unknown action type %q", req.Type))
 		return
 	}
-	s.nextID++
-	s.actions[a.id] = a
+	a := s.actions.Start(ip, droplet, kind, now, s.delay)
 	s.settle(now) // a zero delay completes at once
 	writeJSON(w, http.StatusCreated, map[string]any{"action": s.actionJSON(a)})
 }
 
 func (s *Server) getAction(w http.ResponseWriter, r *http.Request, _ time.Time) {
-	id, err := strconv.Atoi(r.PathValue("id"))
-	a, ok := s.actions[id]
-	if err != nil || !ok || (r.PathValue("ip") != "" && r.PathValue("ip") != a.ip) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	a, ok := s.actions.Get(id)
+	if err != nil || !ok || (r.PathValue("ip") != "" && r.PathValue("ip") != a.IP) {
 		writeErr(w, http.StatusNotFound, "not_found", "The resource you were accessing could not be found.")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"action": s.actionJSON(a)})
 }
 
-func (s *Server) actionJSON(a *action) map[string]any {
+func (s *Server) actionJSON(a *fakeapi.Action[string, int]) map[string]any {
 	m := map[string]any{
-		"id":            a.id,
-		"status":        a.status,
-		"type":          a.typ,
-		"started_at":    a.started.UTC().Format(time.RFC3339),
+		"id":            a.ID,
+		"status":        "in-progress",
+		"type":          a.Kind,
+		"started_at":    a.Started.UTC().Format(time.RFC3339),
 		"completed_at":  nil,
-		"resource_id":   ipResourceID(a.ip),
+		"resource_id":   ipResourceID(a.IP),
 		"resource_type": "reserved_ip",
 		"region_slug":   "fra1",
 	}
-	if a.status == "completed" {
-		m["completed_at"] = a.done.UTC().Format(time.RFC3339)
+	if a.Finished {
+		m["status"] = "completed"
+		m["completed_at"] = a.Done.UTC().Format(time.RFC3339)
 	}
 	return m
 }

@@ -25,6 +25,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/vip/internal/fakeapi"
 )
 
 // Server is the fake API. All methods are safe for concurrent use.
@@ -34,14 +36,13 @@ type Server struct {
 
 	srv *httptest.Server
 
-	mu          sync.Mutex
-	ips         map[int64]*fip
-	actions     map[int64]*action
-	nextID      int64
-	delay       time.Duration
-	locked      int
-	limitedTill time.Time
-	stats       Stats
+	mu      sync.Mutex
+	ips     map[int64]*fip
+	actions *fakeapi.Actions[int64, int64] // on a floating IP id, to a server
+	delay   time.Duration
+	locked  int
+	limit   fakeapi.Window
+	stats   Stats
 }
 
 // Stats counts what the fake saw.
@@ -58,19 +59,12 @@ type fip struct {
 	server int64
 }
 
-type action struct {
-	id      int64
-	fip     int64
-	server  int64
-	command string
-	started time.Time
-	done    time.Time
-	status  string
-}
-
 // New starts a fake; floating IP ids map to addresses, all unassigned.
 func New(token string, ips map[int64]string) *Server {
-	s := &Server{Token: token, ips: map[int64]*fip{}, actions: map[int64]*action{}, nextID: 5000}
+	s := &Server{
+		Token: token, ips: map[int64]*fip{}, actions: fakeapi.NewActions[int64, int64](5000),
+		limit: fakeapi.Window{Limit: 3600, Reset: time.Second}, // Hetzner refills one a second
+	}
 	for id, ip := range ips {
 		s.ips[id] = &fip{id: id, ip: ip}
 	}
@@ -113,7 +107,7 @@ func (s *Server) FailLocked(n int) {
 func (s *Server) RateLimit(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.limitedTill = time.Now().Add(d)
+	s.limit.CloseFor(time.Now(), d)
 }
 
 // SetHolder assigns floating IP id to server at once (0 unassigns).
@@ -139,27 +133,7 @@ func (s *Server) Stats() Stats {
 }
 
 func (s *Server) settle(now time.Time) {
-	for _, a := range s.actions {
-		if a.status != "running" || now.Before(a.done) {
-			continue
-		}
-		a.status = "success"
-		switch a.command {
-		case "assign_floating_ip":
-			s.ips[a.fip].server = a.server
-		case "unassign_floating_ip":
-			s.ips[a.fip].server = 0
-		}
-	}
-}
-
-func (s *Server) busy(id int64) bool {
-	for _, a := range s.actions {
-		if a.fip == id && a.status == "running" {
-			return true
-		}
-	}
-	return false
+	s.actions.Settle(now, func(id, server int64) { s.ips[id].server = server })
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, now time.Time)
@@ -174,20 +148,11 @@ func (s *Server) api(h handler) http.HandlerFunc {
 			writeErr(w, http.StatusUnauthorized, "unauthorized", "unable to authenticate")
 			return
 		}
-		w.Header().Set("RateLimit-Limit", "3600")
-		if now.Before(s.limitedTill) {
+		if !s.limit.Admit(w.Header(), now) {
 			s.stats.RateLimited++
-			reset := s.limitedTill.Unix()
-			if s.limitedTill.Nanosecond() > 0 {
-				reset++
-			}
-			w.Header().Set("RateLimit-Remaining", "0")
-			w.Header().Set("RateLimit-Reset", strconv.FormatInt(reset, 10))
 			writeErr(w, http.StatusTooManyRequests, "rate_limit_exceeded", "limit of 3600 requests per hour reached")
 			return
 		}
-		w.Header().Set("RateLimit-Remaining", "3599")
-		w.Header().Set("RateLimit-Reset", strconv.FormatInt(now.Add(time.Second).Unix(), 10))
 		s.settle(now)
 		h(w, r, now)
 	}
@@ -234,7 +199,7 @@ func (s *Server) postAction(w http.ResponseWriter, r *http.Request, now time.Tim
 		writeErr(w, http.StatusBadRequest, "json_error", "invalid JSON: "+err.Error())
 		return
 	}
-	if s.locked > 0 || s.busy(f.id) {
+	if s.locked > 0 || s.actions.Busy(f.id) {
 		if s.locked > 0 {
 			s.locked--
 		}
@@ -242,31 +207,31 @@ func (s *Server) postAction(w http.ResponseWriter, r *http.Request, now time.Tim
 		writeErr(w, http.StatusLocked, "locked", "floating_ip is locked")
 		return
 	}
-	a := &action{id: s.nextID, fip: f.id, started: now, done: now.Add(s.delay), status: "running"}
+	var command string
+	var server int64
 	switch r.PathValue("cmd") {
 	case "assign":
 		if req.Server == nil || *req.Server <= 0 {
 			writeErr(w, http.StatusBadRequest, "invalid_input", "invalid input in field 'server'")
 			return
 		}
-		a.command, a.server = "assign_floating_ip", *req.Server
+		command, server = "assign_floating_ip", *req.Server
 		s.stats.Assigns++
 	case "unassign":
-		a.command = "unassign_floating_ip"
+		command = "unassign_floating_ip"
 	default:
 		writeErr(w, http.StatusNotFound, "not_found", "action not found")
 		return
 	}
-	s.nextID++
-	s.actions[a.id] = a
+	a := s.actions.Start(f.id, server, command, now, s.delay)
 	s.settle(now)
 	writeJSON(w, http.StatusCreated, map[string]any{"action": actionJSON(a)})
 }
 
 func (s *Server) getAction(w http.ResponseWriter, r *http.Request, _ time.Time) {
 	id, err := strconv.ParseInt(r.PathValue("action"), 10, 64)
-	a, ok := s.actions[id]
-	if err != nil || !ok || (r.PathValue("id") != "" && r.PathValue("id") != strconv.FormatInt(a.fip, 10)) {
+	a, ok := s.actions.Get(id)
+	if err != nil || !ok || (r.PathValue("id") != "" && r.PathValue("id") != strconv.FormatInt(a.IP, 10)) {
 		writeErr(w, http.StatusNotFound, "not_found", "action not found")
 		return
 	}
@@ -277,7 +242,7 @@ func (s *Server) listActions(w http.ResponseWriter, r *http.Request, _ time.Time
 	var out []any
 	for _, v := range r.URL.Query()["id"] {
 		id, err := strconv.ParseInt(v, 10, 64)
-		if a, ok := s.actions[id]; err == nil && ok {
+		if a, ok := s.actions.Get(id); err == nil && ok {
 			out = append(out, actionJSON(a))
 		}
 	}
@@ -286,18 +251,19 @@ func (s *Server) listActions(w http.ResponseWriter, r *http.Request, _ time.Time
 	}}})
 }
 
-func actionJSON(a *action) map[string]any {
+func actionJSON(a *fakeapi.Action[int64, int64]) map[string]any {
 	m := map[string]any{
-		"id": a.id, "command": a.command, "status": a.status, "progress": 0,
-		"started": a.started.UTC().Format(time.RFC3339), "finished": nil, "error": nil,
-		"resources": []any{map[string]any{"id": a.fip, "type": "floating_ip"}},
+		"id": a.ID, "command": a.Kind, "status": "running", "progress": 0,
+		"started": a.Started.UTC().Format(time.RFC3339), "finished": nil, "error": nil,
+		"resources": []any{map[string]any{"id": a.IP, "type": "floating_ip"}},
 	}
-	if a.server != 0 {
-		m["resources"] = append(m["resources"].([]any), map[string]any{"id": a.server, "type": "server"})
+	if a.Holder != 0 {
+		m["resources"] = append(m["resources"].([]any), map[string]any{"id": a.Holder, "type": "server"})
 	}
-	if a.status == "success" {
+	if a.Finished {
+		m["status"] = "success"
 		m["progress"] = 100
-		m["finished"] = a.done.UTC().Format(time.RFC3339)
+		m["finished"] = a.Done.UTC().Format(time.RFC3339)
 	}
 	return m
 }
