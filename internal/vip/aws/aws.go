@@ -186,17 +186,11 @@ func (p *Provider) Acquire(ctx context.Context) error {
 			return fmt.Errorf("associate %s with %s: %w", p.o.AllocationID, instance, err)
 		}
 	}
-	for {
-		holder, err := p.holder(ctx, c)
-		if err != nil {
-			return fmt.Errorf("associate %s with %s: confirm: %w", p.o.AllocationID, instance, err)
-		}
-		if holder == instance {
-			break
-		}
-		if err := retry.Sleep(ctx, p.o.PollInterval); err != nil {
-			return fmt.Errorf("associate %s with %s: DescribeAddresses still shows %q: %w", p.o.AllocationID, instance, holder, err)
-		}
+	// EC2 is eventually consistent: the call returning is not proof.
+	holderOf := func(ctx context.Context) (string, error) { return p.holder(ctx, c) }
+	stale := func(holder string) string { return fmt.Sprintf("DescribeAddresses still shows %q", holder) }
+	if err := retry.Await(ctx, p.o.PollInterval, instance, holderOf, stale); err != nil {
+		return fmt.Errorf("associate %s with %s: %w", p.o.AllocationID, instance, err)
 	}
 	p.o.Logger.Info("vip acquired", "provider", "aws", "allocation", p.o.AllocationID, "instance", instance, "took", time.Since(start))
 	return nil

@@ -144,7 +144,8 @@ func (p *Provider) Acquire(ctx context.Context) error {
 			return fmt.Errorf("assign %s to droplet %d: %w", p.ip, droplet, err)
 		}
 	}
-	if err := p.confirm(ctx, droplet); err != nil {
+	stale := func(bool) string { return fmt.Sprintf("droplet %d is not yet reported as holder", droplet) }
+	if err := retry.Await(ctx, p.o.PollInterval, true, p.Held, stale); err != nil {
 		return fmt.Errorf("assign %s to droplet %d: %w", p.ip, droplet, err)
 	}
 	p.o.Logger.Info("vip acquired", "provider", "digitalocean", "ip", p.ip, "droplet", droplet, "took", time.Since(start))
@@ -220,22 +221,6 @@ func (p *Provider) waitAction(ctx context.Context, a *godo.Action) error {
 			return fmt.Errorf("poll action %d: %w", a.ID, err)
 		}
 		a = next
-	}
-}
-
-// confirm waits until this droplet is reported as the holder.
-func (p *Provider) confirm(ctx context.Context, droplet int) error {
-	for {
-		held, err := p.Held(ctx)
-		if err != nil {
-			return fmt.Errorf("confirm: %w", err)
-		}
-		if held {
-			return nil
-		}
-		if err := retry.Sleep(ctx, p.o.PollInterval); err != nil {
-			return fmt.Errorf("droplet %d is not yet reported as holder: %w", droplet, err)
-		}
 	}
 }
 

@@ -131,17 +131,9 @@ func (p *Provider) Acquire(ctx context.Context) error {
 	if err := p.waitAction(ctx, action); err != nil {
 		return fmt.Errorf("assign floating IP %d to server %d: %w", p.o.FloatingIPID, server, err)
 	}
-	for {
-		holder, err := p.holder(ctx)
-		if err != nil {
-			return fmt.Errorf("assign floating IP %d to server %d: confirm: %w", p.o.FloatingIPID, server, err)
-		}
-		if holder == server {
-			break
-		}
-		if err := retry.Sleep(ctx, p.o.PollInterval); err != nil {
-			return fmt.Errorf("assign floating IP %d to server %d: API still reports server %d: %w", p.o.FloatingIPID, server, holder, err)
-		}
+	stale := func(holder int64) string { return fmt.Sprintf("API still reports server %d", holder) }
+	if err := retry.Await(ctx, p.o.PollInterval, server, p.holder, stale); err != nil {
+		return fmt.Errorf("assign floating IP %d to server %d: %w", p.o.FloatingIPID, server, err)
 	}
 	p.o.Logger.Info("vip acquired", "provider", "hetzner", "floating_ip", p.o.FloatingIPID, "server", server, "took", time.Since(start))
 	return nil

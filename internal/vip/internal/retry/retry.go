@@ -6,6 +6,7 @@ package retry
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -61,6 +62,25 @@ func Or(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// Await polls holder every interval until it reports want: a cloud API shows
+// an assignment some time after accepting it, and Acquire returns only once
+// the move is confirmed. An error from holder comes back as "confirm: ...";
+// when ctx ends first, the error says stale(the holder last reported).
+func Await[H comparable](ctx context.Context, every time.Duration, want H, holder func(context.Context) (H, error), stale func(H) string) error {
+	for {
+		got, err := holder(ctx)
+		if err != nil {
+			return fmt.Errorf("confirm: %w", err)
+		}
+		if got == want {
+			return nil
+		}
+		if err := Sleep(ctx, every); err != nil {
+			return fmt.Errorf("%s: %w", stale(got), err)
+		}
+	}
 }
 
 // Sleep waits d or until ctx ends, whichever is first.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -125,4 +126,31 @@ func TestOr(t *testing.T) {
 			t.Errorf("Or(%v, %v) = %v, want %v", tc.d, tc.def, got, tc.want)
 		}
 	}
+}
+
+func TestAwait(t *testing.T) {
+	stale := func(h int) string { return "still " + strconv.Itoa(h) }
+	t.Run("reported after polls", func(t *testing.T) {
+		calls := 0
+		holder := func(context.Context) (int, error) { calls++; return min(calls, 3), nil }
+		if err := Await(t.Context(), time.Millisecond, 3, holder, stale); err != nil || calls != 3 {
+			t.Fatalf("Await = %v after %d calls, want nil after 3", err, calls)
+		}
+	})
+	t.Run("holder error", func(t *testing.T) {
+		boom := errors.New("boom")
+		holder := func(context.Context) (int, error) { return 0, boom }
+		if err := Await(t.Context(), time.Millisecond, 3, holder, stale); !errors.Is(err, boom) || err.Error() != "confirm: boom" {
+			t.Fatalf("Await = %v, want confirm: boom", err)
+		}
+	})
+	t.Run("ctx ends", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+		defer cancel()
+		holder := func(context.Context) (int, error) { return 7, nil }
+		err := Await(ctx, 10*time.Millisecond, 3, holder, stale)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "still 7: ") {
+			t.Fatalf("Await = %v, want still 7: deadline exceeded", err)
+		}
+	})
 }
