@@ -156,11 +156,20 @@ func (s *Server) api(h handler) http.HandlerFunc {
 	}
 }
 
-func (s *Server) getIP(w http.ResponseWriter, r *http.Request, _ time.Time) {
-	ip := r.PathValue("ip")
-	d, ok := s.holder[ip]
+// lookup returns the reserved IP the path names and its droplet, or answers
+// 404 and returns ok false when the fake has no such IP.
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request) (ip string, droplet int, ok bool) {
+	ip = r.PathValue("ip")
+	droplet, ok = s.holder[ip]
 	if !ok {
-		writeErr(w, http.StatusNotFound, "not_found", "The resource you were accessing could not be found.")
+		writeNotFound(w)
+	}
+	return ip, droplet, ok
+}
+
+func (s *Server) getIP(w http.ResponseWriter, r *http.Request, _ time.Time) {
+	ip, d, ok := s.lookup(w, r)
+	if !ok {
 		return
 	}
 	rip := map[string]any{
@@ -177,10 +186,8 @@ func (s *Server) getIP(w http.ResponseWriter, r *http.Request, _ time.Time) {
 }
 
 func (s *Server) postAction(w http.ResponseWriter, r *http.Request, now time.Time) {
-	ip := r.PathValue("ip")
-	cur, ok := s.holder[ip]
+	ip, cur, ok := s.lookup(w, r)
 	if !ok {
-		writeErr(w, http.StatusNotFound, "not_found", "The resource you were accessing could not be found.")
 		return
 	}
 	var req struct {
@@ -236,7 +243,7 @@ func (s *Server) getAction(w http.ResponseWriter, r *http.Request, _ time.Time) 
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	a, ok := s.actions.Get(id)
 	if err != nil || !ok || (r.PathValue("ip") != "" && r.PathValue("ip") != a.IP) {
-		writeErr(w, http.StatusNotFound, "not_found", "The resource you were accessing could not be found.")
+		writeNotFound(w)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"action": s.actionJSON(a)})
@@ -301,6 +308,10 @@ func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+func writeNotFound(w http.ResponseWriter) {
+	writeErr(w, http.StatusNotFound, "not_found", "The resource you were accessing could not be found.")
 }
 
 func writeErr(w http.ResponseWriter, code int, id, msg string) {

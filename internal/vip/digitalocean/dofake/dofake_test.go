@@ -77,3 +77,30 @@ func TestWithGodo(t *testing.T) {
 		t.Fatalf("rate-limited Get = %v, rate %+v", err, resp.Rate)
 	}
 }
+
+// Unknown IPs and actions are 404s with DigitalOcean's error body.
+func TestNotFound(t *testing.T) {
+	f := New("tok", "203.0.113.5")
+	t.Cleanup(f.Close)
+	c, err := godo.New(&http.Client{Transport: bearer("tok")}, godo.SetBaseURL(f.URL+"/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	check := func(what string, resp *godo.Response, err error) {
+		t.Helper()
+		var er *godo.ErrorResponse
+		if !errors.As(err, &er) || resp == nil || resp.StatusCode != http.StatusNotFound || er.Message != "The resource you were accessing could not be found." {
+			t.Errorf("%s = %v, want a 404 not_found", what, err)
+		}
+	}
+	_, resp, err := c.ReservedIPs.Get(ctx, "203.0.113.6")
+	check("Get of an unknown IP", resp, err)
+	_, resp, err = c.ReservedIPActions.Assign(ctx, "203.0.113.6", 7)
+	check("Assign of an unknown IP", resp, err)
+	_, resp, err = c.Actions.Get(ctx, 999)
+	check("Get of an unknown action", resp, err)
+	if f.Stats().Assigns != 0 {
+		t.Errorf("assigns = %d, want 0", f.Stats().Assigns)
+	}
+}
