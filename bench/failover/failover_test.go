@@ -282,3 +282,25 @@ func TestTandemNotReady(t *testing.T) {
 		})
 	}
 }
+
+func TestAnomalous(t *testing.T) {
+	ok := result{OK: true, Moves: 1}
+	tests := []struct {
+		name string
+		r    func(result) result
+		want bool
+	}{
+		{"clean", func(r result) result { return r }, false},
+		{"failed", func(r result) result { r.OK = false; return r }, true},
+		{"two moves", func(r result) result { r.Moves = 2; return r }, true},
+		{"no move", func(r result) result { r.Moves = 0; return r }, true},
+		{"split brain", func(r result) result { r.SplitBrain = 1; return r }, true},
+		{"later failures", func(r result) result { r.LaterFailures = 3; return r }, true},
+		{"vip drop", func(r result) result { r.VIPDrops = 1; return r }, true},
+	}
+	for _, tt := range tests {
+		if got := tt.r(ok).anomalous(); got != tt.want {
+			t.Errorf("%s: anomalous = %v; want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -100,6 +101,22 @@ type result struct {
 	// Skipped trials never reached the fault (no steady service before
 	// it); they are retried and left out of the figures.
 	Skipped bool `json:"skipped,omitempty"`
+	// HolderChanges is the observer's timeline: which nodes had the VIP,
+	// from ms after the fault on.
+	HolderChanges []holderChange `json:"holder_changes,omitempty"`
+	// Journal holds tandem's log lines about the move from every node when
+	// the trial was anomalous (a failure, a split brain, more than one move
+	// or a later outage), for whoever investigates.
+	Journal []string `json:"journal,omitempty"`
+}
+
+type holderChange struct {
+	Ms      float64  `json:"ms"`
+	Holders []string `json:"holders"`
+}
+
+func (r result) anomalous() bool {
+	return !r.OK || r.SplitBrain > 0 || r.Moves != 1 || r.LaterFailures > 0 || r.VIPDrops > 0
 }
 
 func (r result) outage() time.Duration { return time.Duration(r.OutageMs * float64(time.Millisecond)) }
@@ -190,6 +207,12 @@ func (b *bench) trial(ctx context.Context, sys system, fault string, n int, hold
 		}
 		rep := obs.Report()
 		r.SplitBrain, r.Samples, r.Moves = len(rep.SplitBrain), rep.Samples, rep.Moves()
+		for _, c := range rep.Changes {
+			r.HolderChanges = append(r.HolderChanges, holderChange{Ms: math.Round(ms(c.At.Sub(r.At))*10) / 10, Holders: c.Holders})
+		}
+		if !r.Skipped && r.anomalous() && sys.Name() == systemTandem {
+			r.Journal = b.journal(ctx, r.At)
+		}
 		if r.SplitBrain > 0 && r.Error == "" {
 			s := rep.SplitBrain[0]
 			r.Note = strings.TrimPrefix(r.Note+fmt.Sprintf("; first split-brain sample %s after the fault: %v",
@@ -285,6 +308,29 @@ func drops(changes []labprobe.Sample, t time.Time) int {
 		}
 	}
 	return n
+}
+
+// journal returns tandem's log lines about placement, the VIP and raft from
+// shortly before t on, from every node that runs.
+func (b *bench) journal(ctx context.Context, t time.Time) []string {
+	jctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var out []string
+	for _, n := range append([]string{lab.WitnessName}, appNodes...) {
+		text, err := b.sh(jctx, n, fmt.Sprintf(
+			"journalctl -u tandem.service --since @%d -o short-precise --no-pager | grep -E 'placement decision|floating IP|lease|election|leadership|health check is' || true",
+			t.Add(-2*time.Second).Unix()))
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", n, err))
+			continue
+		}
+		for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+			if line != "" {
+				out = append(out, line)
+			}
+		}
+	}
+	return out
 }
 
 // firstServed returns the first successful request started after the fault
