@@ -13,8 +13,9 @@ import (
 // ProbeRequest is sent by every node to every other member each interval.
 type ProbeRequest struct {
 	From string `json:"from"`
-	// Leader is set when the sender is the raft leader: it confirms the
-	// committed holder to the nodes, so a node with a stale log never acts.
+	// Leader is set when the sender is the raft leader. A request may arrive
+	// late (TCP retransmits it after a partition heals), so receivers use it
+	// only to learn of newer epochs, never to confirm one.
 	Leader *LeaderView `json:"leader,omitempty"`
 }
 
@@ -47,6 +48,10 @@ type ProbeReply struct {
 	Checks         []CheckStatus `json:"checks"`
 	Holding        bool          `json:"holding"` // the IP is configured here
 	Epoch          uint64        `json:"epoch"`   // the holder epoch in its applied state
+	// Leader is set when the replier is the raft leader. A reply is at least
+	// as recent as the request it answers, so the prober may use it to
+	// confirm the committed holder: a node with a stale log never acts.
+	Leader *LeaderView `json:"leader,omitempty"`
 	// HeardMs is, per peer, the age in milliseconds of the last probe received
 	// from it; for a peer never heard from since this process started, its
 	// uptime, or -1 during the startup grace (see StartupGrace).
@@ -74,7 +79,7 @@ type Mesh struct {
 	tr       Transport
 	local    Local
 	leader   func() *LeaderView
-	onLeader func(from string, v LeaderView)
+	onLeader func(from string, v LeaderView, sent time.Time)
 	interval time.Duration
 	lease    time.Duration
 	margin   time.Duration
@@ -97,7 +102,10 @@ type MeshOptions struct {
 	Tr       Transport
 	Local    Local
 	Leader   func() *LeaderView              // nil unless this node leads
-	OnLeader func(from string, v LeaderView) // called for each leader view received
+	// OnLeader is called for each leader view received: in a reply, with
+	// the send time of the request it answers; in a request, with a zero
+	// time, since its age is unknown.
+	OnLeader func(from string, v LeaderView, sent time.Time)
 	Interval time.Duration
 	Lease    time.Duration
 	Margin   time.Duration
@@ -186,6 +194,9 @@ func (m *Mesh) probe(ctx context.Context, mem state.Member, req ProbeRequest) {
 		m.log.Warn("probe answered by the wrong node", "peer", mem.Name, "answered", reply.Node)
 		return
 	}
+	if reply.Leader != nil && m.onLeader != nil {
+		m.onLeader(mem.Name, *reply.Leader, sent)
+	}
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -205,10 +216,13 @@ func (m *Mesh) HandleProbe(from string, req ProbeRequest) ProbeReply {
 	m.heard[from] = now
 	m.mu.Unlock()
 	if req.Leader != nil && m.onLeader != nil {
-		m.onLeader(from, *req.Leader)
+		m.onLeader(from, *req.Leader, time.Time{})
 	}
 	r := m.local()
 	r.Node = m.self
+	if m.leader != nil {
+		r.Leader = m.leader()
+	}
 	r.HeardMs = m.heardAges(now)
 	return r
 }

@@ -68,8 +68,9 @@ type Node struct {
 	kick chan struct{}
 
 	mu         sync.Mutex
-	view       LeaderView // latest leader view, by term
-	viewAt     time.Time
+	view       LeaderView // the leader's view from the reply to our latest probe
+	viewAt     time.Time  // when that probe was sent
+	seenEpoch  uint64     // the newest epoch any leader view has named
 	holding    bool
 	heldEpoch  uint64
 	lastErr    string
@@ -151,10 +152,14 @@ func (n *Node) leaderView() *LeaderView {
 	return &LeaderView{Term: n.o.Cluster.Term(), Holder: h.Node, Epoch: h.Epoch, Active: h.Active}
 }
 
-func (n *Node) onLeaderView(from string, v LeaderView) {
+func (n *Node) onLeaderView(from string, v LeaderView, sent time.Time) {
 	n.mu.Lock()
-	if v.Term >= n.view.Term {
-		n.view, n.viewAt = v, time.Now()
+	if v.Epoch > n.seenEpoch {
+		n.seenEpoch = v.Epoch
+	}
+	// Only a reply confirms, and only one to a newer request than the last.
+	if !sent.IsZero() && sent.After(n.viewAt) {
+		n.view, n.viewAt = v, sent
 	}
 	n.mu.Unlock()
 	n.poke()
@@ -271,16 +276,16 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) {
 	h := n.o.Machine.View().Holder
 	lease := n.mesh.LeaseValid(now)
 	n.mu.Lock()
-	view, viewAt, holding := n.view, n.viewAt, n.holding
+	view, viewAt, holding, seen := n.view, n.viewAt, n.holding, n.seenEpoch
 	n.mu.Unlock()
 	if lv := n.leaderView(); lv != nil {
 		view, viewAt = *lv, now // the leader confirms to itself
 	}
 	fresh := now.Sub(viewAt) < n.o.Lease
 	confirmed := fresh && view.Holder == n.o.Name && view.Epoch == h.Epoch && view.Active
-	// A view older than our state may predate a move we already applied; only
-	// a newer epoch contradicts us.
-	contradicted := fresh && view.Epoch > h.Epoch
+	// Our log lags behind a move we heard of: whatever it says, we are not
+	// the holder of the newest epoch.
+	contradicted := seen > h.Epoch
 	mine := h.Node == n.o.Name && h.Active
 
 	switch {
@@ -290,8 +295,11 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) {
 			reason = "lost quorum lease"
 		}
 		n.release(ctx, reason, !lease)
-	case !holding && mine && lease && confirmed && !now.Before(n.retryAt):
+	case !holding && mine && lease && confirmed && !contradicted && !now.Before(n.retryAt):
 		n.acquire(ctx, h.Epoch)
+	case !holding && mine && !confirmed:
+		// Ask the leader now rather than at the next interval.
+		n.mesh.Kick()
 	}
 	// Confirm our release of an older epoch so a pending move activates now
 	// rather than after our lease would have run out.

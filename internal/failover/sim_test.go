@@ -26,6 +26,7 @@ type simNet struct {
 	log    [][]byte
 	nodes  map[string]*simNode
 	cut    map[string]bool // partitioned from everyone
+	lag    map[string]bool // connected, but its log does not catch up
 	vip    map[string]bool // node -> address configured
 	maxVIP int             // most nodes holding at one sampled instant
 }
@@ -42,7 +43,7 @@ type simNode struct {
 }
 
 func newSim(t *testing.T, names ...string) *simNet {
-	s := &simNet{t: t, nodes: map[string]*simNode{}, cut: map[string]bool{}, vip: map[string]bool{}, leader: "witness", term: 1}
+	s := &simNet{t: t, nodes: map[string]*simNode{}, cut: map[string]bool{}, lag: map[string]bool{}, vip: map[string]bool{}, leader: "witness", term: 1}
 	for _, n := range names {
 		s.nodes[n] = &simNode{name: n, machine: state.New(), healthy: true}
 	}
@@ -75,7 +76,7 @@ func (s *simNet) commit(c state.Command) error {
 // result of the last entry applied.
 func (s *simNet) catchUpLocked(n *simNode) error {
 	var last error
-	if s.cut[n.name] || (!n.alive && n.node != nil) {
+	if s.cut[n.name] || s.lag[n.name] || (!n.alive && n.node != nil) {
 		return nil
 	}
 	for n.applied < len(s.log) {
@@ -414,6 +415,37 @@ func TestFullRestartKeepsHolder(t *testing.T) {
 		}
 		if got := s.nodes["witness"].machine.View().Holder.Epoch; got != epoch {
 			t.Errorf("epoch after a full restart = %d; want %d", got, epoch)
+		}
+	})
+}
+
+// TestStaleLeaderViewsDoNotConfirm replays, to a healed node whose log still
+// lags, the leader's probes from before the move (as TCP retransmits them
+// when a partition heals). They must not make it take the IP back.
+func TestStaleLeaderViewsDoNotConfirm(t *testing.T) {
+	runSim(t, func(t *testing.T, s *simNet) {
+		old := s.nodes["witness"].machine.View().Holder
+		s.partition("node1", true)
+		s.waitHolder(t, "node2", time.Second)
+		s.mu.Lock()
+		s.lag["node1"] = true
+		s.mu.Unlock()
+		s.partition("node1", false)
+		stale := ProbeRequest{From: "witness", Leader: &LeaderView{Term: 1, Holder: "node1", Epoch: old.Epoch, Active: true}}
+		for i := 0; i < 100; i++ {
+			s.nodes["node1"].node.Mesh().HandleProbe("witness", stale)
+			time.Sleep(10 * time.Millisecond)
+			if h := s.holders(); len(h) != 1 || h[0] != "node2" {
+				t.Fatalf("holders = %v after a replayed leader view; want [node2]", h)
+			}
+		}
+		s.mu.Lock()
+		s.lag["node1"] = false
+		s.catchUpLocked(s.nodes["node1"])
+		s.mu.Unlock()
+		time.Sleep(time.Second)
+		if h := s.holders(); len(h) != 1 || h[0] != "node2" {
+			t.Fatalf("holders = %v after catching up; want [node2]", h)
 		}
 	})
 }

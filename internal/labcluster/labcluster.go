@@ -34,6 +34,19 @@ const SitePort = 8000
 // VIPURL is the example site through the floating IP.
 var VIPURL = fmt.Sprintf("http://%s:%d/", lab.FloatingIP, SitePort)
 
+// HookScript is installed on app nodes and configured for every hook; it
+// appends "EPOCH STATE EVENT" lines to HookLog.
+const (
+	HookScript = "/usr/local/lib/tandem-lab/hook"
+	HookLog    = "/var/lib/tandem/hooks.log"
+)
+
+const hookScript = `#!/bin/sh
+# tandem lab: record every transition (keepalived notify semantics: $1 is
+# MASTER, BACKUP or FAULT).
+echo "$TANDEM_EPOCH $1 $TANDEM_EVENT" >> ` + HookLog + `
+`
+
 // Options configure Provision.
 type Options struct {
 	Exe      string    // the tandem binary to package and install
@@ -188,6 +201,8 @@ func NodeConfig(n lab.NodeStatus, extra string) string {
 	if role == "app" {
 		fmt.Fprintf(&b, "[vip]\nprovider = \"linux\"\naddress = \"%s/24\"\n\n[vip.linux]\ninterface = \"eth0\"\n\n", lab.FloatingIP)
 		fmt.Fprintf(&b, "[[health]]\nname = \"pysite\"\ntype = \"http\"\ntarget = \"http://127.0.0.1:%d/healthz\"\njson_path = \"status\"\njson_want = \"ok\"\n\n", SitePort)
+		// Every transition is logged, so tests can check the hooks ran.
+		fmt.Fprintf(&b, "[hooks]\npromote = %q\ndemote = %q\nfault = %q\n\n", HookScript, HookScript, HookScript)
 	}
 	b.WriteString(extra)
 	return b.String()
@@ -197,6 +212,12 @@ func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, role, tandem
 	if _, err := runIn(ctx, l, n.Name, strings.NewReader(NodeConfig(n, extra)),
 		"sh", "-c", "mkdir -p /etc/tandem && cat > /etc/tandem/tandem.toml"); err != nil {
 		return fmt.Errorf("%s: write tandem.toml: %w", n.Name, err)
+	}
+	if role == "app" {
+		if _, err := runIn(ctx, l, n.Name, strings.NewReader(hookScript), "sh", "-c",
+			"mkdir -p "+filepath.Dir(HookScript)+" && cat > "+HookScript+" && chmod 755 "+HookScript); err != nil {
+			return fmt.Errorf("%s: write the hook script: %w", n.Name, err)
+		}
 	}
 	debs := []string{tandemDeb}
 	if role == "app" {

@@ -107,6 +107,8 @@ func other(node string) string {
 // trial watches the VIP and sends client traffic while a scenario runs.
 type trial struct {
 	t      *testing.T
+	c      *Labctl
+	start  time.Time
 	obs    *labprobe.Observer
 	client *labprobe.Client
 	stop   context.CancelFunc
@@ -122,7 +124,7 @@ func startTrial(t *testing.T, ctx context.Context, c *Labctl, timeout time.Durat
 		stop()
 		t.Fatal(err)
 	}
-	tr := &trial{t: t, obs: obs, client: client, stop: stop, done: make(chan struct{})}
+	tr := &trial{t: t, c: c, start: time.Now(), obs: obs, client: client, stop: stop, done: make(chan struct{})}
 	go func() { defer close(tr.done); _ = client.Run(tctx) }()
 	time.Sleep(300 * time.Millisecond) // a baseline before the fault
 	return tr
@@ -143,6 +145,14 @@ func (tr *trial) finish(maxMoves int) labprobe.Report {
 	}
 	if m := rep.Moves(); m > maxMoves {
 		tr.t.Errorf("I3 violated: %d moves, want at most %d; changes: %v", m, maxMoves, rep.Changes)
+	}
+	if tr.t.Failed() {
+		tr.t.Logf("holder changes seen by the observer: %v", rep.Changes)
+		since := tr.start.UTC().Format("2006-01-02 15:04:05")
+		for _, n := range []string{"node1", "node2", "witness"} {
+			out, _ := tr.c.Sh(context.Background(), n, "journalctl -u tandem --no-pager -o short-precise --since '"+since+"' | grep -v level=DEBUG | tail -40")
+			tr.t.Logf("journal of %s since the trial began:\n%s", n, out)
+		}
 	}
 	return rep
 }
@@ -181,6 +191,29 @@ func stableFor(t *testing.T, tr *trial, want string, d time.Duration) {
 	}
 }
 
+// waitHook waits until node's hook log (see labcluster.HookLog) has a line
+// with the state and event, i.e. its promote, demote or fault hook ran with
+// keepalived's notify argument.
+func waitHook(t *testing.T, ctx context.Context, c *Labctl, node, state, event string) {
+	t.Helper()
+	want := " " + state + " " + event
+	var log string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		log, _ = c.Sh(ctx, node, "cat "+labcluster.HookLog+" 2>/dev/null || true")
+		if strings.Contains(log, want) {
+			return
+		}
+	}
+	t.Errorf("%s: no %q hook run in %s:\n%s", node, want, labcluster.HookLog, log)
+}
+
+func clearHooks(t *testing.T, ctx context.Context, c *Labctl) {
+	t.Helper()
+	for _, n := range apps {
+		c.MustSh(t, ctx, n, "rm -f "+labcluster.HookLog)
+	}
+}
+
 func TestFailoverHolderPowerLoss(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 5*time.Minute)
@@ -193,6 +226,7 @@ func TestFailoverHolderPowerLoss(t *testing.T) {
 	}
 	d := tr.servedBy(other(holder), fault, failoverBudget)
 	t.Logf("holder %s lost power: %s served after %v", holder, other(holder), d.Round(time.Millisecond))
+	waitHook(t, ctx, c, other(holder), "MASTER", "promote")
 
 	// Scenario 5: the old holder comes back and stays standby.
 	if err := c.Start(ctx, holder); err != nil {
@@ -222,11 +256,14 @@ func TestFailoverAppFailure(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 5*time.Minute)
 	holder := ready(t, ctx, c).Holder.Node
+	clearHooks(t, ctx, c)
 	tr := startTrial(t, ctx, c, 250*time.Millisecond)
 	fault := time.Now()
 	c.MustSh(t, ctx, holder, "systemctl stop pysite")
 	d := tr.servedBy(other(holder), fault, failoverBudget)
 	t.Logf("app on %s stopped: %s served after %v", holder, other(holder), d.Round(time.Millisecond))
+	waitHook(t, ctx, c, holder, "BACKUP", "demote")
+	waitHook(t, ctx, c, other(holder), "MASTER", "promote")
 	c.MustSh(t, ctx, holder, "systemctl start pysite")
 	stableFor(t, tr, other(holder), 3*time.Second)
 	tr.finish(1)
@@ -243,6 +280,7 @@ func TestFailoverPartitionedHolder(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 5*time.Minute)
 	holder := ready(t, ctx, c).Holder.Node
+	clearHooks(t, ctx, c)
 	tr := startTrial(t, ctx, c, 250*time.Millisecond)
 	fault := time.Now()
 	if err := c.Partition(ctx, holder); err != nil {
@@ -254,6 +292,7 @@ func TestFailoverPartitionedHolder(t *testing.T) {
 	if h := tr.obs.Current().Holders; len(h) != 1 || h[0] != other(holder) {
 		t.Errorf("holders while %s is partitioned = %v", holder, h)
 	}
+	waitHook(t, ctx, c, holder, "FAULT", "fault") // lost its quorum lease
 	if err := c.Heal(ctx, holder); err != nil {
 		t.Fatal(err)
 	}
