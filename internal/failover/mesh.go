@@ -37,17 +37,17 @@ type CheckStatus struct {
 
 // ProbeReply is a node's answer to a probe.
 type ProbeReply struct {
-	Node           string        `json:"node"`
-	Role           string        `json:"role"`
-	Healthy        bool          `json:"healthy"`
-	UnhealthyForMs int64         `json:"unhealthy_for_ms"`
+	Node           string `json:"node"`
+	Role           string `json:"role"`
+	Healthy        bool   `json:"healthy"`
+	UnhealthyForMs int64  `json:"unhealthy_for_ms"`
 	// Starting is set while a node that just started has not yet passed its
 	// checks (they start failing until "rise" passes), for at most
 	// StartupGrace: not yet healthy is not a failure.
-	Starting bool `json:"starting,omitempty"`
-	Checks         []CheckStatus `json:"checks"`
-	Holding        bool          `json:"holding"` // the IP is configured here
-	Epoch          uint64        `json:"epoch"`   // the holder epoch in its applied state
+	Starting bool          `json:"starting,omitempty"`
+	Checks   []CheckStatus `json:"checks"`
+	Holding  bool          `json:"holding"` // the IP is configured here
+	Epoch    uint64        `json:"epoch"`   // the holder epoch in its applied state
 	// Leader is set when the replier is the raft leader. A reply is at least
 	// as recent as the request it answers, so the prober may use it to
 	// confirm the committed holder: a node with a stale log never acts.
@@ -97,11 +97,11 @@ type Mesh struct {
 
 // MeshOptions configures a Mesh.
 type MeshOptions struct {
-	Self     string
-	Machine  *state.Machine
-	Tr       Transport
-	Local    Local
-	Leader   func() *LeaderView              // nil unless this node leads
+	Self    string
+	Machine *state.Machine
+	Tr      Transport
+	Local   Local
+	Leader  func() *LeaderView // nil unless this node leads
 	// OnLeader is called for each leader view received: in a reply, with
 	// the send time of the request it answers; in a request, with a zero
 	// time, since its age is unknown.

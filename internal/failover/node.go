@@ -67,15 +67,15 @@ type Node struct {
 	log  *slog.Logger
 	kick chan struct{}
 
-	mu         sync.Mutex
-	view       LeaderView // the leader's view from the reply to our latest probe
-	viewAt     time.Time  // when that probe was sent
-	seenEpoch  uint64     // the newest epoch any leader view has named
-	holding    bool
-	heldEpoch  uint64
-	lastErr    string
-	lastTrans  time.Time
-	releasedAt map[uint64]time.Time
+	mu          sync.Mutex
+	view        LeaderView // the leader's view from the reply to our latest probe
+	viewAt      time.Time  // when that probe was sent
+	seenEpoch   uint64     // the newest epoch any leader view has named
+	holding     bool
+	heldEpoch   uint64
+	lastErr     string
+	lastTrans   time.Time
+	releasedAt  map[uint64]time.Time
 	started     time.Time
 	everHealthy bool
 	// After a failed acquire, wait before the next try (doubling, capped).
