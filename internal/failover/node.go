@@ -297,7 +297,7 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) {
 		n.release(ctx, reason, !lease)
 	case !holding && mine && lease && confirmed && !contradicted && !now.Before(n.retryAt):
 		n.acquire(ctx, h.Epoch)
-	case !holding && mine && !confirmed:
+	case !holding && mine && !confirmed && !contradicted:
 		// Ask the leader now rather than at the next interval.
 		n.mesh.Kick()
 	}
