@@ -139,6 +139,9 @@ func (b *bench) series(ctx context.Context, sys system, fault string) ([]result,
 			return out, fmt.Errorf("not ready before trial %d: %w", i, err)
 		}
 		r, recovered := b.trial(ctx, sys, fault, i, holder, note)
+		if ctx.Err() != nil {
+			return out, ctx.Err() // interrupted: this trial says nothing about the system
+		}
 		out = append(out, r)
 		b.progress(r)
 		if r.Skipped {
@@ -210,7 +213,7 @@ func (b *bench) trial(ctx context.Context, sys system, fault string, n int, hold
 		for _, c := range rep.Changes {
 			r.HolderChanges = append(r.HolderChanges, holderChange{Ms: math.Round(ms(c.At.Sub(r.At))*10) / 10, Holders: c.Holders})
 		}
-		if !r.Skipped && r.anomalous() && sys.Name() == systemTandem {
+		if !r.Skipped && r.anomalous() && sys.Name() == systemTandem && ctx.Err() == nil {
 			r.Journal = b.journal(ctx, r.At)
 		}
 		if r.SplitBrain > 0 && r.Error == "" {
