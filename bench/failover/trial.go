@@ -211,6 +211,9 @@ func (b *bench) trial(ctx context.Context, sys system, fault string, n int, hold
 		rep := obs.Report()
 		r.SplitBrain, r.Samples, r.Moves = len(rep.SplitBrain), rep.Samples, rep.Moves()
 		for _, c := range rep.Changes {
+			if r.At.IsZero() {
+				break // no fault: no timeline
+			}
 			r.HolderChanges = append(r.HolderChanges, holderChange{Ms: math.Round(ms(c.At.Sub(r.At))*10) / 10, Holders: c.Holders})
 		}
 		if !r.Skipped && r.anomalous() && sys.Name() == systemTandem && ctx.Err() == nil {
