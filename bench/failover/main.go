@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -123,8 +124,12 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		return err
 	}
 	host, _ := os.Hostname()
-	fmt.Fprintf(out, "bench-failover: %d trials per system and fault, lab %q on %s, %s\n",
-		o.trials, o.labName, host, time.Now().UTC().Format(time.RFC3339))
+	version := "unknown"
+	if v, err := exec.CommandContext(ctx, o.tandemBin, "version").Output(); err == nil {
+		version = strings.TrimSpace(string(v))
+	}
+	fmt.Fprintf(out, "bench-failover: tandem %s, %d trials per system and fault, lab %q on %s, %s\n",
+		version, o.trials, o.labName, host, time.Now().UTC().Format(time.RFC3339))
 
 	upErr := l.Up(ctx, lab.UpOptions{Nodes: 2, Witness: true, Progress: out})
 	if errors.Is(upErr, lab.ErrExists) {
@@ -158,7 +163,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		return err
 	}
 	defer b.close()
-	rep := &report{Trials: o.trials, Lab: o.labName, Host: host, Started: time.Now().UTC(),
+	rep := &report{Trials: o.trials, Lab: o.labName, Host: host, TandemVersion: version, Started: time.Now().UTC(),
 		TandemSettings: tandemSettings(o.maxMoves)}
 	var runErr error
 	for _, name := range o.systems {

@@ -15,6 +15,7 @@ import (
 type report struct {
 	Lab                 string    `json:"lab"`
 	Host                string    `json:"host"`
+	TandemVersion       string    `json:"tandem_version"`
 	Trials              int       `json:"trials_per_series"`
 	Started             time.Time `json:"started"`
 	Finished            time.Time `json:"finished"`
