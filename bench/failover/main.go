@@ -37,6 +37,7 @@ type options struct {
 	labName      string
 	trialTimeout time.Duration
 	cooloff      time.Duration
+	jitter       time.Duration
 	maxMoves     int
 	systems      []string
 	keep         bool
@@ -54,6 +55,7 @@ func main() {
 	flag.StringVar(&o.labName, "lab", "bench", "name of the lab the benchmark creates and removes")
 	flag.DurationVar(&o.trialTimeout, "trial-timeout", 20*time.Second, "a trial with no successful request this long after the fault fails")
 	flag.DurationVar(&o.cooloff, "cooloff", 6*time.Second, "wait at least this long after a move before the next fault (tandem's linux cool-off is 5s)")
+	flag.DurationVar(&o.jitter, "jitter", time.Second, "wait a random time up to this before each fault, so faults hit the systems' 1 s timers at every phase")
 	flag.IntVar(&o.maxMoves, "max-moves-per-hour", 1000, "tandem's failover.max_moves_per_hour for the run; 0 keeps tandem's default (6), which suppresses health-driven moves after the 6th trial")
 	flag.StringVar(&systems, "systems", "tandem,keepalived", "comma-separated systems to measure, in order")
 	flag.BoolVar(&o.keep, "keep", false, "leave the lab up at the end (debugging; remove it with 'tandem lab down --name bench')")
@@ -81,6 +83,9 @@ func (o *options) validate(systems string) error {
 	}
 	if o.trialTimeout < time.Second {
 		return fmt.Errorf("-trial-timeout must be at least 1s, got %v", o.trialTimeout)
+	}
+	if o.jitter < 0 {
+		return fmt.Errorf("-jitter must not be negative")
 	}
 	if o.maxMoves < 0 {
 		return fmt.Errorf("-max-moves-per-hour must not be negative")
@@ -164,6 +169,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	}
 	defer b.close()
 	rep := &report{Trials: o.trials, Lab: o.labName, Host: host, TandemVersion: version, Started: time.Now().UTC(),
+		JitterMs:       float64(o.jitter) / float64(time.Millisecond),
 		TandemSettings: tandemSettings(o.maxMoves)}
 	var runErr error
 	for _, name := range o.systems {

@@ -17,6 +17,7 @@ type report struct {
 	Host                string    `json:"host"`
 	TandemVersion       string    `json:"tandem_version"`
 	Trials              int       `json:"trials_per_series"`
+	JitterMs            float64   `json:"fault_jitter_ms"` // each fault waits a random time up to this
 	Started             time.Time `json:"started"`
 	Finished            time.Time `json:"finished"`
 	TandemSettings      string    `json:"tandem_settings"`
@@ -202,7 +203,8 @@ func fmtMs(ms float64, ok bool) string {
 
 func (rep *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\nresults (outage = fault to the end of the first successful request through the VIP started after it;\n")
-	fmt.Fprintf(w, "a request every %v with a %v timeout; observer sampling every %v)\n", requestEvery, requestTimeout, observeEvery)
+	fmt.Fprintf(w, "a request every %v with a %v timeout; observer sampling every %v; each fault after a random wait of up to %v)\n",
+		requestEvery, requestTimeout, observeEvery, time.Duration(rep.JitterMs*float64(time.Millisecond)))
 	fmt.Fprintf(w, "tandem:     %s\n", rep.TandemSettings)
 	if rep.KeepalivedSettings != "" {
 		fmt.Fprintf(w, "keepalived: %s\n", rep.KeepalivedSettings)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -249,6 +250,15 @@ func (b *bench) trial(ctx context.Context, sys system, fault string, n int, hold
 		return r, true
 	}
 
+	// Both systems run on fixed timers (keepalived's adverts and script
+	// every 1 s, tandem's checks and probes), and the trials' own rhythm
+	// would otherwise hit them at the same phase every time.
+	if b.o.jitter > 0 {
+		if err := sleep(tctx, rand.N(b.o.jitter)); err != nil {
+			r.Skipped, r.Error = true, err.Error()
+			return r, true
+		}
+	}
 	r.At = time.Now()
 	if err := b.inject(tctx, fault, holder); err != nil {
 		r.Error = err.Error()
