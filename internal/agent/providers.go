@@ -11,7 +11,7 @@ import (
 
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/failover"
-	"github.com/tandem-ha/tandem/internal/hooks"
+	"github.com/tandem-ha/tandem/internal/shellwords"
 	"github.com/tandem-ha/tandem/internal/vip/aws"
 	"github.com/tandem-ha/tandem/internal/vip/digitalocean"
 	vipexec "github.com/tandem-ha/tandem/internal/vip/exec"
@@ -58,7 +58,7 @@ func newProvider(cfg *config.Config, log *slog.Logger) (failover.Provider, error
 	case config.ProviderExec:
 		var argv [3][]string
 		for i, line := range []string{v.Exec.Acquire, v.Exec.Release, v.Exec.Holder} {
-			words, err := hooks.SplitCommand(line)
+			words, err := shellwords.Split(line)
 			if err != nil {
 				return nil, fmt.Errorf("vip.exec: %q: %w", line, err)
 			}

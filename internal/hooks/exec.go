@@ -8,8 +8,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/tandem-ha/tandem/internal/shellwords"
 )
 
 // hookWaitDelay is how long a hook's output pipes may stay open after the
@@ -84,8 +82,3 @@ func (l *lineLogger) emit(line []byte) {
 	s := strings.ToValidUTF8(strings.TrimRight(string(line), "\r"), "\uFFFD")
 	l.log.Info("hook output", "stream", l.stream, "line", s)
 }
-
-// SplitCommand splits a hook command line into words like a POSIX shell,
-// without expansions; see shellwords.Split. It stays for callers outside
-// this package (the agent splits exec-provider scripts with it).
-func SplitCommand(line string) ([]string, error) { return shellwords.Split(line) }
