@@ -211,12 +211,20 @@ func (c *Client) one(ctx context.Context) {
 		var resp *http.Response
 		resp, err = c.hc.Do(req)
 		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			// A 200 whose body was cut off (the server died mid-reply) is a
+			// failure: the user saw a broken page, and the body does not say
+			// who served it.
+			var b []byte
+			b, err = io.ReadAll(io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
 			r.Body = string(b)
-			r.OK = resp.StatusCode == http.StatusOK
-			if !r.OK {
+			switch {
+			case err != nil:
+				err = fmt.Errorf("reading the reply: %w", err)
+			case resp.StatusCode != http.StatusOK:
 				err = fmt.Errorf("status %s", resp.Status)
+			default:
+				r.OK = true
 			}
 		}
 	}

@@ -3,6 +3,8 @@ package labprobe
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -135,5 +137,45 @@ func TestInNamespaces(t *testing.T) {
 	time.Sleep(30 * time.Millisecond)
 	if rep := obs.Report(); len(rep.SplitBrain) == 0 {
 		t.Errorf("observer missed two holders of the VIP")
+	}
+}
+
+// TestClientJudgesReplies checks that only a whole 200 reply counts as
+// served: a reply cut off by a dying server is a failure.
+func TestClientJudgesReplies(t *testing.T) {
+	cases := []struct {
+		name    string
+		handler http.HandlerFunc
+		wantOK  bool
+	}{
+		{"whole 200", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, `{"node":"node1"}`) }, true},
+		{"503", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }, false},
+		{"200 cut off", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Length", "100")
+			fmt.Fprint(w, `{"no`)
+			w.(http.Flusher).Flush()
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+		}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(tc.handler)
+			defer srv.Close()
+			c := &Client{url: srv.URL, timeout: time.Second, hc: srv.Client()}
+			c.one(context.Background())
+			rs := c.Results()
+			if len(rs) != 1 {
+				t.Fatalf("results = %d; want 1", len(rs))
+			}
+			if rs[0].OK != tc.wantOK {
+				t.Errorf("OK = %v (err %q); want %v", rs[0].OK, rs[0].Err, tc.wantOK)
+			}
+			if !tc.wantOK && rs[0].Err == "" {
+				t.Errorf("a failed request has no error")
+			}
+		})
 	}
 }
