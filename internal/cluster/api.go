@@ -87,6 +87,20 @@ type errRetry struct{ err error }
 func (e errRetry) Error() string { return e.err.Error() }
 func (e errRetry) Unwrap() error { return e.err }
 
+// writeOutcome answers a forwarded request with err, unwrapped from any
+// errRetry (the caller retries by its status), or with an empty success.
+func writeOutcome(w http.ResponseWriter, err error) {
+	if err == nil {
+		writeJSON(w, struct{}{})
+		return
+	}
+	var retry errRetry
+	if errors.As(err, &retry) {
+		err = retry.err
+	}
+	writeError(w, err)
+}
+
 // onLeader runs fn until it succeeds or fails for good, retrying
 // attempts that had no effect (no leader, not the leader, leader
 // unreachable) until ctx ends.
@@ -214,15 +228,7 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := n.withTimeout(r.Context())
 	defer cancel()
-	if err := n.applyLocal(ctx, data); err != nil {
-		var retry errRetry
-		if errors.As(err, &retry) {
-			err = retry.err
-		}
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, struct{}{})
+	writeOutcome(w, n.applyLocal(ctx, data))
 }
 
 // membershipChange is the body of /v1/membership.
@@ -342,15 +348,7 @@ func (n *Node) handleMembership(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := n.withTimeout(r.Context())
 	defer cancel()
-	if err := n.changeLocal(ctx, c); err != nil {
-		var retry errRetry
-		if errors.As(err, &retry) {
-			err = retry.err
-		}
-		writeError(w, err)
-		return
-	}
-	writeJSON(w, struct{}{})
+	writeOutcome(w, n.changeLocal(ctx, c))
 }
 
 // promoteSelf asks the leader to make this node a voter once it is a
