@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 func TestCIInit(t *testing.T) {
@@ -90,7 +92,7 @@ func TestPackageCommandErrors(t *testing.T) {
 
 func TestPackageJSON(t *testing.T) {
 	if err := exec.Command("/usr/bin/python3", "-c", "import setuptools, wheel, gunicorn, pip, venv").Run(); err != nil {
-		t.Skip("Debian python3 with setuptools, wheel, gunicorn, pip and venv is needed")
+		testenv.Missing(t, "Debian python3 with setuptools, wheel, gunicorn, pip and venv is needed")
 	}
 	out := t.TempDir()
 	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")

@@ -5,6 +5,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 // TestLabArgs checks the lab commands' argument handling, which needs no lab.
@@ -29,8 +31,8 @@ func TestLabArgs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.root && os.Geteuid() != 0 {
-				t.Skip("needs root")
+			if tt.root {
+				testenv.NeedRoot(t, "to check the lab's prerequisites")
 			}
 			var out, errb bytes.Buffer
 			code := Main(tt.args, strings.NewReader(""), &out, &errb)

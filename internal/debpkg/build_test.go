@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -31,7 +33,7 @@ func needPython(t *testing.T) {
 	t.Helper()
 	out, err := exec.Command("/usr/bin/python3", "-c", "import setuptools, wheel, gunicorn, pip, venv").CombinedOutput()
 	if err != nil {
-		t.Skipf("Debian python3 with python3-venv, python3-pip, python3-setuptools, python3-wheel and python3-gunicorn is needed: %v %s", err, out)
+		testenv.Missing(t, "Debian python3 with python3-venv, python3-pip, python3-setuptools, python3-wheel and python3-gunicorn is needed: %v %s", err, out)
 	}
 }
 
@@ -66,9 +68,7 @@ type debEntry struct {
 // readDeb extracts a .deb's control and data members with dpkg-deb.
 func readDeb(t *testing.T, path string) (control, data map[string]debEntry, order []string) {
 	t.Helper()
-	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb not installed")
-	}
+	testenv.NeedCommand(t, "dpkg-deb", "dpkg")
 	read := func(flag string) (map[string]debEntry, []string) {
 		out, err := exec.Command("dpkg-deb", flag, path).Output()
 		if err != nil {
@@ -429,9 +429,7 @@ func TestBuildErrors(t *testing.T) {
 // TestUnitVerifies runs systemd-analyze verify on the generated unit (with
 // ExecStart pointed at an interpreter that exists on this machine).
 func TestUnitVerifies(t *testing.T) {
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze not installed")
-	}
+	testenv.NeedCommand(t, "systemd-analyze", "systemd")
 	unit := AppUnit{Name: "verifyme", Description: "d", Documentation: "https://example.org", DataDir: "/var/lib/verifyme",
 		ExecStart: "/usr/bin/env true", Environment: map[string]string{"A": "b c"}, EnvFiles: []string{"/etc/verifyme/x.env"}}.Render()
 	dir := t.TempDir()
@@ -542,7 +540,7 @@ func TestWriteRejectsBadSpecs(t *testing.T) {
 // the example the lab serves.
 func TestExampleUnitTests(t *testing.T) {
 	if _, err := os.Stat("/usr/bin/python3"); err != nil {
-		t.Skip("no /usr/bin/python3")
+		testenv.Missing(t, "needs /usr/bin/python3 (Debian package python3)")
 	}
 	cmd := exec.Command("/usr/bin/python3", "-m", "unittest", "discover", "-s", "tests")
 	cmd.Dir = examplePysite

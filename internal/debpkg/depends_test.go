@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tandem-ha/tandem/internal/pyproject"
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 func reqs(t *testing.T, ss ...string) []pyproject.Requirement {
@@ -60,9 +61,7 @@ func TestSystemDepends(t *testing.T) {
 // TestRelationSemantics checks with dpkg that the translated relations
 // accept Debian revisions of allowed versions and reject the others.
 func TestRelationSemantics(t *testing.T) {
-	if _, err := exec.LookPath("dpkg"); err != nil {
-		t.Skip("dpkg not installed")
-	}
+	testenv.NeedCommand(t, "dpkg", "dpkg")
 	for _, tc := range []struct {
 		spec     string
 		accept   []string

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 func TestBuildSelf(t *testing.T) {
@@ -72,9 +74,7 @@ func TestLintian(t *testing.T) {
 	if testing.Short() {
 		t.Skip("lintian takes several seconds")
 	}
-	if _, err := exec.LookPath("lintian"); err != nil {
-		t.Skip("lintian not installed")
-	}
+	testenv.NeedCommand(t, "lintian", "lintian")
 	needPython(t)
 	dir := copyProject(t, examplePysite, filepath.Join(t.TempDir(), "pysite"))
 	app := buildExample(t, dir, nil)

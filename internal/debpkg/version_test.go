@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 func TestFromPEP440(t *testing.T) {
@@ -58,9 +60,7 @@ func TestValidateVersion(t *testing.T) {
 // TestDebianOrdering checks with dpkg that translated versions sort the
 // way PEP 440 says.
 func TestDebianOrdering(t *testing.T) {
-	if _, err := exec.LookPath("dpkg"); err != nil {
-		t.Skip("dpkg not installed")
-	}
+	testenv.NeedCommand(t, "dpkg", "dpkg")
 	order := []string{"1.0.dev1", "1.0a1", "1.0b2", "1.0rc1.dev1", "1.0rc1", "1.0", "1.0.post1.dev1", "1.0.post1", "1.0.1"}
 	for i := 0; i+1 < len(order); i++ {
 		a, _ := FromPEP440(order[i])
@@ -73,9 +73,7 @@ func TestDebianOrdering(t *testing.T) {
 
 func gitRepo(t *testing.T) (string, func(args ...string) string) {
 	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git not installed")
-	}
+	testenv.NeedCommand(t, "git", "git")
 	dir := t.TempDir()
 	run := func(args ...string) string {
 		t.Helper()

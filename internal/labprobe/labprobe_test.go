@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 func TestMovesCountsHolderChanges(t *testing.T) {
@@ -68,12 +70,8 @@ func run(t *testing.T, args ...string) {
 // TestInNamespaces checks the observer and the client against two real
 // network namespaces joined by a veth pair.
 func TestInNamespaces(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2")
-	}
+	testenv.NeedRoot(t, "for network namespaces")
+	testenv.NeedCommand(t, "ip", "iproute2")
 	srv := fmt.Sprintf("tandem-lp-s%d", os.Getpid())
 	cli := fmt.Sprintf("tandem-lp-c%d", os.Getpid())
 	t.Cleanup(func() {
@@ -101,7 +99,7 @@ func TestInNamespaces(t *testing.T) {
 	}
 	run(t, "ip", "-n", srv, "addr", "add", "10.99.0.100/24", "dev", "eth0")
 	if err := server.Start(); err != nil {
-		t.Skipf("python3 http.server: %v", err)
+		testenv.Missing(t, "python3 http.server: %v", err)
 	}
 	defer func() { _ = server.Process.Kill(); _ = server.Wait() }()
 	mainNS, _ := os.Readlink("/proc/self/ns/net")

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 var tandemBin = flag.String("tandem-bin", "", "path to the tandem binary under test (make e2e passes bin/tandem)")
@@ -38,6 +40,10 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	if os.Geteuid() != 0 {
+		if testenv.Strict() {
+			fmt.Printf("e2e: FAIL: the lab needs root and %s is set; run 'make e2e' as root\n", testenv.StrictVar)
+			os.Exit(1)
+		}
 		fmt.Println("e2e: SKIP: the lab needs root; run 'make e2e' as root (CI does)")
 		os.Exit(0)
 	}

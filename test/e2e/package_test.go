@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 // buildPysite packages examples/pysite on the host at version v with the
@@ -49,7 +51,7 @@ func TestPackageLifecycle(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 5*time.Minute)
 	if err := exec.Command("/usr/bin/python3", "-c", "import setuptools, wheel, gunicorn, venv").Run(); err != nil {
-		t.Skip("building the example needs python3-setuptools, python3-wheel, python3-gunicorn and python3-venv on the host")
+		testenv.Missing(t, "building the example needs python3-setuptools, python3-wheel, python3-gunicorn and python3-venv on the host")
 	}
 	const node = "node2"
 	out := t.TempDir()

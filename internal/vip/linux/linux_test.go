@@ -20,6 +20,7 @@ import (
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 
+	"github.com/tandem-ha/tandem/internal/testenv"
 	"github.com/tandem-ha/tandem/internal/vip/viptest"
 )
 
@@ -41,12 +42,8 @@ func ip(t *testing.T, args ...string) string {
 // host namespace is never touched: the pair is created inside A.
 func netnsPair(t *testing.T) (pathA, pathB string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs iproute2")
-	}
+	testenv.NeedRoot(t, "to create network namespaces")
+	testenv.NeedCommand(t, "ip", "iproute2")
 	n := nsSeq.Add(1)
 	a := fmt.Sprintf("tandem-vipt-%d-%d-a", os.Getpid(), n)
 	b := fmt.Sprintf("tandem-vipt-%d-%d-b", os.Getpid(), n)
