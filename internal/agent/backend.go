@@ -39,7 +39,7 @@ func (a *Agent) Status(ctx context.Context) (localapi.Status, error) {
 			suffrage[sv.Name] = sv.Suffrage
 		}
 	}
-	for _, name := range s.Voters() {
+	for _, name := range s.Names() {
 		m := s.Members[name]
 		mem := localapi.Member{Name: name, Role: m.Role, Address: m.Address, Suffrage: suffrage[name]}
 		var reply = fs.Local

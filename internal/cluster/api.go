@@ -312,6 +312,12 @@ func (n *Node) changeLocal(ctx context.Context, c membershipChange) error {
 		return fmt.Errorf("raft: %w", err)
 	}
 	n.log.Info("raft membership changed", "op", c.Op, "server", c.Name, "addr", c.Addr)
+	// Only now that raft counts it may the failover quorum count it too.
+	if m, ok := n.machine.View().Members[c.Name]; ok && m.Pending && c.Op == "add_voter" {
+		if err := n.applyLocal(ctx, mustEncode(state.PromoteMember{Name: c.Name})); err != nil {
+			return fmt.Errorf("mark %s as a voter: %w", c.Name, err)
+		}
+	}
 	return nil
 }
 
@@ -363,10 +369,23 @@ func (n *Node) promoteSelf(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if n.IsLeader() || n.raft.CommitIndex() == 0 || n.raft.AppliedIndex() < n.raft.CommitIndex() {
+		if n.raft.CommitIndex() == 0 || n.raft.AppliedIndex() < n.raft.CommitIndex() {
 			continue
 		}
-		if _, ok := n.machine.View().Members[n.name]; !ok {
+		me, ok := n.machine.View().Members[n.name]
+		if !ok {
+			continue
+		}
+		if n.IsLeader() {
+			// Only a raft voter can lead; a leader still marked pending
+			// marks itself.
+			if me.Pending {
+				actx, cancel := context.WithTimeout(ctx, n.timing.ApplyTimeout)
+				if err := n.applyLocal(actx, mustEncode(state.PromoteMember{Name: n.name})); err != nil {
+					n.log.Warn("marking this node as a voter failed; will retry", "err", err)
+				}
+				cancel()
+			}
 			continue
 		}
 		f := n.raft.GetConfiguration()
@@ -379,7 +398,10 @@ func (n *Node) promoteSelf(ctx context.Context) {
 				nonvoter = true
 			}
 		}
-		if !nonvoter {
+		// A voter still marked pending lost the race between raft's change
+		// and the state's (a leader change in between): ask again, which
+		// marks it.
+		if !nonvoter && !me.Pending {
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, n.timing.ApplyTimeout)

@@ -229,10 +229,11 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	defer cancel()
 
 	now := n.now()
-	joining := state.Member{Name: req.Name, Role: req.Role, Address: req.Advertise, Joined: now}
+	// Pending until its agent runs and promotes itself (see promoteSelf).
+	joining := state.Member{Name: req.Name, Role: req.Role, Address: req.Advertise, Joined: now, Pending: true}
 	view := n.machine.View()
 	var current []state.Member
-	for _, name := range view.Voters() {
+	for _, name := range view.Names() {
 		m := view.Members[name]
 		if name == req.Name {
 			// A node may rejoin under its own name from its own address
@@ -287,7 +288,7 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 		reply.CAKey = string(key)
 	}
 	view = n.machine.View()
-	for _, name := range view.Voters() {
+	for _, name := range view.Names() {
 		reply.Members = append(reply.Members, view.Members[name])
 	}
 	n.log.Info("node joined", "name", req.Name, "role", req.Role, "advertise", req.Advertise, "token", req.TokenID)

@@ -241,8 +241,9 @@ type simTransport struct {
 
 func (tr *simTransport) Probe(ctx context.Context, addr string, req ProbeRequest) (ProbeReply, error) {
 	tr.net.mu.Lock()
-	peer := tr.net.nodes[addr]
-	down := tr.net.cut[tr.from] || tr.net.cut[addr] || !peer.alive
+	peer, exists := tr.net.nodes[addr]
+	// A member with no simulated node is one whose agent never started.
+	down := !exists || tr.net.cut[tr.from] || tr.net.cut[addr] || !peer.alive
 	tr.net.mu.Unlock()
 	time.Sleep(time.Millisecond) // one-way latency
 	if down {
@@ -446,6 +447,43 @@ func TestStaleLeaderViewsDoNotConfirm(t *testing.T) {
 		time.Sleep(time.Second)
 		if h := s.holders(); len(h) != 1 || h[0] != "node2" {
 			t.Fatalf("holders = %v after catching up; want [node2]", h)
+		}
+	})
+}
+
+// TestPendingMemberDoesNotCostTheLease adds a member whose agent never
+// starts, while the witness is down: as long as the new node is pending
+// (joined, not yet a raft voter) the holder keeps its lease from node2; once
+// it counts as a voter, node1 and node2 are two of four, no majority, and
+// the holder must fence itself.
+func TestPendingMemberDoesNotCostTheLease(t *testing.T) {
+	runSim(t, func(t *testing.T, s *simNet) {
+		s.powerOff("witness")
+		s.partition("witness", true)
+		time.Sleep(2 * time.Second)
+		s.mu.Lock()
+		err := s.commit(state.AddMember{Member: state.Member{Name: "node3", Role: state.RoleApp, Address: "node3", Pending: true}})
+		s.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		moves := s.moves()
+		time.Sleep(3 * time.Second)
+		if h := s.holders(); len(h) != 1 || h[0] != "node1" {
+			t.Fatalf("holders with a pending member that never started = %v; want [node1]", h)
+		}
+		if got := s.moves(); got != moves {
+			t.Errorf("moves = %d; want %d", got, moves)
+		}
+		s.mu.Lock()
+		err = s.commit(state.PromoteMember{Name: "node3"})
+		s.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		if h := s.holders(); len(h) != 0 {
+			t.Errorf("holders with two of four voters up = %v; want none (no quorum lease)", h)
 		}
 	})
 }

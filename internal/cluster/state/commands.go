@@ -40,6 +40,8 @@ func Decode(b []byte) (Command, error) {
 		c = &AddMember{}
 	case "remove_member":
 		c = &RemoveMember{}
+	case "promote_member":
+		c = &PromoteMember{}
 	case "set_holder":
 		c = &SetHolder{}
 	case "activate":
@@ -76,6 +78,23 @@ func (c AddMember) apply(s *Snapshot) error {
 		return fmt.Errorf("%w: member needs a name and a role app|witness", ErrInvalid)
 	}
 	s.Members[c.Member.Name] = c.Member
+	return nil
+}
+
+// PromoteMember marks a pending member as a voter, once raft has made it
+// one.
+type PromoteMember struct {
+	Name string `json:"name"`
+}
+
+func (PromoteMember) Type() string { return "promote_member" }
+func (c PromoteMember) apply(s *Snapshot) error {
+	m, ok := s.Members[c.Name]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownMember, c.Name)
+	}
+	m.Pending = false
+	s.Members[c.Name] = m
 	return nil
 }
 
@@ -123,6 +142,9 @@ func (c SetHolder) apply(s *Snapshot) error {
 		}
 		if m.Role != RoleApp {
 			return fmt.Errorf("%w: %q is a witness and never holds the IP", ErrInvalid, c.Node)
+		}
+		if m.Pending {
+			return fmt.Errorf("%w: %q has joined but is not a voter yet", ErrInvalid, c.Node)
 		}
 	}
 	prev := s.Holder.Node

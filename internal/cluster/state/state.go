@@ -38,6 +38,11 @@ type Member struct {
 	Address  string    `json:"address"` // IP:port of its mTLS listener
 	Priority int       `json:"priority"`
 	Joined   time.Time `json:"joined"`
+	// Pending is true from the join until the node runs and raft has made
+	// it a voter. A pending member is probed but is not counted in leases
+	// or quorums and never holds the IP: a node that has joined but whose
+	// agent is not up yet must not cost the holder its lease.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // Holder says who holds the floating IP.
@@ -214,9 +219,20 @@ func (m *Machine) Restore(data []byte) error {
 	return nil
 }
 
-// Voters returns the members' names, sorted.
-func (s Snapshot) Voters() []string {
+// Names returns every member's name, pending ones included, sorted.
+func (s Snapshot) Names() []string {
 	return slices.Sorted(maps.Keys(s.Members))
+}
+
+// Voters returns the names of the members that are not pending, sorted.
+func (s Snapshot) Voters() []string {
+	var out []string
+	for _, n := range s.Names() {
+		if !s.Members[n].Pending {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // Apps returns the names of app members, sorted.

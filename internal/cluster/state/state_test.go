@@ -284,3 +284,51 @@ func TestSetPolicy(t *testing.T) {
 		t.Fatal("View shares the policy with the state")
 	}
 }
+
+// TestPendingMembers checks that a joined member counts as a voter only once
+// promoted, and cannot hold the IP before.
+func TestPendingMembers(t *testing.T) {
+	tests := []struct {
+		name       string
+		cmds       []Command
+		wantErr    error // of the last command
+		wantVoters int
+		wantNames  int
+	}{
+		{"pending is not a voter", []Command{AddMember{Member: Member{Name: "node3", Role: RoleApp, Pending: true}}}, nil, 3, 4},
+		{"pending never holds", []Command{
+			AddMember{Member: Member{Name: "node3", Role: RoleApp, Pending: true}},
+			SetHolder{Node: "node3", PrevEpoch: 0, Active: true, At: t0},
+		}, ErrInvalid, 3, 4},
+		{"promoted is a voter", []Command{
+			AddMember{Member: Member{Name: "node3", Role: RoleApp, Pending: true}},
+			PromoteMember{Name: "node3"},
+		}, nil, 4, 4},
+		{"promoted can hold", []Command{
+			AddMember{Member: Member{Name: "node3", Role: RoleApp, Pending: true}},
+			PromoteMember{Name: "node3"},
+			SetHolder{Node: "node3", PrevEpoch: 0, Active: true, At: t0},
+		}, nil, 4, 4},
+		{"promoting an unknown member", []Command{PromoteMember{Name: "ghost"}}, ErrUnknownMember, 3, 3},
+		{"promoting twice is harmless", []Command{PromoteMember{Name: "node1"}, PromoteMember{Name: "node1"}}, nil, 3, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := threeNodes(t)
+			var err error
+			for i, c := range tt.cmds {
+				err = mustApply(t, m, uint64(10+i), c)
+			}
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("last command = %v; want %v", err, tt.wantErr)
+			}
+			v := m.View()
+			if got := len(v.Voters()); got != tt.wantVoters {
+				t.Errorf("voters = %v; want %d", v.Voters(), tt.wantVoters)
+			}
+			if got := len(v.Names()); got != tt.wantNames {
+				t.Errorf("names = %v; want %d", v.Names(), tt.wantNames)
+			}
+		})
+	}
+}
