@@ -242,6 +242,8 @@ func TestChangedNotifies(t *testing.T) {
 func FuzzApply(f *testing.F) {
 	for _, c := range []Command{
 		AddMember{Member: Member{Name: "n", Role: RoleApp}},
+		AddMember{Member: Member{Name: "p", Role: RoleWitness, Pending: true}},
+		PromoteMember{Name: "p"},
 		SetHolder{Node: "n", Active: true, At: t0},
 		UseToken{ID: "x", SecretHash: "y", At: t0},
 	} {
