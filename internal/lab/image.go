@@ -68,7 +68,8 @@ func imageReady(dir string) bool {
 // EnsureImage returns the cached base image, building it first if needed.
 // Concurrent callers wait on a lock; an interrupted build leaves only a
 // temporary directory that the next build removes.
-func EnsureImage(ctx context.Context, cacheDir, mirror string, progress io.Writer) (string, error) {
+// inUse tells which older images a lab still needs, so they are not pruned.
+func EnsureImage(ctx context.Context, cacheDir, mirror string, progress io.Writer, inUse func(dir string) bool) (string, error) {
 	dir := ImagePath(cacheDir)
 	if imageReady(dir) {
 		return dir, nil
@@ -128,7 +129,28 @@ func EnsureImage(ctx context.Context, cacheDir, mirror string, progress io.Write
 		return "", fmt.Errorf("install image: %w", err)
 	}
 	p.stage("base image ready at %s", dir)
+	pruneImages(cacheDir, dir, inUse, p)
 	return dir, nil
+}
+
+// pruneImages removes the base images that an older tandem built (each
+// about 350 MB) once a new one is in place, except those inUse says a lab
+// still boots its nodes from. It runs under the cache lock.
+func pruneImages(cacheDir, keep string, inUse func(dir string) bool, p *stageWriter) {
+	dirs, _ := filepath.Glob(filepath.Join(cacheDir, Suite+"-*"))
+	for _, d := range dirs {
+		switch {
+		case d == keep:
+		case inUse(d):
+			p.stage("keeping the old base image %s: a lab still uses it ('tandem lab down' it to free the space)", d)
+		default:
+			if err := os.RemoveAll(d); err != nil {
+				p.stage("could not remove the old base image %s: %v", d, err)
+				continue
+			}
+			p.stage("removed the old base image %s", d)
+		}
+	}
 }
 
 func debootstrap(ctx context.Context, root, mirror, logPath string, p *stageWriter) error {

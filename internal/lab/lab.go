@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -121,6 +122,20 @@ func (l *Lab) load() (*state, error) {
 	return s, err
 }
 
+// imageInUse reports whether any lab under the state directory boots from
+// image, or an overlay on it is still mounted (a lab whose state is gone).
+func (l *Lab) imageInUse(image string) bool {
+	states, _ := filepath.Glob(filepath.Join(filepath.Dir(l.dir), "*", "lab.json"))
+	for _, path := range states {
+		s, err := loadState(path)
+		if err != nil || s.Image == image {
+			return true // unreadable: keep the image rather than guess
+		}
+	}
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	return err != nil || strings.Contains(string(mounts), "lowerdir="+image+",")
+}
+
 // member loads the state and finds node in it.
 func (l *Lab) member(node string) (*state, *memberState, error) {
 	s, err := l.load()
@@ -187,7 +202,7 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) (err error) {
 	}
 	start := time.Now()
 	p := &stageWriter{w: o.Progress, start: start}
-	image, err := EnsureImage(ctx, l.cacheDir, l.mirror, o.Progress)
+	image, err := EnsureImage(ctx, l.cacheDir, l.mirror, o.Progress, l.imageInUse)
 	if err != nil {
 		return err
 	}

@@ -548,3 +548,48 @@ func TestLockMember(t *testing.T) {
 		t.Errorf("Exec(node9) = %v", err)
 	}
 }
+
+// TestPruneImages keeps the new image and the ones a lab still boots from,
+// and removes the rest.
+func TestPruneImages(t *testing.T) {
+	stateDir, cache := t.TempDir(), t.TempDir()
+	img := func(key string) string {
+		d := filepath.Join(cache, Suite+"-"+key)
+		if err := os.MkdirAll(filepath.Join(d, "etc"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	current, used, stale := img("current"), img("used"), img("stale")
+	other := filepath.Join(cache, "build.log")
+	if err := os.WriteFile(other, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	busy, err := New(Options{Name: "busy", StateDir: stateDir, CacheDir: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(busy.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := saveState(busy.statePath(), &state{Name: "busy", Image: used}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(Options{Name: "fresh", StateDir: stateDir, CacheDir: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress strings.Builder
+	pruneImages(cache, current, l.imageInUse, &stageWriter{w: &progress, start: time.Now()})
+	for _, tc := range []struct {
+		path string
+		kept bool
+	}{{current, true}, {used, true}, {other, true}, {stale, false}} {
+		if _, err := os.Stat(tc.path); (err == nil) != tc.kept {
+			t.Errorf("%s: exists %v; want %v", filepath.Base(tc.path), err == nil, tc.kept)
+		}
+	}
+	if !strings.Contains(progress.String(), "removed the old base image "+stale) || !strings.Contains(progress.String(), "a lab still uses it") {
+		t.Errorf("progress does not say what was pruned and kept:\n%s", progress.String())
+	}
+}
