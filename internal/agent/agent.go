@@ -351,6 +351,7 @@ func (a *Agent) build(creds *pki.Node) error {
 	var prov failover.Provider
 	var fhealth failover.Health
 	var events failover.Events
+	var healthChanged <-chan struct{}
 	if cfg.Node.Role == config.RoleApp {
 		p, err := newProvider(cfg, log.With("component", "vip"))
 		if err != nil {
@@ -367,6 +368,7 @@ func (a *Agent) build(creds *pki.Node) error {
 		}
 		a.checks = checks
 		fhealth = healthAdapter{checks}
+		healthChanged = checks.Changes()
 		units, err := hooks.NewUnits(cfg.Hooks.PrimaryUnits, log.With("component", "units"), hooks.UnitsOptions{})
 		if err != nil {
 			return fmt.Errorf("primary units: %w", err)
@@ -388,7 +390,7 @@ func (a *Agent) build(creds *pki.Node) error {
 	lease := cfg.Failover.Lease.D()
 	fo, err := failover.New(failover.Options{
 		Name: cfg.Node.Name, Role: cfg.Node.Role, Machine: a.machine,
-		Cluster: clusterAdapter{a.node}, Provider: prov, Health: fhealth, Events: events,
+		Cluster: clusterAdapter{a.node}, Provider: prov, Health: fhealth, HealthChanged: healthChanged, Events: events,
 		Tr: failover.HTTPTransport{Client: meshClient(creds)},
 		Policy: failover.Policy{
 			Preempt: cfg.Failover.Preempt, Cooloff: cfg.Failover.Cooloff.D(), MaxMovesPerHour: cfg.Failover.MaxMovesPerHour,

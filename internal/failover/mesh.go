@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
@@ -17,6 +18,10 @@ type ProbeRequest struct {
 	// late (TCP retransmits it after a partition heals), so receivers use it
 	// only to learn of newer epochs, never to confirm one.
 	Leader *LeaderView `json:"leader,omitempty"`
+	// Changed asks a leader to probe the sender now because its health has
+	// just changed. The leader learns the new health from its probe's reply,
+	// never from this request, so a late request is harmless.
+	Changed bool `json:"changed,omitempty"`
 }
 
 // LeaderView is the raft leader's committed holder.
@@ -80,13 +85,15 @@ type Mesh struct {
 	local    Local
 	leader   func() *LeaderView
 	onLeader func(from string, v LeaderView, sent time.Time)
+	onPeer   func()
 	interval time.Duration
 	lease    time.Duration
 	margin   time.Duration
 	log      *slog.Logger
 	started  time.Time
 
-	kick chan struct{}
+	kick     chan struct{}
+	announce atomic.Bool // the next round's requests carry Changed
 
 	mu       sync.Mutex
 	heard    map[string]time.Time // last probe received from a peer
@@ -106,10 +113,13 @@ type MeshOptions struct {
 	// the send time of the request it answers; in a request, with a zero
 	// time, since its age is unknown.
 	OnLeader func(from string, v LeaderView, sent time.Time)
-	Interval time.Duration
-	Lease    time.Duration
-	Margin   time.Duration
-	Logger   *slog.Logger
+	// OnPeerChange is called when a peer's reply changes its health or
+	// whether it holds the IP, so the DC can decide without waiting.
+	OnPeerChange func()
+	Interval     time.Duration
+	Lease        time.Duration
+	Margin       time.Duration
+	Logger       *slog.Logger
 }
 
 // maxInflight bounds concurrent probes per peer, so one stalled connection
@@ -119,7 +129,7 @@ const maxInflight = 4
 // NewMesh returns a mesh; call Run to start probing.
 func NewMesh(o MeshOptions) *Mesh {
 	return &Mesh{
-		self: o.Self, machine: o.Machine, tr: o.Tr, local: o.Local, leader: o.Leader, onLeader: o.OnLeader,
+		self: o.Self, machine: o.Machine, tr: o.Tr, local: o.Local, leader: o.Leader, onLeader: o.OnLeader, onPeer: o.OnPeerChange,
 		interval: o.Interval, lease: o.Lease, margin: o.Margin, log: o.Logger,
 		started: time.Now(), kick: make(chan struct{}, 1),
 		heard: map[string]time.Time{}, leaseAt: map[string]time.Time{},
@@ -136,6 +146,7 @@ func (m *Mesh) Run(ctx context.Context) error {
 	for {
 		var req ProbeRequest
 		req.From = m.self
+		req.Changed = m.announce.Swap(false)
 		if m.leader != nil {
 			req.Leader = m.leader()
 		}
@@ -176,6 +187,14 @@ func (m *Mesh) Kick() {
 	}
 }
 
+// Announce starts a probe round now whose requests ask the leader to probe
+// this node at once: its health has changed, and waiting for the leader's
+// next round would add up to an interval to the failover.
+func (m *Mesh) Announce() {
+	m.announce.Store(true)
+	m.Kick()
+}
+
 func (m *Mesh) probe(ctx context.Context, mem state.Member, req ProbeRequest) {
 	defer func() {
 		m.mu.Lock()
@@ -198,13 +217,18 @@ func (m *Mesh) probe(ctx context.Context, mem state.Member, req ProbeRequest) {
 		m.onLeader(mem.Name, *reply.Leader, sent)
 	}
 	now := time.Now()
+	changed := false
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if sent.After(m.leaseAt[mem.Name]) {
 		m.leaseAt[mem.Name] = sent
 	}
 	if prev, ok := m.replies[mem.Name]; !ok || now.After(prev.at) {
+		changed = ok && (prev.reply.Healthy != reply.Healthy || prev.reply.Holding != reply.Holding)
 		m.replies[mem.Name] = peerReply{reply: reply, at: now}
+	}
+	m.mu.Unlock()
+	if changed && m.onPeer != nil {
+		m.onPeer()
 	}
 }
 
@@ -217,6 +241,9 @@ func (m *Mesh) HandleProbe(from string, req ProbeRequest) ProbeReply {
 	m.mu.Unlock()
 	if req.Leader != nil && m.onLeader != nil {
 		m.onLeader(from, *req.Leader, time.Time{})
+	}
+	if req.Changed && m.leader != nil && m.leader() != nil {
+		m.Kick()
 	}
 	r := m.local()
 	r.Node = m.self

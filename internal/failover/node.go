@@ -49,9 +49,12 @@ type Options struct {
 	Cluster  Cluster
 	Provider Provider // nil on witnesses
 	Health   Health   // nil: always healthy (witness)
-	Events   Events   // may be nil
-	Tr       Transport
-	Policy   Policy
+	// HealthChanged receives a value whenever this node's health verdict
+	// may have changed; nil when there is nothing to watch.
+	HealthChanged <-chan struct{}
+	Events        Events // may be nil
+	Tr            Transport
+	Policy        Policy
 	// Lease is how long a node keeps the IP without a majority's answers.
 	Lease time.Duration
 	// Margin is added to Lease before the DC declares a silent holder dead.
@@ -66,6 +69,7 @@ type Node struct {
 	mesh *Mesh
 	log  *slog.Logger
 	kick chan struct{}
+	ctrl chan struct{} // wakes the DC loop: a peer's health or holding changed
 
 	mu          sync.Mutex
 	view        LeaderView // the leader's view from the reply to our latest probe
@@ -91,10 +95,10 @@ func New(o Options) (*Node, error) {
 	if o.Margin == 0 {
 		o.Margin = 50 * time.Millisecond
 	}
-	n := &Node{o: o, log: o.Logger, kick: make(chan struct{}, 1), releasedAt: map[uint64]time.Time{}, started: time.Now()}
+	n := &Node{o: o, log: o.Logger, kick: make(chan struct{}, 1), ctrl: make(chan struct{}, 1), releasedAt: map[uint64]time.Time{}, started: time.Now()}
 	n.mesh = NewMesh(MeshOptions{
 		Self: o.Name, Machine: o.Machine, Tr: o.Tr, Local: n.localReply,
-		Leader: n.leaderView, OnLeader: n.onLeaderView,
+		Leader: n.leaderView, OnLeader: n.onLeaderView, OnPeerChange: n.pokeController,
 		Interval: o.ProbeInterval, Lease: o.Lease, Margin: o.Margin, Logger: o.Logger,
 	})
 	return n, nil
@@ -119,6 +123,18 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.controllerLoop(ctx) })
 	if n.o.Role == state.RoleApp {
 		g.Go(func() error { return n.holderLoop(ctx) })
+	}
+	if n.o.HealthChanged != nil {
+		g.Go(func() error {
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-n.o.HealthChanged:
+					n.mesh.Announce()
+				}
+			}
+		})
 	}
 	return g.Wait()
 }
@@ -172,6 +188,13 @@ func (n *Node) poke() {
 	}
 }
 
+func (n *Node) pokeController() {
+	select {
+	case n.ctrl <- struct{}{}:
+	default:
+	}
+}
+
 // controllerLoop makes placement decisions while this node is the raft leader.
 func (n *Node) controllerLoop(ctx context.Context) error {
 	t := time.NewTicker(n.o.ProbeInterval / 2)
@@ -183,6 +206,7 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-n.o.Machine.Changed():
+		case <-n.ctrl:
 		}
 		if !n.o.Cluster.IsLeader() {
 			continue

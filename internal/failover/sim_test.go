@@ -40,12 +40,14 @@ type simNode struct {
 	done    chan struct{}
 	healthy bool
 	alive   bool
+	// healthCh signals health changes, as health.Runner.Changes does.
+	healthCh chan struct{}
 }
 
 func newSim(t *testing.T, names ...string) *simNet {
 	s := &simNet{t: t, nodes: map[string]*simNode{}, cut: map[string]bool{}, lag: map[string]bool{}, vip: map[string]bool{}, leader: "witness", term: 1}
 	for _, n := range names {
-		s.nodes[n] = &simNode{name: n, machine: state.New(), healthy: true}
+		s.nodes[n] = &simNode{name: n, machine: state.New(), healthy: true, healthCh: make(chan struct{}, 1)}
 	}
 	for _, n := range names {
 		role := state.RoleApp
@@ -95,12 +97,13 @@ func (s *simNet) start(name string) {
 	}
 	node, err := New(Options{
 		Name: name, Role: role, Machine: n.machine,
-		Cluster:  &simCluster{net: s, node: name},
-		Provider: prov,
-		Health:   &simHealth{net: s, node: name},
-		Tr:       &simTransport{net: s, from: name},
-		Policy:   Policy{Cooloff: 2 * time.Second, MaxMovesPerHour: 10},
-		Lease:    500 * time.Millisecond, Margin: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
+		Cluster:       &simCluster{net: s, node: name},
+		Provider:      prov,
+		Health:        &simHealth{net: s, node: name},
+		HealthChanged: n.healthCh,
+		Tr:            &simTransport{net: s, from: name},
+		Policy:        Policy{Cooloff: 2 * time.Second, MaxMovesPerHour: 10},
+		Lease:         500 * time.Millisecond, Margin: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -140,6 +143,10 @@ func (s *simNet) setHealthy(name string, ok bool) {
 	s.mu.Lock()
 	s.nodes[name].healthy = ok
 	s.mu.Unlock()
+	select {
+	case s.nodes[name].healthCh <- struct{}{}:
+	default:
+	}
 }
 
 func (s *simNet) holders() []string {
@@ -486,4 +493,34 @@ func TestPendingMemberDoesNotCostTheLease(t *testing.T) {
 			t.Errorf("holders with two of four voters up = %v; want none (no quorum lease)", h)
 		}
 	})
+}
+
+// TestHealthChangeReachesTheDCAtOnce fails the holder's app at every phase
+// of the probe interval: the holder announces the change, the DC probes it
+// at once and decides, so the decision never waits for the DC's next round.
+func TestHealthChangeReachesTheDCAtOnce(t *testing.T) {
+	for _, phase := range []time.Duration{0, 10 * time.Millisecond, 20 * time.Millisecond, 30 * time.Millisecond, 40 * time.Millisecond} {
+		t.Run(fmt.Sprint(phase), func(t *testing.T) {
+			runSim(t, func(t *testing.T, s *simNet) {
+				time.Sleep(phase)
+				s.setHealthy("node1", false)
+				start := time.Now()
+				for {
+					s.mu.Lock()
+					h := s.nodes["witness"].machine.View().Holder
+					s.mu.Unlock()
+					if h.Node == "node2" {
+						break
+					}
+					if time.Since(start) > time.Second {
+						t.Fatalf("no decision within 1s of the app failing")
+					}
+					time.Sleep(time.Millisecond)
+				}
+				if took := time.Since(start); took > 15*time.Millisecond {
+					t.Errorf("the DC decided %v after the holder's health changed; want <= 15ms (probe interval 50ms)", took)
+				}
+			})
+		})
+	}
 }

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -100,4 +101,71 @@ func FuzzDecodeProbe(f *testing.F) {
 			t.Fatalf("reply names %q", reply.Node)
 		}
 	})
+}
+
+// TestChangedProbeWakesOnlyALeader: a probe marked Changed starts the
+// receiver's probe round at once, but only on the raft leader, the one that
+// decides; others ignore it.
+func TestChangedProbeWakesOnlyALeader(t *testing.T) {
+	tests := []struct {
+		name     string
+		leader   bool
+		changed  bool
+		wantKick bool
+	}{
+		{"leader, changed", true, true, true},
+		{"leader, routine probe", true, false, false},
+		{"follower, changed", false, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := testMesh(t)
+			m.leader = func() *LeaderView {
+				if tt.leader {
+					return &LeaderView{Term: 1}
+				}
+				return nil
+			}
+			m.HandleProbe("node2", ProbeRequest{From: "node2", Changed: tt.changed})
+			if got := len(m.kick) == 1; got != tt.wantKick {
+				t.Errorf("probe round started = %v; want %v", got, tt.wantKick)
+			}
+		})
+	}
+}
+
+type replyTransport struct{ reply ProbeReply }
+
+func (r *replyTransport) Probe(context.Context, string, ProbeRequest) (ProbeReply, error) {
+	return r.reply, nil
+}
+
+// TestPeerChangeCallsBack: a reply that changes a peer's health or holding
+// wakes the DC; a first reply or an unchanged one does not.
+func TestPeerChangeCallsBack(t *testing.T) {
+	m := testMesh(t)
+	calls := 0
+	m.onPeer = func() { calls++ }
+	tr := &replyTransport{}
+	m.tr = tr
+	peer := state.Member{Name: "node2", Address: "node2"}
+	steps := []struct {
+		healthy, holding bool
+		wantCalls        int
+	}{
+		{true, true, 0},   // first reply: nothing to compare with
+		{true, true, 0},   // unchanged
+		{false, true, 1},  // health changed
+		{false, false, 2}, // holding changed
+		{false, false, 2},
+	}
+	for i, st := range steps {
+		tr.reply = ProbeReply{Node: "node2", Healthy: st.healthy, Holding: st.holding}
+		m.inflight["node2"]++
+		m.probe(context.Background(), peer, ProbeRequest{From: "node1"})
+		if calls != st.wantCalls {
+			t.Errorf("step %d: %d callbacks; want %d", i, calls, st.wantCalls)
+		}
+		time.Sleep(time.Millisecond) // replies are ordered by arrival time
+	}
 }
