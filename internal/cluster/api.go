@@ -136,6 +136,10 @@ func (n *Node) applyLocal(ctx context.Context, data []byte) error {
 		// command is not retried: it may have been committed.
 		return fmt.Errorf("raft apply: %w", err)
 	}
+	// Followers learn of a commit only with the next entries or after
+	// CommitTimeout (tens of ms). A barrier entry is sent at once and tells
+	// them now, so a new holder acts on its own log within a round trip.
+	n.raft.Barrier(timeout)
 	if err, ok := f.Response().(error); ok {
 		return err
 	}

@@ -84,6 +84,8 @@ type memCluster struct {
 	nodes []*Node
 	trans []*raft.InmemTransport
 	dirs  []string
+	// timing is every node's raft timers; zero fields take the defaults.
+	timing Timing
 }
 
 func (c *memCluster) opts(i int, tr *raft.InmemTransport) Options {
@@ -91,17 +93,24 @@ func (c *memCluster) opts(i int, tr *raft.InmemTransport) Options {
 	return Options{
 		Name: name, Role: state.RoleApp, DataDir: c.dirs[i], Listen: "127.0.0.1:0",
 		TLS: issue(c.t, c.ca, name), Machine: state.New(), Logger: testLogger(c.t),
-		raftTransport: tr,
+		raftTransport: tr, Timing: c.timing,
 	}
 }
 
 func newMemCluster(t *testing.T, size int) *memCluster {
 	t.Helper()
+	return newMemClusterTiming(t, size, Timing{})
+}
+
+// newMemClusterTiming is newMemCluster with raft timers of the test's own
+// (zero fields take the defaults).
+func newMemClusterTiming(t *testing.T, size int, timing Timing) *memCluster {
+	t.Helper()
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &memCluster{t: t, ca: ca}
+	c := &memCluster{t: t, ca: ca, timing: timing}
 	ctx := context.Background()
 	for i := range size {
 		c.dirs = append(c.dirs, t.TempDir())

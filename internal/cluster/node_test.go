@@ -237,3 +237,30 @@ func TestRemoveAndLeave(t *testing.T) {
 		t.Errorf("Leave on the last voter = %v; want ErrLastVoter", err)
 	}
 }
+
+// TestFollowersLearnCommitsAtOnce: with a commit timeout far longer than
+// the test allows, followers still apply a command within a few round
+// trips, because the leader follows each apply with a barrier entry that
+// carries the new commit index.
+func TestFollowersLearnCommitsAtOnce(t *testing.T) {
+	c := newMemClusterTiming(t, 3, Timing{CommitTimeout: 3 * time.Second})
+	ctx := context.Background()
+	_, leader := c.leader()
+	for i := range 3 {
+		start := time.Now()
+		if err := leader.Apply(ctx, state.SetHolder{Node: "n2", PrevEpoch: uint64(i), Active: true, At: start}); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range c.nodes {
+			for n.Machine().View().Holder.Epoch != uint64(i+1) {
+				if time.Since(start) > time.Second {
+					t.Fatalf("%s applied epoch %d only after > 1s (commit timeout 3s)", n.Name(), i+1)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if took := time.Since(start); took > 200*time.Millisecond {
+			t.Errorf("apply %d reached every node after %v; want well under the 3s commit timeout", i, took)
+		}
+	}
+}
