@@ -396,7 +396,8 @@ func (a *Agent) build(creds *pki.Node) error {
 			Preempt: cfg.Failover.Preempt, Cooloff: cfg.Failover.Cooloff.D(), MaxMovesPerHour: cfg.Failover.MaxMovesPerHour,
 		},
 		Lease: lease, Margin: max(lease/10, 50*time.Millisecond), ProbeInterval: cfg.Failover.ProbeInterval.D(),
-		Logger: log.With("component", "failover"),
+		DrainTimeout: cfg.Failover.DrainTimeout.D(),
+		Logger:       log.With("component", "failover"),
 	})
 	if err != nil {
 		return err

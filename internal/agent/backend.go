@@ -166,7 +166,7 @@ func (a *Agent) Switchover(ctx context.Context, r localapi.SwitchoverRequest) (l
 	}
 	s = a.machine.View()
 	err := a.node.Apply(ctx, state.SetHolder{Node: to, PrevEpoch: s.Holder.Epoch, Active: s.Holder.Node == "",
-		Reason: "switchover", FaultAt: time.Now(), At: time.Now()})
+		Reason: "switchover", FaultAt: time.Now(), At: time.Now(), Drain: true})
 	if err != nil {
 		if errors.Is(err, state.ErrStaleEpoch) {
 			return localapi.SwitchoverReply{}, errors.New("switchover: the holder changed meanwhile; check 'tandem status' and retry")

@@ -167,6 +167,9 @@ type Failover struct {
 	Lease            Duration `toml:"lease"`
 	HeartbeatTimeout Duration `toml:"heartbeat_timeout"`
 	ProbeInterval    Duration `toml:"probe_interval"`
+	// DrainTimeout bounds how long a planned move (switchover, preemption,
+	// agent stop) waits for connections in flight to the IP to finish.
+	DrainTimeout Duration `toml:"drain_timeout"`
 }
 
 // Error is one problem in the configuration.
@@ -362,6 +365,9 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 	if f.ProbeInterval == 0 {
 		f.ProbeInterval = Duration(50 * time.Millisecond)
 	}
+	if f.DrainTimeout == 0 {
+		f.DrainTimeout = Duration(2 * time.Second)
+	}
 	for i := range c.Health {
 		h := &c.Health[i]
 		if h.Name == "" {
@@ -483,6 +489,9 @@ func (c *Config) validate() Errors {
 	}
 	if f.ProbeInterval.D() < 10*time.Millisecond {
 		bad("failover.probe_interval", "%s is too short; use at least 10ms", f.ProbeInterval.D())
+	}
+	if d := f.DrainTimeout.D(); d < 0 || d > time.Minute {
+		bad("failover.drain_timeout", "%s is out of range; use 0s to 1m (clients whose new connections are held back retry after 1s, 3s, 7s)", d)
 	}
 	return errs
 }

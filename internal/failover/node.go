@@ -41,6 +41,17 @@ type Events interface {
 	Fault(epoch uint64, reason string)
 }
 
+// Drainer is implemented by providers that can let the connections in
+// flight to the IP finish before a planned move releases it. New
+// connections are turned away silently (their SYNs dropped, so clients
+// retry in a second and reach the new holder); Release undoes StopNew, and
+// Acquire must accept connections again.
+type Drainer interface {
+	StopNew(ctx context.Context) error
+	// InFlight counts the TCP connections to the IP that are still open.
+	InFlight(ctx context.Context) (int, error)
+}
+
 // Options configures a Node.
 type Options struct {
 	Name     string
@@ -60,7 +71,10 @@ type Options struct {
 	// Margin is added to Lease before the DC declares a silent holder dead.
 	Margin        time.Duration
 	ProbeInterval time.Duration
-	Logger        *slog.Logger
+	// DrainTimeout bounds how long a planned move waits for connections in
+	// flight to finish (see Drainer); 0 releases at once.
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Node runs the mesh, the DC loop and, on app nodes, the holder loop.
@@ -318,6 +332,9 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) {
 		if !lease {
 			reason = "lost quorum lease"
 		}
+		if lease && !contradicted && h.Drain && !h.Active && h.Previous == n.o.Name && h.Node != n.o.Name {
+			n.drain(ctx, h.Epoch)
+		}
 		n.release(ctx, reason, !lease)
 	case !holding && mine && lease && confirmed && !contradicted && !now.Before(n.retryAt):
 		n.acquire(ctx, h.Epoch)
@@ -330,6 +347,40 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) {
 	if !holding && h.Previous == n.o.Name && h.Node != n.o.Name && !h.Active {
 		n.confirmRelease(ctx, h.Epoch, now)
 	}
+}
+
+// drain lets the connections in flight to the IP finish before a planned
+// move releases it, for at most DrainTimeout. It stops early when the lease
+// is lost (the IP must go now) or the move is superseded.
+func (n *Node) drain(ctx context.Context, epoch uint64) {
+	d, ok := n.o.Provider.(Drainer)
+	if !ok || n.o.DrainTimeout <= 0 {
+		return
+	}
+	start := time.Now()
+	if err := d.StopNew(ctx); err != nil {
+		n.log.Warn("drain: could not stop new connections; releasing at once", "err", err)
+		return
+	}
+	left := -1
+	for {
+		count, err := d.InFlight(ctx)
+		if err != nil {
+			n.log.Warn("drain: could not count connections; releasing now", "err", err)
+			return
+		}
+		left = count
+		if count == 0 || time.Since(start) >= n.o.DrainTimeout || ctx.Err() != nil ||
+			!n.mesh.LeaseValid(time.Now()) || n.o.Machine.View().Holder.Epoch != epoch {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if left > 0 {
+		n.log.Warn("drain: releasing with connections still open", "open", left, "after", time.Since(start).Round(time.Millisecond))
+		return
+	}
+	n.log.Info("drained connections before the planned move", "took", time.Since(start).Round(time.Millisecond))
 }
 
 func (n *Node) acquire(ctx context.Context, epoch uint64) {

@@ -96,7 +96,7 @@ func Decide(now time.Time, s state.Snapshot, nodes map[string]NodeView, p Policy
 		best := candidate(s, nodes, "")
 		if best != "" && best != h.Node && s.Members[best].Priority > s.Members[h.Node].Priority {
 			return &Decision{
-				Cmd:    state.SetHolder{Node: best, PrevEpoch: h.Epoch, Active: false, Reason: "preempt", At: now},
+				Cmd:    state.SetHolder{Node: best, PrevEpoch: h.Epoch, Active: false, Reason: "preempt", At: now, Drain: true},
 				Reason: fmt.Sprintf("preempting: %s has a higher priority than %s", best, h.Node),
 			}
 		}

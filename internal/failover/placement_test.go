@@ -143,7 +143,7 @@ func TestDecide(t *testing.T) {
 			}(),
 			nodes:  map[string]NodeView{"node1": healthy, "node2": healthy},
 			policy: Policy{Preempt: true},
-			want:   state.SetHolder{Node: "node1", PrevEpoch: 1, Active: false, Reason: "preempt", At: now0},
+			want:   state.SetHolder{Node: "node1", PrevEpoch: 1, Active: false, Reason: "preempt", At: now0, Drain: true},
 		},
 		{
 			name:  "witness is never a candidate",

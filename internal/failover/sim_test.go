@@ -29,6 +29,10 @@ type simNet struct {
 	lag    map[string]bool // connected, but its log does not catch up
 	vip    map[string]bool // node -> address configured
 	maxVIP int             // most nodes holding at one sampled instant
+	// Connections open to each node's VIP, and whether it turns new ones
+	// away (see Drainer).
+	open     map[string]int
+	draining map[string]bool
 }
 
 type simNode struct {
@@ -45,7 +49,8 @@ type simNode struct {
 }
 
 func newSim(t *testing.T, names ...string) *simNet {
-	s := &simNet{t: t, nodes: map[string]*simNode{}, cut: map[string]bool{}, lag: map[string]bool{}, vip: map[string]bool{}, leader: "witness", term: 1}
+	s := &simNet{t: t, nodes: map[string]*simNode{}, cut: map[string]bool{}, lag: map[string]bool{}, vip: map[string]bool{},
+		open: map[string]int{}, draining: map[string]bool{}, leader: "witness", term: 1}
 	for _, n := range names {
 		s.nodes[n] = &simNode{name: n, machine: state.New(), healthy: true, healthCh: make(chan struct{}, 1)}
 	}
@@ -104,7 +109,8 @@ func (s *simNet) start(name string) {
 		Tr:            &simTransport{net: s, from: name},
 		Policy:        Policy{Cooloff: 2 * time.Second, MaxMovesPerHour: 10},
 		Lease:         500 * time.Millisecond, Margin: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		DrainTimeout: 2 * time.Second,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		s.t.Fatal(err)
@@ -278,7 +284,21 @@ func (v *simVIP) Release(ctx context.Context) error {
 	v.net.mu.Lock()
 	defer v.net.mu.Unlock()
 	delete(v.net.vip, v.node)
+	v.net.draining[v.node] = false
 	return nil
+}
+
+func (v *simVIP) StopNew(ctx context.Context) error {
+	v.net.mu.Lock()
+	defer v.net.mu.Unlock()
+	v.net.draining[v.node] = true
+	return nil
+}
+
+func (v *simVIP) InFlight(ctx context.Context) (int, error) {
+	v.net.mu.Lock()
+	defer v.net.mu.Unlock()
+	return v.net.open[v.node], nil
 }
 
 func (v *simVIP) Held(ctx context.Context) (bool, error) {
@@ -519,6 +539,72 @@ func TestHealthChangeReachesTheDCAtOnce(t *testing.T) {
 				}
 				if took := time.Since(start); took > 15*time.Millisecond {
 					t.Errorf("the DC decided %v after the holder's health changed; want <= 15ms (probe interval 50ms)", took)
+				}
+			})
+		})
+	}
+}
+
+// TestPlannedMoveDrains: a planned move waits for the old holder's open
+// connections to close (new ones turned away) before it releases, for at
+// most DrainTimeout, and never beyond its lease; an unplanned move does not
+// wait at all.
+func TestPlannedMoveDrains(t *testing.T) {
+	tests := []struct {
+		name    string
+		drain   bool
+		closeAt time.Duration // when the open connections close; 0: never
+		cut     bool          // node1 is partitioned right after the decision
+		// node1 must still hold at holdUntil and no longer at goneBy.
+		holdUntil, goneBy time.Duration
+	}{
+		{"connections close", true, 600 * time.Millisecond, false, 500 * time.Millisecond, 700 * time.Millisecond},
+		{"drain times out", true, 0, false, 1900 * time.Millisecond, 2200 * time.Millisecond},
+		{"lease lost while draining", true, 0, true, 0, 600 * time.Millisecond},
+		{"unplanned move", false, 0, false, 0, 100 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			runSim(t, func(t *testing.T, s *simNet) {
+				s.mu.Lock()
+				s.open["node1"] = 3
+				epoch := s.nodes["witness"].machine.View().Holder.Epoch
+				err := s.commit(state.SetHolder{Node: "node2", PrevEpoch: epoch, Reason: "switchover", Drain: tt.drain, At: time.Now()})
+				s.mu.Unlock()
+				if err != nil {
+					t.Fatal(err)
+				}
+				start := time.Now()
+				if tt.cut {
+					s.partition("node1", true)
+				}
+				if tt.closeAt > 0 {
+					time.AfterFunc(tt.closeAt, func() {
+						s.mu.Lock()
+						s.open["node1"] = 0
+						s.mu.Unlock()
+					})
+				}
+				holds := func() bool {
+					s.mu.Lock()
+					defer s.mu.Unlock()
+					return s.vip["node1"]
+				}
+				if tt.holdUntil > 0 {
+					time.Sleep(tt.holdUntil)
+					if !holds() {
+						t.Fatalf("node1 released %v after a planned move with open connections; want it to drain", tt.holdUntil)
+					}
+					s.mu.Lock()
+					draining := s.draining["node1"]
+					s.mu.Unlock()
+					if !draining {
+						t.Errorf("node1 did not turn new connections away while draining")
+					}
+				}
+				time.Sleep(tt.goneBy - time.Since(start))
+				if holds() {
+					t.Fatalf("node1 still holds the IP %v after the move", tt.goneBy)
 				}
 			})
 		})

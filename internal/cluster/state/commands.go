@@ -128,6 +128,7 @@ type SetHolder struct {
 	Reason    string    `json:"reason"`
 	FaultAt   time.Time `json:"fault_at"`
 	At        time.Time `json:"at"`
+	Drain     bool      `json:"drain,omitempty"` // a planned move; see Holder.Drain
 }
 
 func (SetHolder) Type() string { return "set_holder" }
@@ -152,7 +153,7 @@ func (c SetHolder) apply(s *Snapshot) error {
 		prev = s.Holder.Previous
 	}
 	epoch := s.Holder.Epoch + 1
-	s.Holder = Holder{Node: c.Node, Epoch: epoch, Active: c.Active, Previous: prev, Since: c.At}
+	s.Holder = Holder{Node: c.Node, Epoch: epoch, Active: c.Active, Previous: prev, Since: c.At, Drain: c.Drain && !c.Active}
 	mv := Move{Epoch: epoch, From: prev, To: c.Node, Reason: c.Reason, FaultAt: c.FaultAt, DecidedAt: c.At}
 	if c.Active {
 		mv.ActivatedAt = c.At
@@ -180,6 +181,7 @@ func (c Activate) apply(s *Snapshot) error {
 		return nil
 	}
 	s.Holder.Active = true
+	s.Holder.Drain = false
 	s.Holder.Since = c.At
 	if n := len(s.Moves); n > 0 && s.Moves[n-1].Epoch == c.Epoch {
 		s.Moves[n-1].ActivatedAt = c.At

@@ -57,6 +57,9 @@ type Holder struct {
 	Active   bool      `json:"active"`
 	Previous string    `json:"previous"`
 	Since    time.Time `json:"since"`
+	// Drain marks a planned move (switchover, preemption): the previous
+	// holder lets the connections in flight finish before it releases.
+	Drain bool `json:"drain,omitempty"`
 }
 
 // Move records one change of holder.

@@ -93,6 +93,30 @@ func TestHolderTransitions(t *testing.T) {
 			want:    Holder{Node: "node2", Epoch: 2, Active: false, Previous: "node1", Since: t0},
 		},
 		{
+			name: "planned move drains until activated",
+			cmds: []Command{
+				SetHolder{Node: "node1", PrevEpoch: 0, Active: true, At: t0},
+				SetHolder{Node: "node2", PrevEpoch: 1, Active: false, Drain: true, At: t0.Add(time.Second)},
+			},
+			want: Holder{Node: "node2", Epoch: 2, Active: false, Previous: "node1", Since: t0.Add(time.Second), Drain: true},
+		},
+		{
+			name: "activation ends the drain",
+			cmds: []Command{
+				SetHolder{Node: "node1", PrevEpoch: 0, Active: true, At: t0},
+				SetHolder{Node: "node2", PrevEpoch: 1, Active: false, Drain: true, At: t0.Add(time.Second)},
+				Released{Node: "node1", Epoch: 2, At: t0.Add(2 * time.Second)},
+			},
+			want: Holder{Node: "node2", Epoch: 2, Active: true, Previous: "node1", Since: t0.Add(2 * time.Second)},
+		},
+		{
+			name: "an active move has nothing to drain",
+			cmds: []Command{
+				SetHolder{Node: "node1", PrevEpoch: 0, Active: true, Drain: true, At: t0},
+			},
+			want: Holder{Node: "node1", Epoch: 1, Active: true, Since: t0},
+		},
+		{
 			name: "removing the holder clears it in a new epoch",
 			cmds: []Command{
 				SetHolder{Node: "node1", PrevEpoch: 0, Active: true, At: t0},

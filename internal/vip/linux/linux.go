@@ -163,6 +163,10 @@ func (p *Provider) Acquire(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("acquire %s: %w", p.o.Prefix, err)
 	}
+	// A drain rule left by a crash mid-drain would turn every client away.
+	if err := p.removeDrain(); err != nil {
+		p.o.Logger.Warn("could not check for a drain rule to remove", "vip", p.o.Prefix, "table", DrainTable, "err", err)
+	}
 	added := true
 	if err := p.nl.AddrAdd(l, p.addr); err != nil {
 		if !errors.Is(err, unix.EEXIST) {
@@ -199,6 +203,11 @@ func (p *Provider) Release(ctx context.Context) error {
 	}
 	if err := p.nl.AddrDel(l, p.addr); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 		return fmt.Errorf("release %s: remove from %s: %w", p.o.Prefix, p.o.Interface, err)
+	}
+	// Without the address no SYN is accepted here anyway; the drain rule
+	// must not outlive the move and turn this node's clients away later.
+	if err := p.removeDrain(); err != nil {
+		p.o.Logger.Warn("could not check for a drain rule to remove", "vip", p.o.Prefix, "table", DrainTable, "err", err)
 	}
 	return nil
 }
