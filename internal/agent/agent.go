@@ -357,7 +357,7 @@ func (a *Agent) build(creds *pki.Node) error {
 		if err != nil {
 			return err
 		}
-		prov = instrumentedProvider{p: p, m: a.metrics}
+		prov = instrument(p, a.metrics)
 		checks, err := health.New(healthSpecs(cfg), log.With("component", "health"), health.Options{
 			OnResult: func(name string, ok bool, d time.Duration) {
 				a.metrics.checkDuration.WithLabelValues(name, map[bool]string{true: "pass", false: "fail"}[ok]).Observe(d.Seconds())

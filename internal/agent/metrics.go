@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
+	"github.com/tandem-ha/tandem/internal/failover"
 )
 
 // metrics holds the agent's Prometheus metrics on a registry of its own.
@@ -93,6 +94,31 @@ func (m *metrics) observeMoves(s state.Snapshot) {
 		}
 	}
 }
+
+// instrument wraps a floating-IP provider with latency and error metrics,
+// keeping the optional abilities (failover.Drainer) it has.
+func instrument(p failover.Provider, m *metrics) failover.Provider {
+	ip := instrumentedProvider{p: p, m: m}
+	if d, ok := p.(failover.Drainer); ok {
+		return instrumentedDrainer{instrumentedProvider: ip, d: d}
+	}
+	return ip
+}
+
+// instrumentedDrainer is an instrumentedProvider whose provider can drain.
+type instrumentedDrainer struct {
+	instrumentedProvider
+	d failover.Drainer
+}
+
+func (ip instrumentedDrainer) StopNew(ctx context.Context) error {
+	start := time.Now()
+	err := ip.d.StopNew(ctx)
+	ip.observe("stop_new", start, err)
+	return err
+}
+
+func (ip instrumentedDrainer) InFlight(ctx context.Context) (int, error) { return ip.d.InFlight(ctx) }
 
 // instrumentedProvider wraps a floating-IP provider with latency and error metrics.
 type instrumentedProvider struct {
