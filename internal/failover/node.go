@@ -334,6 +334,9 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) {
 		}
 		if lease && !contradicted && h.Drain && !h.Active && h.Previous == n.o.Name && h.Node != n.o.Name {
 			n.drain(ctx, h.Epoch)
+			if lease = n.mesh.LeaseValid(time.Now()); !lease {
+				reason = "lost quorum lease" // while draining: a fault after all
+			}
 		}
 		n.release(ctx, reason, !lease)
 	case !holding && mine && lease && confirmed && !contradicted && !now.Before(n.retryAt):
