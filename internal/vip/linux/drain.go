@@ -47,6 +47,9 @@ func (p *Provider) StopNew(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("drain %s: nftables: %w", p.o.Prefix, err)
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.drainMaybe = true // even a failed flush may leave part of the table
 	a := p.o.Prefix.Addr()
 	nfproto, daddrOffset := byte(unix.NFPROTO_IPV4), uint32(16)
 	if a.Is6() {
@@ -110,6 +113,19 @@ func (p *Provider) InFlight(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// clearDrainLocked removes the drain rule if one may be installed; p.mu is
+// held. A failure is logged and retried at the next Acquire or Release.
+func (p *Provider) clearDrainLocked() {
+	if !p.drainMaybe {
+		return
+	}
+	if err := p.removeDrain(); err != nil {
+		p.o.Logger.Warn("could not check for a drain rule to remove", "vip", p.o.Prefix, "table", DrainTable, "err", err)
+		return
+	}
+	p.drainMaybe = false
 }
 
 // removeDrain deletes the drain table if it is there.

@@ -115,6 +115,17 @@ func TestDrain(t *testing.T) {
 	if hasDrainTable(t, pa) {
 		t.Fatal("Acquire left a drain table in place")
 	}
+	// The same when the rule was left by another process (a crash).
+	if err := pa.StopNew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted := newProvider(t, a, "va", Options{GARPCount: 1})
+	if err := restarted.Acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if hasDrainTable(t, restarted) {
+		t.Fatal("a new provider's Acquire left an earlier process's drain table in place")
+	}
 	c, err := dial(time.Second)
 	if err != nil {
 		t.Fatalf("dial after Acquire: %v", err)

@@ -62,6 +62,10 @@ type Provider struct {
 	stopGARP context.CancelFunc // non-nil while the announcer runs
 	garpDone chan struct{}
 	closed   bool
+	// drainMaybe is set while a drain rule may be installed: by StopNew, and
+	// from the start, since a crash mid-drain can leave one. Acquire and
+	// Release look for the rule only then, keeping nftables off their path.
+	drainMaybe bool
 }
 
 // New checks the options and opens a netlink handle; it changes nothing.
@@ -87,7 +91,7 @@ func New(o Options) (*Provider, error) {
 	if o.GARPRefresh == 0 {
 		o.GARPRefresh = 60 * time.Second
 	}
-	p := &Provider{o: o, ns: -1}
+	p := &Provider{o: o, ns: -1, drainMaybe: true}
 	var err error
 	if o.NetNSPath != "" {
 		if p.ns, err = netns.GetFromPath(o.NetNSPath); err != nil {
@@ -164,9 +168,7 @@ func (p *Provider) Acquire(ctx context.Context) error {
 		return fmt.Errorf("acquire %s: %w", p.o.Prefix, err)
 	}
 	// A drain rule left by a crash mid-drain would turn every client away.
-	if err := p.removeDrain(); err != nil {
-		p.o.Logger.Warn("could not check for a drain rule to remove", "vip", p.o.Prefix, "table", DrainTable, "err", err)
-	}
+	p.clearDrainLocked()
 	added := true
 	if err := p.nl.AddrAdd(l, p.addr); err != nil {
 		if !errors.Is(err, unix.EEXIST) {
@@ -206,9 +208,7 @@ func (p *Provider) Release(ctx context.Context) error {
 	}
 	// Without the address no SYN is accepted here anyway; the drain rule
 	// must not outlive the move and turn this node's clients away later.
-	if err := p.removeDrain(); err != nil {
-		p.o.Logger.Warn("could not check for a drain rule to remove", "vip", p.o.Prefix, "table", DrainTable, "err", err)
-	}
+	p.clearDrainLocked()
 	return nil
 }
 
