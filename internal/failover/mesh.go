@@ -180,9 +180,13 @@ func (m *Mesh) Run(ctx context.Context) error {
 
 // Kick starts a probe round now, e.g. to carry a new leader view to the
 // nodes without waiting for the next interval.
-func (m *Mesh) Kick() {
+func (m *Mesh) Kick() { wake(m.kick) }
+
+// wake signals a loop waiting on ch (capacity 1) without blocking: a signal
+// already pending covers this one.
+func wake(ch chan<- struct{}) {
 	select {
-	case m.kick <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }

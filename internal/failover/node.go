@@ -195,19 +195,8 @@ func (n *Node) onLeaderView(from string, v LeaderView, sent time.Time) {
 	n.poke()
 }
 
-func (n *Node) poke() {
-	select {
-	case n.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (n *Node) pokeController() {
-	select {
-	case n.ctrl <- struct{}{}:
-	default:
-	}
-}
+func (n *Node) poke()           { wake(n.kick) }
+func (n *Node) pokeController() { wake(n.ctrl) }
 
 // controllerLoop makes placement decisions while this node is the raft leader.
 func (n *Node) controllerLoop(ctx context.Context) error {
@@ -365,15 +354,14 @@ func (n *Node) drain(ctx context.Context, epoch uint64) {
 		n.log.Warn("drain: could not stop new connections; releasing at once", "err", err)
 		return
 	}
-	left := -1
+	var left int
 	for {
-		count, err := d.InFlight(ctx)
-		if err != nil {
+		var err error
+		if left, err = d.InFlight(ctx); err != nil {
 			n.log.Warn("drain: could not count connections; releasing now", "err", err)
 			return
 		}
-		left = count
-		if count == 0 || time.Since(start) >= n.o.DrainTimeout || ctx.Err() != nil ||
+		if left == 0 || time.Since(start) >= n.o.DrainTimeout || ctx.Err() != nil ||
 			!n.mesh.LeaseValid(time.Now()) || n.o.Machine.View().Holder.Epoch != epoch {
 			break
 		}
