@@ -318,9 +318,16 @@ func (n *Node) changeLocal(ctx context.Context, c membershipChange) error {
 	n.log.Info("raft membership changed", "op", c.Op, "server", c.Name, "addr", c.Addr)
 	// Only now that raft counts it may the failover quorum count it too.
 	if m, ok := n.machine.View().Members[c.Name]; ok && m.Pending && c.Op == "add_voter" {
-		if err := n.applyLocal(ctx, mustEncode(state.PromoteMember{Name: c.Name})); err != nil {
-			return fmt.Errorf("mark %s as a voter: %w", c.Name, err)
-		}
+		return n.markVoter(ctx, c.Name)
+	}
+	return nil
+}
+
+// markVoter records, on the leader, that raft has made a pending member a
+// voter.
+func (n *Node) markVoter(ctx context.Context, name string) error {
+	if err := n.applyLocal(ctx, mustEncode(state.PromoteMember{Name: name})); err != nil {
+		return fmt.Errorf("mark %s as a voter: %w", name, err)
 	}
 	return nil
 }
@@ -385,7 +392,7 @@ func (n *Node) promoteSelf(ctx context.Context) {
 			// marks itself.
 			if me.Pending {
 				actx, cancel := context.WithTimeout(ctx, n.timing.ApplyTimeout)
-				if err := n.applyLocal(actx, mustEncode(state.PromoteMember{Name: n.name})); err != nil {
+				if err := n.markVoter(actx, n.name); err != nil {
 					n.log.Warn("marking this node as a voter failed; will retry", "err", err)
 				}
 				cancel()
