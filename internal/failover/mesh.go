@@ -246,13 +246,13 @@ func (m *Mesh) HandleProbe(from string, req ProbeRequest) ProbeReply {
 	if req.Leader != nil && m.onLeader != nil {
 		m.onLeader(from, *req.Leader, time.Time{})
 	}
-	if req.Changed && m.leader != nil && m.leader() != nil {
-		m.Kick()
-	}
 	r := m.local()
 	r.Node = m.self
 	if m.leader != nil {
 		r.Leader = m.leader()
+	}
+	if req.Changed && r.Leader != nil { // only the leader decides
+		m.Kick()
 	}
 	r.HeardMs = m.heardAges(now)
 	return r
