@@ -86,7 +86,8 @@ type VIP struct {
 	Exec         ExecVIP      `toml:"exec"`
 }
 
-// LinuxVIP configures an on-link address moved with gratuitous ARP.
+// LinuxVIP configures an on-link address moved with gratuitous ARP, or for
+// IPv6 with unsolicited neighbour advertisements; the garp_* keys set both.
 type LinuxVIP struct {
 	Interface   string   `toml:"interface"`
 	GARPCount   int      `toml:"garp_count"`

@@ -1,25 +1,31 @@
 // Package linux holds an on-link virtual IP: it adds the address to an
-// interface with netlink and announces it with gratuitous ARP.
+// interface with netlink and announces it with gratuitous ARP (IPv4) or
+// unsolicited neighbour advertisements (IPv6, RFC 4861 7.2.6).
 //
-// On acquire it sends a burst of gratuitous ARP requests and replies (old
-// kernels and some switches heed only one kind), repeats the burst after
-// GARPRepeat, then refreshes every GARPRefresh until the IP is released, so a
-// cache poisoned by a transient holder heals (keepalived#20, vip-manager#12).
+// On acquire it sends a burst of announcements (for IPv4, gratuitous ARP
+// requests and replies, since old kernels and some switches heed only one
+// kind), repeats the burst after GARPRepeat, then refreshes every
+// GARPRefresh until the IP is released, so a cache poisoned by a transient
+// holder heals (keepalived#20, vip-manager#12).
 package linux
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -32,8 +38,9 @@ type Options struct {
 	Interface string
 	// Prefix is the VIP with its prefix length, e.g. 10.0.0.100/24.
 	Prefix netip.Prefix
-	// GARPCount is how many requests and how many replies one burst sends
-	// (default 5, as keepalived).
+	// GARPCount is how many ARP requests and how many replies (IPv4), or
+	// neighbour advertisements (IPv6), one burst sends (default 5, as
+	// keepalived).
 	GARPCount int
 	// GARPRepeat is when the second burst goes out (default 5s; negative:
 	// no second burst, refreshes still run).
@@ -239,11 +246,6 @@ func (p *Provider) Held(ctx context.Context) (bool, error) {
 
 // startLocked sends the first burst now and starts the repeat/refresh loop.
 func (p *Provider) startLocked(l netlink.Link) {
-	if !p.o.Prefix.Addr().Is4() {
-		// IPv6 would need unsolicited neighbour advertisements; not done yet.
-		p.o.Logger.Warn("vip is IPv6: no gratuitous ARP sent", "vip", p.o.Prefix)
-		return
-	}
 	ctx, cancel := context.WithCancel(p.life)
 	done := make(chan struct{})
 	p.stopGARP, p.garpDone = cancel, done
@@ -264,7 +266,7 @@ func (p *Provider) startLocked(l netlink.Link) {
 			}
 			l, err := p.link()
 			if err != nil {
-				p.o.Logger.Error("gratuitous ARP", "vip", p.o.Prefix, "err", err)
+				p.o.Logger.Error("announce vip", "vip", p.o.Prefix, "err", err)
 			} else {
 				p.burst(l.Attrs())
 			}
@@ -284,37 +286,56 @@ func (p *Provider) stopLocked() {
 	p.stopGARP, p.garpDone = nil, nil
 }
 
-// burst sends GARPCount gratuitous requests and as many replies. Failures are
-// logged, not returned: the address is configured either way, and peers
-// still learn it on their next ARP request.
+// burst sends one burst of announcements. Failures are logged, not
+// returned: the address is configured either way, and peers still learn it
+// on their next ARP request or neighbour solicitation.
 func (p *Provider) burst(attrs *netlink.LinkAttrs) {
-	if err := p.sendGARP(attrs); err != nil {
-		p.o.Logger.Error("gratuitous ARP", "vip", p.o.Prefix, "interface", p.o.Interface, "err", err)
+	if err := p.announce(attrs); err != nil {
+		p.o.Logger.Error("announce vip", "vip", p.o.Prefix, "interface", p.o.Interface, "err", err)
 		return
 	}
-	p.o.Logger.Debug("gratuitous ARP burst sent", "vip", p.o.Prefix, "interface", p.o.Interface, "count", p.o.GARPCount)
+	p.o.Logger.Debug("announcement burst sent", "vip", p.o.Prefix, "interface", p.o.Interface, "count", p.o.GARPCount)
 }
 
-func (p *Provider) sendGARP(attrs *netlink.LinkAttrs) error {
+// announce sends GARPCount gratuitous ARP requests and as many replies for
+// an IPv4 VIP, or GARPCount unsolicited neighbour advertisements for IPv6.
+func (p *Provider) announce(attrs *netlink.LinkAttrs) error {
 	ifi := &net.Interface{Index: attrs.Index, Name: attrs.Name, HardwareAddr: attrs.HardwareAddr, MTU: attrs.MTU}
 	if len(ifi.HardwareAddr) != 6 {
 		return fmt.Errorf("interface %s has no Ethernet address", ifi.Name)
 	}
-	frames, err := GARPFrames(ifi.HardwareAddr, p.o.Prefix.Addr())
+	var (
+		frames [][]byte
+		proto  int
+		err    error
+	)
+	a := p.o.Prefix.Addr()
+	if a.Is4() {
+		proto = unix.ETH_P_ARP
+		frames, err = GARPFrames(ifi.HardwareAddr, a)
+	} else {
+		proto = unix.ETH_P_IPV6
+		var router bool
+		_ = p.inNS(func() error { router = forwarding(ifi.Name); return nil })
+		var f []byte
+		f, err = NAFrame(ifi.HardwareAddr, a, router)
+		frames = [][]byte{f}
+	}
 	if err != nil {
 		return err
 	}
 	var conn *packet.Conn
 	err = p.inNS(func() error {
 		var err error
-		conn, err = packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
+		conn, err = packet.Listen(ifi, packet.Raw, proto, nil)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("open packet socket on %s: %w", ifi.Name, err)
 	}
 	defer conn.Close()
-	dst := &packet.Addr{HardwareAddr: ethernet.Broadcast}
+	// The frames carry their own destination; the socket needs one too.
+	dst := &packet.Addr{HardwareAddr: net.HardwareAddr(frames[0][:6])}
 	for range p.o.GARPCount {
 		for _, f := range frames {
 			if _, err := conn.WriteTo(f, dst); err != nil {
@@ -323,6 +344,14 @@ func (p *Provider) sendGARP(attrs *netlink.LinkAttrs) error {
 		}
 	}
 	return nil
+}
+
+// forwarding reports whether IPv6 forwarding is on for ifname in the calling
+// thread's namespace: a router must keep the Router flag in its
+// advertisements, or hosts drop it from their default router lists.
+func forwarding(ifname string) bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + ifname + "/forwarding")
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
 // GARPFrames builds the two broadcast Ethernet frames that announce ip at hw:
@@ -355,6 +384,43 @@ func GARPFrames(hw net.HardwareAddr, ip netip.Addr) ([][]byte, error) {
 		out = append(out, fb)
 	}
 	return out, nil
+}
+
+// allNodes is ff02::1 and its Ethernet multicast address (RFC 2464).
+var (
+	allNodes    = netip.MustParseAddr("ff02::1")
+	allNodesMAC = net.HardwareAddr{0x33, 0x33, 0, 0, 0, 1}
+)
+
+// NAFrame builds the Ethernet frame of an unsolicited neighbour
+// advertisement for ip at hw (RFC 4861 7.2.6): from ip to all nodes, hop
+// limit 255, Override set so caches that point elsewhere are updated,
+// Solicited clear, Router as given, with hw as the target link-layer
+// address. keepalived sends the same.
+func NAFrame(hw net.HardwareAddr, ip netip.Addr, router bool) ([]byte, error) {
+	if !ip.Is6() || ip.Is4In6() {
+		return nil, fmt.Errorf("neighbour advertisement for %s: not an IPv6 address", ip)
+	}
+	na := &ndp.NeighborAdvertisement{
+		Router:        router,
+		Override:      true,
+		TargetAddress: ip,
+		Options:       []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: hw}},
+	}
+	icmp, err := ndp.MarshalMessageChecksum(na, ip, allNodes)
+	if err != nil {
+		return nil, fmt.Errorf("build neighbour advertisement: %w", err)
+	}
+	pkt := make([]byte, 40, 40+len(icmp))
+	pkt[0] = 6 << 4 // version; traffic class and flow label zero
+	binary.BigEndian.PutUint16(pkt[4:6], uint16(len(icmp)))
+	pkt[6] = 58  // next header: ICMPv6
+	pkt[7] = 255 // hop limit: receivers drop ND messages with any other
+	src, dst := ip.As16(), allNodes.As16()
+	copy(pkt[8:24], src[:])
+	copy(pkt[24:40], dst[:])
+	pkt = append(pkt, icmp...)
+	return (&ethernet.Frame{Destination: allNodesMAC, Source: hw, EtherType: ethernet.EtherTypeIPv6, Payload: pkt}).MarshalBinary()
 }
 
 // inNS runs fn with the calling thread in the provider's namespace, on a

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 
@@ -24,7 +25,10 @@ import (
 	"github.com/tandem-ha/tandem/internal/vip/viptest"
 )
 
-var vip = netip.MustParsePrefix("10.77.0.100/24")
+var (
+	vip   = netip.MustParsePrefix("10.77.0.100/24")
+	vipV6 = netip.MustParsePrefix("fd77::100/64")
+)
 
 var nsSeq atomic.Int64
 
@@ -76,7 +80,10 @@ func netnsPair(t *testing.T) (pathA, pathB string) {
 
 func newProvider(t *testing.T, nsPath, ifname string, o Options) *Provider {
 	t.Helper()
-	o.Interface, o.Prefix, o.NetNSPath = ifname, vip, nsPath
+	o.Interface, o.NetNSPath = ifname, nsPath
+	if !o.Prefix.IsValid() {
+		o.Prefix = vip
+	}
 	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	p, err := New(o)
 	if err != nil {
@@ -90,6 +97,18 @@ func TestConformance(t *testing.T) {
 	viptest.Run(t, func(t *testing.T) viptest.Env {
 		a, b := netnsPair(t)
 		o := Options{GARPCount: 2, GARPRepeat: 50 * time.Millisecond, GARPRefresh: 200 * time.Millisecond}
+		return viptest.Env{
+			A:            newProvider(t, a, "va", o),
+			B:            newProvider(t, b, "vb", o),
+			ReleaseDrops: true,
+		}
+	})
+}
+
+func TestConformanceIPv6(t *testing.T) {
+	viptest.Run(t, func(t *testing.T) viptest.Env {
+		a, b := netnsPair(t)
+		o := Options{Prefix: vipV6, GARPCount: 2, GARPRepeat: 50 * time.Millisecond, GARPRefresh: 200 * time.Millisecond}
 		return viptest.Env{
 			A:            newProvider(t, a, "va", o),
 			B:            newProvider(t, b, "vb", o),
@@ -250,6 +269,183 @@ func TestPeerCacheTakenOver(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// The IPv6 counterpart: unsolicited neighbour advertisements with the
+// Override flag must move a peer's neighbour entry to the new holder. The
+// kernel checks hop limit, checksum and flags, so this also proves the
+// frames well formed.
+func TestPeerNeighbourEntryTakenOver(t *testing.T) {
+	a, b := netnsPair(t)
+	nsB := strings.TrimPrefix(b, "/run/netns/")
+	const stale = "02:00:00:00:00:99"
+	ip(t, "-n", nsB, "-6", "neigh", "replace", vipV6.Addr().String(), "lladdr", stale, "dev", "vb", "nud", "stale")
+	pa := newProvider(t, a, "va", Options{Prefix: vipV6, GARPCount: 2, GARPRepeat: 200 * time.Millisecond, GARPRefresh: 300 * time.Millisecond})
+	pb := newProvider(t, b, "vb", Options{Prefix: vipV6})
+	la, err := pa.link()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	got := captureNA(t, pb, stop)
+	time.Sleep(50 * time.Millisecond)
+	if err := pa.Acquire(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if out := ip(t, "-n", strings.TrimPrefix(a, "/run/netns/"), "-6", "addr", "show", "dev", "va"); !strings.Contains(out, vipV6.String()) {
+		t.Fatalf("VIP not on va:\n%s", out)
+	}
+	want := la.Attrs().HardwareAddr.String()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		out := ip(t, "-n", nsB, "-6", "neigh", "show", vipV6.Addr().String(), "dev", "vb")
+		if strings.Contains(out, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peer's neighbour entry still %q, want lladdr %s", strings.TrimSpace(out), want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := pa.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	seen := <-got
+	if len(seen) < 2 {
+		t.Fatalf("saw %d advertisements for %s, want a burst of 2", len(seen), vipV6.Addr())
+	}
+	for _, na := range seen {
+		if !na.Override || na.Solicited || na.Router {
+			t.Fatalf("advertisement flags O=%v S=%v R=%v, want override only", na.Override, na.Solicited, na.Router)
+		}
+	}
+}
+
+// captureNA reads neighbour advertisements for the IPv6 VIP on the peer
+// until stop is closed.
+func captureNA(t *testing.T, peer *Provider, stop <-chan struct{}) <-chan []*ndp.NeighborAdvertisement {
+	t.Helper()
+	l, err := peer.link()
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs := l.Attrs()
+	var conn *packet.Conn
+	if err := peer.inNS(func() error {
+		var err error
+		conn, err = packet.Listen(&net.Interface{Index: attrs.Index, Name: attrs.Name, HardwareAddr: attrs.HardwareAddr}, packet.Raw, unix.ETH_P_IPV6, nil)
+		return err
+	}); err != nil {
+		t.Fatalf("capture socket: %v", err)
+	}
+	out := make(chan []*ndp.NeighborAdvertisement, 1)
+	go func() {
+		defer conn.Close()
+		var seen []*ndp.NeighborAdvertisement
+		buf := make([]byte, 1500)
+		for {
+			select {
+			case <-stop:
+				out <- seen
+				return
+			default:
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				continue
+			}
+			if na, ok := parseNA(buf[:n]); ok && na.TargetAddress == vipV6.Addr() {
+				seen = append(seen, na)
+			}
+		}
+	}()
+	return out
+}
+
+// parseNA returns the neighbour advertisement in an Ethernet frame.
+func parseNA(frame []byte) (*ndp.NeighborAdvertisement, bool) {
+	var f ethernet.Frame
+	if f.UnmarshalBinary(frame) != nil || f.EtherType != ethernet.EtherTypeIPv6 || len(f.Payload) < 40 || f.Payload[6] != 58 {
+		return nil, false
+	}
+	m, err := ndp.ParseMessage(f.Payload[40:])
+	if err != nil {
+		return nil, false
+	}
+	na, ok := m.(*ndp.NeighborAdvertisement)
+	return na, ok
+}
+
+func TestNAFrame(t *testing.T) {
+	hw := net.HardwareAddr{0x02, 1, 2, 3, 4, 5}
+	target := vipV6.Addr()
+	for _, router := range []bool{false, true} {
+		frame, err := NAFrame(hw, target, router)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f ethernet.Frame
+		if err := f.UnmarshalBinary(frame); err != nil {
+			t.Fatal(err)
+		}
+		if f.Destination.String() != "33:33:00:00:00:01" || !bytes.Equal(f.Source, hw) || f.EtherType != ethernet.EtherTypeIPv6 {
+			t.Fatalf("ethernet header %v -> %v type %v", f.Source, f.Destination, f.EtherType)
+		}
+		h := f.Payload
+		if len(h) < 40 || h[0]>>4 != 6 || h[6] != 58 || h[7] != 255 {
+			t.Fatalf("IPv6 header % x: want version 6, ICMPv6, hop limit 255", h[:min(len(h), 40)])
+		}
+		if plen := int(h[4])<<8 | int(h[5]); plen != len(h)-40 {
+			t.Fatalf("payload length %d, want %d", plen, len(h)-40)
+		}
+		src, _ := netip.AddrFromSlice(h[8:24])
+		dst, _ := netip.AddrFromSlice(h[24:40])
+		if src != target || dst != netip.MustParseAddr("ff02::1") {
+			t.Fatalf("IPv6 %v -> %v, want %v -> ff02::1", src, dst, target)
+		}
+		// The checksum over the pseudo-header and the message sums to all ones.
+		if sum := onesSum(h[8:40], []byte{0, 0, byte(len(h[40:]) >> 8), byte(len(h[40:])), 0, 0, 0, 58}, h[40:]); sum != 0xffff {
+			t.Fatalf("ICMPv6 checksum does not verify (sum %#x)", sum)
+		}
+		na, ok := parseNA(frame)
+		if !ok {
+			t.Fatal("frame is not a neighbour advertisement")
+		}
+		if na.TargetAddress != target || !na.Override || na.Solicited || na.Router != router {
+			t.Fatalf("advertisement %+v, want target %v, override, router=%v", na, target, router)
+		}
+		if len(na.Options) != 1 {
+			t.Fatalf("options %v, want the target link-layer address", na.Options)
+		}
+		lla, ok := na.Options[0].(*ndp.LinkLayerAddress)
+		if !ok || lla.Direction != ndp.Target || !bytes.Equal(lla.Addr, hw) {
+			t.Fatalf("option %+v, want target link-layer address %v", na.Options[0], hw)
+		}
+	}
+	for _, bad := range []string{"10.0.0.1", "::ffff:10.0.0.1"} {
+		if _, err := NAFrame(hw, netip.MustParseAddr(bad), false); err == nil {
+			t.Fatalf("NAFrame accepted %s", bad)
+		}
+	}
+}
+
+// onesSum is the Internet checksum's one's-complement sum of the parts.
+func onesSum(parts ...[]byte) uint16 {
+	var sum uint32
+	for _, p := range parts {
+		for i := 0; i+1 < len(p); i += 2 {
+			sum += uint32(p[i])<<8 | uint32(p[i+1])
+		}
+		if len(p)%2 == 1 {
+			sum += uint32(p[len(p)-1]) << 8
+		}
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
 }
 
 func TestAcquireMissingInterface(t *testing.T) {
