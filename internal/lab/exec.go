@@ -10,6 +10,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // nodeEnv is the environment of commands run in a node: a clean login-like
@@ -37,9 +40,27 @@ func execIn(ctx context.Context, initPID int, argv []string, stdin io.Reader, st
 	return runExit(cmd, stdin, stdout, stderr)
 }
 
+// runExit runs cmd and returns its exit status. When ctx ends first, the
+// command and everything it started get SIGTERM, then SIGKILL after
+// stopGrace: nsenter forks the command into the node's PID namespace and
+// killing nsenter alone would leave it running there.
 func runExit(cmd *exec.Cmd, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
+	var tree []int // pidfds of the command's process tree, once cancelled
+	cmd.Cancel = func() error {
+		tree = openTree(cmd.Process.Pid)
+		signalAll(tree, unix.SIGTERM)
+		return nil
+	}
+	cmd.WaitDelay = stopGrace
 	err := cmd.Run()
+	if tree != nil {
+		signalAll(tree, unix.SIGKILL) // whatever ignored SIGTERM
+		for _, fd := range tree {
+			unix.Close(fd)
+		}
+		return -1, fmt.Errorf("%s: interrupted; the command was stopped", strings.Join(cmd.Args, " "))
+	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.Exited() {
 		return ee.ExitCode(), nil
@@ -48,6 +69,71 @@ func runExit(cmd *exec.Cmd, stdin io.Reader, stdout, stderr io.Writer) (int, err
 		return -1, fmt.Errorf("run %s: %w", strings.Join(cmd.Args, " "), err)
 	}
 	return 0, nil
+}
+
+// stopGrace is how long an interrupted command has to exit after SIGTERM.
+const stopGrace = 3 * time.Second
+
+// openTree returns pidfds for pid and all its descendants, found through
+// /proc/PID/task/TID/children. Pidfds keep a later signal from reaching an
+// unrelated process that reused a PID.
+func openTree(pid int) []int {
+	type proc struct{ pid, parent int }
+	var fds []int
+	for todo := []proc{{pid, 0}}; len(todo) > 0; todo = todo[1:] {
+		p := todo[0]
+		fd, err := unix.PidfdOpen(p.pid, 0)
+		if err != nil {
+			continue // already gone
+		}
+		// A child that exited before the open may have left its PID to
+		// another process; the one we opened must still be the child.
+		if p.parent != 0 && parentOf(p.pid) != p.parent {
+			unix.Close(fd)
+			continue
+		}
+		fds = append(fds, fd)
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", p.pid))
+		for _, f := range tasks {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			for _, field := range strings.Fields(string(b)) {
+				if c, err := strconv.Atoi(field); err == nil {
+					todo = append(todo, proc{c, p.pid})
+				}
+			}
+		}
+	}
+	return fds
+}
+
+// parentOf returns the parent PID of pid from /proc, or 0.
+func parentOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces and parentheses; fields restart
+	// after the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+// signalAll sends sig through every pidfd, ignoring processes already gone.
+func signalAll(pidfds []int, sig unix.Signal) {
+	for _, fd := range pidfds {
+		_ = unix.PidfdSendSignal(fd, sig, nil, 0)
+	}
 }
 
 // Exec runs argv in a node and passes through stdin, stdout, stderr and the

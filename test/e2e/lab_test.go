@@ -204,6 +204,52 @@ func TestCopyIn(t *testing.T) {
 	}
 }
 
+// Interrupting `tandem lab exec` stops the command in the node too, not
+// only the local nsenter.
+func TestExecInterruptStopsCommand(t *testing.T) {
+	c := suite(t)
+	ctx := testCtx(t, time.Minute)
+	// A unique duration names the process in node1.
+	marker := fmt.Sprintf("sleep 300.%06d", time.Now().UnixNano()%1e6)
+	cmd := exec.CommandContext(ctx, c.Bin, "lab", "exec", "--name", c.Name, "node1", "--", "sh", "-c", marker+"; true")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 10 * time.Second // a command left running holds stderr open
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	running := func() bool {
+		r, err := c.Exec(ctx, "node1", "pgrep", "-f", marker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Code == 0
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !running() {
+		if time.Now().After(deadline) {
+			t.Fatal("command did not start in node1")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err == nil {
+		t.Error("interrupted exec exited 0")
+	}
+	if !strings.Contains(stderr.String(), "interrupted") {
+		t.Errorf("stderr %q does not say the command was interrupted", stderr.String())
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for running() {
+		if time.Now().After(deadline) {
+			t.Fatal("command still running in node1 after interrupting tandem lab exec")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func TestKillAndStart(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 3*time.Minute)
