@@ -378,7 +378,10 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 			h.Interval = Duration(200 * time.Millisecond)
 		}
 		if h.Timeout == 0 {
-			h.Timeout = Duration(min(time.Duration(h.Interval), time.Second))
+			// Longer than the interval: a /healthz slowed by a busy app
+			// must not move the IP, since the standby would get the same
+			// load; a stopped app fails at once (connection refused).
+			h.Timeout = Duration(min(10*time.Duration(h.Interval), time.Second))
 		}
 		if h.Rise == 0 {
 			h.Rise = 3

@@ -45,7 +45,7 @@ func TestDefaults(t *testing.T) {
 		{"linux cooloff", c.Failover.Cooloff.D(), 5 * time.Second},
 		{"health name", c.Health[0].Name, "tcp-0"},
 		{"health interval", c.Health[0].Interval.D(), 200 * time.Millisecond},
-		{"health timeout", c.Health[0].Timeout.D(), 200 * time.Millisecond},
+		{"health timeout", c.Health[0].Timeout.D(), time.Second},
 		{"metrics", c.Metrics.Listen, ":9746"},
 	}
 	for _, ch := range checks {

@@ -36,7 +36,7 @@ const (
 // Defaults applied to zero fields of a Check; they match tandem.toml's.
 const (
 	DefaultInterval   = 200 * time.Millisecond
-	DefaultMaxTimeout = time.Second // the default timeout is min(interval, this)
+	DefaultMaxTimeout = time.Second // the default timeout is min(10 × interval, this)
 	DefaultRise       = 3
 	DefaultFall       = 2
 	DefaultStatus     = http.StatusOK
@@ -227,7 +227,7 @@ func withDefaults(s Check) Check {
 		s.Interval = DefaultInterval
 	}
 	if s.Timeout == 0 {
-		s.Timeout = min(s.Interval, DefaultMaxTimeout)
+		s.Timeout = min(10*s.Interval, DefaultMaxTimeout)
 	}
 	if s.Rise == 0 {
 		s.Rise = DefaultRise

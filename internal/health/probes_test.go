@@ -256,17 +256,21 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
-	r, err := New([]Check{{Type: TypeHTTP, Target: "http://127.0.0.1/"}, {Type: TypeTCP, Target: "a:1", Interval: 5 * time.Second}}, discard(), Options{})
+	r, err := New([]Check{{Type: TypeHTTP, Target: "http://127.0.0.1/"}, {Type: TypeTCP, Target: "a:1", Interval: 5 * time.Second},
+		{Name: "fast", Type: TypeTCP, Target: "a:1", Interval: 20 * time.Millisecond}}, discard(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := r.checks[0].spec
-	if got.Name != "http" || got.Interval != DefaultInterval || got.Timeout != DefaultInterval ||
+	if got.Name != "http" || got.Interval != DefaultInterval || got.Timeout != time.Second ||
 		got.Rise != DefaultRise || got.Fall != DefaultFall || got.Status != 200 {
 		t.Errorf("defaults = %+v", got)
 	}
 	if got := r.checks[1].spec.Timeout; got != time.Second {
 		t.Errorf("timeout for a 5s interval = %s; want 1s", got)
+	}
+	if got := r.checks[2].spec.Timeout; got != 200*time.Millisecond {
+		t.Errorf("timeout for a 20ms interval = %s; want 200ms (10 intervals)", got)
 	}
 }
 
