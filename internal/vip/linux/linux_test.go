@@ -125,9 +125,9 @@ type garpSeen struct {
 	dst net.HardwareAddr
 }
 
-// capture reads ARP frames announcing the VIP on the peer's vb until stop is
-// closed.
-func capture(t *testing.T, peer *Provider, stop <-chan struct{}) <-chan []garpSeen {
+// captureFrames reads frames of protocol proto on the peer's interface
+// until stop is closed, and returns those keep accepts.
+func captureFrames[T any](t *testing.T, peer *Provider, proto int, stop <-chan struct{}, keep func([]byte) (T, bool)) <-chan []T {
 	t.Helper()
 	l, err := peer.link()
 	if err != nil {
@@ -137,15 +137,15 @@ func capture(t *testing.T, peer *Provider, stop <-chan struct{}) <-chan []garpSe
 	var conn *packet.Conn
 	if err := peer.inNS(func() error {
 		var err error
-		conn, err = packet.Listen(&net.Interface{Index: attrs.Index, Name: attrs.Name, HardwareAddr: attrs.HardwareAddr}, packet.Raw, unix.ETH_P_ARP, nil)
+		conn, err = packet.Listen(&net.Interface{Index: attrs.Index, Name: attrs.Name, HardwareAddr: attrs.HardwareAddr}, packet.Raw, proto, nil)
 		return err
 	}); err != nil {
 		t.Fatalf("capture socket: %v", err)
 	}
-	out := make(chan []garpSeen, 1)
+	out := make(chan []T, 1)
 	go func() {
 		defer conn.Close()
-		var seen []garpSeen
+		var seen []T
 		buf := make([]byte, 1500)
 		for {
 			select {
@@ -159,18 +159,28 @@ func capture(t *testing.T, peer *Provider, stop <-chan struct{}) <-chan []garpSe
 			if err != nil {
 				continue
 			}
-			var f ethernet.Frame
-			if f.UnmarshalBinary(buf[:n]) != nil || f.EtherType != ethernet.EtherTypeARP {
-				continue
+			if v, ok := keep(buf[:n]); ok {
+				seen = append(seen, v)
 			}
-			var pk arp.Packet
-			if pk.UnmarshalBinary(f.Payload) != nil || pk.SenderIP != vip.Addr() {
-				continue
-			}
-			seen = append(seen, garpSeen{at: time.Now(), op: pk.Operation, src: f.Source, pkt: &pk, dst: f.Destination})
 		}
 	}()
 	return out
+}
+
+// capture reads ARP frames announcing the VIP on the peer until stop is
+// closed.
+func capture(t *testing.T, peer *Provider, stop <-chan struct{}) <-chan []garpSeen {
+	return captureFrames(t, peer, unix.ETH_P_ARP, stop, func(b []byte) (garpSeen, bool) {
+		var f ethernet.Frame
+		if f.UnmarshalBinary(b) != nil || f.EtherType != ethernet.EtherTypeARP {
+			return garpSeen{}, false
+		}
+		var pk arp.Packet
+		if pk.UnmarshalBinary(f.Payload) != nil || pk.SenderIP != vip.Addr() {
+			return garpSeen{}, false
+		}
+		return garpSeen{at: time.Now(), op: pk.Operation, src: f.Source, pkt: &pk, dst: f.Destination}, true
+	})
 }
 
 func TestGratuitousARP(t *testing.T) {
@@ -325,43 +335,10 @@ func TestPeerNeighbourEntryTakenOver(t *testing.T) {
 // captureNA reads neighbour advertisements for the IPv6 VIP on the peer
 // until stop is closed.
 func captureNA(t *testing.T, peer *Provider, stop <-chan struct{}) <-chan []*ndp.NeighborAdvertisement {
-	t.Helper()
-	l, err := peer.link()
-	if err != nil {
-		t.Fatal(err)
-	}
-	attrs := l.Attrs()
-	var conn *packet.Conn
-	if err := peer.inNS(func() error {
-		var err error
-		conn, err = packet.Listen(&net.Interface{Index: attrs.Index, Name: attrs.Name, HardwareAddr: attrs.HardwareAddr}, packet.Raw, unix.ETH_P_IPV6, nil)
-		return err
-	}); err != nil {
-		t.Fatalf("capture socket: %v", err)
-	}
-	out := make(chan []*ndp.NeighborAdvertisement, 1)
-	go func() {
-		defer conn.Close()
-		var seen []*ndp.NeighborAdvertisement
-		buf := make([]byte, 1500)
-		for {
-			select {
-			case <-stop:
-				out <- seen
-				return
-			default:
-			}
-			_ = conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-			n, _, err := conn.ReadFrom(buf)
-			if err != nil {
-				continue
-			}
-			if na, ok := parseNA(buf[:n]); ok && na.TargetAddress == vipV6.Addr() {
-				seen = append(seen, na)
-			}
-		}
-	}()
-	return out
+	return captureFrames(t, peer, unix.ETH_P_IPV6, stop, func(b []byte) (*ndp.NeighborAdvertisement, bool) {
+		na, ok := parseNA(b)
+		return na, ok && na.TargetAddress == vipV6.Addr()
+	})
 }
 
 // parseNA returns the neighbour advertisement in an Ethernet frame.
