@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -167,6 +168,12 @@ func TestThreeAgents(t *testing.T) {
 	for _, c := range []*config.Config{w, n2} {
 		if err := Join(ctx, c, log, n1.Cluster.Advertise, tok.String()); err != nil {
 			t.Fatalf("Join(%s): %v", c.Node.Name, err)
+		}
+		// Joined but not running: shown, not counted.
+		members := status(n1).Members
+		i := slices.IndexFunc(members, func(m localapi.Member) bool { return m.Name == c.Node.Name })
+		if i < 0 || members[i].Suffrage != "pending" {
+			t.Fatalf("%s before its agent starts: %+v; want it listed as pending", c.Node.Name, members)
 		}
 		start(t, c)
 	}

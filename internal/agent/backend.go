@@ -42,6 +42,11 @@ func (a *Agent) Status(ctx context.Context) (localapi.Status, error) {
 	for _, name := range s.Names() {
 		m := s.Members[name]
 		mem := localapi.Member{Name: name, Role: m.Role, Address: m.Address, Suffrage: suffrage[name]}
+		if m.Pending {
+			// Not counted yet, whatever raft says: raft makes it a voter a
+			// moment before the state marks it one.
+			mem.Suffrage = "pending"
+		}
 		var reply = fs.Local
 		if name == a.cfg.Node.Name {
 			mem.Reachable = true

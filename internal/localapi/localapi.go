@@ -66,7 +66,7 @@ type Member struct {
 	Name      string  `json:"name"`
 	Role      string  `json:"role"`
 	Address   string  `json:"address"`
-	Suffrage  string  `json:"suffrage"`
+	Suffrage  string  `json:"suffrage"` // voter, nonvoter, staging (raft's view) or pending (joined, not counted yet)
 	Reachable bool    `json:"reachable"`
 	Healthy   bool    `json:"healthy"`
 	Holding   bool    `json:"holding"`
