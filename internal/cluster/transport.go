@@ -32,7 +32,12 @@ type muxListener struct {
 	raft *connListener // nil when raft runs on another transport (tests)
 	http *connListener
 	log  *slog.Logger
-	wg   sync.WaitGroup
+
+	// mu orders the routers' wg.Add before Close's wg.Wait: an Add racing
+	// a Wait at count zero could leave a router running after Close.
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
 }
 
 func newMux(ln net.Listener, advertise string, withRaft bool, log *slog.Logger) *muxListener {
@@ -55,7 +60,14 @@ func (m *muxListener) serve() {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			c.Close()
+			return
+		}
 		m.wg.Add(1)
+		m.mu.Unlock()
 		go func() {
 			defer m.wg.Done()
 			m.route(c)
@@ -92,6 +104,9 @@ func (m *muxListener) route(c net.Conn) {
 }
 
 func (m *muxListener) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
 	err := m.ln.Close()
 	m.http.Close()
 	if m.raft != nil {
