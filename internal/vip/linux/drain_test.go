@@ -7,8 +7,6 @@ import (
 	"os"
 	"testing"
 	"time"
-
-	"github.com/google/nftables"
 )
 
 // TestDrain: while draining, new connections to the VIP get no answer (their
@@ -138,18 +136,9 @@ func TestDrain(t *testing.T) {
 
 func hasDrainTable(t *testing.T, p *Provider) bool {
 	t.Helper()
-	c, err := p.nft()
+	ok, err := p.drain.Installed()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, tb := range tables {
-		if tb.Name == DrainTable {
-			return true
-		}
-	}
-	return false
+	return ok
 }

@@ -30,6 +30,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/tandem-ha/tandem/internal/vip/drain"
 )
 
 // Options configures a Provider.
@@ -69,10 +71,7 @@ type Provider struct {
 	stopGARP context.CancelFunc // non-nil while the announcer runs
 	garpDone chan struct{}
 	closed   bool
-	// drainMaybe is set while a drain rule may be installed: by StopNew, and
-	// from the start, since a crash mid-drain can leave one. Acquire and
-	// Release look for the rule only then, keeping nftables off their path.
-	drainMaybe bool
+	drain    *drain.Rule
 }
 
 // New checks the options and opens a netlink handle; it changes nothing.
@@ -98,7 +97,7 @@ func New(o Options) (*Provider, error) {
 	if o.GARPRefresh == 0 {
 		o.GARPRefresh = 60 * time.Second
 	}
-	p := &Provider{o: o, ns: -1, drainMaybe: true}
+	p := &Provider{o: o, ns: -1}
 	var err error
 	if o.NetNSPath != "" {
 		if p.ns, err = netns.GetFromPath(o.NetNSPath); err != nil {
@@ -123,6 +122,12 @@ func New(o Options) (*Provider, error) {
 		// No duplicate address detection: the VIP must work at once, and the
 		// old holder is gone by construction.
 		p.addr.Flags = unix.IFA_F_NODAD
+	}
+	p.drain, err = drain.New(drain.Options{Addr: a, NetNSFd: int(p.ns), InNS: p.inNS, Logger: o.Logger.With("provider", "linux")})
+	if err != nil {
+		p.nl.Close()
+		p.closeNS()
+		return nil, fmt.Errorf("linux vip: %w", err)
 	}
 	p.life, p.finish = context.WithCancel(context.Background())
 	return p, nil
@@ -175,7 +180,7 @@ func (p *Provider) Acquire(ctx context.Context) error {
 		return fmt.Errorf("acquire %s: %w", p.o.Prefix, err)
 	}
 	// A drain rule left by a crash mid-drain would turn every client away.
-	p.clearDrainLocked()
+	p.drain.Clear()
 	added := true
 	if err := p.nl.AddrAdd(l, p.addr); err != nil {
 		if !errors.Is(err, unix.EEXIST) {
@@ -215,7 +220,7 @@ func (p *Provider) Release(ctx context.Context) error {
 	}
 	// Without the address no SYN is accepted here anyway; the drain rule
 	// must not outlive the move and turn this node's clients away later.
-	p.clearDrainLocked()
+	p.drain.Clear()
 	return nil
 }
 
