@@ -14,13 +14,41 @@ import (
 	"github.com/tandem-ha/tandem/internal/shellwords"
 	"github.com/tandem-ha/tandem/internal/vip/aws"
 	"github.com/tandem-ha/tandem/internal/vip/digitalocean"
+	"github.com/tandem-ha/tandem/internal/vip/drain"
 	vipexec "github.com/tandem-ha/tandem/internal/vip/exec"
 	"github.com/tandem-ha/tandem/internal/vip/hetzner"
 	"github.com/tandem-ha/tandem/internal/vip/linux"
 )
 
-// newProvider builds the floating-IP provider named in the configuration.
+// newProvider builds the floating-IP provider named in the configuration,
+// draining through vip.drain_address when there is one (see package drain).
 func newProvider(cfg *config.Config, log *slog.Logger) (failover.Provider, error) {
+	p, err := baseProvider(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	addr := cfg.VIP.DrainAddress
+	if addr == "" && cfg.VIP.Provider == config.ProviderHetzner {
+		// Hetzner routes the floating IP to the server, where it is
+		// configured on the interface: connections arrive addressed to it.
+		addr = cfg.VIP.Address
+	}
+	if addr == "" {
+		return p, nil
+	}
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return nil, fmt.Errorf("vip.drain_address: %w", err)
+	}
+	rule, err := drain.New(drain.Options{Addr: a, NetNSFd: -1, Logger: log.With("drain", a)})
+	if err != nil {
+		return nil, fmt.Errorf("vip.drain_address: %w", err)
+	}
+	return drain.Wrap(p, rule), nil
+}
+
+// baseProvider builds the provider itself.
+func baseProvider(cfg *config.Config, log *slog.Logger) (failover.Provider, error) {
 	v := cfg.VIP
 	switch v.Provider {
 	case config.ProviderLinux:

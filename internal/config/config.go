@@ -77,8 +77,13 @@ type Cluster struct {
 
 // VIP is the floating IP and the provider that moves it.
 type VIP struct {
-	Address      string       `toml:"address"` // "10.0.0.100/24" for linux, bare IP for clouds
-	Provider     string       `toml:"provider"`
+	Address  string `toml:"address"` // "10.0.0.100/24" for linux, bare IP for clouds
+	Provider string `toml:"provider"`
+	// DrainAddress is the local address the cloud delivers the IP's traffic
+	// to (a DigitalOcean anchor IP, an AWS private IP); planned moves let
+	// connections to it finish first. Hetzner defaults to the floating IP
+	// itself, which is configured on the interface; linux drains the VIP.
+	DrainAddress string       `toml:"drain_address"`
 	Linux        LinuxVIP     `toml:"linux"`
 	DigitalOcean DigitalOcean `toml:"digitalocean"`
 	Hetzner      Hetzner      `toml:"hetzner"`
@@ -523,6 +528,18 @@ func (c *Config) validateVIP() Errors {
 		bad("vip.provider", "missing: choose linux, digitalocean, hetzner, aws, exec or none")
 	default:
 		bad("vip.provider", "%q is not a provider; use linux, digitalocean, hetzner, aws, exec or none", v.Provider)
+	}
+	if v.DrainAddress != "" {
+		switch v.Provider {
+		case ProviderLinux:
+			bad("vip.drain_address", "the linux provider drains vip.address itself; remove this key")
+		case ProviderNone:
+			bad("vip.drain_address", "there is no floating IP to drain with provider \"none\"; remove this key")
+		default:
+			if a, err := netip.ParseAddr(v.DrainAddress); err != nil || a.IsUnspecified() || a.IsMulticast() {
+				bad("vip.drain_address", "%q must be the plain local IP address the floating IP's traffic arrives at, e.g. the droplet's anchor IP \"10.19.0.5\"", v.DrainAddress)
+			}
+		}
 	}
 	switch v.Provider {
 	case ProviderDigitalOcean:

@@ -7,6 +7,9 @@ import (
 	"time"
 )
 
+// doMinimal is minimal with a DigitalOcean reserved IP.
+var doMinimal = strings.Replace(strings.Replace(minimal, `"linux"`, `"digitalocean"`, 1), `"10.0.0.100/24"`, `"203.0.113.5"`, 1) + "[vip.digitalocean]\ntoken_file = \"/x\"\n"
+
 const minimal = `
 [node]
 name = "node1"
@@ -53,7 +56,7 @@ func TestDefaults(t *testing.T) {
 			t.Errorf("%s = %v; want %v", ch.name, ch.got, ch.want)
 		}
 	}
-	cloud, err := Parse("t.toml", []byte(strings.Replace(strings.Replace(minimal, `"linux"`, `"digitalocean"`, 1), `"10.0.0.100/24"`, `"203.0.113.5"`, 1)+"[vip.digitalocean]\ntoken_file = \"/x\"\n"))
+	cloud, err := Parse("t.toml", []byte(doMinimal))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +79,9 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"bad provider", strings.Replace(minimal, `"linux"`, `"ovh"`, 1), "vip.provider", 7, "not a provider"},
 		{"missing interface", strings.Replace(minimal, "interface = \"eth0\"", "", 1), "vip.linux.interface", 9, "missing"},
 		{"vip without prefix", strings.Replace(minimal, "10.0.0.100/24", "10.0.0.100", 1), "vip.address", 8, "prefix length"},
+		{"drain address with linux", strings.Replace(minimal, "address = \"10.0.0.100/24\"", "address = \"10.0.0.100/24\"\ndrain_address = \"10.0.0.1\"", 1), "vip.drain_address", 9, "drains vip.address itself"},
+		{"bad drain address", strings.Replace(doMinimal, "address = \"203.0.113.5\"", "address = \"203.0.113.5\"\ndrain_address = \"anchor\"", 1), "vip.drain_address", 9, "anchor IP"},
+		{"unspecified drain address", strings.Replace(doMinimal, "address = \"203.0.113.5\"", "address = \"203.0.113.5\"\ndrain_address = \"0.0.0.0\"", 1), "vip.drain_address", 9, "plain local IP"},
 		{"bad role", strings.Replace(minimal, "name = \"node1\"", "name = \"node1\"\nrole = \"boss\"", 1), "node.role", 4, "not a role"},
 		{"bad check type", minimal + "[[health]]\ntype = \"ping\"\n", "health[0].type", 12, "not a check type"},
 		{"second check bad", minimal + "[[health]]\ntype = \"tcp\"\ntarget = \"a:1\"\n[[health]]\ntype = \"http\"\ntarget = \"ftp://x\"\n", "health[1].target", 16, "http://"},

@@ -18,7 +18,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tandem-ha/tandem/internal/vip/drain"
+	"github.com/tandem-ha/tandem/internal/vip/internal/netnsrun"
 )
 
 // Options configures a Provider.
@@ -428,33 +428,5 @@ func NAFrame(hw net.HardwareAddr, ip netip.Addr, router bool) ([]byte, error) {
 	return (&ethernet.Frame{Destination: allNodesMAC, Source: hw, EtherType: ethernet.EtherTypeIPv6, Payload: pkt}).MarshalBinary()
 }
 
-// inNS runs fn with the calling thread in the provider's namespace, on a
-// dedicated locked goroutine so no other goroutine ever runs there. If the
-// thread cannot be switched back it stays locked and dies with the goroutine.
-func (p *Provider) inNS(fn func() error) error {
-	if p.ns < 0 {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return // thread stays locked and is discarded
-		}
-		defer orig.Close()
-		if err := netns.Set(p.ns); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// inNS runs fn in the provider's namespace (see netnsrun.Do).
+func (p *Provider) inNS(fn func() error) error { return netnsrun.Do(p.ns, fn) }

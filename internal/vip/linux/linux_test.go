@@ -3,15 +3,12 @@ package linux
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,7 +18,6 @@ import (
 	"github.com/mdlayher/packet"
 	"golang.org/x/sys/unix"
 
-	"github.com/tandem-ha/tandem/internal/testenv"
 	"github.com/tandem-ha/tandem/internal/vip/viptest"
 )
 
@@ -30,53 +26,11 @@ var (
 	vipV6 = netip.MustParsePrefix("fd77::100/64")
 )
 
-var nsSeq atomic.Int64
-
-func ip(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// netnsPair makes two private namespaces joined by a veth pair (va in A,
-// vb in B) with base addresses, and removes them when the test ends. The
-// host namespace is never touched: the pair is created inside A.
-func netnsPair(t *testing.T) (pathA, pathB string) {
-	t.Helper()
-	testenv.NeedRoot(t, "to create network namespaces")
-	testenv.NeedCommand(t, "ip", "iproute2")
-	n := nsSeq.Add(1)
-	a := fmt.Sprintf("tandem-vipt-%d-%d-a", os.Getpid(), n)
-	b := fmt.Sprintf("tandem-vipt-%d-%d-b", os.Getpid(), n)
-	for _, ns := range []string{a, b} {
-		ip(t, "netns", "add", ns)
-		t.Cleanup(func() {
-			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
-				t.Errorf("remove netns %s: %v: %s", ns, err, out)
-			}
-		})
-	}
-	ip(t, "-n", a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", b)
-	ip(t, "-n", a, "addr", "add", "10.77.0.1/24", "dev", "va")
-	ip(t, "-n", b, "addr", "add", "10.77.0.2/24", "dev", "vb")
-	for _, x := range [][2]string{{a, "va"}, {b, "vb"}, {a, "lo"}, {b, "lo"}} {
-		ip(t, "-n", x[0], "link", "set", x[1], "up")
-	}
-	// Until linkwatch activates the qdisc, a fresh veth drops what it sends.
-	for _, x := range [][2]string{{a, "va"}, {b, "vb"}} {
-		deadline := time.Now().Add(5 * time.Second)
-		for !strings.Contains(ip(t, "-n", x[0], "link", "show", x[1]), "state UP") {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s did not come up", x[1])
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	return "/run/netns/" + a, "/run/netns/" + b
-}
+// ip and netnsPair are the shared helpers of viptest.
+var (
+	ip        = viptest.IP
+	netnsPair = viptest.NetnsPair
+)
 
 func newProvider(t *testing.T, nsPath, ifname string, o Options) *Provider {
 	t.Helper()
