@@ -227,7 +227,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.node = node
-	if err := a.build(creds); err != nil {
+	if err := a.build(ctx, creds); err != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = node.Shutdown(sctx)
@@ -346,14 +346,14 @@ func (a *Agent) waitInitialized(ctx context.Context) error {
 }
 
 // build creates the failover node and what it needs.
-func (a *Agent) build(creds *pki.Node) error {
+func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 	cfg, log := a.cfg, a.log
 	var prov failover.Provider
 	var fhealth failover.Health
 	var events failover.Events
 	var healthChanged <-chan struct{}
 	if cfg.Node.Role == config.RoleApp {
-		p, err := newProvider(cfg, log.With("component", "vip"))
+		p, err := newProvider(ctx, cfg, log.With("component", "vip"))
 		if err != nil {
 			return err
 		}

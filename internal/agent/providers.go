@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/failover"
@@ -20,25 +21,47 @@ import (
 	"github.com/tandem-ha/tandem/internal/vip/linux"
 )
 
+// anchorer is a provider that can tell the local address its IP's traffic
+// arrives at (DigitalOcean's anchor IP).
+type anchorer interface {
+	AnchorIP(ctx context.Context) (netip.Addr, error)
+}
+
+// anchorTimeout bounds the metadata lookup at start.
+const anchorTimeout = 5 * time.Second
+
 // newProvider builds the floating-IP provider named in the configuration,
 // draining through vip.drain_address when there is one (see package drain).
-func newProvider(cfg *config.Config, log *slog.Logger) (failover.Provider, error) {
+func newProvider(ctx context.Context, cfg *config.Config, log *slog.Logger) (failover.Provider, error) {
 	p, err := baseProvider(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	addr := cfg.VIP.DrainAddress
-	if addr == "" && cfg.VIP.Provider == config.ProviderHetzner {
+	var a netip.Addr
+	switch {
+	case cfg.VIP.DrainAddress != "":
+		if a, err = netip.ParseAddr(cfg.VIP.DrainAddress); err != nil {
+			return nil, fmt.Errorf("vip.drain_address: %w", err)
+		}
+	case cfg.VIP.Provider == config.ProviderHetzner:
 		// Hetzner routes the floating IP to the server, where it is
 		// configured on the interface: connections arrive addressed to it.
-		addr = cfg.VIP.Address
-	}
-	if addr == "" {
-		return p, nil
-	}
-	a, err := netip.ParseAddr(addr)
-	if err != nil {
-		return nil, fmt.Errorf("vip.drain_address: %w", err)
+		if a, err = netip.ParseAddr(cfg.VIP.Address); err != nil {
+			return nil, fmt.Errorf("vip.address: %w", err)
+		}
+	default:
+		an, ok := p.(anchorer)
+		if !ok {
+			return p, nil
+		}
+		actx, cancel := context.WithTimeout(ctx, anchorTimeout)
+		a, err = an.AnchorIP(actx)
+		cancel()
+		if err != nil {
+			log.Warn("planned moves will not drain: the address the IP's traffic arrives at is unknown; set vip.drain_address", "err", err)
+			return p, nil
+		}
+		log.Info("planned moves drain the anchor IP", "anchor_ip", a)
 	}
 	rule, err := drain.New(drain.Options{Addr: a, NetNSFd: -1, Logger: log.With("drain", a)})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/failover"
+	"github.com/tandem-ha/tandem/internal/vip/digitalocean/dofake"
 )
 
 // TestProviderDrains: which configurations give planned moves a drain.
@@ -18,6 +19,10 @@ func TestProviderDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	const head = "[node]\nname = \"node1\"\n[cluster]\nlisten = \"10.0.0.1:7946\"\n"
+	// A droplet's metadata service, and a machine without one.
+	do := dofake.New("secret", "203.0.113.5")
+	t.Cleanup(do.Close)
+	meta, noMeta := do.MetadataURL(3), do.URL+"/nowhere"
 	tests := []struct {
 		name  string
 		vip   string
@@ -25,8 +30,9 @@ func TestProviderDrains(t *testing.T) {
 	}{
 		{"linux drains its VIP", "[vip]\nprovider = \"linux\"\naddress = \"10.0.0.100/24\"\n[vip.linux]\ninterface = \"eth0\"\n", true},
 		{"hetzner drains the floating IP by default", "[vip]\nprovider = \"hetzner\"\naddress = \"203.0.113.5\"\n[vip.hetzner]\ntoken_file = \"" + token + "\"\nfloating_ip_id = 7\nserver_id = 3\n", true},
-		{"digitalocean without an anchor IP cannot", "[vip]\nprovider = \"digitalocean\"\naddress = \"203.0.113.5\"\n[vip.digitalocean]\ntoken_file = \"" + token + "\"\ndroplet_id = 3\n", false},
-		{"digitalocean drains its anchor IP", "[vip]\nprovider = \"digitalocean\"\naddress = \"203.0.113.5\"\ndrain_address = \"10.19.0.5\"\n[vip.digitalocean]\ntoken_file = \"" + token + "\"\ndroplet_id = 3\n", true},
+		{"digitalocean drains the anchor IP from metadata", "[vip]\nprovider = \"digitalocean\"\naddress = \"203.0.113.5\"\n[vip.digitalocean]\ntoken_file = \"" + token + "\"\nmetadata_url = \"" + meta + "\"\n", true},
+		{"digitalocean without an anchor IP cannot", "[vip]\nprovider = \"digitalocean\"\naddress = \"203.0.113.5\"\n[vip.digitalocean]\ntoken_file = \"" + token + "\"\ndroplet_id = 3\nmetadata_url = \"" + noMeta + "\"\n", false},
+		{"digitalocean drains the configured address", "[vip]\nprovider = \"digitalocean\"\naddress = \"203.0.113.5\"\ndrain_address = \"10.19.0.5\"\n[vip.digitalocean]\ntoken_file = \"" + token + "\"\ndroplet_id = 3\nmetadata_url = \"" + noMeta + "\"\n", true},
 		{"exec with a drain address", "[vip]\nprovider = \"exec\"\naddress = \"203.0.113.5\"\ndrain_address = \"10.0.0.1\"\n[vip.exec]\nacquire = \"/bin/true\"\nrelease = \"/bin/true\"\nholder = \"/bin/true\"\n", true},
 		{"none", "[vip]\nprovider = \"none\"\n", false},
 	}
@@ -36,7 +42,7 @@ func TestProviderDrains(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := newProvider(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			p, err := newProvider(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -80,9 +80,9 @@ type VIP struct {
 	Address  string `toml:"address"` // "10.0.0.100/24" for linux, bare IP for clouds
 	Provider string `toml:"provider"`
 	// DrainAddress is the local address the cloud delivers the IP's traffic
-	// to (a DigitalOcean anchor IP, an AWS private IP); planned moves let
-	// connections to it finish first. Hetzner defaults to the floating IP
-	// itself, which is configured on the interface; linux drains the VIP.
+	// to (an AWS private IP); planned moves let connections to it finish
+	// first. Unset, DigitalOcean drains the anchor IP from its metadata,
+	// Hetzner the floating IP itself; linux always drains the VIP.
 	DrainAddress string       `toml:"drain_address"`
 	Linux        LinuxVIP     `toml:"linux"`
 	DigitalOcean DigitalOcean `toml:"digitalocean"`

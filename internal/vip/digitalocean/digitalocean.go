@@ -360,6 +360,26 @@ func (p *Provider) dropletID(ctx context.Context) (int, error) {
 	return id, nil
 }
 
+// AnchorIP returns this droplet's anchor IP, read from the metadata
+// service: the local address a reserved IP's traffic arrives at, and so
+// the one to drain before a planned move.
+func (p *Provider) AnchorIP(ctx context.Context) (netip.Addr, error) {
+	s, err := p.metadata(ctx, "/metadata/v1/interfaces/public/0/anchor_ipv4/address")
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("anchor IP: %w", err)
+	}
+	return ParseAnchorIP(s)
+}
+
+// ParseAnchorIP reads the metadata service's anchor_ipv4/address answer.
+func ParseAnchorIP(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil || !a.Is4() || a.IsUnspecified() || a.IsMulticast() {
+		return netip.Addr{}, fmt.Errorf("metadata anchor_ipv4 address: unexpected %q, want an IPv4 address", truncate(s))
+	}
+	return a, nil
+}
+
 // metadata GETs one metadata path and returns its body (at most 4 KiB).
 func (p *Provider) metadata(ctx context.Context, path string) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.o.MetadataURL+path, nil)

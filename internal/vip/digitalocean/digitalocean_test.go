@@ -169,7 +169,7 @@ func TestParseMetadata(t *testing.T) {
 }
 
 func FuzzParseMetadata(f *testing.F) {
-	for _, s := range []string{"true", "false", "123", " 42\n", "x"} {
+	for _, s := range []string{"true", "false", "123", " 42\n", "x", "10.19.0.5\n", "::1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -179,7 +179,36 @@ func FuzzParseMetadata(f *testing.F) {
 		if id, err := ParseDropletID(s); err == nil && id <= 0 {
 			t.Fatalf("ParseDropletID(%q) = %d", s, id)
 		}
+		if a, err := ParseAnchorIP(s); err == nil && (!a.Is4() || a.IsUnspecified()) {
+			t.Fatalf("ParseAnchorIP(%q) = %v", s, a)
+		}
 	})
+}
+
+func TestAnchorIP(t *testing.T) {
+	f := dofake.New(token, vip)
+	t.Cleanup(f.Close)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := New(Options{Token: token, IP: netip.MustParseAddr(vip), BaseURL: f.URL, MetadataURL: f.MetadataURL(3), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.AnchorIP(t.Context())
+	if err != nil || got.String() != dofake.AnchorIP(3) {
+		t.Fatalf("AnchorIP = %v, %v; want %s", got, err, dofake.AnchorIP(3))
+	}
+	off, err := New(Options{Token: token, IP: netip.MustParseAddr(vip), BaseURL: f.URL, MetadataURL: f.URL + "/nowhere", Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := off.AnchorIP(t.Context()); err == nil || !strings.Contains(err.Error(), "anchor IP") {
+		t.Fatalf("AnchorIP off a droplet = %v; want an error naming the anchor IP", err)
+	}
+	for in, ok := range map[string]bool{"10.19.0.5\n": true, "0.0.0.0": false, "2001:db8::1": false, "": false, "<html>": false} {
+		if _, err := ParseAnchorIP(in); (err == nil) != ok {
+			t.Errorf("ParseAnchorIP(%q) error = %v; want ok=%v", in, err, ok)
+		}
+	}
 }
 
 func TestNoDropletIDOffDroplet(t *testing.T) {

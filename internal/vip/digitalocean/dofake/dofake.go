@@ -9,7 +9,8 @@
 //	GET  /v2/reserved_ips/{ip}/actions/{id}       an action
 //	GET  /v2/actions/{id}                         an action
 //	GET  /droplets/{droplet}/metadata/v1/...      that droplet's metadata: id,
-//	     reserved_ip/ipv4/{active,ip_address} and floating_ip/ipv4/{active,ip_address}
+//	     reserved_ip/ipv4/{active,ip_address}, floating_ip/ipv4/{active,ip_address}
+//	     and interfaces/public/0/anchor_ipv4/address
 //
 // Faults it reproduces: actions that stay in-progress for a while
 // (SetActionDelay); 422 "already has a pending event" while an action on the
@@ -299,6 +300,8 @@ func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, droplet)
 	case "reserved_ip/ipv4/active", "floating_ip/ipv4/active":
 		fmt.Fprint(w, held != "")
+	case "interfaces/public/0/anchor_ipv4/address":
+		fmt.Fprint(w, AnchorIP(droplet))
 	case "reserved_ip/ipv4/ip_address", "floating_ip/ipv4/ip_address":
 		if held == "" {
 			http.NotFound(w, r)
@@ -308,6 +311,12 @@ func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// AnchorIP is the anchor IP the fake gives a droplet: a private 10.x
+// address on the droplet's public interface, as DigitalOcean assigns.
+func AnchorIP(droplet int) string {
+	return fmt.Sprintf("10.%d.%d.%d", 16+droplet>>16&15, droplet>>8&255, 1+droplet%254)
 }
 
 func writeNotFound(w http.ResponseWriter) {
