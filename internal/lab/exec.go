@@ -37,19 +37,28 @@ func execIn(ctx context.Context, initPID int, argv []string, stdin io.Reader, st
 	}, argv...)
 	cmd := exec.CommandContext(ctx, "nsenter", args...)
 	cmd.Env = nodeEnv
-	return runExit(cmd, stdin, stdout, stderr)
+	return runExit(cmd, true, stdin, stdout, stderr)
 }
 
 // runExit runs cmd and returns its exit status. When ctx ends first, the
 // command and everything it started get SIGTERM, then SIGKILL after
 // stopGrace: nsenter forks the command into the node's PID namespace and
 // killing nsenter alone would leave it running there.
-func runExit(cmd *exec.Cmd, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+//
+// forks says cmd is such an nsenter, waiting for the command it forked. It
+// is then left to exit by itself once it has reaped the command: killed
+// first, it would orphan the command to the host's init, and the node's
+// init cannot finish dying (lab kill) until that init reaps it.
+func runExit(cmd *exec.Cmd, forks bool, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, stdout, stderr
 	var tree []int // pidfds of the command's process tree, once cancelled
 	cmd.Cancel = func() error {
 		tree = openTree(cmd.Process.Pid)
-		signalAll(tree, unix.SIGTERM)
+		if forks && len(tree) > 1 {
+			signalAll(tree[1:], unix.SIGTERM)
+		} else {
+			signalAll(tree, unix.SIGTERM)
+		}
 		return nil
 	}
 	cmd.WaitDelay = stopGrace
@@ -150,7 +159,8 @@ func (l *Lab) Exec(ctx context.Context, node string, argv []string, stdin io.Rea
 	}
 	if m.Role == RoleClient {
 		args := append([]string{"--net=" + netnsPath(NetnsName(l.name, node)), "--"}, argv...)
-		return runExit(exec.CommandContext(ctx, "nsenter", args...), stdin, stdout, stderr)
+		// Without --pid, nsenter execs the command itself.
+		return runExit(exec.CommandContext(ctx, "nsenter", args...), false, stdin, stdout, stderr)
 	}
 	pid := initPID(m.Nspawn)
 	if pid == 0 {

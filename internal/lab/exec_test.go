@@ -15,13 +15,21 @@ import (
 // An interrupted command is stopped with everything it started, the way an
 // nsenter'd command and its children must be.
 func TestRunExitCancelStopsTheTree(t *testing.T) {
+	// forks: the root waits for its child, as nsenter --pid does, and is
+	// left to exit by itself once the child is gone.
+	for _, forks := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "forks"}[forks], func(t *testing.T) { testCancelStopsTheTree(t, forks) })
+	}
+}
+
+func testCancelStopsTheTree(t *testing.T, forks bool) {
 	pidFile := t.TempDir() + "/pid"
 	ctx, cancel := context.WithCancel(t.Context())
 	// sh starts a grandchild that writes its PID and would outlive sh.
 	cmd := exec.CommandContext(ctx, "sh", "-c", `sh -c 'echo $$ > `+pidFile+`; exec sleep 60' & wait`)
 	done := make(chan error, 1)
 	go func() {
-		_, err := runExit(cmd, nil, io.Discard, io.Discard)
+		_, err := runExit(cmd, forks, nil, io.Discard, io.Discard)
 		done <- err
 	}()
 	var grandchild int
@@ -68,7 +76,7 @@ func TestRunExitStatus(t *testing.T) {
 		{"exit 3", 3},
 		{"kill -TERM $$", -1},
 	} {
-		code, err := runExit(exec.CommandContext(t.Context(), "sh", "-c", tc.script), nil, io.Discard, io.Discard)
+		code, err := runExit(exec.CommandContext(t.Context(), "sh", "-c", tc.script), false, nil, io.Discard, io.Discard)
 		if code != tc.want || (tc.want >= 0) != (err == nil) {
 			t.Errorf("%q: runExit = %d, %v; want %d", tc.script, code, err, tc.want)
 		}

@@ -248,6 +248,13 @@ func TestExecInterruptStopsCommand(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Nor is a zombie left whose parent is outside the node (ppid 0 inside):
+	// only the host's init could reap it, and until then the node's init
+	// cannot die, which slows a later 'lab kill'.
+	orphans := c.MustSh(t, ctx, "node1", "ps -eo stat=,ppid=,comm= | awk '$1 ~ /^Z/ && $2 == 0'")
+	if strings.TrimSpace(orphans) != "" {
+		t.Errorf("zombies orphaned outside node1 after the interrupt:\n%s", orphans)
+	}
 }
 
 func TestKillAndStart(t *testing.T) {
