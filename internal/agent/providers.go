@@ -65,7 +65,7 @@ func newProvider(ctx context.Context, cfg *config.Config, log *slog.Logger) (fai
 	}
 	rule, err := drain.New(drain.Options{Addr: a, NetNSFd: -1, Logger: log.With("drain", a)})
 	if err != nil {
-		return nil, fmt.Errorf("vip.drain_address: %w", err)
+		return nil, fmt.Errorf("drain %s: %w", a, err)
 	}
 	return drain.Wrap(p, rule), nil
 }

@@ -179,36 +179,38 @@ func (r *Rule) Clear() {
 
 // Installed reports whether the drain table exists.
 func (r *Rule) Installed() (bool, error) {
-	c, err := r.nft()
-	if err != nil {
-		return false, fmt.Errorf("nftables: %w", err)
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return false, fmt.Errorf("nftables: list tables: %w", err)
-	}
-	return slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == Table }), nil
+	_, t, err := r.table()
+	return t != nil, err
 }
 
 // remove deletes the drain table if it is there.
 func (r *Rule) remove() error {
+	c, t, err := r.table()
+	if err != nil || t == nil {
+		return err
+	}
+	c.DelTable(t)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: remove %s: %w", Table, err)
+	}
+	return nil
+}
+
+// table returns a connection and the drain table, nil when there is none.
+func (r *Rule) table() (*nftables.Conn, *nftables.Table, error) {
 	c, err := r.nft()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return nil, nil, fmt.Errorf("nftables: %w", err)
 	}
 	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return fmt.Errorf("nftables: list tables: %w", err)
+		return nil, nil, fmt.Errorf("nftables: list tables: %w", err)
 	}
-	for _, t := range tables {
-		if t.Name == Table {
-			c.DelTable(t)
-			if err := c.Flush(); err != nil {
-				return fmt.Errorf("nftables: remove %s: %w", Table, err)
-			}
-		}
+	i := slices.IndexFunc(tables, func(t *nftables.Table) bool { return t.Name == Table })
+	if i < 0 {
+		return c, nil, nil
 	}
-	return nil
+	return c, tables[i], nil
 }
 
 // Provider is what Wrap adds draining to; it is failover's provider

@@ -309,34 +309,39 @@ func (p *Provider) announce(attrs *netlink.LinkAttrs) error {
 	if len(ifi.HardwareAddr) != 6 {
 		return fmt.Errorf("interface %s has no Ethernet address", ifi.Name)
 	}
-	var (
-		frames [][]byte
-		proto  int
-		err    error
-	)
 	a := p.o.Prefix.Addr()
-	if a.Is4() {
-		proto = unix.ETH_P_ARP
-		frames, err = GARPFrames(ifi.HardwareAddr, a)
-	} else {
+	proto := unix.ETH_P_ARP
+	if a.Is6() {
 		proto = unix.ETH_P_IPV6
-		var router bool
-		_ = p.inNS(func() error { router = forwarding(ifi.Name); return nil })
-		var f []byte
-		f, err = NAFrame(ifi.HardwareAddr, a, router)
-		frames = [][]byte{f}
 	}
-	if err != nil {
-		return err
-	}
-	var conn *packet.Conn
-	err = p.inNS(func() error {
+	// One trip into the namespace: the socket, and for IPv6 the forwarding
+	// sysctl, which only reads right from inside.
+	var (
+		conn   *packet.Conn
+		router bool
+	)
+	err := p.inNS(func() error {
+		if a.Is6() {
+			router = forwarding(ifi.Name)
+		}
 		var err error
 		conn, err = packet.Listen(ifi, packet.Raw, proto, nil)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("open packet socket on %s: %w", ifi.Name, err)
+	}
+	var frames [][]byte
+	if a.Is4() {
+		frames, err = GARPFrames(ifi.HardwareAddr, a)
+	} else {
+		var f []byte
+		f, err = NAFrame(ifi.HardwareAddr, a, router)
+		frames = [][]byte{f}
+	}
+	if err != nil {
+		conn.Close()
+		return err
 	}
 	defer conn.Close()
 	// The frames carry their own destination; the socket needs one too.
