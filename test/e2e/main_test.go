@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -18,11 +19,11 @@ import (
 
 var tandemBin = flag.String("tandem-bin", "", "path to the tandem binary under test (make e2e passes bin/tandem)")
 
-// The suite's lab: 2 app nodes and a witness, named e2e.
-const (
-	suiteLab   = "e2e"
-	suiteNodes = 2
-)
+// The suite's lab: 2 app nodes and a witness, named e2e unless
+// TANDEM_E2E_LAB names another, so two checkouts can run the suite at once.
+var suiteLab = cmp.Or(os.Getenv("TANDEM_E2E_LAB"), "e2e")
+
+const suiteNodes = 2
 
 // Environment passed from the supervising process to the test process.
 const (
