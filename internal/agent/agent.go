@@ -7,15 +7,11 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -29,6 +25,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/health"
 	"github.com/tandem-ha/tandem/internal/hooks"
 	"github.com/tandem-ha/tandem/internal/localapi"
+	"github.com/tandem-ha/tandem/internal/ops"
 	"github.com/tandem-ha/tandem/internal/pki"
 )
 
@@ -46,33 +43,20 @@ type Agent struct {
 	hooks   *hooks.Runner
 }
 
-// markerFile records that this node was initialised or joined; the agent
-// waits for it so that a package install can start the service before the
-// operator runs 'tandem init' or 'tandem join'.
-const markerFile = "cluster.json"
-
-type marker struct {
-	Name     string    `json:"name"`
-	Role     string    `json:"role"`
-	Created  time.Time `json:"created"`
-	Founder  bool      `json:"founder"`
-	JoinedAt string    `json:"joined_via,omitempty"`
-}
-
-func pkiDir(cfg *config.Config) string { return filepath.Join(cfg.Node.DataDir, "pki") }
-
-// Initialized reports whether this node has been initialised or has joined.
-func Initialized(cfg *config.Config) bool {
-	_, err := os.Stat(filepath.Join(cfg.Node.DataDir, markerFile))
-	return err == nil
-}
-
-func writeMarker(cfg *config.Config, m marker) error {
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return err
+// Init founds a cluster of one on this node: the CA, this node's
+// certificate and a join token.
+func Init(ctx context.Context, cfg *config.Config, log *slog.Logger, o cluster.FoundOptions) (pki.Token, error) {
+	if cfg.Node.Role != config.RoleApp {
+		return pki.Token{}, errors.New("init must run on an app node: a witness holds no CA key; run 'tandem init' on an app node and 'tandem join --witness' here")
 	}
-	return pki.WriteFileAtomic(filepath.Join(cfg.Node.DataDir, markerFile), append(b, '\n'), 0o600)
+	return cluster.Found(ctx, clusterOptions(cfg, log, nil, state.New()), o)
+}
+
+// Join asks the cluster at addr to admit this node with token.
+func Join(ctx context.Context, cfg *config.Config, addr, token string) error {
+	return cluster.JoinAndSave(ctx, cfg.Node.DataDir, addr, token, cluster.JoinRequest{
+		Name: cfg.Node.Name, Role: cfg.Node.Role, Advertise: cfg.Cluster.Advertise,
+	})
 }
 
 func timing(cfg *config.Config) cluster.Timing {
@@ -80,130 +64,12 @@ func timing(cfg *config.Config) cluster.Timing {
 	return cluster.Timing{HeartbeatTimeout: hb, ElectionTimeout: hb, LeaderLeaseTimeout: hb / 2, CommitTimeout: 20 * time.Millisecond}
 }
 
-// joinPolicy refuses a cluster of exactly two voters that are both app nodes
-// when the IP is on-link: with two voters neither side of a partition has a
-// majority, and there is no provider to arbitrate.
-func joinPolicy(cfg *config.Config) func([]state.Member, state.Member) error {
-	return func(current []state.Member, joining state.Member) error {
-		if cfg.VIP.Provider != config.ProviderLinux {
-			return nil
-		}
-		all := append(append([]state.Member(nil), current...), joining)
-		apps := 0
-		for _, m := range all {
-			if m.Role == state.RoleApp {
-				apps++
-			}
-		}
-		if len(all) == 2 && apps == 2 {
-			return errors.New("a cluster of two app nodes and no witness has no fault tolerance, and an on-link VIP " +
-				"has no provider to break ties; join a witness first ('tandem join --witness' on a small third machine), then this node")
-		}
-		return nil
-	}
-}
-
-func ips(advertise string) []netip.Addr {
-	if ap, err := netip.ParseAddrPort(advertise); err == nil {
-		return []netip.Addr{ap.Addr()}
-	}
-	return nil
-}
-
-// InitOptions configures Init.
-type InitOptions struct {
-	TokenTTL  time.Duration
-	TokenUses int // 0: unlimited until expiry
-}
-
-// Init creates the cluster CA and this node's certificate, bootstraps a
-// cluster of one and returns a join token.
-func Init(ctx context.Context, cfg *config.Config, log *slog.Logger, o InitOptions) (pki.Token, error) {
-	if Initialized(cfg) {
-		return pki.Token{}, fmt.Errorf("%s is already part of a cluster (%s exists); to start over, stop the agent and remove %s",
-			cfg.Node.Name, filepath.Join(cfg.Node.DataDir, markerFile), cfg.Node.DataDir)
-	}
-	if cfg.Node.Role != config.RoleApp {
-		return pki.Token{}, errors.New("init must run on an app node: a witness holds no CA key; run 'tandem init' on an app node and 'tandem join --witness' here")
-	}
-	now := time.Now()
-	ca, err := pki.NewCA(now)
-	if err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
-	}
-	creds, err := ca.Issue(cfg.Node.Name, ips(cfg.Cluster.Advertise), now)
-	if err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
-	}
-	if err := os.MkdirAll(cfg.Node.DataDir, 0o700); err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
-	}
-	if err := creds.Save(pkiDir(cfg)); err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
-	}
-	node, err := cluster.New(ctx, clusterOptions(cfg, log, creds, state.New()))
-	if err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
-	}
-	tok, err := bootstrap(ctx, node, o)
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if serr := node.Shutdown(sctx); err == nil && serr != nil {
-		err = fmt.Errorf("init: stop raft: %w", serr)
-	}
-	if err != nil {
-		return pki.Token{}, err
-	}
-	// The marker comes last: a waiting agent starts as soon as it appears,
-	// and must find the raft store closed.
-	if err := writeMarker(cfg, marker{Name: cfg.Node.Name, Role: cfg.Node.Role, Created: now, Founder: true}); err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
-	}
-	return tok, nil
-}
-
-func bootstrap(ctx context.Context, node *cluster.Node, o InitOptions) (pki.Token, error) {
-	if err := node.Bootstrap(ctx); err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
-	}
-	uses := o.TokenUses
-	if uses == 0 {
-		uses = -1
-	}
-	tok, err := node.CreateToken(ctx, o.TokenTTL, uses)
-	if err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
-	}
-	return tok, nil
-}
-
-// Join asks the cluster at addr to admit this node with token.
-func Join(ctx context.Context, cfg *config.Config, log *slog.Logger, addr, token string) error {
-	if Initialized(cfg) {
-		return fmt.Errorf("%s is already part of a cluster (%s exists); run 'tandem leave' first, or remove %s to start over",
-			cfg.Node.Name, filepath.Join(cfg.Node.DataDir, markerFile), cfg.Node.DataDir)
-	}
-	res, err := cluster.Join(ctx, addr, token, cluster.JoinRequest{
-		Name: cfg.Node.Name, Role: cfg.Node.Role, Advertise: cfg.Cluster.Advertise, IPs: ips(cfg.Cluster.Advertise),
-	})
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(cfg.Node.DataDir, 0o700); err != nil {
-		return fmt.Errorf("join: %w", err)
-	}
-	if err := res.Credentials.Save(pkiDir(cfg)); err != nil {
-		return fmt.Errorf("join: %w", err)
-	}
-	return writeMarker(cfg, marker{Name: cfg.Node.Name, Role: cfg.Node.Role, Created: time.Now(), JoinedAt: addr})
-}
-
 func clusterOptions(cfg *config.Config, log *slog.Logger, creds *pki.Node, m *state.Machine) cluster.Options {
 	return cluster.Options{
 		Name: cfg.Node.Name, Role: cfg.Node.Role, DataDir: cfg.Node.DataDir,
 		Listen: cfg.Cluster.Listen, Advertise: cfg.Cluster.Advertise,
 		TLS: creds, Machine: m, Logger: log.With("component", "cluster"),
-		Timing: timing(cfg), JoinPolicy: joinPolicy(cfg),
+		Timing: timing(cfg), JoinPolicy: failover.JoinRule(cfg.VIP.Provider == config.ProviderLinux),
 	}
 }
 
@@ -215,10 +81,10 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Agent {
 // Run runs the agent until ctx ends. On a node that has not been initialised
 // or joined yet it waits for that first.
 func (a *Agent) Run(ctx context.Context) error {
-	if err := a.waitInitialized(ctx); err != nil {
+	if err := cluster.WaitInitialized(ctx, a.cfg.Node.DataDir, a.log); err != nil {
 		return err
 	}
-	creds, err := pki.Load(pkiDir(a.cfg))
+	creds, err := pki.Load(cluster.PKIDir(a.cfg.Node.DataDir))
 	if err != nil {
 		return fmt.Errorf("load certificates: %w", err)
 	}
@@ -262,15 +128,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		g.Go(func() error { return a.checks.Run(gctx) })
 	}
 	g.Go(func() error {
-		return localapi.Serve(gctx, a.cfg.Cluster.Socket, a, a.log.With("component", "localapi"))
+		return localapi.Serve(gctx, a.cfg.Cluster.Socket, a.routes(), a.log.With("component", "localapi"))
 	})
 	if a.cfg.Metrics.Listen != "" {
 		g.Go(func() error { return a.serveMetrics(gctx) })
 	}
 	g.Go(func() error { return a.observe(gctx) })
-	if a.cfg.Node.Role == config.RoleApp {
-		g.Go(func() error { a.publishPolicy(gctx); return nil })
-	}
 	a.log.Info("agent running", "node", a.cfg.Node.Name, "role", a.cfg.Node.Role, "listen", a.cfg.Cluster.Listen, "version", a.version)
 	err = g.Wait()
 
@@ -284,65 +147,29 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-// publishPolicy makes this app node's placement policy the cluster's, so the
-// designated controller applies it even when it is the witness.
-func (a *Agent) publishPolicy(ctx context.Context) {
-	want := state.Policy{Preempt: a.cfg.Failover.Preempt, Cooloff: a.cfg.Failover.Cooloff.D(), MaxMovesPerHour: a.cfg.Failover.MaxMovesPerHour}
-	for {
-		cur := a.machine.View().Policy
-		if cur != nil && *cur == want {
-			return
-		}
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := a.node.Apply(actx, state.SetPolicy{Policy: want})
-		cancel()
-		if err == nil {
-			if cur != nil {
-				a.log.Warn("this node's [failover] policy differed from the cluster's; published this one (keep tandem.toml alike on all app nodes)",
-					"was", *cur, "now", want)
-			}
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
+// routes collects the local API endpoints each capability contributes.
+func (a *Agent) routes() []localapi.Route {
+	o := ops.New(ops.Options{
+		Node: a.cfg.Node.Name, Role: a.cfg.Node.Role, Version: a.version,
+		VIPAddress: a.cfg.VIP.Address, VIPProvider: a.cfg.VIP.Provider,
+		Machine: a.machine, Cluster: a.node, Failover: a.fo,
+	})
+	return o.Routes()
 }
 
 // handOff moves the IP to a healthy standby when this holder stops, so a
 // planned restart costs no failover. It gives up after a few seconds; the
 // lease then takes over.
 func (a *Agent) handOff() {
-	if a.machine.View().Holder.Node != a.cfg.Node.Name {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := a.Switchover(ctx, localapi.SwitchoverRequest{Timeout: 3 * time.Second})
-	if err != nil {
+	mv, moved, err := a.fo.HandOff(ctx, 3*time.Second)
+	switch {
+	case err != nil:
 		a.log.Warn("could not hand the IP over before stopping", "err", err)
-		return
+	case moved:
+		a.log.Info("handed the IP over before stopping", "to", mv.To, "took_ms", mv.Took.Milliseconds())
 	}
-	a.log.Info("handed the IP over before stopping", "to", r.To, "took_ms", r.TookMs)
-}
-
-func (a *Agent) waitInitialized(ctx context.Context) error {
-	if Initialized(a.cfg) {
-		return nil
-	}
-	a.log.Warn("this node is not part of a cluster yet: run 'tandem init' on the first node, or 'tandem join' here; waiting")
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for !Initialized(a.cfg) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
 }
 
 // build creates the failover node and what it needs.
@@ -391,7 +218,7 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 	fo, err := failover.New(failover.Options{
 		Name: cfg.Node.Name, Role: cfg.Node.Role, Machine: a.machine,
 		Cluster: clusterAdapter{a.node}, Provider: prov, Health: fhealth, HealthChanged: healthChanged, Events: events,
-		Tr: failover.HTTPTransport{Client: meshClient(creds)},
+		Tr: failover.HTTPTransport{Client: meshClient(creds)}, PublishPolicy: cfg.Node.Role == config.RoleApp,
 		Policy: failover.Policy{
 			Preempt: cfg.Failover.Preempt, Cooloff: cfg.Failover.Cooloff.D(), MaxMovesPerHour: cfg.Failover.MaxMovesPerHour,
 		},

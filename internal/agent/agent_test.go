@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-ha/tandem/internal/cluster"
 	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/localapi"
@@ -139,11 +140,11 @@ func TestThreeAgents(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
 
-	tok, err := Init(ctx, n1, log, InitOptions{TokenTTL: time.Hour})
+	tok, err := Init(ctx, n1, log, cluster.FoundOptions{TokenTTL: time.Hour})
 	if err != nil {
 		t.Fatalf("Init: %v", err)
 	}
-	if _, err := Init(ctx, n1, log, InitOptions{TokenTTL: time.Hour}); err == nil || !strings.Contains(err.Error(), "already part of a cluster") {
+	if _, err := Init(ctx, n1, log, cluster.FoundOptions{TokenTTL: time.Hour}); err == nil || !strings.Contains(err.Error(), "already part of a cluster") {
 		t.Fatalf("second Init = %v; want 'already part of a cluster'", err)
 	}
 	a1 := start(t, n1)
@@ -155,10 +156,10 @@ func TestThreeAgents(t *testing.T) {
 	if bad == tok.String() {
 		t.Fatal("test bug: the token was not altered")
 	}
-	if err := Join(ctx, w, log, n1.Cluster.Advertise, bad); err == nil {
+	if err := Join(ctx, w, n1.Cluster.Advertise, bad); err == nil {
 		t.Fatal("join with a token pinning another CA succeeded")
 	}
-	if Initialized(w) {
+	if cluster.Initialized(w.Node.DataDir) {
 		t.Fatal("a refused join left the node initialised")
 	}
 	if got := len(status(n1).Members); got != 1 {
@@ -166,7 +167,7 @@ func TestThreeAgents(t *testing.T) {
 	}
 
 	for _, c := range []*config.Config{w, n2} {
-		if err := Join(ctx, c, log, n1.Cluster.Advertise, tok.String()); err != nil {
+		if err := Join(ctx, c, n1.Cluster.Advertise, tok.String()); err != nil {
 			t.Fatalf("Join(%s): %v", c.Node.Name, err)
 		}
 		// Joined but not running: shown, not counted.
@@ -244,37 +245,5 @@ func TestThreeAgents(t *testing.T) {
 	}
 	if err := c2.Remove(ctx, "nobody"); err == nil {
 		t.Fatal("removing a non-member succeeded")
-	}
-}
-
-func TestJoinPolicyRefusesTwoAppVoters(t *testing.T) {
-	cfg := &config.Config{VIP: config.VIP{Provider: config.ProviderLinux}}
-	app := func(n string) state.Member { return state.Member{Name: n, Role: state.RoleApp} }
-	wit := state.Member{Name: "witness", Role: state.RoleWitness}
-	tests := []struct {
-		name    string
-		current []state.Member
-		joining state.Member
-		refused bool
-	}{
-		{"second app node without witness", []state.Member{app("node1")}, app("node2"), true},
-		{"witness first", []state.Member{app("node1")}, wit, false},
-		{"app after witness", []state.Member{app("node1"), wit}, app("node2"), false},
-		{"third app node", []state.Member{app("node1"), app("node2"), wit}, app("node3"), false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := joinPolicy(cfg)(tt.current, tt.joining)
-			if (err != nil) != tt.refused {
-				t.Fatalf("joinPolicy = %v; refused want %v", err, tt.refused)
-			}
-			if err != nil && !strings.Contains(err.Error(), "witness") {
-				t.Errorf("refusal %q does not say how to fix it", err)
-			}
-		})
-	}
-	cloud := &config.Config{VIP: config.VIP{Provider: config.ProviderDigitalOcean}}
-	if err := joinPolicy(cloud)([]state.Member{app("node1")}, app("node2")); err != nil {
-		t.Errorf("cloud provider: %v; two app nodes are allowed when the provider arbitrates", err)
 	}
 }

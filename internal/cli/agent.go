@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tandem-ha/tandem/internal/agent"
+	"github.com/tandem-ha/tandem/internal/cluster"
 	"github.com/tandem-ha/tandem/internal/config"
 )
 
@@ -66,7 +66,7 @@ with an on-link (linux) VIP, join the witness first.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			tok, err := agent.Init(ctx, cfg, e.logger, agent.InitOptions{TokenTTL: ttl, TokenUses: uses})
+			tok, err := agent.Init(ctx, cfg, e.logger, cluster.FoundOptions{TokenTTL: ttl, TokenUses: uses})
 			if err != nil {
 				return err
 			}
@@ -112,7 +112,7 @@ tandem.toml must say role = "witness".`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			if err := agent.Join(ctx, cfg, e.logger, args[0], token); err != nil {
+			if err := agent.Join(ctx, cfg, args[0], token); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s joined the cluster via %s\n", cfg.Node.Name, args[0])
@@ -150,7 +150,7 @@ func waitForConfig(ctx context.Context, e *env) (*config.Config, error) {
 	if err == nil {
 		return cfg, nil
 	}
-	if _, serr := os.Stat(filepath.Join("/var/lib/tandem", "cluster.json")); serr == nil {
+	if cluster.Initialized(config.DataDir(e.configPath)) {
 		return nil, &UsageError{Err: err}
 	}
 	last := err.Error()

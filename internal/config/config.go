@@ -220,6 +220,28 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
+// DefaultDataDir is node.data_dir when the file does not set it.
+const DefaultDataDir = "/var/lib/tandem"
+
+// DataDir returns node.data_dir from the file at path even when the rest
+// of the file is invalid or missing, so a broken file still shows whether
+// this node is a cluster member. It falls back to DefaultDataDir.
+func DataDir(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return DefaultDataDir
+	}
+	var doc struct {
+		Node struct {
+			DataDir string `toml:"data_dir"`
+		} `toml:"node"`
+	}
+	if toml.Unmarshal(data, &doc) != nil || !strings.HasPrefix(doc.Node.DataDir, "/") {
+		return DefaultDataDir
+	}
+	return doc.Node.DataDir
+}
+
 // Parse decodes, defaults and validates data; name is used in errors.
 func Parse(name string, data []byte) (*Config, error) {
 	// A generic decode first: go-toml reports syntax errors with positions.
@@ -317,7 +339,7 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 		c.Node.Role = RoleApp
 	}
 	if c.Node.DataDir == "" {
-		c.Node.DataDir = "/var/lib/tandem"
+		c.Node.DataDir = DefaultDataDir
 	}
 	if c.Cluster.Listen == "" {
 		c.Cluster.Listen = "0.0.0.0:7946"

@@ -2,6 +2,9 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -126,4 +129,30 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("empty error message")
 		}
 	})
+}
+
+func TestDataDirOfBrokenFile(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, doc, want string
+	}{
+		{"invalid elsewhere", "[node]\ndata_dir = \"/srv/tandem\"\n[vip]\nprovider = \"nope\"\n", "/srv/tandem"},
+		{"unset", "[node]\nname = \"n1\"\n", DefaultDataDir},
+		{"relative", "[node]\ndata_dir = \"tandem\"\n", DefaultDataDir},
+		{"not TOML", "[node\n", DefaultDataDir},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, fmt.Sprintf("%d.toml", i))
+			if err := os.WriteFile(p, []byte(tt.doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if got := DataDir(p); got != tt.want {
+				t.Errorf("DataDir = %q; want %q", got, tt.want)
+			}
+		})
+	}
+	if got := DataDir(filepath.Join(dir, "missing.toml")); got != DefaultDataDir {
+		t.Errorf("missing file: %q", got)
+	}
 }

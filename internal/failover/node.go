@@ -66,6 +66,8 @@ type Options struct {
 	Events        Events // may be nil
 	Tr            Transport
 	Policy        Policy
+	// PublishPolicy makes Policy the cluster's (app nodes; see publishPolicy).
+	PublishPolicy bool
 	// Lease is how long a node keeps the IP without a majority's answers.
 	Lease time.Duration
 	// Margin is added to Lease before the DC declares a silent holder dead.
@@ -137,6 +139,9 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.controllerLoop(ctx) })
 	if n.o.Role == state.RoleApp {
 		g.Go(func() error { return n.holderLoop(ctx) })
+	}
+	if n.o.PublishPolicy {
+		g.Go(func() error { n.publishPolicy(ctx); return nil })
 	}
 	if n.o.HealthChanged != nil {
 		g.Go(func() error {

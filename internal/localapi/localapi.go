@@ -1,6 +1,9 @@
 // Package localapi is the CLI's way into a running agent: JSON over HTTP on
-// a unix socket that only root can open. The server side declares the
-// Backend it needs; the agent implements it. The client is what the CLI uses.
+// a unix socket that only root can open. The server serves a table of
+// routes that each capability contributes (see Route and Endpoint); the
+// agent collects them. This package also holds the wire types of the
+// cluster operations (status, tokens, mode, switchover, membership), whose
+// JSON field names are stable, and the client the CLI uses.
 package localapi
 
 import (
@@ -105,6 +108,16 @@ type TokenReply struct {
 	Uses    int       `json:"uses"`
 }
 
+// ModeRequest switches between "auto" and "maintenance".
+type ModeRequest struct {
+	Mode string `json:"mode"`
+}
+
+// RemoveRequest removes another member.
+type RemoveRequest struct {
+	Node string `json:"node"`
+}
+
 // SwitchoverRequest asks for a planned move.
 type SwitchoverRequest struct {
 	To      string        `json:"to"`
@@ -119,14 +132,28 @@ type SwitchoverReply struct {
 	TookMs int64  `json:"took_ms"`
 }
 
-// Backend is what the server needs from the agent.
-type Backend interface {
-	Status(ctx context.Context) (Status, error)
-	CreateToken(ctx context.Context, r TokenRequest) (TokenReply, error)
-	SetMode(ctx context.Context, mode string) error
-	Switchover(ctx context.Context, r SwitchoverRequest) (SwitchoverReply, error)
-	Leave(ctx context.Context) error
-	Remove(ctx context.Context, node string) error
+// Route is one endpoint of the local API. Each capability (cluster
+// operations, delivery, files, guard) contributes its own routes; the agent
+// only collects them, so a new capability never edits another's handlers.
+type Route struct {
+	Pattern string // a net/http pattern: "GET /v1/status"
+	Handler http.Handler
+}
+
+// Empty is the request or reply of an endpoint that carries no data.
+type Empty struct{}
+
+// Endpoint adapts fn to a JSON endpoint: the body (capped at 1 MiB) decodes
+// into Req unless Req is Empty, fn's reply is encoded, and its error becomes
+// {"error": message} with status 409.
+func Endpoint[Req, Resp any](fn func(ctx context.Context, req Req) (Resp, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if _, empty := any(req).(Empty); !empty && !decode(w, r, &req) {
+			return
+		}
+		respond[Resp](w)(fn(r.Context(), req))
+	})
 }
 
 // Error is the JSON error body.
@@ -135,7 +162,11 @@ type Error struct {
 }
 
 // Serve listens on the unix socket at path until ctx ends.
-func Serve(ctx context.Context, path string, b Backend, log *slog.Logger) error {
+func Serve(ctx context.Context, path string, routes []Route, log *slog.Logger) error {
+	h, err := Handler(routes)
+	if err != nil {
+		return fmt.Errorf("local api: %w", err)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("local api: %w", err)
 	}
@@ -148,62 +179,45 @@ func Serve(ctx context.Context, path string, b Backend, log *slog.Logger) error 
 		ln.Close()
 		return fmt.Errorf("local api: %w", err)
 	}
-	srv := &http.Server{Handler: Handler(b), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	log.Info("local api listening", "socket", path)
+	log.Info("local api listening", "socket", path, "routes", len(routes))
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("local api: %w", err)
 	}
 	return nil
 }
 
-// Handler routes the API to b.
-func Handler(b Backend) http.Handler {
+// Handler routes the table. Two capabilities claiming one pattern is a
+// wiring mistake, reported instead of net/http's panic.
+func Handler(routes []Route) (http.Handler, error) {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		respond[Status](w)(b.Status(r.Context()))
-	})
-	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
-		var req TokenRequest
-		if !decode(w, r, &req) {
-			return
+	seen := map[string]bool{}
+	for _, rt := range routes {
+		if seen[rt.Pattern] {
+			return nil, fmt.Errorf("route %q is registered twice", rt.Pattern)
 		}
-		respond[TokenReply](w)(b.CreateToken(r.Context(), req))
-	})
-	mux.HandleFunc("POST /v1/mode", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Mode string `json:"mode"`
+		seen[rt.Pattern] = true
+		if err := register(mux, rt); err != nil {
+			return nil, err
 		}
-		if !decode(w, r, &req) {
-			return
+	}
+	return mux, nil
+}
+
+func register(mux *http.ServeMux, rt Route) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("route %q: %v", rt.Pattern, r)
 		}
-		respond[struct{}](w)(struct{}{}, b.SetMode(r.Context(), req.Mode))
-	})
-	mux.HandleFunc("POST /v1/switchover", func(w http.ResponseWriter, r *http.Request) {
-		var req SwitchoverRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		respond[SwitchoverReply](w)(b.Switchover(r.Context(), req))
-	})
-	mux.HandleFunc("POST /v1/leave", func(w http.ResponseWriter, r *http.Request) {
-		respond[struct{}](w)(struct{}{}, b.Leave(r.Context()))
-	})
-	mux.HandleFunc("POST /v1/remove", func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Node string `json:"node"`
-		}
-		if !decode(w, r, &req) {
-			return
-		}
-		respond[struct{}](w)(struct{}{}, b.Remove(r.Context(), req.Node))
-	})
-	return mux
+	}()
+	mux.Handle(rt.Pattern, rt.Handler)
+	return nil
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -247,6 +261,13 @@ func NewClient(path string) *Client {
 
 // ErrAgentDown means nothing answers on the socket.
 var ErrAgentDown = errors.New("the tandem agent is not running")
+
+// Call sends in (nil for no body) to the endpoint at method route and
+// decodes the reply. Capabilities build their typed client calls on it.
+func Call[Resp any](ctx context.Context, c *Client, method, route string, in any) (Resp, error) {
+	var out Resp
+	return out, c.do(ctx, method, route, in, &out)
+}
 
 func (c *Client) do(ctx context.Context, method, route string, in, out any) error {
 	var body io.Reader
@@ -294,7 +315,7 @@ func (c *Client) CreateToken(ctx context.Context, r TokenRequest) (TokenReply, e
 
 // SetMode switches auto/maintenance.
 func (c *Client) SetMode(ctx context.Context, mode string) error {
-	return c.do(ctx, http.MethodPost, "/v1/mode", map[string]string{"mode": mode}, &struct{}{})
+	return c.do(ctx, http.MethodPost, "/v1/mode", ModeRequest{Mode: mode}, &Empty{})
 }
 
 // Switchover asks for a planned move and waits for it.
@@ -305,10 +326,10 @@ func (c *Client) Switchover(ctx context.Context, r SwitchoverRequest) (Switchove
 
 // Leave makes this node leave the cluster.
 func (c *Client) Leave(ctx context.Context) error {
-	return c.do(ctx, http.MethodPost, "/v1/leave", nil, &struct{}{})
+	return c.do(ctx, http.MethodPost, "/v1/leave", nil, &Empty{})
 }
 
 // Remove removes another node from the cluster.
 func (c *Client) Remove(ctx context.Context, node string) error {
-	return c.do(ctx, http.MethodPost, "/v1/remove", map[string]string{"node": node}, &struct{}{})
+	return c.do(ctx, http.MethodPost, "/v1/remove", RemoveRequest{Node: node}, &Empty{})
 }

@@ -5,46 +5,74 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
-type fakeBackend struct {
-	mode string
+// fakeRoutes serves the cluster-operation endpoints the client calls, the
+// way a capability contributes its routes.
+func fakeRoutes(mode *string) []Route {
+	return []Route{
+		{"GET /v1/status", Endpoint(func(ctx context.Context, _ Empty) (Status, error) {
+			return Status{Node: "node1", Mode: *mode, Holder: HolderStatus{Node: "node1", Epoch: 3, Active: true}}, nil
+		})},
+		{"POST /v1/tokens", Endpoint(func(ctx context.Context, r TokenRequest) (TokenReply, error) {
+			if r.Uses < 0 {
+				return TokenReply{}, errors.New("uses must not be negative")
+			}
+			return TokenReply{Token: "tandem1.x", Uses: r.Uses}, nil
+		})},
+		{"POST /v1/mode", Endpoint(func(ctx context.Context, r ModeRequest) (Empty, error) {
+			if r.Mode != "auto" && r.Mode != "maintenance" {
+				return Empty{}, errors.New("bad mode " + r.Mode)
+			}
+			*mode = r.Mode
+			return Empty{}, nil
+		})},
+		{"POST /v1/switchover", Endpoint(func(ctx context.Context, r SwitchoverRequest) (SwitchoverReply, error) {
+			return SwitchoverReply{From: "node1", To: r.To, Epoch: 4}, nil
+		})},
+		{"POST /v1/leave", Endpoint(func(ctx context.Context, _ Empty) (Empty, error) { return Empty{}, nil })},
+		{"POST /v1/remove", Endpoint(func(ctx context.Context, r RemoveRequest) (Empty, error) {
+			return Empty{}, errors.New("no such node " + r.Node)
+		})},
+	}
 }
 
-func (f *fakeBackend) Status(ctx context.Context) (Status, error) {
-	return Status{Node: "node1", Mode: f.mode, Holder: HolderStatus{Node: "node1", Epoch: 3, Active: true}}, nil
-}
-func (f *fakeBackend) CreateToken(ctx context.Context, r TokenRequest) (TokenReply, error) {
-	if r.Uses < 0 {
-		return TokenReply{}, errors.New("uses must not be negative")
+func TestHandlerRefusesDuplicateRoutes(t *testing.T) {
+	mode := "auto"
+	routes := append(fakeRoutes(&mode), Route{"GET /v1/status", http.NotFoundHandler()})
+	if _, err := Handler(routes); err == nil || !strings.Contains(err.Error(), "GET /v1/status") {
+		t.Fatalf("Handler(duplicate) = %v; want an error naming the route", err)
 	}
-	return TokenReply{Token: "tandem1.x", Uses: r.Uses}, nil
-}
-func (f *fakeBackend) SetMode(ctx context.Context, mode string) error {
-	if mode != "auto" && mode != "maintenance" {
-		return errors.New("bad mode " + mode)
+	if _, err := Handler([]Route{{"BOGUS PATTERN WITH SPACES", http.NotFoundHandler()}}); err == nil {
+		t.Fatal("Handler(bad pattern) = nil error; want net/http's complaint as an error")
 	}
-	f.mode = mode
-	return nil
 }
-func (f *fakeBackend) Switchover(ctx context.Context, r SwitchoverRequest) (SwitchoverReply, error) {
-	return SwitchoverReply{From: "node1", To: r.To, Epoch: 4}, nil
-}
-func (f *fakeBackend) Leave(ctx context.Context) error { return nil }
-func (f *fakeBackend) Remove(ctx context.Context, node string) error {
-	return errors.New("no such node " + node)
+
+func TestEndpointBadBody(t *testing.T) {
+	mode := "auto"
+	h, err := Handler(fakeRoutes(&mode))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/mode", strings.NewReader("{not json")))
+	if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), "bad request") {
+		t.Fatalf("bad body: %d %s; want 400 bad request", rec.Code, rec.Body)
+	}
 }
 
 func TestRoundTrip(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "t.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b := &fakeBackend{mode: "auto"}
-	go func() { _ = Serve(ctx, sock, b, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+	mode := "auto"
+	go func() { _ = Serve(ctx, sock, fakeRoutes(&mode), slog.New(slog.NewTextHandler(io.Discard, nil))) }()
 	c := NewClient(sock)
 	var st Status
 	var err error

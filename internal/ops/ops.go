@@ -1,0 +1,231 @@
+// Package ops is the cluster operations layer: it assembles `tandem status`
+// from the replicated state, raft and the failover node, and carries out
+// the operator's cluster commands (join tokens, maintenance, switchover,
+// leave, remove). It contributes its endpoints to the local API as routes;
+// it decides nothing about placement, which stays with failover.
+package ops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/cluster"
+	"github.com/tandem-ha/tandem/internal/cluster/state"
+	"github.com/tandem-ha/tandem/internal/failover"
+	"github.com/tandem-ha/tandem/internal/localapi"
+	"github.com/tandem-ha/tandem/internal/pki"
+)
+
+// Cluster is the part of the raft node the operations use.
+type Cluster interface {
+	Apply(ctx context.Context, cmd state.Command) error
+	RaftStats() cluster.Stats
+	Servers(ctx context.Context) ([]cluster.Server, error)
+	CreateToken(ctx context.Context, ttl time.Duration, uses int) (pki.Token, error)
+	Leave(ctx context.Context) error
+	RemoveServer(ctx context.Context, name string) error
+}
+
+// Failover is the part of the failover node the operations use.
+type Failover interface {
+	Status() failover.Status
+	Switchover(ctx context.Context, to string, timeout time.Duration) (failover.Move, error)
+	HandOff(ctx context.Context, timeout time.Duration) (failover.Move, bool, error)
+}
+
+// Options configures a Service.
+type Options struct {
+	Node, Role, Version string
+	VIPAddress          string
+	VIPProvider         string
+	Machine             *state.Machine
+	Cluster             Cluster
+	Failover            Failover
+	Now                 func() time.Time // time.Now when nil
+}
+
+// Service carries out cluster operations for the local API.
+type Service struct {
+	o Options
+}
+
+// New returns a Service.
+func New(o Options) *Service {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Service{o: o}
+}
+
+// Routes are the local API endpoints of the cluster operations.
+func (s *Service) Routes() []localapi.Route {
+	return []localapi.Route{
+		{Pattern: "GET /v1/status", Handler: localapi.Endpoint(func(ctx context.Context, _ localapi.Empty) (localapi.Status, error) {
+			return s.Status(ctx), nil
+		})},
+		{Pattern: "POST /v1/tokens", Handler: localapi.Endpoint(s.CreateToken)},
+		{Pattern: "POST /v1/mode", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.ModeRequest) (localapi.Empty, error) {
+			return localapi.Empty{}, s.SetMode(ctx, r.Mode)
+		})},
+		{Pattern: "POST /v1/switchover", Handler: localapi.Endpoint(s.Switchover)},
+		{Pattern: "POST /v1/leave", Handler: localapi.Endpoint(func(ctx context.Context, _ localapi.Empty) (localapi.Empty, error) {
+			return localapi.Empty{}, s.Leave(ctx)
+		})},
+		{Pattern: "POST /v1/remove", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.RemoveRequest) (localapi.Empty, error) {
+			return localapi.Empty{}, s.Remove(ctx, r.Node)
+		})},
+	}
+}
+
+// peerFresh is how old a peer's last probe reply may be for status to call
+// it reachable.
+const peerFresh = 2 * time.Second
+
+// Status assembles this node's view of the cluster.
+func (s *Service) Status(ctx context.Context) localapi.Status {
+	now := s.o.Now()
+	st := s.o.Machine.View()
+	rs := s.o.Cluster.RaftStats()
+	fs := s.o.Failover.Status()
+	out := localapi.Status{
+		Node: s.o.Node, Role: s.o.Role, Version: s.o.Version, Mode: st.Mode,
+		Raft: localapi.RaftStatus{State: rs.State, Leader: rs.Leader, Term: rs.Term,
+			CommitIndex: rs.CommitIndex, AppliedIndex: rs.AppliedIndex},
+		Holder:      localapi.HolderStatus{Node: st.Holder.Node, Epoch: st.Holder.Epoch, Active: st.Holder.Active, Since: st.Holder.Since},
+		VIP:         localapi.VIPStatus{Address: s.o.VIPAddress, Provider: s.o.VIPProvider, HeldHere: fs.Holding},
+		LeaseValid:  fs.LeaseValid,
+		LastError:   fs.LastError,
+		GeneratedAt: now,
+	}
+	if !rs.LastContact.IsZero() {
+		out.Raft.LastContactMs = now.Sub(rs.LastContact).Milliseconds()
+	}
+	suffrage := map[string]string{}
+	if servers, err := s.o.Cluster.Servers(ctx); err == nil {
+		for _, sv := range servers {
+			suffrage[sv.Name] = sv.Suffrage
+		}
+	}
+	for _, name := range st.Names() {
+		out.Members = append(out.Members, s.member(st.Members[name], suffrage[name], fs))
+	}
+	for _, mv := range st.Moves[max(0, len(st.Moves)-10):] {
+		out.Moves = append(out.Moves, toFailover(mv))
+	}
+	for _, mv := range slices.Backward(st.Moves) {
+		if mv.From != "" {
+			f := toFailover(mv)
+			out.LastFailover = &f
+			break
+		}
+	}
+	return out
+}
+
+func (s *Service) member(m state.Member, suffrage string, fs failover.Status) localapi.Member {
+	mem := localapi.Member{Name: m.Name, Role: m.Role, Address: m.Address, Suffrage: suffrage}
+	if m.Pending {
+		// Not counted yet, whatever raft says: raft makes it a voter a
+		// moment before the state marks it one.
+		mem.Suffrage = "pending"
+	}
+	reply := fs.Local
+	switch p, ok := fs.Peers[m.Name]; {
+	case m.Name == s.o.Node:
+		mem.Reachable = true
+	case ok:
+		reply = p.Reply
+		mem.AgeMs = p.Age.Milliseconds()
+		mem.Reachable = p.Age < peerFresh
+	}
+	if mem.Reachable {
+		mem.Healthy, mem.Holding = reply.Healthy, reply.Holding
+		for _, c := range reply.Checks {
+			mem.Checks = append(mem.Checks, localapi.Check{Name: c.Name, Type: c.Type, Healthy: c.Healthy, Output: c.Output})
+		}
+	}
+	return mem
+}
+
+func toFailover(mv state.Move) localapi.Failover {
+	return localapi.Failover{Epoch: mv.Epoch, From: mv.From, To: mv.To, Reason: mv.Reason,
+		At: mv.DecidedAt, DurationMs: mv.Duration().Milliseconds()}
+}
+
+// CreateToken creates a join token.
+func (s *Service) CreateToken(ctx context.Context, r localapi.TokenRequest) (localapi.TokenReply, error) {
+	if r.TTL <= 0 {
+		return localapi.TokenReply{}, errors.New("token: the lifetime must be positive, e.g. --ttl 24h")
+	}
+	if r.Uses < 0 {
+		return localapi.TokenReply{}, errors.New("token: uses must be 0 (unlimited) or more")
+	}
+	uses := r.Uses
+	if uses == 0 {
+		uses = -1
+	}
+	tok, err := s.o.Cluster.CreateToken(ctx, r.TTL, uses)
+	if err != nil {
+		return localapi.TokenReply{}, err
+	}
+	return localapi.TokenReply{Token: tok.String(), Expires: s.o.Now().Add(r.TTL), Uses: r.Uses}, nil
+}
+
+// SetMode switches between automatic placement and maintenance, and
+// returns once this node has applied it.
+func (s *Service) SetMode(ctx context.Context, mode string) error {
+	if mode != state.ModeAuto && mode != state.ModeMaintenance {
+		return fmt.Errorf("mode %q: want %q or %q", mode, state.ModeAuto, state.ModeMaintenance)
+	}
+	if err := s.o.Cluster.Apply(ctx, state.SetMode{Mode: mode}); err != nil {
+		return err
+	}
+	return s.waitApplied(ctx, func(st state.Snapshot) bool { return st.Mode == mode })
+}
+
+// waitApplied waits until this node's state satisfies ok, so that a command
+// that returns has also taken effect in what 'tandem status' shows here.
+func (s *Service) waitApplied(ctx context.Context, ok func(state.Snapshot) bool) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for !ok(s.o.Machine.View()) {
+		select {
+		case <-ctx.Done():
+			return errors.New("committed, but not yet applied on this node; check 'tandem status'")
+		case <-s.o.Machine.Changed():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// Switchover asks failover for a planned move.
+func (s *Service) Switchover(ctx context.Context, r localapi.SwitchoverRequest) (localapi.SwitchoverReply, error) {
+	mv, err := s.o.Failover.Switchover(ctx, r.To, r.Timeout)
+	if err != nil {
+		return localapi.SwitchoverReply{}, err
+	}
+	return localapi.SwitchoverReply{From: mv.From, To: mv.To, Epoch: mv.Epoch, TookMs: mv.Took.Milliseconds()}, nil
+}
+
+// Leave hands the IP over if this node holds it, then leaves the cluster.
+func (s *Service) Leave(ctx context.Context) error {
+	if _, _, err := s.o.Failover.HandOff(ctx, 30*time.Second); err != nil {
+		return fmt.Errorf("leave: this node holds the IP and it could not be handed over: %w", err)
+	}
+	return s.o.Cluster.Leave(ctx)
+}
+
+// Remove removes another member.
+func (s *Service) Remove(ctx context.Context, name string) error {
+	if name == s.o.Node {
+		return errors.New("remove: that is this node; use 'tandem leave'")
+	}
+	if _, ok := s.o.Machine.View().Members[name]; !ok {
+		return fmt.Errorf("remove: %q is not a member (see 'tandem status')", name)
+	}
+	return s.o.Cluster.RemoveServer(ctx, name)
+}
