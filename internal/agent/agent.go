@@ -41,6 +41,7 @@ type Agent struct {
 	fo      *failover.Node
 	checks  *health.Runner
 	hooks   *hooks.Runner
+	ops     *ops.Service
 }
 
 // Init founds a cluster of one on this node: the CA, this node's
@@ -99,7 +100,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		_ = node.Shutdown(sctx)
 		return err
 	}
-	a.metrics.info.WithLabelValues(a.cfg.Node.Name, a.cfg.Node.Role, a.version).Set(1)
+	a.ops = ops.New(ops.Options{
+		Node: a.cfg.Node.Name, Role: a.cfg.Node.Role, Version: a.version,
+		VIPAddress: a.cfg.VIP.Address, VIPProvider: a.cfg.VIP.Provider,
+		Machine: a.machine, Cluster: a.node, Failover: a.fo,
+	})
+	if err := a.metrics.reg.Register(a.ops.Collector()); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 
 	// Hooks outlive the failover node so that its last demote still runs.
 	hooksCtx, stopHooks := context.WithCancel(context.WithoutCancel(ctx))
@@ -133,7 +141,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.Metrics.Listen != "" {
 		g.Go(func() error { return a.serveMetrics(gctx) })
 	}
-	g.Go(func() error { return a.observe(gctx) })
 	a.log.Info("agent running", "node", a.cfg.Node.Name, "role", a.cfg.Node.Role, "listen", a.cfg.Cluster.Listen, "version", a.version)
 	err = g.Wait()
 
@@ -149,12 +156,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // routes collects the local API endpoints each capability contributes.
 func (a *Agent) routes() []localapi.Route {
-	o := ops.New(ops.Options{
-		Node: a.cfg.Node.Name, Role: a.cfg.Node.Role, Version: a.version,
-		VIPAddress: a.cfg.VIP.Address, VIPProvider: a.cfg.VIP.Provider,
-		Machine: a.machine, Cluster: a.node, Failover: a.fo,
-	})
-	return o.Routes()
+	return a.ops.Routes()
 }
 
 // handOff moves the IP to a healthy standby when this holder stops, so a
@@ -306,46 +308,4 @@ func (a *Agent) serveMetrics(ctx context.Context) error {
 		return fmt.Errorf("metrics: %w (set metrics.listen to a free port, or \"\" to disable)", err)
 	}
 	return nil
-}
-
-// observe refreshes gauges from the state and the failover node.
-func (a *Agent) observe(ctx context.Context) error {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-a.machine.Changed():
-		}
-		s := a.machine.View()
-		a.metrics.observeMoves(s)
-		a.metrics.holderEpoch.Set(float64(s.Holder.Epoch))
-		st := a.fo.Status()
-		a.metrics.isHolder.Set(b2f(st.Holding))
-		a.metrics.leaseValid.Set(b2f(st.LeaseValid))
-		rs := a.node.RaftStats()
-		a.metrics.raftTerm.Set(float64(rs.Term))
-		for _, name := range []string{"Follower", "Candidate", "Leader", "Shutdown"} {
-			a.metrics.raftState.WithLabelValues(name).Set(b2f(rs.State == name))
-		}
-		if !rs.LastContact.IsZero() {
-			a.metrics.raftContact.Set(time.Since(rs.LastContact).Seconds())
-		} else {
-			a.metrics.raftContact.Set(0)
-		}
-		if a.checks != nil {
-			for _, c := range a.checks.Snapshot().Checks {
-				a.metrics.checkUp.WithLabelValues(c.Name).Set(b2f(c.Healthy))
-			}
-		}
-	}
-}
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }

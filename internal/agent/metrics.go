@@ -7,61 +7,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/failover"
 )
 
 // metrics holds the agent's Prometheus metrics on a registry of its own.
 type metrics struct {
 	reg            *prometheus.Registry
-	info           *prometheus.GaugeVec
-	raftState      *prometheus.GaugeVec
-	raftContact    prometheus.Gauge
-	raftTerm       prometheus.Gauge
-	isHolder       prometheus.Gauge
-	holderEpoch    prometheus.Gauge
-	leaseValid     prometheus.Gauge
-	moves          *prometheus.CounterVec
-	checkUp        *prometheus.GaugeVec
 	checkDuration  *prometheus.HistogramVec
 	providerCalls  *prometheus.HistogramVec
 	providerErrors *prometheus.CounterVec
 	hookRuns       *prometheus.CounterVec
-	seenMoves      uint64 // highest move epoch counted
-	started        time.Time
 }
 
+// newMetrics registers the metrics of events the agent wires (probes,
+// provider calls, hooks); the state's gauges come from ops' collector.
 func newMetrics() *metrics {
 	m := &metrics{
-		reg:     prometheus.NewRegistry(),
-		started: time.Now(),
-		info: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "tandem_node_info", Help: "Always 1; labels carry the node's name, role and version.",
-		}, []string{"node", "role", "version"}),
-		raftState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "tandem_raft_state", Help: "1 for this node's current raft state.",
-		}, []string{"state"}),
-		raftContact: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tandem_raft_last_contact_seconds", Help: "Time since this node last heard from the raft leader (0 on the leader).",
-		}),
-		raftTerm: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tandem_raft_term", Help: "Current raft term.",
-		}),
-		isHolder: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tandem_vip_held", Help: "1 when the floating IP is configured on this node.",
-		}),
-		holderEpoch: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tandem_holder_epoch", Help: "Epoch of the committed holder (a fencing token).",
-		}),
-		leaseValid: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "tandem_lease_valid", Help: "1 when this node has a quorum lease.",
-		}),
-		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tandem_moves_total", Help: "Moves of the floating IP committed while this agent ran, by reason.",
-		}, []string{"reason"}),
-		checkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "tandem_health_check_up", Help: "1 when a health check passes (after rise/fall).",
-		}, []string{"check"}),
+		reg: prometheus.NewRegistry(),
 		checkDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "tandem_health_check_duration_seconds", Help: "Duration of each health probe.",
 			Buckets: []float64{.001, .005, .01, .05, .1, .25, .5, 1, 5},
@@ -77,22 +39,9 @@ func newMetrics() *metrics {
 			Name: "tandem_hook_runs_total", Help: "Hook runs by event and result.",
 		}, []string{"event", "result"}),
 	}
-	m.reg.MustRegister(m.info, m.raftState, m.raftContact, m.raftTerm, m.isHolder, m.holderEpoch,
-		m.leaseValid, m.moves, m.checkUp, m.checkDuration, m.providerCalls, m.providerErrors, m.hookRuns,
+	m.reg.MustRegister(m.checkDuration, m.providerCalls, m.providerErrors, m.hookRuns,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
-}
-
-// observeMoves counts moves decided since the agent started. Every node
-// sees the same committed moves, so every agent's counter agrees; moves
-// replayed from the log at start-up are history, not counted.
-func (m *metrics) observeMoves(s state.Snapshot) {
-	for _, mv := range s.Moves {
-		if mv.Epoch > m.seenMoves && mv.DecidedAt.After(m.started) {
-			m.moves.WithLabelValues(mv.Reason).Inc()
-			m.seenMoves = mv.Epoch
-		}
-	}
 }
 
 // instrument wraps a floating-IP provider with latency and error metrics,

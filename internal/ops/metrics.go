@@ -1,0 +1,93 @@
+package ops
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector exports the cluster's state at scrape time, so an idle agent
+// runs no loop to keep gauges fresh.
+type Collector struct {
+	s       *Service
+	started time.Time
+
+	info, raftState, raftContact, raftTerm *prometheus.Desc
+	held, epoch, lease, checkUp            *prometheus.Desc
+	moves                                  *prometheus.CounterVec
+
+	mu        sync.Mutex
+	seenMoves uint64 // the highest move epoch counted
+}
+
+// Collector returns the Service's Prometheus collector.
+func (s *Service) Collector() *Collector {
+	return &Collector{
+		s: s, started: s.o.Now(),
+		info:        prometheus.NewDesc("tandem_node_info", "Always 1; labels carry the node's name, role and version.", []string{"node", "role", "version"}, nil),
+		raftState:   prometheus.NewDesc("tandem_raft_state", "1 for this node's current raft state.", []string{"state"}, nil),
+		raftContact: prometheus.NewDesc("tandem_raft_last_contact_seconds", "Time since this node last heard from the raft leader (0 on the leader).", nil, nil),
+		raftTerm:    prometheus.NewDesc("tandem_raft_term", "Current raft term.", nil, nil),
+		held:        prometheus.NewDesc("tandem_vip_held", "1 when the floating IP is configured on this node.", nil, nil),
+		epoch:       prometheus.NewDesc("tandem_holder_epoch", "Epoch of the committed holder (a fencing token).", nil, nil),
+		lease:       prometheus.NewDesc("tandem_lease_valid", "1 when this node has a quorum lease.", nil, nil),
+		checkUp:     prometheus.NewDesc("tandem_health_check_up", "1 when a health check passes (after rise/fall).", []string{"check"}, nil),
+		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_moves_total", Help: "Moves of the floating IP committed while this agent ran, by reason.",
+		}, []string{"reason"}),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.info, c.raftState, c.raftContact, c.raftTerm, c.held, c.epoch, c.lease, c.checkUp} {
+		ch <- d
+	}
+	c.moves.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	o := c.s.o
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(c.info, 1, o.Node, o.Role, o.Version)
+	rs := o.Cluster.RaftStats()
+	for _, name := range []string{"Follower", "Candidate", "Leader", "Shutdown"} {
+		gauge(c.raftState, b2f(rs.State == name), name)
+	}
+	contact := 0.0
+	if !rs.LastContact.IsZero() {
+		contact = o.Now().Sub(rs.LastContact).Seconds()
+	}
+	gauge(c.raftContact, contact)
+	gauge(c.raftTerm, float64(rs.Term))
+	st := o.Machine.View()
+	gauge(c.epoch, float64(st.Holder.Epoch))
+	fs := o.Failover.Status()
+	gauge(c.held, b2f(fs.Holding))
+	gauge(c.lease, b2f(fs.LeaseValid))
+	for _, ck := range fs.Local.Checks {
+		gauge(c.checkUp, b2f(ck.Healthy), ck.Name)
+	}
+	c.mu.Lock()
+	// Every node sees the same committed moves, so every agent's counter
+	// agrees; moves replayed from the log at start-up are history.
+	for _, mv := range st.Moves {
+		if mv.Epoch > c.seenMoves && mv.DecidedAt.After(c.started) {
+			c.moves.WithLabelValues(mv.Reason).Inc()
+			c.seenMoves = mv.Epoch
+		}
+	}
+	c.mu.Unlock()
+	c.moves.Collect(ch)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
