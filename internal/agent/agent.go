@@ -490,7 +490,7 @@ func (a *Agent) observe(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		case <-a.machine.Changed():
+		case <-a.machine.Changed(state.FailoverDomain):
 		}
 		s := a.machine.View()
 		a.metrics.observeMoves(s)

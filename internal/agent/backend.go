@@ -114,7 +114,7 @@ func (a *Agent) waitApplied(ctx context.Context, ok func(state.Snapshot) bool) e
 		select {
 		case <-ctx.Done():
 			return errors.New("committed, but not yet applied on this node; check 'tandem status'")
-		case <-a.machine.Changed():
+		case <-a.machine.Changed(state.FailoverDomain):
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -190,7 +190,7 @@ func (a *Agent) Switchover(ctx context.Context, r localapi.SwitchoverRequest) (l
 		select {
 		case <-ctx.Done():
 			return localapi.SwitchoverReply{}, fmt.Errorf("switchover: committed epoch %d but %s has not released the IP yet", epoch, from)
-		case <-a.machine.Changed():
+		case <-a.machine.Changed(state.FailoverDomain):
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
