@@ -185,6 +185,7 @@ func Join(ctx context.Context, cfg *config.Config, log *slog.Logger, addr, token
 	}
 	res, err := cluster.Join(ctx, addr, token, cluster.JoinRequest{
 		Name: cfg.Node.Name, Role: cfg.Node.Role, Advertise: cfg.Cluster.Advertise, IPs: ips(cfg.Cluster.Advertise),
+		Priority: cfg.Failover.Priority,
 	})
 	if err != nil {
 		return err
@@ -203,7 +204,7 @@ func clusterOptions(cfg *config.Config, log *slog.Logger, creds *pki.Node, m *st
 		Name: cfg.Node.Name, Role: cfg.Node.Role, DataDir: cfg.Node.DataDir,
 		Listen: cfg.Cluster.Listen, Advertise: cfg.Cluster.Advertise,
 		TLS: creds, Machine: m, Logger: log.With("component", "cluster"),
-		Timing: timing(cfg), JoinPolicy: joinPolicy(cfg),
+		Timing: timing(cfg), JoinPolicy: joinPolicy(cfg), Priority: cfg.Failover.Priority,
 	}
 }
 
@@ -494,6 +495,8 @@ func (a *Agent) observe(ctx context.Context) error {
 		}
 		s := a.machine.View()
 		a.metrics.observeMoves(s)
+		n, _ := a.machine.Undecodable()
+		a.metrics.undecodable.Set(float64(n))
 		a.metrics.holderEpoch.Set(float64(s.Holder.Epoch))
 		st := a.fo.Status()
 		a.metrics.isHolder.Set(b2f(st.Holding))

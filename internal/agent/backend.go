@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
@@ -39,9 +40,14 @@ func (a *Agent) Status(ctx context.Context) (localapi.Status, error) {
 			suffrage[sv.Name] = sv.Suffrage
 		}
 	}
+	var older []string
 	for _, name := range s.Names() {
 		m := s.Members[name]
-		mem := localapi.Member{Name: name, Role: m.Role, Address: m.Address, Suffrage: suffrage[name]}
+		mem := localapi.Member{Name: name, Role: m.Role, Address: m.Address, Suffrage: suffrage[name],
+			Priority: m.Priority, StateLevel: max(m.Level, state.BaseLevel)}
+		if mem.StateLevel < a.machine.Level() {
+			older = append(older, fmt.Sprintf("%s runs state level %d (this node %d): upgrade %s", name, mem.StateLevel, a.machine.Level(), name))
+		}
 		if m.Pending {
 			// Not counted yet, whatever raft says: raft makes it a voter a
 			// moment before the state marks it one.
@@ -66,6 +72,10 @@ func (a *Agent) Status(ctx context.Context) (localapi.Status, error) {
 		}
 		st.Members = append(st.Members, mem)
 	}
+	if n, typ := a.machine.Undecodable(); n > 0 {
+		older = append([]string{fmt.Sprintf("this node could not apply %d committed entries (last: %s); its state differs from the cluster's: upgrade it", n, typ)}, older...)
+	}
+	st.StateWarning = strings.Join(older, "; ")
 	for _, mv := range s.Moves[max(0, len(s.Moves)-10):] {
 		st.Moves = append(st.Moves, toFailover(mv))
 	}

@@ -27,6 +27,7 @@ type metrics struct {
 	providerCalls  *prometheus.HistogramVec
 	providerErrors *prometheus.CounterVec
 	hookRuns       *prometheus.CounterVec
+	undecodable    prometheus.Gauge
 	seenMoves      uint64 // highest move epoch counted
 	started        time.Time
 }
@@ -76,9 +77,12 @@ func newMetrics() *metrics {
 		hookRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_hook_runs_total", Help: "Hook runs by event and result.",
 		}, []string{"event", "result"}),
+		undecodable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tandem_state_undecodable_entries", Help: "Committed entries this node's tandem could not apply (it is older than the cluster's): above 0, upgrade it.",
+		}),
 	}
 	m.reg.MustRegister(m.info, m.raftState, m.raftContact, m.raftTerm, m.isHolder, m.holderEpoch,
-		m.leaseValid, m.moves, m.checkUp, m.checkDuration, m.providerCalls, m.providerErrors, m.hookRuns,
+		m.leaseValid, m.moves, m.checkUp, m.checkDuration, m.providerCalls, m.providerErrors, m.hookRuns, m.undecodable,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

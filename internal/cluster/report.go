@@ -18,9 +18,9 @@ import (
 func (n *Node) reportSelf(ctx context.Context) {
 	level := n.machine.Level()
 	var (
-		reportedTo string          // the leader that last took our level
+		reportedTo string           // the leader that last took our level
 		retry      <-chan time.Time // set while waiting to retry
-		warned     bool            // the priority refusal has been logged
+		warned     bool             // the priority refusal has been logged
 	)
 	for first := true; ; first = false {
 		if !first {
