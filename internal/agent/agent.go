@@ -56,7 +56,7 @@ func Init(ctx context.Context, cfg *config.Config, log *slog.Logger, o cluster.F
 // Join asks the cluster at addr to admit this node with token.
 func Join(ctx context.Context, cfg *config.Config, addr, token string) error {
 	return cluster.JoinAndSave(ctx, cfg.Node.DataDir, addr, token, cluster.JoinRequest{
-		Name: cfg.Node.Name, Role: cfg.Node.Role, Advertise: cfg.Cluster.Advertise,
+		Name: cfg.Node.Name, Role: cfg.Node.Role, Advertise: cfg.Cluster.Advertise, Priority: cfg.Failover.Priority,
 	})
 }
 
@@ -70,7 +70,7 @@ func clusterOptions(cfg *config.Config, log *slog.Logger, creds *pki.Node, m *st
 		Name: cfg.Node.Name, Role: cfg.Node.Role, DataDir: cfg.Node.DataDir,
 		Listen: cfg.Cluster.Listen, Advertise: cfg.Cluster.Advertise,
 		TLS: creds, Machine: m, Logger: log.With("component", "cluster"),
-		Timing: timing(cfg), JoinPolicy: failover.JoinRule(cfg.VIP.Provider == config.ProviderLinux),
+		Timing: timing(cfg), JoinPolicy: failover.JoinRule(cfg.VIP.Provider == config.ProviderLinux), Priority: cfg.Failover.Priority,
 	}
 }
 

@@ -32,6 +32,12 @@ func freePort(t *testing.T) string {
 
 func testConfig(t *testing.T, dir, name, role, provider string) *config.Config {
 	t.Helper()
+	return testConfigWith(t, dir, name, role, provider, "")
+}
+
+// testConfigWith is testConfig with extra TOML appended.
+func testConfigWith(t *testing.T, dir, name, role, provider, extra string) *config.Config {
+	t.Helper()
 	doc := fmt.Sprintf(`
 [node]
 name = %q
@@ -47,7 +53,7 @@ address = "10.0.0.100/24"
 interface = "eth0"
 [metrics]
 listen = %q
-`, name, role, filepath.Join(dir, name), freePort(t), filepath.Join(dir, name+".sock"), provider, freePort(t))
+`, name, role, filepath.Join(dir, name), freePort(t), filepath.Join(dir, name+".sock"), provider, freePort(t)) + extra
 	c, err := config.Parse(name+".toml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -245,5 +251,76 @@ func TestThreeAgents(t *testing.T) {
 	}
 	if err := c2.Remove(ctx, "nobody"); err == nil {
 		t.Fatal("removing a non-member succeeded")
+	}
+}
+
+// TestPreemptionFromConfig reaches preemption the way production does: the
+// priorities come from each node's [failover] section, through its join and,
+// after a change, through its restart; nothing is set by hand.
+func TestPreemptionFromConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three agents")
+	}
+	for _, preempt := range []bool{true, false} {
+		t.Run(fmt.Sprintf("preempt=%v", preempt), func(t *testing.T) {
+			dir := t.TempDir()
+			failover := func(prio int) string {
+				return fmt.Sprintf("[failover]\npreempt = %v\npriority = %d\ncooloff = \"1s\"\n", preempt, prio)
+			}
+			n1 := testConfigWith(t, dir, "node1", "app", "none", failover(0))
+			n2 := testConfigWith(t, dir, "node2", "app", "none", failover(50))
+			w := testConfigWith(t, dir, "witness", "witness", "none", "")
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			ctx := context.Background()
+			tok, err := Init(ctx, n1, log, cluster.FoundOptions{TokenTTL: time.Hour})
+			if err != nil {
+				t.Fatalf("Init: %v", err)
+			}
+			a1 := start(t, n1)
+			waitFor(t, 10*time.Second, "node1 to hold", func() bool { return status(n1).Holder.Node == "node1" })
+			for _, c := range []*config.Config{w, n2} {
+				if err := Join(ctx, c, n1.Cluster.Advertise, tok.String()); err != nil {
+					t.Fatalf("Join(%s): %v", c.Node.Name, err)
+				}
+				start(t, c)
+			}
+			member := func(cfg *config.Config, name string) localapi.Member {
+				for _, m := range status(cfg).Members {
+					if m.Name == name {
+						return m
+					}
+				}
+				return localapi.Member{}
+			}
+			waitFor(t, 15*time.Second, "node2 to be a healthy voter with its priority recorded", func() bool {
+				m := member(n1, "node2")
+				return m.Suffrage == "voter" && m.Reachable && m.Healthy && m.Priority == 50
+			})
+			if !preempt {
+				time.Sleep(3 * time.Second) // several cool-offs and decision rounds
+				if st := status(n2); st.Holder.Node != "node1" {
+					t.Fatalf("holder = %s with preempt = false; want node1 to keep the IP", st.Holder.Node)
+				}
+				return
+			}
+			waitFor(t, 10*time.Second, "node2 to take the IP by preemption", func() bool {
+				st := status(n2)
+				return st.Holder.Node == "node2" && st.Holder.Active && st.LastFailover != nil && st.LastFailover.Reason == "preempt"
+			})
+
+			// A priority changed in tandem.toml reaches the state when the
+			// node restarts, without a new join.
+			a1.stop()
+			n1.Failover.Priority = 100
+			start(t, n1)
+			waitFor(t, 15*time.Second, "node1's new priority to be recorded", func() bool { return member(n2, "node1").Priority == 100 })
+			waitFor(t, 15*time.Second, "node1 to take the IP back by preemption", func() bool {
+				st := status(n2)
+				return st.Holder.Node == "node1" && st.Holder.Active && st.LastFailover != nil && st.LastFailover.Reason == "preempt"
+			})
+			if lv := member(n2, "node1").StateLevel; lv != state.New().Level() {
+				t.Errorf("node1's recorded state level = %d; want this binary's", lv)
+			}
+		})
 	}
 }

@@ -76,6 +76,9 @@ func printStatus(w io.Writer, st localapi.Status) {
 	if st.LastError != "" {
 		fmt.Fprintf(w, "last error: %s\n", st.LastError)
 	}
+	if st.StateWarning != "" {
+		fmt.Fprintf(w, "state:   %s\n", st.StateWarning)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tROLE\tADDRESS\tVOTER\tREACHABLE\tHEALTHY\tHOLDS IP")

@@ -127,6 +127,10 @@ func (n *Node) applyLocal(ctx context.Context, data []byte) error {
 	if err != nil {
 		return err
 	}
+	// Nothing enters the log that a member cannot apply.
+	if err := n.machine.Admissible(data); err != nil {
+		return err
+	}
 	f := n.raft.Apply(data, timeout)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
@@ -226,9 +230,17 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Reject garbage before it reaches the log.
-	if _, err := state.Decode(data); err != nil {
+	cmd, err := n.machine.Decode(data)
+	if err != nil {
 		writeError(w, fmt.Errorf("%w: %v", state.ErrInvalid, err))
 		return
+	}
+	if a, ok := cmd.(state.Authorizer); ok {
+		caller := n.machine.View().Members[PeerName(r)]
+		if err := a.Authorize(caller); err != nil {
+			writeError(w, err)
+			return
+		}
 	}
 	ctx, cancel := n.withTimeout(r.Context())
 	defer cancel()
@@ -439,6 +451,8 @@ var wireErrors = []struct {
 	{"token_expired", state.ErrTokenExpired, http.StatusForbidden},
 	{"token_used_up", state.ErrTokenUsedUp, http.StatusForbidden},
 	{"invalid", state.ErrInvalid, http.StatusBadRequest},
+	{"upgrade_needed", state.ErrUpgradeNeeded, http.StatusConflict},
+	{"forbidden", state.ErrForbidden, http.StatusForbidden},
 	{"not_leader", ErrNotLeader, http.StatusServiceUnavailable},
 	{"no_leader", ErrNoLeader, http.StatusServiceUnavailable},
 	{"cannot_sign", ErrCannotSign, http.StatusServiceUnavailable},

@@ -28,6 +28,11 @@ type JoinRequest struct {
 	// IPs are extra IP SANs for its certificate; the Advertise host is
 	// always included when it is an IP address.
 	IPs []netip.Addr
+	// Priority is its placement priority ([failover] priority).
+	Priority int
+	// Level is the newest state level it can apply; 0 means this
+	// binary's (state.New().Level()).
+	Level int
 }
 
 // JoinResult is what a successful join hands back.
@@ -49,6 +54,8 @@ type joinBody struct {
 	Role        string `json:"role"`
 	Advertise   string `json:"advertise"`
 	CSR         string `json:"csr"` // PEM
+	Priority    int    `json:"priority,omitempty"`
+	Level       int    `json:"level,omitempty"` // absent from nodes before levels
 }
 
 // joinReply is the JSON reply of POST /v1/join.
@@ -95,9 +102,13 @@ func Join(ctx context.Context, addr, token string, req JoinRequest) (JoinResult,
 	if err != nil {
 		return JoinResult{}, err
 	}
+	if req.Level == 0 {
+		req.Level = state.New().Level()
+	}
 	body, err := json.Marshal(joinBody{
 		TokenID: tok.ID, TokenSecret: tok.Secret, CAHash: tok.CAHash,
 		Name: req.Name, Role: req.Role, Advertise: req.Advertise, CSR: string(csr),
+		Priority: req.Priority, Level: req.Level,
 	})
 	if err != nil {
 		return JoinResult{}, err
@@ -210,6 +221,9 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	if _, err := checkHostPort(req.Advertise); err != nil {
 		return joinReply{}, fmt.Errorf("%w: advertise address %v", state.ErrInvalid, err)
 	}
+	if req.Level < 0 {
+		return joinReply{}, fmt.Errorf("%w: state level %d", state.ErrInvalid, req.Level)
+	}
 	if _, err := pki.ParseCSR([]byte(req.CSR), req.Name); err != nil {
 		return joinReply{}, err
 	}
@@ -230,7 +244,8 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 
 	now := n.now()
 	// Pending until its agent runs and promotes itself (see promoteSelf).
-	joining := state.Member{Name: req.Name, Role: req.Role, Address: req.Advertise, Joined: now, Pending: true}
+	joining := state.Member{Name: req.Name, Role: req.Role, Address: req.Advertise, Joined: now, Pending: true,
+		Priority: req.Priority, Level: req.Level}
 	view := n.machine.View()
 	var current []state.Member
 	for _, name := range view.Names() {

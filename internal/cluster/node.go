@@ -108,6 +108,10 @@ type Options struct {
 	Machine *state.Machine
 	Logger  *slog.Logger
 	Timing  Timing
+	// Priority is this node's placement priority ([failover] priority).
+	// The node records it at bootstrap and, when it differs from the
+	// member's, proposes it once running (see reportSelf).
+	Priority int
 	// JoinPolicy, when set, may refuse a join given the current members
 	// and the joining one; its error is returned to the joining node.
 	JoinPolicy func(current []state.Member, joining state.Member) error
@@ -129,6 +133,7 @@ type Node struct {
 	log        *slog.Logger
 	now        func() time.Time
 	policy     func([]state.Member, state.Member) error
+	priority   int
 
 	creds   *pki.Node
 	machine *state.Machine
@@ -177,7 +182,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	}
 	n := &Node{
 		name: opts.Name, role: opts.Role, timing: opts.Timing.withDefaults(),
-		log: opts.Logger.With("node", opts.Name), now: opts.Now, policy: opts.JoinPolicy,
+		log: opts.Logger.With("node", opts.Name), now: opts.Now, policy: opts.JoinPolicy, priority: opts.Priority,
 		creds: opts.TLS, machine: opts.Machine, lchanged: make(chan struct{}),
 		joinDelay: joinRefusalDelay,
 	}
@@ -263,7 +268,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	if err := raft.ValidateConfig(conf); err != nil {
 		return fmt.Errorf("cluster: raft timing: %w", err)
 	}
-	n.raft, err = raft.NewRaft(conf, fsm{n.machine}, logs, n.store, snaps, n.trans)
+	n.raft, err = raft.NewRaft(conf, fsm{n.machine, n.log}, logs, n.store, snaps, n.trans)
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
@@ -279,7 +284,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go func() { defer n.wg.Done(); n.mux.serve() }()
 	go func() {
 		defer n.wg.Done()
@@ -289,6 +294,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	}()
 	go func() { defer n.wg.Done(); n.watchLeadership(bg, obs) }()
 	go func() { defer n.wg.Done(); n.promoteSelf(bg) }()
+	go func() { defer n.wg.Done(); n.reportSelf(bg) }()
 	n.log.Info("cluster node started", "advertise", n.advertise, "role", n.role)
 	return nil
 }
@@ -337,7 +343,7 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	m := state.Member{Name: n.name, Role: n.role, Address: n.advertise, Joined: n.now()}
+	m := state.Member{Name: n.name, Role: n.role, Address: n.advertise, Joined: n.now(), Priority: n.priority, Level: n.machine.Level()}
 	if err := n.Apply(ctx, state.AddMember{Member: m}); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}

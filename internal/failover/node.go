@@ -213,7 +213,8 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		case <-n.o.Machine.Changed():
+		case <-n.o.Machine.Changed(state.FailoverDomain):
+		case <-n.o.Machine.Changed(state.MembershipDomain):
 		case <-n.ctrl:
 		}
 		if !n.o.Cluster.IsLeader() {
@@ -278,7 +279,7 @@ func (n *Node) holderLoop(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-n.kick:
-		case <-n.o.Machine.Changed():
+		case <-n.o.Machine.Changed(state.FailoverDomain):
 		}
 		n.reconcile(ctx, time.Now())
 	}

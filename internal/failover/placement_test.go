@@ -11,14 +11,16 @@ var now0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 func snap(holder state.Holder, moves ...state.Move) state.Snapshot {
 	return state.Snapshot{
-		Members: map[string]state.Member{
+		Membership: state.Membership{Members: map[string]state.Member{
 			"node1":   {Name: "node1", Role: state.RoleApp},
 			"node2":   {Name: "node2", Role: state.RoleApp, Priority: 0},
 			"witness": {Name: "witness", Role: state.RoleWitness},
+		}},
+		Failover: state.Failover{
+			Holder: holder,
+			Mode:   state.ModeAuto,
+			Moves:  moves,
 		},
-		Holder: holder,
-		Mode:   state.ModeAuto,
-		Moves:  moves,
 	}
 }
 

@@ -330,7 +330,28 @@ func runSim(t *testing.T, fn func(t *testing.T, s *simNet)) {
 		if s.maxVIP > 1 {
 			t.Errorf("split brain: %d nodes held the VIP at one sampled instant", s.maxVIP)
 		}
+		s.checkStateUntouched(t)
 	})
+}
+
+// checkStateUntouched replays each node's applied log into a fresh state and
+// compares it with the node's own: views share the state's maps and slices,
+// so a reader that changed one would show here.
+func (s *simNet) checkStateUntouched(t *testing.T) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.nodes {
+		replay := state.New()
+		for i, e := range s.log[:n.applied] {
+			_ = replay.Apply(uint64(i+1), e)
+		}
+		want, _ := replay.Save()
+		got, _ := n.machine.Save()
+		if string(got) != string(want) {
+			t.Errorf("%s: the state differs from a replay of its log; a reader changed a view:\n got  %s\n want %s", n.name, got, want)
+		}
+	}
 }
 
 func TestSimulatedFaults(t *testing.T) {

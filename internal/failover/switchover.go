@@ -83,7 +83,7 @@ func (n *Node) Switchover(ctx context.Context, to string, timeout time.Duration)
 				return Move{}, fmt.Errorf("switchover: %w; check 'tandem status'", ErrNoStandby)
 			}
 			return Move{}, fmt.Errorf("switchover: %s did not become healthy within %v; check 'tandem status'", to, timeout)
-		case <-n.o.Machine.Changed():
+		case <-n.o.Machine.Changed(state.FailoverDomain):
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -106,7 +106,7 @@ func (n *Node) Switchover(ctx context.Context, to string, timeout time.Duration)
 		select {
 		case <-ctx.Done():
 			return Move{}, fmt.Errorf("switchover: committed epoch %d but %s has not released the IP yet", epoch, from)
-		case <-n.o.Machine.Changed():
+		case <-n.o.Machine.Changed(state.FailoverDomain):
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

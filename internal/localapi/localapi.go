@@ -36,7 +36,10 @@ type Status struct {
 	LastFailover *Failover    `json:"last_failover"`
 	Moves        []Failover   `json:"recent_moves"`
 	LastError    string       `json:"last_error,omitempty"`
-	GeneratedAt  time.Time    `json:"generated_at"`
+	// StateWarning says when this node could not apply committed entries,
+	// or a member runs an older state level than this node (upgrade it).
+	StateWarning string    `json:"state_warning,omitempty"`
+	GeneratedAt  time.Time `json:"generated_at"`
 }
 
 // RaftStatus is this node's raft view.
@@ -75,6 +78,9 @@ type Member struct {
 	Holding   bool    `json:"holding"`
 	AgeMs     int64   `json:"last_reply_ms"`
 	Checks    []Check `json:"checks"`
+	Priority  int     `json:"priority"`
+	// StateLevel is the newest state level its tandem can apply.
+	StateLevel int `json:"state_level"`
 }
 
 // Check is one health check's latest result.

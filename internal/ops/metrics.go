@@ -15,6 +15,7 @@ type Collector struct {
 
 	info, raftState, raftContact, raftTerm *prometheus.Desc
 	held, epoch, lease, checkUp            *prometheus.Desc
+	undecodable                            *prometheus.Desc
 	moves                                  *prometheus.CounterVec
 
 	mu        sync.Mutex
@@ -32,6 +33,7 @@ func (s *Service) Collector() *Collector {
 		held:        prometheus.NewDesc("tandem_vip_held", "1 when the floating IP is configured on this node.", nil, nil),
 		epoch:       prometheus.NewDesc("tandem_holder_epoch", "Epoch of the committed holder (a fencing token).", nil, nil),
 		lease:       prometheus.NewDesc("tandem_lease_valid", "1 when this node has a quorum lease.", nil, nil),
+		undecodable: prometheus.NewDesc("tandem_state_undecodable_entries", "Committed entries this node's tandem could not apply (it is older than the cluster's): above 0, upgrade it.", nil, nil),
 		checkUp:     prometheus.NewDesc("tandem_health_check_up", "1 when a health check passes (after rise/fall).", []string{"check"}, nil),
 		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_moves_total", Help: "Moves of the floating IP committed while this agent ran, by reason.",
@@ -41,7 +43,7 @@ func (s *Service) Collector() *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.info, c.raftState, c.raftContact, c.raftTerm, c.held, c.epoch, c.lease, c.checkUp} {
+	for _, d := range []*prometheus.Desc{c.info, c.raftState, c.raftContact, c.raftTerm, c.held, c.epoch, c.lease, c.checkUp, c.undecodable} {
 		ch <- d
 	}
 	c.moves.Describe(ch)
@@ -66,6 +68,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.raftTerm, float64(rs.Term))
 	st := o.Machine.View()
 	gauge(c.epoch, float64(st.Holder.Epoch))
+	undecodable, _ := o.Machine.Undecodable()
+	gauge(c.undecodable, float64(undecodable))
 	fs := o.Failover.Status()
 	gauge(c.held, b2f(fs.Holding))
 	gauge(c.lease, b2f(fs.LeaseValid))

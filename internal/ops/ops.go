@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/cluster"
@@ -109,9 +110,18 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 			suffrage[sv.Name] = sv.Suffrage
 		}
 	}
-	for _, name := range st.Names() {
-		out.Members = append(out.Members, s.member(st.Members[name], suffrage[name], fs))
+	var warnings []string
+	if n, typ := s.o.Machine.Undecodable(); n > 0 {
+		warnings = append(warnings, fmt.Sprintf("this node could not apply %d committed entries (last: %s); its state differs from the cluster's: upgrade it", n, typ))
 	}
+	for _, name := range st.Names() {
+		mem := s.member(st.Members[name], suffrage[name], fs)
+		if mem.StateLevel < s.o.Machine.Level() {
+			warnings = append(warnings, fmt.Sprintf("%s runs state level %d (this node %d): upgrade %s", name, mem.StateLevel, s.o.Machine.Level(), name))
+		}
+		out.Members = append(out.Members, mem)
+	}
+	out.StateWarning = strings.Join(warnings, "; ")
 	for _, mv := range st.Moves[max(0, len(st.Moves)-10):] {
 		out.Moves = append(out.Moves, toFailover(mv))
 	}
@@ -126,7 +136,8 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 }
 
 func (s *Service) member(m state.Member, suffrage string, fs failover.Status) localapi.Member {
-	mem := localapi.Member{Name: m.Name, Role: m.Role, Address: m.Address, Suffrage: suffrage}
+	mem := localapi.Member{Name: m.Name, Role: m.Role, Address: m.Address, Suffrage: suffrage,
+		Priority: m.Priority, StateLevel: max(m.Level, state.BaseLevel)}
 	if m.Pending {
 		// Not counted yet, whatever raft says: raft makes it a voter a
 		// moment before the state marks it one.
@@ -195,7 +206,7 @@ func (s *Service) waitApplied(ctx context.Context, ok func(state.Snapshot) bool)
 		select {
 		case <-ctx.Done():
 			return errors.New("committed, but not yet applied on this node; check 'tandem status'")
-		case <-s.o.Machine.Changed():
+		case <-s.o.Machine.Changed(state.FailoverDomain):
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -1,7 +1,13 @@
 package state
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -235,31 +241,50 @@ func TestSnapshotRoundTripAndDeterminism(t *testing.T) {
 	}
 }
 
-func TestChangedNotifies(t *testing.T) {
-	m := New()
-	ch := m.Changed()
-	select {
-	case <-ch:
-		t.Fatal("Changed closed before any change")
-	default:
+func TestChangedNotifiesPerDomain(t *testing.T) {
+	m := threeNodes(t)
+	members, failover := m.Changed(MembershipDomain), m.Changed(FailoverDomain)
+	closed := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
 	}
-	if err := mustApply(t, m, 1, SetMode{Mode: ModeMaintenance}); err != nil {
+	if closed(members) || closed(failover) {
+		t.Fatal("Changed closed before any change")
+	}
+	if err := mustApply(t, m, 10, SetMode{Mode: ModeMaintenance}); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-ch:
-	default:
-		t.Fatal("Changed not closed after a change")
+	if !closed(failover) {
+		t.Fatal("Changed(failover) not closed after SetMode")
+	}
+	if closed(members) {
+		t.Fatal("Changed(membership) closed by a failover command")
 	}
 	// A rejected command is not a change.
-	ch = m.Changed()
-	if err := mustApply(t, m, 2, SetMode{Mode: "bogus"}); !errors.Is(err, ErrInvalid) {
+	failover = m.Changed(FailoverDomain)
+	if err := mustApply(t, m, 11, SetMode{Mode: "bogus"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("SetMode(bogus) = %v; want ErrInvalid", err)
 	}
-	select {
-	case <-ch:
+	if closed(failover) {
 		t.Fatal("Changed closed by a rejected command")
-	default:
+	}
+	// Removing the holder changes both domains.
+	if err := mustApply(t, m, 12, SetHolder{Node: "node1", PrevEpoch: 0, Active: true, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	members, failover = m.Changed(MembershipDomain), m.Changed(FailoverDomain)
+	if err := mustApply(t, m, 13, RemoveMember{Name: "node1", At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if !closed(members) || !closed(failover) {
+		t.Fatal("RemoveMember of the holder did not notify both domains")
+	}
+	if got := m.View().Index; got != 13 {
+		t.Errorf("Index = %d; want 13", got)
 	}
 }
 
@@ -302,12 +327,6 @@ func TestSetPolicy(t *testing.T) {
 	}
 	if err := mustApply(t, m, 2, SetPolicy{Policy: Policy{MaxMovesPerHour: 0}}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("SetPolicy(0 moves/h) = %v; want ErrInvalid", err)
-	}
-	// The view is a copy: changing it does not change the state.
-	v := m.View()
-	v.Policy.Cooloff = time.Hour
-	if m.View().Policy.Cooloff != 5*time.Second {
-		t.Fatal("View shares the policy with the state")
 	}
 }
 
@@ -356,5 +375,247 @@ func TestPendingMembers(t *testing.T) {
 				t.Errorf("names = %v; want %d", v.Names(), tt.wantNames)
 			}
 		})
+	}
+}
+
+// TestViewsAreImmutable checks copy-on-write: a view taken before a
+// command does not see it, and the domains a command does not touch are
+// shared, not copied.
+func TestViewsAreImmutable(t *testing.T) {
+	m := threeNodes(t)
+	if err := mustApply(t, m, 10, SetHolder{Node: "node1", PrevEpoch: 0, Active: true, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	before := m.View()
+	beforeSaved, _ := json.Marshal(before)
+	cmds := []Command{
+		SetHolder{Node: "node2", PrevEpoch: 1, At: t0},
+		Activate{Epoch: 2, At: t0},
+		SetPolicy{Policy: Policy{Cooloff: time.Second, MaxMovesPerHour: 3}},
+		SetMemberPriority{Name: "node1", Priority: 5},
+		AddToken{Token: Token{ID: "t", SecretHash: "h", Expires: t0.Add(time.Hour), UsesLeft: 1}},
+		RemoveMember{Name: "witness", At: t0},
+	}
+	for i, c := range cmds {
+		if err := mustApply(t, m, uint64(11+i), c); err != nil {
+			t.Fatalf("%T = %v", c, err)
+		}
+	}
+	if after, _ := json.Marshal(before); string(after) != string(beforeSaved) {
+		t.Fatalf("an earlier view changed under later commands:\nbefore %s\nafter  %s", beforeSaved, after)
+	}
+	// A failover command leaves the membership maps shared.
+	v1 := m.View()
+	if err := mustApply(t, m, 20, SetMode{Mode: ModeMaintenance}); err != nil {
+		t.Fatal(err)
+	}
+	v2 := m.View()
+	if reflect.ValueOf(v1.Members).UnsafePointer() != reflect.ValueOf(v2.Members).UnsafePointer() {
+		t.Error("SetMode copied the members map")
+	}
+	if v2.Mode != ModeMaintenance || v1.Mode != ModeAuto {
+		t.Errorf("modes: before %q, after %q", v1.Mode, v2.Mode)
+	}
+}
+
+// TestRestoreFlatSnapshot restores a snapshot in the format of the
+// binaries before domains (testdata/snapshot-v1.json, written by them).
+func TestRestoreFlatSnapshot(t *testing.T) {
+	old, err := os.ReadFile("testdata/snapshot-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New()
+	if err := m.Restore(old); err != nil {
+		t.Fatalf("Restore(flat) = %v", err)
+	}
+	v := m.View()
+	if got := v.Names(); !slices.Equal(got, []string{"node1", "node2", "witness"}) {
+		t.Errorf("members = %v", got)
+	}
+	if v.Members["node1"].Priority != 10 || !v.Members["node2"].Pending || v.Members["node1"].level() != BaseLevel {
+		t.Errorf("members = %+v", v.Members)
+	}
+	want := Holder{Node: "node1", Epoch: 1, Active: true, Since: t0.Add(3 * time.Minute)}
+	if v.Holder != want || v.Mode != ModeMaintenance || v.Index != 7 || len(v.Moves) != 1 {
+		t.Errorf("failover = %+v, index %d", v.Failover, v.Index)
+	}
+	if v.Policy == nil || *v.Policy != (Policy{Preempt: true, Cooloff: 5 * time.Second, MaxMovesPerHour: 6}) {
+		t.Errorf("policy = %+v", v.Policy)
+	}
+	if tok, ok := v.Tokens["tok1"]; !ok || tok.UsesLeft != -1 {
+		t.Errorf("tokens = %+v", v.Tokens)
+	}
+	// It keeps working: the next command applies, and the next snapshot
+	// is in today's format and restores to the same state.
+	if err := mustApply(t, m, 8, SetHolder{Node: "node1", PrevEpoch: 1, Active: true, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	saved, err := m.Save()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(saved), `"format":2`) {
+		t.Errorf("Save = %s; want the sectioned format", saved)
+	}
+	again := New()
+	if err := again.Restore(saved); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := again.Save(); string(b) != string(saved) {
+		t.Errorf("round trip differs:\n%s\n%s", saved, b)
+	}
+}
+
+// TestUnknownSectionsAreKept restores a snapshot from a newer binary with
+// a domain this one lacks: the section survives the next Save.
+func TestUnknownSectionsAreKept(t *testing.T) {
+	in := `{"format":2,"index":3,"domains":{"membership":{"members":{},"tokens":{}},"guard":{"bans":{"192.0.2.1":{}}}}}`
+	m := New()
+	if err := m.Restore([]byte(in)); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.UnknownSections(); !slices.Equal(got, []string{"guard"}) {
+		t.Errorf("UnknownSections = %v", got)
+	}
+	out, _ := m.Save()
+	if !strings.Contains(string(out), `"guard":{"bans":{"192.0.2.1":{}}}`) {
+		t.Errorf("Save dropped the unknown section: %s", out)
+	}
+	if err := New().Restore([]byte(`{"format":9,"domains":{}}`)); err == nil || !strings.Contains(err.Error(), "upgrade") {
+		t.Errorf("Restore(format 9) = %v; want a refusal that says to upgrade", err)
+	}
+}
+
+// TestLevels checks the rolling-upgrade rules: an older machine counts the
+// entries it cannot decode, and Admissible refuses a command some member's
+// recorded level is too low for, naming it.
+func TestLevels(t *testing.T) {
+	old := NewWith(Limit(BaseLevel, Domains()...)...)
+	cur := New()
+	if old.Level() != BaseLevel || cur.Level() <= BaseLevel {
+		t.Fatalf("levels: old %d, current %d", old.Level(), cur.Level())
+	}
+	prio, _ := Encode(SetMemberPriority{Name: "node1", Priority: 3})
+	for _, m := range []*Machine{old, cur} {
+		for i, mem := range []Member{{Name: "node1", Role: RoleApp, Level: cur.Level()}, {Name: "node2", Role: RoleApp}} {
+			if err := mustApply(t, m, uint64(i+1), AddMember{Member: mem}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// node2 has recorded no level: it runs the base level.
+	err := cur.Admissible(prio)
+	if !errors.Is(err, ErrUpgradeNeeded) || !strings.Contains(err.Error(), "upgrade node2 first") ||
+		!strings.Contains(err.Error(), "set_member_priority needs level 2") {
+		t.Fatalf("Admissible = %v; want ErrUpgradeNeeded naming node2", err)
+	}
+	// Reporting a level is never held back.
+	report, _ := Encode(SetMemberLevel{Name: "node2", Level: cur.Level()})
+	if err := cur.Admissible(report); err != nil {
+		t.Fatalf("Admissible(set_member_level) = %v", err)
+	}
+	// The old machine cannot decode either: it counts them.
+	for i, b := range [][]byte{report, prio} {
+		if err := old.Apply(uint64(3+i), b); !errors.Is(err, ErrUnknownCommand) {
+			t.Fatalf("old Apply = %v; want ErrUnknownCommand", err)
+		}
+	}
+	if n, last := old.Undecodable(); n != 2 || last != "set_member_priority" {
+		t.Errorf("Undecodable = %d, %q; want 2, set_member_priority", n, last)
+	}
+	if old.View().Index != 4 {
+		t.Errorf("old index = %d; want 4 (undecodable entries still advance it)", old.View().Index)
+	}
+	// Once node2 reports the level, the command is admitted and applies.
+	if err := cur.Apply(3, report); err != nil {
+		t.Fatal(err)
+	}
+	if err := cur.Admissible(prio); err != nil {
+		t.Fatalf("Admissible after the upgrade = %v", err)
+	}
+	if err := cur.Apply(4, prio); err != nil || cur.View().Members["node1"].Priority != 3 {
+		t.Fatalf("SetMemberPriority = %v, members %+v", err, cur.View().Members)
+	}
+	if n, _ := cur.Undecodable(); n != 0 {
+		t.Errorf("current machine counted %d undecodable entries", n)
+	}
+	if err := cur.Admissible([]byte(`{"type":"ban","data":{}}`)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Admissible(unknown type) = %v; want ErrInvalid", err)
+	}
+}
+
+func TestAuthorize(t *testing.T) {
+	app := Member{Name: "node1", Role: RoleApp}
+	wit := Member{Name: "witness", Role: RoleWitness}
+	tests := []struct {
+		name   string
+		cmd    Authorizer
+		caller Member
+		ok     bool
+	}{
+		{"own priority", SetMemberPriority{Name: "witness"}, wit, true},
+		{"witness sets another's priority", SetMemberPriority{Name: "node1"}, wit, false},
+		{"app sets another's priority", SetMemberPriority{Name: "witness"}, app, true},
+		{"own level", SetMemberLevel{Name: "node1", Level: 2}, app, true},
+		{"another's level", SetMemberLevel{Name: "witness", Level: 2}, app, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cmd.Authorize(tt.caller)
+			if (err == nil) != tt.ok || (err != nil && !errors.Is(err, ErrForbidden)) {
+				t.Errorf("Authorize = %v; want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestRegistry(t *testing.T) {
+	m := New()
+	for _, d := range Domains() {
+		for _, c := range d.Commands() {
+			cmd := c.New()
+			if cmd.Type() != c.Name {
+				t.Errorf("%s: New() makes a %q", c.Name, cmd.Type())
+			}
+			b, _ := Encode(cmd)
+			if _, err := m.Decode(b); err != nil {
+				t.Errorf("Decode(%s) = %v", c.Name, err)
+			}
+		}
+	}
+	if _, err := m.Decode([]byte(`{"type":"nope","data":{}}`)); !errors.Is(err, ErrUnknownCommand) {
+		t.Errorf("Decode(nope) = %v; want ErrUnknownCommand", err)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("registering a domain twice did not panic")
+		}
+	}()
+	NewWith(membershipDomain{}, membershipDomain{})
+}
+
+// BenchmarkView measures a read of a state with five members and a full
+// move history, as failover's loops make every few milliseconds.
+func BenchmarkView(b *testing.B) {
+	m := New()
+	for i := range 5 {
+		data, _ := Encode(AddMember{Member: Member{Name: fmt.Sprintf("node%d", i), Role: RoleApp}})
+		if err := m.Apply(uint64(i+1), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for i := range maxMoves {
+		data, _ := Encode(SetHolder{Node: fmt.Sprintf("node%d", i%5), PrevEpoch: uint64(i), Active: true, At: t0})
+		if err := m.Apply(uint64(i+10), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		s := m.View()
+		if s.Holder.Epoch != maxMoves {
+			b.Fatal("wrong state")
+		}
 	}
 }

@@ -1,0 +1,76 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/cluster/state"
+)
+
+// reportSelf keeps this node's member record current with what only the
+// node knows: the state level of its binary (so the leader refuses commands
+// it could not apply) and its configured priority (so a priority changed in
+// tandem.toml needs no new join). It proposes them once the node is a
+// member, and reports its level again to each new leader, whose record may
+// predate this node's upgrade: a node older than levels skips level reports
+// and a snapshot it wrote lacks them.
+func (n *Node) reportSelf(ctx context.Context) {
+	level := n.machine.Level()
+	var (
+		reportedTo string           // the leader that last took our level
+		retry      <-chan time.Time // set while waiting to retry
+		warned     bool             // the priority refusal has been logged
+	)
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-n.machine.Changed(state.MembershipDomain):
+			case <-n.LeadershipChanged():
+			case <-retry:
+				retry = nil
+			}
+		}
+		if retry != nil {
+			continue
+		}
+		me, ok := n.machine.View().Members[n.name]
+		leader, _ := n.Leader()
+		if !ok || leader == "" {
+			continue
+		}
+		if me.Level != level || (leader != reportedTo && leader != n.name) {
+			actx, cancel := context.WithTimeout(ctx, n.timing.ApplyTimeout)
+			err := n.Apply(actx, state.SetMemberLevel{Name: n.name, Level: level})
+			cancel()
+			if err != nil {
+				n.log.Warn("reporting this node's state level failed; will retry", "level", level, "err", err)
+				retry = time.After(2 * time.Second)
+				continue
+			}
+			reportedTo = leader
+		}
+		if me.Priority != n.priority {
+			actx, cancel := context.WithTimeout(ctx, n.timing.ApplyTimeout)
+			err := n.Apply(actx, state.SetMemberPriority{Name: n.name, Priority: n.priority})
+			cancel()
+			switch {
+			case err == nil:
+				n.log.Info("recorded this node's priority", "was", me.Priority, "now", n.priority)
+			case errors.Is(err, state.ErrUpgradeNeeded) || errors.Is(err, state.ErrInvalid):
+				// An older member (or leader) cannot take the command yet.
+				if !warned {
+					n.log.Warn("this node's priority cannot be recorded until every member runs this tandem; will retry",
+						"priority", n.priority, "err", err)
+					warned = true
+				}
+				retry = time.After(10 * time.Second)
+			default:
+				n.log.Warn("recording this node's priority failed; will retry", "priority", n.priority, "err", err)
+				retry = time.After(2 * time.Second)
+			}
+		}
+	}
+}
