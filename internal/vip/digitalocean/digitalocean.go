@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/digitalocean/godo"
 
 	"github.com/tandem-ha/tandem/internal/vip/internal/retry"
+	"github.com/tandem-ha/tandem/internal/vip/internal/samehost"
 )
 
 // Options configures a Provider.
@@ -94,9 +96,14 @@ func New(o Options) (*Provider, error) {
 	if hc == nil {
 		hc = &http.Client{Timeout: 15 * time.Second}
 	}
-	authed := *hc
-	authed.Transport = bearer{token: o.Token, next: hc.Transport}
-	api, err := godo.New(&authed, godo.SetBaseURL(o.BaseURL), godo.SetUserAgent("tandem"))
+	base, err := url.Parse(o.BaseURL)
+	if err != nil || base.Host == "" {
+		return nil, fmt.Errorf("digitalocean vip: API base URL %q: want https://host/", o.BaseURL)
+	}
+	// The token goes to the API host only, never along a redirect.
+	authed := samehost.Client(hc)
+	authed.Transport = bearer{token: o.Token, host: base.Host, next: hc.Transport}
+	api, err := godo.New(authed, godo.SetBaseURL(o.BaseURL), godo.SetUserAgent("tandem"))
 	if err != nil {
 		return nil, fmt.Errorf("digitalocean vip: %w", err)
 	}
@@ -108,12 +115,17 @@ func New(o Options) (*Provider, error) {
 
 type bearer struct {
 	token string
+	host  string // the API's host: the only one that gets the token
 	next  http.RoundTripper
 }
 
 func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
+	if r.URL.Host == b.host {
+		r.Header.Set("Authorization", "Bearer "+b.token)
+	} else {
+		r.Header.Del("Authorization")
+	}
 	next := b.next
 	if next == nil {
 		next = http.DefaultTransport

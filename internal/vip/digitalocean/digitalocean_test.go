@@ -1,6 +1,7 @@
 package digitalocean
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -251,5 +252,35 @@ func TestFloatingIPMetadataFallback(t *testing.T) {
 	}
 	if held, err := p.Held(t.Context()); err != nil || !held {
 		t.Fatalf("Held = %v, %v; want true from floating_ip metadata", held, err)
+	}
+}
+
+// TestTokenStaysOnAPIHost: an API answer that redirects elsewhere must not
+// take the token with it (security review, finding 11).
+func TestTokenStaysOnAPIHost(t *testing.T) {
+	var leaked []string
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := r.Header.Get("Authorization"); a != "" {
+			leaked = append(leaked, a)
+		}
+		http.Error(w, "nothing here", http.StatusNotFound)
+	}))
+	defer elsewhere.Close()
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer api.Close()
+	p, err := New(Options{Token: token, IP: netip.MustParseAddr(vip), DropletID: 1, BaseURL: api.URL, HeldFromAPI: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := p.Held(ctx); err == nil {
+		t.Error("Held through a cross-host redirect succeeded")
+	}
+	if len(leaked) > 0 {
+		t.Errorf("the other host received the token: %q", leaked)
 	}
 }

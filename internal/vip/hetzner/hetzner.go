@@ -23,6 +23,7 @@ import (
 	"github.com/hetznercloud/hcloud-go/v2/hcloud/metadata"
 
 	"github.com/tandem-ha/tandem/internal/vip/internal/retry"
+	"github.com/tandem-ha/tandem/internal/vip/internal/samehost"
 )
 
 // Options configures a Provider.
@@ -92,7 +93,7 @@ func New(o Options) (*Provider, error) {
 	api := hcloud.NewClient(
 		hcloud.WithToken(o.Token),
 		hcloud.WithEndpoint(o.Endpoint),
-		hcloud.WithHTTPClient(hc),
+		hcloud.WithHTTPClient(samehost.Client(hc)), // the token never follows a redirect elsewhere
 		hcloud.WithApplication("tandem", ""),
 		// We retry ourselves, honouring RateLimit-Reset.
 		hcloud.WithRetryOpts(hcloud.RetryOpts{MaxRetries: 0}),
