@@ -353,7 +353,9 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 		c.Cluster.Socket = "/run/tandem/tandem.sock"
 	}
 	if c.Metrics.Listen == "" && !set("metrics.listen") {
-		c.Metrics.Listen = ":9746"
+		// Loopback by default: the metrics name the node, its role and
+		// version, and are served without authentication.
+		c.Metrics.Listen = "127.0.0.1:9746"
 	}
 	if c.Hooks.Timeout == 0 {
 		c.Hooks.Timeout = Duration(30 * time.Second)

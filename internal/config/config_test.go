@@ -52,7 +52,7 @@ func TestDefaults(t *testing.T) {
 		{"health name", c.Health[0].Name, "tcp-0"},
 		{"health interval", c.Health[0].Interval.D(), 200 * time.Millisecond},
 		{"health timeout", c.Health[0].Timeout.D(), time.Second},
-		{"metrics", c.Metrics.Listen, ":9746"},
+		{"metrics", c.Metrics.Listen, "127.0.0.1:9746"},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
