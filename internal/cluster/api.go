@@ -229,18 +229,11 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: read body: %v", state.ErrInvalid, err))
 		return
 	}
-	// Reject garbage before it reaches the log.
-	cmd, err := n.machine.Decode(data)
-	if err != nil {
-		writeError(w, fmt.Errorf("%w: %v", state.ErrInvalid, err))
+	// Reject garbage, and what the caller's role may not do, before it
+	// reaches the log.
+	if err := n.machine.Authorize(n.machine.View().Members[PeerName(r)], data); err != nil {
+		writeError(w, err)
 		return
-	}
-	if a, ok := cmd.(state.Authorizer); ok {
-		caller := n.machine.View().Members[PeerName(r)]
-		if err := a.Authorize(caller); err != nil {
-			writeError(w, err)
-			return
-		}
 	}
 	ctx, cancel := n.withTimeout(r.Context())
 	defer cancel()
@@ -375,9 +368,28 @@ func (n *Node) handleMembership(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: %v", state.ErrInvalid, err))
 		return
 	}
+	if err := authorizeMembership(n.machine.View().Members[PeerName(r)], c); err != nil {
+		writeError(w, err)
+		return
+	}
 	ctx, cancel := n.withTimeout(r.Context())
 	defer cancel()
 	writeOutcome(w, n.changeLocal(ctx, c))
+}
+
+// authorizeMembership lets an app node change the membership (remove a
+// node, add the node it admitted) and a witness only promote itself.
+func authorizeMembership(caller state.Member, c membershipChange) error {
+	switch {
+	case caller.Name == "":
+		return fmt.Errorf("%w: only members may change the membership", state.ErrForbidden)
+	case caller.Role == state.RoleApp:
+		return nil
+	case c.Op == "add_voter" && c.Name == caller.Name:
+		return nil
+	}
+	return fmt.Errorf("%w: %s is a %s and may only promote itself, not %s %s; run this on an app node",
+		state.ErrForbidden, caller.Name, caller.Role, c.Op, c.Name)
 }
 
 // promoteSelf asks the leader to make this node a voter once it is a

@@ -340,6 +340,10 @@ func precheckToken(view state.Snapshot, use state.UseToken) error {
 // its record (ID, secret hash, expiry, uses; -1 uses is unlimited). The
 // secret exists only in the returned token.
 func (n *Node) CreateToken(ctx context.Context, ttl time.Duration, uses int) (pki.Token, error) {
+	if n.role != state.RoleApp {
+		return pki.Token{}, fmt.Errorf("create token: %w: %s is a %s, which holds no CA key and admits nobody; run 'tandem token create' on an app node",
+			state.ErrForbidden, n.name, n.role)
+	}
 	if ttl <= 0 {
 		return pki.Token{}, fmt.Errorf("create token: ttl %v: want a positive duration", ttl)
 	}

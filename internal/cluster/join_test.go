@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -153,9 +154,12 @@ func TestJoinOverTLS(t *testing.T) {
 	if got := a.Machine().View().Tokens[tok.ID].UsesLeft; got != 0 {
 		t.Errorf("token uses left = %d; want 0", got)
 	}
-	// Every node, witness included, can apply through the leader.
-	if err := w.Apply(ctx, state.SetMode{Mode: state.ModeMaintenance}); err != nil {
-		t.Errorf("Apply on the witness: %v", err)
+	// An app follower applies through the leader; a witness may not.
+	if err := b.Apply(ctx, state.SetMode{Mode: state.ModeMaintenance}); err != nil {
+		t.Errorf("Apply on follower b: %v", err)
+	}
+	if err := w.Apply(ctx, state.SetMode{Mode: state.ModeAuto}); !errors.Is(err, state.ErrForbidden) {
+		t.Errorf("Apply on the witness = %v; want ErrForbidden", err)
 	}
 
 	// Refusals: each leaves the cluster as it was.
@@ -330,5 +334,65 @@ func TestForeignPeersRejected(t *testing.T) {
 			t.Error("foreign raft dialer got a response")
 		}
 		conn.Close()
+	}
+}
+
+// TestWitnessMayOnlyReport: a witness reports and votes, nothing more
+// (security review, finding 3). Each command it sends the leader directly,
+// as a compromised witness would, is refused unless it is a report about
+// itself.
+func TestWitnessMayOnlyReport(t *testing.T) {
+	ctx := context.Background()
+	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
+	ca, _ := pki.NewCA(time.Now())
+	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
+	if err := a.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := a.CreateToken(ctx, time.Hour, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := c.join(a, tok.String(), "w", state.RoleWitness)
+	eventually(t, 10*time.Second, "w to be a member", func() bool { _, ok := a.Machine().View().Members["w"]; return ok })
+
+	post := func(path string, body []byte) (int, string) {
+		t.Helper()
+		resp, err := w.Client().Post("https://"+a.Addr()+path, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	refused := []struct {
+		name string
+		path string
+		body []byte
+	}{
+		{"mint a token", "/v1/apply", mustEncode(state.AddToken{Token: state.Token{ID: "evil", SecretHash: "x", UsesLeft: 5, Expires: time.Now().Add(time.Hour)}})},
+		{"maintenance", "/v1/apply", mustEncode(state.SetMode{Mode: state.ModeMaintenance})},
+		{"move the IP", "/v1/apply", mustEncode(state.SetHolder{Node: "a", Active: true})},
+		{"add a member", "/v1/apply", mustEncode(state.AddMember{Member: state.Member{Name: "ghost", Role: state.RoleApp, Address: "127.0.0.1:1"}})},
+		{"another's priority", "/v1/apply", mustEncode(state.SetMemberPriority{Name: "a", Priority: -5})},
+		{"remove the leader", "/v1/membership", []byte(`{"op":"remove","name":"a"}`)},
+		{"add a voter", "/v1/membership", []byte(`{"op":"add_voter","name":"ghost","addr":"127.0.0.1:1"}`)},
+	}
+	before := c.fingerprint(a)
+	for _, tt := range refused {
+		if code, body := post(tt.path, tt.body); code != http.StatusForbidden || !strings.Contains(body, "forbidden") {
+			t.Errorf("witness: %s = %d %s; want 403 forbidden", tt.name, code, body)
+		}
+	}
+	if after := c.fingerprint(a); after != before {
+		t.Fatalf("refused commands changed the cluster:\n%s\n%s", before, after)
+	}
+	// Its own reports go through.
+	if code, body := post("/v1/apply", mustEncode(state.SetMemberPriority{Name: "w", Priority: 0})); code != http.StatusOK {
+		t.Errorf("witness reporting its own priority = %d %s; want 200", code, body)
+	}
+	if _, err := w.CreateToken(ctx, time.Hour, 1); !errors.Is(err, state.ErrForbidden) {
+		t.Errorf("CreateToken on the witness = %v; want ErrForbidden", err)
 	}
 }

@@ -166,8 +166,20 @@ func toFailover(mv state.Move) localapi.Failover {
 		At: mv.DecidedAt, DurationMs: mv.Duration().Milliseconds()}
 }
 
+// requireApp refuses operator commands on a witness: it reports and
+// votes, nothing more.
+func (s *Service) requireApp(what string) error {
+	if s.o.Role != state.RoleApp {
+		return fmt.Errorf("%s: %s is a %s, which only reports and votes; run this on an app node", what, s.o.Node, s.o.Role)
+	}
+	return nil
+}
+
 // CreateToken creates a join token.
 func (s *Service) CreateToken(ctx context.Context, r localapi.TokenRequest) (localapi.TokenReply, error) {
+	if err := s.requireApp("token"); err != nil {
+		return localapi.TokenReply{}, err
+	}
 	if r.TTL <= 0 {
 		return localapi.TokenReply{}, errors.New("token: the lifetime must be positive, e.g. --ttl 24h")
 	}
@@ -188,6 +200,9 @@ func (s *Service) CreateToken(ctx context.Context, r localapi.TokenRequest) (loc
 // SetMode switches between automatic placement and maintenance, and
 // returns once this node has applied it.
 func (s *Service) SetMode(ctx context.Context, mode string) error {
+	if err := s.requireApp("maintenance"); err != nil {
+		return err
+	}
 	if mode != state.ModeAuto && mode != state.ModeMaintenance {
 		return fmt.Errorf("mode %q: want %q or %q", mode, state.ModeAuto, state.ModeMaintenance)
 	}
@@ -215,6 +230,9 @@ func (s *Service) waitApplied(ctx context.Context, ok func(state.Snapshot) bool)
 
 // Switchover asks failover for a planned move.
 func (s *Service) Switchover(ctx context.Context, r localapi.SwitchoverRequest) (localapi.SwitchoverReply, error) {
+	if err := s.requireApp("switchover"); err != nil {
+		return localapi.SwitchoverReply{}, err
+	}
 	mv, err := s.o.Failover.Switchover(ctx, r.To, r.Timeout)
 	if err != nil {
 		return localapi.SwitchoverReply{}, err
@@ -232,6 +250,9 @@ func (s *Service) Leave(ctx context.Context) error {
 
 // Remove removes another member.
 func (s *Service) Remove(ctx context.Context, name string) error {
+	if err := s.requireApp("remove"); err != nil {
+		return err
+	}
 	if name == s.o.Node {
 		return errors.New("remove: that is this node; use 'tandem leave'")
 	}

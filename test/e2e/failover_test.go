@@ -371,9 +371,13 @@ func TestFailoverSwitchover(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 5*time.Minute)
 	holder := ready(t, ctx, c).Holder.Node
+	// A witness reports and votes, nothing more: it may not move the IP.
+	if _, err := c.Sh(ctx, "witness", "tandem switchover --to "+other(holder)); err == nil || !strings.Contains(err.Error(), "app node") {
+		t.Fatalf("switchover on the witness: %v; want a refusal saying to run it on an app node", err)
+	}
 	tr := startTrial(t, ctx, c, 5*time.Second)
 	start := time.Now()
-	out := c.MustSh(t, ctx, "witness", "tandem switchover --to "+other(holder))
+	out := c.MustSh(t, ctx, other(holder), "tandem switchover --to "+other(holder))
 	t.Logf("switchover: %s", strings.TrimSpace(out))
 	tr.servedBy(other(holder), start, failoverBudget)
 	time.Sleep(6 * time.Second) // let every request started meanwhile finish

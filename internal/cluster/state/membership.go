@@ -65,8 +65,8 @@ func (membershipDomain) Commands() []CommandType {
 		{Name: AddToken{}.Type(), Level: 1, New: func() Command { return &AddToken{} }},
 		{Name: UseToken{}.Type(), Level: 1, New: func() Command { return &UseToken{} }},
 		{Name: RevokeToken{}.Type(), Level: 1, New: func() Command { return &RevokeToken{} }},
-		{Name: SetMemberLevel{}.Type(), Level: 2, Ungated: true, New: func() Command { return &SetMemberLevel{} }},
-		{Name: SetMemberPriority{}.Type(), Level: 2, New: func() Command { return &SetMemberPriority{} }},
+		{Name: SetMemberLevel{}.Type(), Level: 2, Ungated: true, Witness: true, New: func() Command { return &SetMemberLevel{} }},
+		{Name: SetMemberPriority{}.Type(), Level: 2, Witness: true, New: func() Command { return &SetMemberPriority{} }},
 	}
 }
 

@@ -80,6 +80,10 @@ type CommandType struct {
 	// an older node skips them and nothing depends on it (reporting a
 	// member's own level is the one such command).
 	Ungated bool
+	// Witness marks the commands a witness may propose: it reports and
+	// votes, nothing more, so every other command from a witness is
+	// refused (see Authorize).
+	Witness bool
 	// New returns a pointer to an empty command to decode into.
 	New func() Command
 }
@@ -245,6 +249,26 @@ func (m *Machine) decode(b []byte) (Command, registered, error) {
 		return nil, registered{}, fmt.Errorf("decode %s: %w", env.Type, err)
 	}
 	return c, reg, nil
+}
+
+// Authorize checks, on the leader, that caller may propose the encoded
+// command: a witness only what its type allows (CommandType.Witness), and
+// every caller only what the command's own Authorizer allows.
+func (m *Machine) Authorize(caller Member, data []byte) error {
+	c, reg, err := m.decode(data)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if caller.Name == "" {
+		return fmt.Errorf("%w: only members may propose commands", ErrForbidden)
+	}
+	if caller.Role != RoleApp && !reg.Witness {
+		return fmt.Errorf("%w: %s is a %s, which reports and votes only; run this on an app node", ErrForbidden, caller.Name, caller.Role)
+	}
+	if a, ok := c.(Authorizer); ok {
+		return a.Authorize(caller)
+	}
+	return nil
 }
 
 // Admissible checks, on the leader before proposing, that every member can
