@@ -48,8 +48,13 @@ func (n *Node) reportSelf(ctx context.Context) {
 			err := n.Apply(actx, state.SetMemberLevel{Name: n.name, Level: level})
 			cancel()
 			if err != nil {
-				n.log.Warn("reporting this node's state level failed; will retry", "level", level, "err", err)
-				retry = time.After(2 * time.Second)
+				wait := 2 * time.Second
+				if errors.Is(err, state.ErrInvalid) {
+					// A leader older than levels cannot decode the report.
+					wait = 10 * time.Second
+				}
+				n.log.Warn("reporting this node's state level failed; will retry", "level", level, "in", wait, "err", err)
+				retry = time.After(wait)
 				continue
 			}
 			reportedTo = leader
