@@ -86,13 +86,20 @@ type memCluster struct {
 	dirs  []string
 	// timing is every node's raft timers; zero fields take the defaults.
 	timing Timing
+	// machine, when set, builds node i's state machine (a test simulates
+	// an older tandem with fewer commands); default state.New.
+	machine func(i int) *state.Machine
 }
 
 func (c *memCluster) opts(i int, tr *raft.InmemTransport) Options {
 	name := fmt.Sprintf("n%d", i+1)
+	m := state.New()
+	if c.machine != nil {
+		m = c.machine(i)
+	}
 	return Options{
 		Name: name, Role: state.RoleApp, DataDir: c.dirs[i], Listen: "127.0.0.1:0",
-		TLS: issue(c.t, c.ca, name), Machine: state.New(), Logger: testLogger(c.t),
+		TLS: issue(c.t, c.ca, name), Machine: m, Logger: testLogger(c.t),
 		raftTransport: tr, Timing: c.timing,
 	}
 }
@@ -106,11 +113,17 @@ func newMemCluster(t *testing.T, size int) *memCluster {
 // (zero fields take the defaults).
 func newMemClusterTiming(t *testing.T, size int, timing Timing) *memCluster {
 	t.Helper()
+	return newMemClusterWith(t, size, &memCluster{timing: timing})
+}
+
+// newMemClusterWith starts a cluster with c's timing and machines.
+func newMemClusterWith(t *testing.T, size int, c *memCluster) *memCluster {
+	t.Helper()
 	ca, err := pki.NewCA(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &memCluster{t: t, ca: ca, timing: timing}
+	c.t, c.ca = t, ca
 	ctx := context.Background()
 	for i := range size {
 		c.dirs = append(c.dirs, t.TempDir())

@@ -265,6 +265,14 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 		}
 		current = append(current, m)
 	}
+	// A node older than a member may meet committed commands it cannot
+	// apply, and would drift from the others.
+	for _, m := range current {
+		if lv := max(joining.Level, state.BaseLevel); lv < max(m.Level, state.BaseLevel) {
+			return joinReply{}, fmt.Errorf("%w: %s runs tandem with state level %d, older than member %s (level %d): upgrade %s before it joins",
+				ErrJoinRefused, req.Name, lv, m.Name, m.Level, req.Name)
+		}
+	}
 	if n.policy != nil {
 		if err := n.policy(current, joining); err != nil {
 			return joinReply{}, fmt.Errorf("%w: %w", ErrJoinRefused, err)

@@ -110,6 +110,16 @@ func TestJoinOverTLS(t *testing.T) {
 		t.Fatalf("refused join changed the cluster:\n%s\n%s", before, after)
 	}
 
+	// A node running an older state level than the members is refused
+	// before anything changes.
+	_, err = Join(ctx, a.Addr(), token, JoinRequest{Name: "w", Role: state.RoleWitness, Advertise: freeAddr(t), Level: state.BaseLevel})
+	if !errors.Is(err, ErrJoinRefused) || !strings.Contains(err.Error(), "upgrade w before it joins") {
+		t.Fatalf("Join(w) at the base level = %v; want ErrJoinRefused naming w", err)
+	}
+	if after := c.fingerprint(a); after != before {
+		t.Fatalf("refused join changed the cluster:\n%s\n%s", before, after)
+	}
+
 	// The witness joins through a; it gets no CA key.
 	w, wres := c.join(a, token, "w", state.RoleWitness)
 	if wres.Credentials.CanSign() || w.Credentials().CanSign() {

@@ -17,7 +17,9 @@
 //
 //	GET  /v1/ca          the CA certificate (PEM); no client certificate needed
 //	POST /v1/join        join with a token and a CSR; no client certificate needed
-//	POST /v1/apply       apply an encoded state command on the leader; members only
+//	POST /v1/apply       apply an encoded state command on the leader; members only,
+//	                     and refused when a member's state level is too old for it
+//	                     or the caller may not propose it (state.Authorizer)
 //	POST /v1/membership  raft membership change on the leader; members only
 //
 // Errors come back as JSON {"error": message, "code": name}; the code names

@@ -12,15 +12,17 @@ import (
 // node knows: the state level of its binary (so the leader refuses commands
 // it could not apply) and its configured priority (so a priority changed in
 // tandem.toml needs no new join). It proposes them once the node is a
-// member, and reports its level again to each new leader, whose record may
-// predate this node's upgrade: a node older than levels skips level reports
-// and a snapshot it wrote lacks them.
+// member; the priority once per start, so that a later change made through
+// the cluster stands until the next restart. It reports its level again to
+// each new leader, whose record may predate this node's upgrade: a node
+// older than levels skips level reports and a snapshot it wrote lacks them.
 func (n *Node) reportSelf(ctx context.Context) {
 	level := n.machine.Level()
 	var (
 		reportedTo string           // the leader that last took our level
 		retry      <-chan time.Time // set while waiting to retry
 		warned     bool             // the priority refusal has been logged
+		prioDone   bool             // the configured priority is recorded
 	)
 	for first := true; ; first = false {
 		if !first {
@@ -46,18 +48,27 @@ func (n *Node) reportSelf(ctx context.Context) {
 			err := n.Apply(actx, state.SetMemberLevel{Name: n.name, Level: level})
 			cancel()
 			if err != nil {
-				n.log.Warn("reporting this node's state level failed; will retry", "level", level, "err", err)
-				retry = time.After(2 * time.Second)
+				wait := 2 * time.Second
+				if errors.Is(err, state.ErrInvalid) {
+					// A leader older than levels cannot decode the report.
+					wait = 10 * time.Second
+				}
+				n.log.Warn("reporting this node's state level failed; will retry", "level", level, "in", wait, "err", err)
+				retry = time.After(wait)
 				continue
 			}
 			reportedTo = leader
 		}
-		if me.Priority != n.priority {
+		if me.Priority == n.priority {
+			prioDone = true
+		}
+		if !prioDone {
 			actx, cancel := context.WithTimeout(ctx, n.timing.ApplyTimeout)
 			err := n.Apply(actx, state.SetMemberPriority{Name: n.name, Priority: n.priority})
 			cancel()
 			switch {
 			case err == nil:
+				prioDone = true
 				n.log.Info("recorded this node's priority", "was", me.Priority, "now", n.priority)
 			case errors.Is(err, state.ErrUpgradeNeeded) || errors.Is(err, state.ErrInvalid):
 				// An older member (or leader) cannot take the command yet.

@@ -97,7 +97,8 @@ type Domain interface {
 	Commands() []CommandType
 	// Empty returns the domain's initial value.
 	Empty() any
-	// Clone returns a copy of v that may be changed without touching v.
+	// Clone returns a copy of v that may be changed without touching v:
+	// every map or slice a command changes in place must be copied.
 	Clone(v any) any
 	// Save encodes v as the domain's section of a snapshot.
 	Save(v any) (json.RawMessage, error)
