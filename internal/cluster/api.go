@@ -469,6 +469,7 @@ var wireErrors = []struct {
 	{"no_leader", ErrNoLeader, http.StatusServiceUnavailable},
 	{"cannot_sign", ErrCannotSign, http.StatusServiceUnavailable},
 	{"name_taken", ErrNameTaken, http.StatusConflict},
+	{"too_many_joins", ErrTooManyJoins, http.StatusTooManyRequests},
 	{"join_refused", ErrJoinRefused, http.StatusConflict},
 	{"unauthenticated", ErrUnauthenticated, http.StatusUnauthorized},
 	{"last_voter", ErrLastVoter, http.StatusConflict},

@@ -185,11 +185,25 @@ func checkHostPort(hp string) (host string, err error) {
 
 // handleJoin admits a node. Every check that can fail is made before the
 // token use is committed, so a refused join changes nothing; the CSR is
-// signed only after the token use commits.
+// signed only after the token use commits. Callers are anonymous until
+// their token checks out: they are rate limited, wait for the join lock
+// only in small numbers, and learn nothing about the cluster from a
+// refusal.
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
+	release, err := n.joinGate.enter(r.RemoteAddr, n.now())
+	if err != nil {
+		n.log.Warn("join turned away", "remote", r.RemoteAddr, "err", err)
+		w.Header().Set("Retry-After", "5")
+		writeError(w, err)
+		return
+	}
 	res, err := n.join(r.Context(), r)
+	release()
 	if err != nil {
 		n.log.Warn("join refused", "remote", r.RemoteAddr, "err", err)
+		// Refusals are slow, so guessing tokens stays slow; the sleep
+		// holds no lock, so it cannot starve a real join.
+		time.Sleep(n.joinDelay)
 		writeError(w, err)
 		return
 	}
@@ -197,6 +211,21 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err error) {
+	var req joinBody
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil {
+		return joinReply{}, fmt.Errorf("%w: join request: %v", state.ErrInvalid, err)
+	}
+	if !pki.MatchesPin(n.creds.CA.Cert, req.CAHash) {
+		return joinReply{}, fmt.Errorf("%w: this cluster's CA is %s, the token pins %q", pki.ErrCAMismatch, n.creds.CA.Hash(), req.CAHash)
+	}
+	// The token first: until it checks out the caller is anonymous, and
+	// nothing below (names, addresses, roles) is its business. Nothing
+	// unauthenticated reaches the raft log either: the token must be
+	// known here before its use is proposed.
+	use := state.UseToken{ID: req.TokenID, SecretHash: pki.HashSecret(req.TokenSecret), At: n.now()}
+	if err := n.awaitToken(ctx, use); err != nil {
+		return joinReply{}, err
+	}
 	if !n.creds.CanSign() {
 		view := n.machine.View()
 		var apps []string
@@ -207,13 +236,6 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 			return joinReply{}, fmt.Errorf("%w (%s is a %s)", ErrCannotSign, n.name, n.role)
 		}
 		return joinReply{}, fmt.Errorf("%w (%s is a %s; app nodes: %s)", ErrCannotSign, n.name, n.role, strings.Join(apps, ", "))
-	}
-	var req joinBody
-	if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil {
-		return joinReply{}, fmt.Errorf("%w: join request: %v", state.ErrInvalid, err)
-	}
-	if !pki.MatchesPin(n.creds.CA.Cert, req.CAHash) {
-		return joinReply{}, fmt.Errorf("%w: this cluster's CA is %s, the token pins %q", pki.ErrCAMismatch, n.creds.CA.Hash(), req.CAHash)
 	}
 	if req.Role != state.RoleApp && req.Role != state.RoleWitness {
 		return joinReply{}, fmt.Errorf("%w: role %q: want %q or %q", state.ErrInvalid, req.Role, state.RoleApp, state.RoleWitness)
@@ -232,13 +254,6 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	// name check below.
 	n.joinMu.Lock()
 	defer n.joinMu.Unlock()
-	defer func() {
-		// Refusals keep the join lock a moment longer: guessing tokens, or
-		// making the cluster log refused token uses, stays slow.
-		if err != nil {
-			time.Sleep(n.joinDelay)
-		}
-	}()
 	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()
 
@@ -279,16 +294,14 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 		}
 	}
 
-	// Check the token against this node's view first, so that anonymous
-	// callers with made-up tokens cannot make the cluster write to its log.
-	// A follower that has not seen the token yet (it may itself have just
-	// joined) leaves the verdict to the state machine.
-	use := state.UseToken{ID: req.TokenID, SecretHash: pki.HashSecret(req.TokenSecret), At: now}
-	if err := precheckToken(view, use); err != nil && (n.IsLeader() || !errors.Is(err, errUnknownToken)) {
+	// The token was checked above; check again under the lock (another
+	// join may have used it up), then commit its use. From here on the
+	// token is consumed cluster-wide; expiry and uses are checked again by
+	// the state machine at commit.
+	use.At = now
+	if err := precheckToken(n.machine.View(), use); err != nil {
 		return joinReply{}, err
 	}
-	// From here on the token is consumed cluster-wide; expiry and uses are
-	// checked again by the state machine at commit.
 	if err := n.Apply(ctx, use); err != nil {
 		return joinReply{}, err
 	}
@@ -316,6 +329,33 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	}
 	n.log.Info("node joined", "name", req.Name, "role", req.Role, "advertise", req.Advertise, "token", req.TokenID)
 	return reply, nil
+}
+
+// tokenCatchUp bounds how long a follower waits to learn of a token it has
+// not seen: one created a moment ago on another node.
+const tokenCatchUp = time.Second
+
+// awaitToken checks use against this node's state. A token this node does
+// not know may have been created an instant ago elsewhere, so a follower
+// waits up to tokenCatchUp for its state to catch up; it never asks the
+// log, so a made-up token costs the cluster no entry.
+func (n *Node) awaitToken(ctx context.Context, use state.UseToken) error {
+	deadline := time.NewTimer(tokenCatchUp)
+	defer deadline.Stop()
+	for {
+		changed := n.machine.Changed(state.MembershipDomain)
+		err := precheckToken(n.machine.View(), use)
+		if !errors.Is(err, errUnknownToken) || n.IsLeader() {
+			return err
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return err
+		case <-ctx.Done():
+			return err
+		}
+	}
 }
 
 // joinRefusalDelay slows down refused joins on each node.

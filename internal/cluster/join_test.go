@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -405,4 +407,93 @@ func TestWitnessMayOnlyReport(t *testing.T) {
 	if _, err := w.CreateToken(ctx, time.Hour, 1); !errors.Is(err, state.ErrForbidden) {
 		t.Errorf("CreateToken on the witness = %v; want ErrForbidden", err)
 	}
+}
+
+// TestAnonymousJoins: callers without a valid token write nothing to the
+// log, learn nothing about the members, and cannot starve a real join
+// (security review, findings 5, 6 and 9).
+func TestAnonymousJoins(t *testing.T) {
+	ctx := context.Background()
+	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
+	ca, _ := pki.NewCA(time.Now())
+	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
+	if err := a.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := a.CreateToken(ctx, time.Hour, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := c.join(a, tok.String(), "w", state.RoleWitness)
+	b, _ := c.join(a, tok.String(), "b", state.RoleApp)
+	eventually(t, 15*time.Second, "b and w to be voters", func() bool {
+		v := a.Machine().View()
+		return len(v.Voters()) == 3
+	})
+	// Refusals are slow again, as in production.
+	for _, n := range []*Node{a, b, w} {
+		n.joinDelay = 50 * time.Millisecond
+	}
+	bogus := "tandem1." + strings.TrimPrefix(ca.Hash(), "sha256:") + ".zzzzzz." + strings.Repeat("s", 32)
+	time.Sleep(300 * time.Millisecond)
+	lastIndex := func() uint64 { return a.RaftStats().LastLogIndex }
+	before := lastIndex()
+	for i := range 5 {
+		_, err := Join(ctx, b.Addr(), bogus, JoinRequest{Name: fmt.Sprintf("x%d", i), Role: state.RoleApp, Advertise: freeAddr(t)})
+		if !errors.Is(err, state.ErrBadToken) {
+			t.Fatalf("bogus join via a follower = %v; want ErrBadToken", err)
+		}
+	}
+	_, err = Join(ctx, w.Addr(), bogus, JoinRequest{Name: "y", Role: state.RoleApp, Advertise: freeAddr(t)})
+	if !errors.Is(err, state.ErrBadToken) {
+		t.Errorf("bogus join via the witness = %v; want ErrBadToken before anything else", err)
+	}
+	for _, leak := range []string{a.Addr(), b.Addr(), "app nodes"} {
+		if err != nil && strings.Contains(err.Error(), leak) {
+			t.Errorf("a refusal to an anonymous caller names %q: %v", leak, err)
+		}
+	}
+	if after := lastIndex(); after != before {
+		t.Errorf("anonymous joins wrote %d log entries; want none", after-before)
+	}
+
+	// A flood of bad joins from one address: most are turned away at once
+	// (429), and a real join from another address still gets through.
+	flood := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13},
+		DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext,
+	}}
+	defer flood.CloseIdleConnections()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := flood.Post("https://"+a.Addr()+"/v1/join", "application/json",
+				strings.NewReader(`{"token_id":"zzzzzz","token_secret":"nope","ca_hash":"`+ca.Hash()+`"}`))
+			if err != nil {
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			codes[resp.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	time.Sleep(20 * time.Millisecond) // the flood is under way
+	start := time.Now()
+	if _, err := Join(ctx, a.Addr(), tok.String(), JoinRequest{Name: "d", Role: state.RoleApp, Advertise: freeAddr(t)}); err != nil {
+		t.Errorf("a real join during the flood: %v", err)
+	}
+	took := time.Since(start)
+	wg.Wait()
+	if took > 2*time.Second {
+		t.Errorf("a real join during 100 bad ones took %v; want well under 2s", took)
+	}
+	if codes[http.StatusTooManyRequests] < 80 {
+		t.Errorf("flood answers %v; want most turned away with 429", codes)
+	}
+	t.Logf("real join during the flood: %v; flood answers %v", took, codes)
 }

@@ -151,7 +151,8 @@ type Node struct {
 	lmu      sync.Mutex
 	lchanged chan struct{}
 	joinMu   sync.Mutex
-	// joinDelay is how long a refused join holds joinMu.
+	joinGate *joinGate
+	// joinDelay is how long a refused join waits before its answer.
 	joinDelay time.Duration
 
 	cancel   context.CancelFunc
@@ -186,7 +187,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		name: opts.Name, role: opts.Role, timing: opts.Timing.withDefaults(),
 		log: opts.Logger.With("node", opts.Name), now: opts.Now, policy: opts.JoinPolicy, priority: opts.Priority,
 		creds: opts.TLS, machine: opts.Machine, lchanged: make(chan struct{}),
-		joinDelay: joinRefusalDelay,
+		joinDelay: joinRefusalDelay, joinGate: newJoinGate(),
 	}
 	if opts.noJoinDelay {
 		n.joinDelay = 0
