@@ -12,6 +12,7 @@ import (
 
 	"github.com/tandem-ha/tandem/internal/lab"
 	"github.com/tandem-ha/tandem/internal/labcluster"
+	"github.com/tandem-ha/tandem/internal/prereq"
 )
 
 // ExitStatusError passes a child command's exit status through as tandem's
@@ -28,9 +29,6 @@ func labErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	if lab.IsPrereq(err) {
-		return &PrereqError{Err: err}
-	}
 	return err
 }
 
@@ -39,7 +37,7 @@ func newLabCmd(e *env) *cobra.Command {
 	var exe string
 	open := func() (*lab.Lab, error) {
 		if os.Geteuid() != 0 {
-			return nil, &PrereqError{Err: errors.New("the lab needs root: run it as root (for example with sudo)")}
+			return nil, &prereq.Error{What: "the lab needs root", Fix: "run it as root (for example with sudo)"}
 		}
 		l, err := lab.New(lab.Options{Name: name, Logger: e.logger, Exe: exe})
 		if err != nil {

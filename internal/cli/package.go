@@ -84,14 +84,10 @@ byte-identical .deb. The package and its .sha256 are written to --out.`,
 			}
 			if err != nil {
 				var be *debpkg.BuildError
-				var pe *debpkg.PrereqError
-				switch {
-				case errors.As(err, &be):
+				if errors.As(err, &be) {
 					return &UsageError{Err: err}
-				case errors.As(err, &pe):
-					return &PrereqError{Err: err}
 				}
-				return err
+				return err // a *prereq.Error maps to ExitNotReady as it is
 			}
 			if jsonOut {
 				enc := json.NewEncoder(e.stdout)

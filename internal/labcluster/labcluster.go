@@ -74,7 +74,7 @@ func Provision(ctx context.Context, l *lab.Lab, o Options) error {
 	var witness *lab.NodeStatus
 	for i := range members {
 		switch members[i].Role {
-		case lab.RoleNode:
+		case lab.RoleApp:
 			apps = append(apps, members[i])
 		case lab.RoleWitness:
 			witness = &members[i]
