@@ -27,11 +27,13 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 # Run twice, it reports the running lab (or recreates one that never formed).
+# LAB names the lab, so it does not collide with another one on this machine.
+LAB ?= tandem
 lab: build deps
-	./bin/tandem lab up --reuse
+	./bin/tandem lab up --reuse --name $(LAB)
 
 lab-down: build
-	./bin/tandem lab down
+	./bin/tandem lab down --name $(LAB)
 
 vet:
 	$(GO) vet ./...
