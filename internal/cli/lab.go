@@ -333,7 +333,7 @@ mode. If DST is a directory the file keeps its name.`,
 }
 
 // newLabNodeCmd builds a command that acts on one node of the lab.
-func newLabNodeCmd(e *env, lf *labFlags, use, short, long string, act func(l *lab.Lab, ctx context.Context, node string) error) *cobra.Command {
+func newLabNodeCmd(e *env, lf *labFlags, use, short, long string, act func(ctx context.Context, l *lab.Lab, node string) error) *cobra.Command {
 	return &cobra.Command{
 		Use:   use + " NODE",
 		Short: short,
@@ -344,7 +344,7 @@ func newLabNodeCmd(e *env, lf *labFlags, use, short, long string, act func(l *la
 			if err != nil {
 				return err
 			}
-			return act(l, cmd.Context(), args[0])
+			return act(cmd.Context(), l, args[0])
 		},
 	}
 }
@@ -353,25 +353,25 @@ func newLabKillCmd(e *env, lf *labFlags) *cobra.Command {
 	return newLabNodeCmd(e, lf, "kill", "Power a node off abruptly (SIGKILL to the whole container)",
 		`Sends SIGKILL to the node's init and its systemd-nspawn, as a power loss
 would: nothing in the node gets to run another instruction. Its disk is kept;
-'tandem lab start' boots it again.`, (*lab.Lab).Kill)
+'tandem lab start' boots it again.`, func(ctx context.Context, l *lab.Lab, node string) error { return l.Kill(ctx, node) })
 }
 
 func newLabStartCmd(e *env, lf *labFlags) *cobra.Command {
 	return newLabNodeCmd(e, lf, "start", "Boot a stopped node again, with its disk as it was left",
 		`Boots the node again from its existing overlay (its files survive a kill)
-and waits until systemd reports the system running.`, (*lab.Lab).Start)
+and waits until systemd reports the system running.`, func(ctx context.Context, l *lab.Lab, node string) error { return l.Start(ctx, node) })
 }
 
 func newLabPartitionCmd(e *env, lf *labFlags) *cobra.Command {
 	return newLabNodeCmd(e, lf, "partition", "Cut a node off the lab network",
 		`Makes the lab's bridge drop every frame to or from the node. The node's own
 link stays up, as when a switch port or an upstream network fails. 'client' can
-be partitioned too.`, (*lab.Lab).Partition)
+be partitioned too.`, func(ctx context.Context, l *lab.Lab, node string) error { return l.Partition(ctx, node) })
 }
 
 func newLabHealCmd(e *env, lf *labFlags) *cobra.Command {
 	return newLabNodeCmd(e, lf, "heal", "Reconnect a partitioned node",
-		`Undoes 'tandem lab partition'.`, (*lab.Lab).Heal)
+		`Undoes 'tandem lab partition'.`, func(ctx context.Context, l *lab.Lab, node string) error { return l.Heal(ctx, node) })
 }
 
 // labNetemFlags are lab netem's own flags.
