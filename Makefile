@@ -8,7 +8,8 @@ LDFLAGS := -s -w -X github.com/tandem-ha/tandem/internal/cli.Version=$(VERSION)
 export CGO_ENABLED ?= 0
 export GOFLAGS ?= -mod=readonly
 FUZZTIME ?= 5s
-LAB_DEPS := debootstrap systemd-container iproute2 nftables iputils-ping
+# The lab's Debian packages: one list, shared with .ci/run and tandem lab up.
+LAB_DEPS := $(shell sed -e 's/\#.*//' packaging/lab-deps.txt)
 
 .PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e deb bench bench-failover bench-package clean deps
 
@@ -17,16 +18,22 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/tandem ./cmd/tandem
 
-# Installs the Debian packages the lab needs when they are missing.
+# Installs the Debian packages the lab needs (packaging/lab-deps.txt) when
+# they are missing, without recommends, as .ci/run does.
 deps:
-	@missing=""; for p in $(LAB_DEPS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	@missing=""; for p in $(LAB_DEPS); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null)" = "ii " ] || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
+# Run twice, it reports the running lab (or recreates one that never formed).
+# LAB names the lab, so it does not collide with another one on this machine.
+LAB ?= tandem
 lab: build deps
-	./bin/tandem lab up
+	./bin/tandem lab up --reuse --name $(LAB)
 
 lab-down: build
-	./bin/tandem lab down
+	./bin/tandem lab down --name $(LAB)
 
 vet:
 	$(GO) vet ./...

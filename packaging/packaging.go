@@ -4,7 +4,10 @@
 // `tandem package --self` works from any directory.
 package packaging
 
-import _ "embed"
+import (
+	_ "embed"
+	"strings"
+)
 
 // Unit is /usr/lib/systemd/system/tandem.service.
 //
@@ -31,3 +34,19 @@ var LintianOverrides []byte
 //
 //go:embed tandem.1
 var ManPage []byte
+
+//go:embed lab-deps.txt
+var labDeps string
+
+// LabDeps returns the Debian packages the lab needs on the host
+// (lab-deps.txt, which `make deps` installs and CI uses).
+func LabDeps() []string {
+	var pkgs []string
+	for _, line := range strings.Split(labDeps, "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		if line = strings.TrimSpace(line); line != "" {
+			pkgs = append(pkgs, line)
+		}
+	}
+	return pkgs
+}

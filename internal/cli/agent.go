@@ -12,6 +12,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/agent"
 	"github.com/tandem-ha/tandem/internal/cluster"
 	"github.com/tandem-ha/tandem/internal/config"
+	"github.com/tandem-ha/tandem/internal/prereq"
 )
 
 func (e *env) loadConfig() (*config.Config, error) {
@@ -37,7 +38,7 @@ API on a unix socket and Prometheus metrics. It reads --config
 				return err
 			}
 			if os.Geteuid() != 0 {
-				return &PrereqError{Err: fmt.Errorf("the agent must run as root: it configures addresses and runs hooks (try: sudo tandem agent)")}
+				return &prereq.Error{What: "the agent must run as root: it configures addresses and runs hooks", Fix: "try: sudo tandem agent"}
 			}
 			return agent.New(cfg, e.logger, Version).Run(cmd.Context())
 		},

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tandem-ha/tandem/internal/lab"
 	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
@@ -53,5 +54,32 @@ func TestLabNotRoot(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := Main([]string{"lab", "status"}, strings.NewReader(""), &out, &errb); code != ExitNotReady {
 		t.Errorf("exit %d, want %d (%s)", code, ExitNotReady, errb.String())
+	}
+}
+
+func TestSameMembers(t *testing.T) {
+	two := []lab.NodeStatus{
+		{Name: "client", Role: lab.RoleClient}, {Name: "witness", Role: lab.RoleWitness},
+		{Name: "node1", Role: lab.RoleApp}, {Name: "node2", Role: lab.RoleApp},
+	}
+	tests := []struct {
+		name    string
+		st      []lab.NodeStatus
+		nodes   int
+		witness bool
+		want    bool
+	}{
+		{"as asked", two, 2, true, true},
+		{"more nodes asked", two, 3, true, false},
+		{"no witness asked", two, 2, false, false},
+		{"old role word", []lab.NodeStatus{two[0], two[1], {Name: "node1", Role: "node"}, two[3]}, 2, true, false},
+		{"empty", nil, 2, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sameMembers(tt.st, tt.nodes, tt.witness); got != tt.want {
+				t.Errorf("sameMembers = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

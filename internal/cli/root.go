@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tandem-ha/tandem/internal/prereq"
 )
 
 // Version is stamped at build time with -ldflags "-X ...cli.Version=...".
@@ -33,12 +35,6 @@ type UsageError struct{ Err error }
 
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
-
-// PrereqError marks a missing prerequisite; it maps to ExitNotReady.
-type PrereqError struct{ Err error }
-
-func (e *PrereqError) Error() string { return e.Err.Error() }
-func (e *PrereqError) Unwrap() error { return e.Err }
 
 // env carries what every subcommand needs. It is built once in Main and passed
 // down explicitly; there is no package-level state.
@@ -79,11 +75,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 func exitCode(err error) int {
 	var u *UsageError
-	var p *PrereqError
 	switch {
 	case errors.As(err, &u):
 		return ExitUsage
-	case errors.As(err, &p):
+	case prereq.Is(err): // a missing prerequisite, from any package
 		return ExitNotReady
 	case strings.HasPrefix(err.Error(), "unknown command"),
 		strings.HasPrefix(err.Error(), "unknown flag"),

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tandem-ha/tandem/internal/prereq"
 	"github.com/tandem-ha/tandem/internal/pyproject"
 )
 
@@ -46,11 +47,6 @@ type Options struct {
 type BuildError struct{ Msg string }
 
 func (e *BuildError) Error() string { return e.Msg }
-
-// PrereqError means a tool the build needs is missing from this machine.
-type PrereqError struct{ Msg string }
-
-func (e *PrereqError) Error() string { return e.Msg }
 
 var debNameRe = regexp.MustCompile(`^[a-z][a-z0-9-]{1,30}$`)
 
@@ -178,7 +174,7 @@ func (b *build) readProject(ctx context.Context) error {
 	}
 	out, err := exec.CommandContext(ctx, b.opt.Python, "-c", "import sys; print('%d.%d %d.%d.%d' % (sys.version_info[:2] + sys.version_info[:3]))").Output()
 	if err != nil {
-		return &PrereqError{Msg: fmt.Sprintf("cannot run %s: %v; install Debian's python3 (apt-get install python3 python3-venv python3-pip)", b.opt.Python, err)}
+		return &prereq.Error{What: fmt.Sprintf("cannot run %s: %v", b.opt.Python, err), Fix: "install Debian's python3 (apt-get install python3 python3-venv python3-pip)"}
 	}
 	b.pyVer, b.pyFull, _ = strings.Cut(strings.TrimSpace(string(out)), " ")
 	return nil
@@ -355,7 +351,7 @@ func (b *build) buildWheel(ctx context.Context) error {
 			if strings.HasPrefix(mod, "setuptools") {
 				hint = "apt-get install python3-setuptools python3-wheel"
 			}
-			return &PrereqError{Msg: fmt.Sprintf("building the project's wheel needs its build backend %s for %s: %s\n%s", backend, b.opt.Python, hint, tail(s, 10))}
+			return &prereq.Error{What: fmt.Sprintf("building the project's wheel needs its build backend %s for %s", backend, b.opt.Python), Fix: hint, Output: tail(s, 10)}
 		}
 		return &BuildError{Msg: fmt.Sprintf("building the project's wheel with %s failed:\n%s", backend, tail(s, 20))}
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/tandem-ha/tandem/internal/prereq"
 	"github.com/tandem-ha/tandem/internal/pyproject"
 )
 
@@ -87,7 +88,7 @@ func (b *build) chooseIsolation(ctx context.Context, stageOpt string) (string, e
 		why = fmt.Sprintf("mount namespace not available: %v %s", err, strings.TrimSpace(string(out)))
 	}
 	if b.opt.Isolation == "namespace" {
-		return "", &PrereqError{Msg: "cannot build the venv at its final path: " + why + "; use --isolation relocate"}
+		return "", &prereq.Error{What: "cannot build the venv at its final path: " + why, Fix: "use --isolation relocate"}
 	}
 	b.log.Info("building the venv in a staging path and relocating it", "reason", why)
 	return "relocate", nil
@@ -127,7 +128,7 @@ func (b *build) installVenv(ctx context.Context) error {
 	venvArgs = append(venvArgs, venv)
 	if out, err := run(venvArgs...); err != nil {
 		if strings.Contains(string(out), "ensurepip") || strings.Contains(string(out), "No module named venv") {
-			return &PrereqError{Msg: "python3 -m venv does not work here: apt-get install python3-venv\n" + tail(string(out), 10)}
+			return &prereq.Error{What: "python3 -m venv does not work here", Fix: "apt-get install python3-venv", Output: tail(string(out), 10)}
 		}
 		return fmt.Errorf("create venv: %w: %s", err, tail(string(out), 10))
 	}
@@ -154,7 +155,7 @@ func (b *build) installVenv(ctx context.Context) error {
 	out, err := run(pip...)
 	if err != nil {
 		if strings.Contains(string(out), "no such option: --python") {
-			return &PrereqError{Msg: "pip is too old (needs --python, pip >= 22.3): use Debian 12's python3-pip"}
+			return &prereq.Error{What: "pip is too old (needs --python, pip >= 22.3)", Fix: "use Debian 12's python3-pip"}
 		}
 		return b.pipFailure(out)
 	}

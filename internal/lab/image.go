@@ -20,9 +20,6 @@ import (
 // Suite is the Debian release of the base image.
 const Suite = "bookworm"
 
-// DefaultMirror is used when the host's apt sources name no bookworm mirror.
-const DefaultMirror = "http://deb.debian.org/debian"
-
 // imageRecipe is bumped whenever customizeImage changes, so the cache key
 // changes with it.
 const imageRecipe = 1
@@ -99,6 +96,9 @@ func EnsureImage(ctx context.Context, cacheDir, mirror string, progress io.Write
 	}
 	if mirror == "" {
 		mirror = HostMirror()
+	}
+	if mirror == "" {
+		return "", errNoMirror
 	}
 	tmp, err := os.MkdirTemp(cacheDir, ".build-")
 	if err != nil {
@@ -234,8 +234,11 @@ func customizeImage(root string) error {
 	return nil
 }
 
-// HostMirror returns the host's bookworm mirror from its apt sources, or
-// DefaultMirror.
+// errNoMirror says how to name a mirror when the host's apt sources have none.
+var errNoMirror = fmt.Errorf("building the lab's base image needs a Debian %s mirror, and the host's apt sources (/etc/apt/sources.list, /etc/apt/sources.list.d) name none with the main component: pass --mirror URL to 'tandem lab up' or configure apt sources", Suite)
+
+// HostMirror returns the host's bookworm mirror from its apt sources, or ""
+// when they name none.
 func HostMirror() string {
 	var texts []string
 	for _, pat := range []string{"/etc/apt/sources.list", "/etc/apt/sources.list.d/*.list", "/etc/apt/sources.list.d/*.sources"} {
@@ -251,7 +254,7 @@ func HostMirror() string {
 			return m
 		}
 	}
-	return DefaultMirror
+	return ""
 }
 
 // parseMirror finds the URI of the first "deb" source for suite with the main

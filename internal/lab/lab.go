@@ -282,7 +282,7 @@ func (l *Lab) Up(ctx context.Context, o UpOptions) (err error) {
 // NodeStatus describes one member as the system shows it now.
 type NodeStatus struct {
 	Name    string `json:"name"`
-	Role    string `json:"role"`    // node, witness or client
+	Role    string `json:"role"`    // app, witness or client
 	State   string `json:"state"`   // running, stopped or partitioned
 	Address string `json:"address"` // lab address, e.g. 10.77.0.11
 	InitPID int    `json:"init_pid"`

@@ -7,9 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/prereq"
+	"github.com/tandem-ha/tandem/packaging"
 )
 
 func TestPlan(t *testing.T) {
@@ -122,6 +126,16 @@ func TestOwnedNetns(t *testing.T) {
 	}
 }
 
+func TestDecodeStateReadsOldNodeRole(t *testing.T) {
+	s, err := decodeState([]byte(`{"version":1,"name":"tandem","members":[{"name":"node1","role":"node","address":"10.77.0.11"},{"name":"witness","role":"witness","address":"10.77.0.10"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := []string{s.Members[0].Role, s.Members[1].Role}; !slices.Equal(got, []string{RoleApp, RoleWitness}) {
+		t.Errorf("roles = %v, want [app witness]", got)
+	}
+}
+
 func TestStateRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "lab.json")
@@ -129,7 +143,7 @@ func TestStateRoundTrip(t *testing.T) {
 		Name: "e2e", Image: "/var/cache/tandem/lab/bookworm-x", Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		Members: []memberState{
 			{Name: "client", Role: RoleClient, Addr: "10.77.0.2"},
-			{Name: "node1", Role: RoleNode, Addr: "10.77.0.11", Nspawn: procID{PID: 42, Start: 99},
+			{Name: "node1", Role: RoleApp, Addr: "10.77.0.11", Nspawn: procID{PID: 42, Start: 99},
 				Netem: &Netem{Delay: 100 * time.Millisecond, Loss: 2}, Forwarder: procID{PID: 43, Start: 100}},
 		},
 	}
@@ -232,17 +246,17 @@ func TestNetemString(t *testing.T) {
 func TestParseMirror(t *testing.T) {
 	tests := []struct{ name, text, want string }{
 		{"deb822", `Types: deb
-# http://snapshot.debian.org/archive/debian/20250520T000000Z
-URIs: http://deb.debian.org/debian
+# http://snapshot.example/archive/debian/20250520T000000Z
+URIs: http://mirror.example/debian
 Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
-URIs: http://deb.debian.org/debian-security
+URIs: http://mirror.example/debian-security
 Suites: bookworm-security
 Components: main
-`, "http://deb.debian.org/debian"},
+`, "http://mirror.example/debian"},
 		{"deb822 security first", `Types: deb
 URIs: http://security.example/debian-security
 Suites: bookworm-security
@@ -407,10 +421,32 @@ func TestCheckPrereqs(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), tt.want) || !IsPrereq(err) {
-				t.Errorf("error = %v, want PrereqError containing %q", err, tt.want)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !prereq.Is(err) {
+				t.Errorf("error = %v, want a prereq.Error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestToolsInLabDeps ties the tools checked here to the one package list
+// that make deps installs and CI uses.
+func TestToolsInLabDeps(t *testing.T) {
+	deps := packaging.LabDeps()
+	for _, tool := range append(tools, struct{ bin, pkg string }{"debootstrap", "debootstrap"}) {
+		// mount is Essential: every Debian system has it.
+		if tool.pkg != "mount" && !slices.Contains(deps, tool.pkg) {
+			t.Errorf("the lab needs %s from %s, which packaging/lab-deps.txt lacks", tool.bin, tool.pkg)
+		}
+	}
+}
+
+func TestMissingPackages(t *testing.T) {
+	out := []byte("python3 ii \npython3-venv un \ncurl:amd64 ii \nnftables rc \n")
+	st := parseDpkgStatus(out)
+	got := missingPackages([]string{"python3", "python3-venv", "curl", "nftables", "python3-gunicorn"}, st)
+	want := []string{"python3-venv", "nftables", "python3-gunicorn"}
+	if !slices.Equal(got, want) {
+		t.Errorf("missing = %v, want %v (status %v)", got, want, st)
 	}
 }
 
@@ -464,7 +500,7 @@ func FuzzParseNetem(f *testing.F) {
 }
 
 func FuzzParseMirror(f *testing.F) {
-	f.Add("Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\n")
+	f.Add("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\nComponents: main\n")
 	f.Add("deb [a=b] http://x/debian bookworm main\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		m := parseMirror(text, "bookworm")
@@ -508,7 +544,7 @@ func TestLockMember(t *testing.T) {
 	}
 	st := &state{Version: stateVersion, Name: "unit", Members: []memberState{
 		{Name: "client", Role: RoleClient, Addr: "10.77.0.2"},
-		{Name: "node1", Role: RoleNode, Addr: "10.77.0.11"},
+		{Name: "node1", Role: RoleApp, Addr: "10.77.0.11"},
 	}}
 	if err := saveState(l.statePath(), st); err != nil {
 		t.Fatal(err)

@@ -8,12 +8,18 @@ import (
 	"strings"
 )
 
-// Roles of the members of a lab.
+// Roles of the members of a lab. App and witness are the words of the
+// cluster's [node] role (config.RoleApp, config.RoleWitness), so a lab node's
+// role is the one its tandem.toml gets.
 const (
-	RoleNode    = "node"    // an app node: node1, node2, ...
+	RoleApp     = "app"     // an app node: node1, node2, ...
 	RoleWitness = "witness" // the voter that holds no IP and runs no app
 	RoleClient  = "client"  // a bare network namespace that plays the internet
 )
+
+// roleNodeV1 is what labs made before the roles were unified call an app
+// node; decodeState reads it as RoleApp, so a running lab stays usable.
+const roleNodeV1 = "node"
 
 // Names of the special members.
 const (
@@ -80,7 +86,7 @@ func Plan(n int, witness bool) ([]Member, error) {
 		ms = append(ms, Member{Name: WitnessName, Role: RoleWitness, Addr: WitnessAddr})
 	}
 	for i := 1; i <= n; i++ {
-		ms = append(ms, Member{Name: NodeName(i), Role: RoleNode, Addr: NodeAddr(i)})
+		ms = append(ms, Member{Name: NodeName(i), Role: RoleApp, Addr: NodeAddr(i)})
 	}
 	return ms, nil
 }

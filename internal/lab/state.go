@@ -79,9 +79,12 @@ func decodeState(b []byte) (*state, error) {
 	if err := ValidateName(s.Name); err != nil {
 		return nil, fmt.Errorf("lab state: %w", err)
 	}
-	for _, m := range s.Members {
+	for i, m := range s.Members {
 		if !validMember(m.Name) {
 			return nil, fmt.Errorf("lab state: bad member name %q", m.Name)
+		}
+		if m.Role == roleNodeV1 {
+			s.Members[i].Role = RoleApp
 		}
 	}
 	return &s, nil

@@ -17,9 +17,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pelletier/go-toml/v2"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandem-ha/tandem/examples"
+	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/debpkg"
 	"github.com/tandem-ha/tandem/internal/lab"
 	"github.com/tandem-ha/tandem/internal/localapi"
@@ -52,8 +54,8 @@ type Options struct {
 	Exe      string    // the tandem binary to package and install
 	Progress io.Writer // stage lines; may be nil
 	Logger   *slog.Logger
-	// Config adds TOML to every node's tandem.toml (e.g. [failover] tweaks
-	// for tests); it is appended, so it may only add tables.
+	// Config is TOML decoded over every node's tandem.toml (e.g. [failover]
+	// tweaks for tests); see NodeConfig.
 	Config string
 }
 
@@ -74,7 +76,7 @@ func Provision(ctx context.Context, l *lab.Lab, o Options) error {
 	var witness *lab.NodeStatus
 	for i := range members {
 		switch members[i].Role {
-		case lab.RoleNode:
+		case lab.RoleApp:
 			apps = append(apps, members[i])
 		case lab.RoleWitness:
 			witness = &members[i]
@@ -99,14 +101,14 @@ func Provision(ctx context.Context, l *lab.Lab, o Options) error {
 
 	stage("installing on %d nodes", len(apps)+btoi(witness != nil))
 	g, gctx := errgroup.WithContext(ctx)
-	install := func(n lab.NodeStatus, role string) {
-		g.Go(func() error { return installNode(gctx, l, n, role, tandemDeb, siteDeb, o.Config) })
+	install := func(n lab.NodeStatus) {
+		g.Go(func() error { return installNode(gctx, l, n, tandemDeb, siteDeb, o.Config) })
 	}
 	for _, n := range apps {
-		install(n, "app")
+		install(n)
 	}
 	if witness != nil {
-		install(*witness, "witness")
+		install(*witness)
 	}
 	if err := g.Wait(); err != nil {
 		return err
@@ -189,38 +191,121 @@ func mustSub(f fs.FS, dir string) fs.FS {
 	return sub
 }
 
-// NodeConfig renders a lab node's tandem.toml.
-func NodeConfig(n lab.NodeStatus, extra string) string {
-	role := "app"
-	if n.Role == lab.RoleWitness {
-		role = "witness"
+// NodeConfig returns a lab node's configuration: its name, role and
+// listener, and for app nodes the linux VIP on the lab bridge, the example
+// site's health check and the hook script on every transition. extra is TOML
+// decoded over it (e.g. [failover] tweaks for tests and benchmarks).
+func NodeConfig(n lab.NodeStatus, extra string) (config.Config, error) {
+	c := config.Config{
+		Node:    config.Node{Name: n.Name, Role: n.Role},
+		Cluster: config.Cluster{Listen: fmt.Sprintf("%s:%d", n.Address, Port)},
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by tandem lab.\n[node]\nname = %q\nrole = %q\n\n", n.Name, role)
-	fmt.Fprintf(&b, "[cluster]\nlisten = \"%s:%d\"\n\n", n.Address, Port)
-	if role == "app" {
-		fmt.Fprintf(&b, "[vip]\nprovider = \"linux\"\naddress = \"%s/24\"\n\n[vip.linux]\ninterface = \"eth0\"\n\n", lab.FloatingIP)
-		fmt.Fprintf(&b, "[[health]]\nname = \"pysite\"\ntype = \"http\"\ntarget = \"http://127.0.0.1:%d/healthz\"\njson_path = \"status\"\njson_want = \"ok\"\n\n", SitePort)
+	if n.Role == config.RoleApp {
+		c.VIP = config.VIP{Provider: config.ProviderLinux, Address: lab.FloatingIP.String() + "/24",
+			Linux: config.LinuxVIP{Interface: "eth0"}}
+		c.Health = []config.Check{{Name: "pysite", Type: "http", Target: fmt.Sprintf("http://127.0.0.1:%d/healthz", SitePort),
+			JSONPath: "status", JSONWant: "ok"}}
 		// Every transition is logged, so tests can check the hooks ran.
-		fmt.Fprintf(&b, "[hooks]\npromote = %q\ndemote = %q\nfault = %q\n\n", HookScript, HookScript, HookScript)
+		c.Hooks = config.Hooks{Promote: HookScript, Demote: HookScript, Fault: HookScript}
 	}
-	b.WriteString(extra)
-	return b.String()
+	if extra != "" {
+		dec := toml.NewDecoder(strings.NewReader(extra)).DisallowUnknownFields()
+		if err := dec.Decode(&c); err != nil {
+			return c, fmt.Errorf("the lab's extra configuration: %w", err)
+		}
+	}
+	return c, nil
 }
 
-func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, role, tandemDeb, siteDeb, extra string) error {
-	if _, err := runIn(ctx, l, n.Name, strings.NewReader(NodeConfig(n, extra)),
+// RenderConfig writes c as tandem.toml. Zero values are left out, so that
+// config.Load gives every unset key its default, as for a hand-written file.
+func RenderConfig(c config.Config) ([]byte, error) {
+	full, err := toml.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("render tandem.toml: %w", err)
+	}
+	var doc map[string]any
+	if err := toml.Unmarshal(full, &doc); err != nil {
+		return nil, fmt.Errorf("render tandem.toml: %w", err)
+	}
+	pruneZero(doc)
+	body, err := toml.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("render tandem.toml: %w", err)
+	}
+	return append([]byte("# Written by tandem lab.\n"), body...), nil
+}
+
+// pruneZero removes keys whose value is zero ("", 0, false, "0s") and
+// tables left empty.
+func pruneZero(m map[string]any) {
+	for k, v := range m {
+		switch v := v.(type) {
+		case map[string]any:
+			pruneZero(v)
+			if len(v) == 0 {
+				delete(m, k)
+			}
+		case []any:
+			kept := v[:0]
+			for _, e := range v {
+				if t, ok := e.(map[string]any); ok {
+					pruneZero(t)
+				}
+				if !isZero(e) {
+					kept = append(kept, e)
+				}
+			}
+			if len(kept) == 0 {
+				delete(m, k)
+			} else {
+				m[k] = kept
+			}
+		default:
+			if isZero(v) {
+				delete(m, k)
+			}
+		}
+	}
+}
+
+func isZero(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return v == "" || v == "0s"
+	case int64:
+		return v == 0
+	case float64:
+		return v == 0
+	case bool:
+		return !v
+	case map[string]any:
+		return len(v) == 0
+	}
+	return false
+}
+
+func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, siteDeb, extra string) error {
+	c, err := NodeConfig(n, extra)
+	if err != nil {
+		return err
+	}
+	data, err := RenderConfig(c)
+	if err != nil {
+		return err
+	}
+	if _, err := runIn(ctx, l, n.Name, bytes.NewReader(data),
 		"sh", "-c", "mkdir -p /etc/tandem && cat > /etc/tandem/tandem.toml"); err != nil {
 		return fmt.Errorf("%s: write tandem.toml: %w", n.Name, err)
 	}
-	if role == "app" {
+	if n.Role == lab.RoleApp {
 		if _, err := runIn(ctx, l, n.Name, strings.NewReader(hookScript), "sh", "-c",
 			"mkdir -p "+filepath.Dir(HookScript)+" && cat > "+HookScript+" && chmod 755 "+HookScript); err != nil {
 			return fmt.Errorf("%s: write the hook script: %w", n.Name, err)
 		}
 	}
 	debs := []string{tandemDeb}
-	if role == "app" {
+	if n.Role == lab.RoleApp {
 		debs = append(debs, siteDeb)
 	}
 	args := []string{"env", "DEBIAN_FRONTEND=noninteractive", "dpkg", "--force-confold", "-i"}

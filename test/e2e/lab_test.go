@@ -167,6 +167,19 @@ func TestErrors(t *testing.T) {
 	if r.Code != 1 || !strings.Contains(r.Stderr, "already up") || !strings.Contains(r.Stderr, "tandem lab down") {
 		t.Errorf("up of a running lab: exit %d, %q; want 1 and a hint to run down", r.Code, r.Stderr)
 	}
+	// make lab's second run: up --reuse reports the running lab and its
+	// cluster instead of failing, and leaves it as it was.
+	before, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ = c.Run(ctx, nil, "up", "--reuse", "--nodes", fmt.Sprint(suiteNodes))
+	if r.Code != 0 || !strings.Contains(r.Stderr, "already up") || !strings.Contains(r.Stdout, "10.77.0.100") {
+		t.Errorf("up --reuse of a running lab: exit %d, stdout %q, stderr %q; want 0 and the running lab reported", r.Code, r.Stdout, r.Stderr)
+	}
+	if after, err := c.Status(ctx); err != nil || fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("up --reuse changed the lab: before %v, after %v (%v)", before, after, err)
+	}
 	// Not root: exit 3 with one message saying how to fix it.
 	cmd := exec.CommandContext(ctx, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", c.Bin, "lab", "status", "--name", c.Name)
 	out, err := cmd.CombinedOutput()

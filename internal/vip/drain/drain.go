@@ -1,6 +1,6 @@
 // Package drain lets the TCP connections in flight to a local address finish
-// before a planned move gives the address up: an nftables rule drops new
-// SYNs to it, so clients retry a second later and reach the new holder
+// before a planned move gives the address up: an nftables rule (in a table
+// of its own, through internal/nft) drops new SYNs to it, so clients retry a second later and reach the new holder
 // instead of being reset, and sock_diag counts the connections still open.
 //
 // The linux provider drains its VIP with a Rule. For cloud IPs, Wrap adds
@@ -18,10 +18,10 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/tandem-ha/tandem/internal/nft"
 )
 
 // Table is the nftables table (family inet) that holds the drain rule.
@@ -77,52 +77,23 @@ func New(o Options) (*Rule, error) {
 	return &Rule{o: o, maybe: true}, nil
 }
 
-func (r *Rule) nft() (*nftables.Conn, error) {
-	if r.o.NetNSFd >= 0 {
-		return nftables.New(nftables.WithNetNSFd(r.o.NetNSFd))
-	}
-	return nftables.New()
-}
-
 // StopNew installs the rule: SYNs to the address are dropped; packets of
 // established connections pass. Clear removes it.
 func (r *Rule) StopNew(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("drain %s: %w", r.o.Addr, err)
 	}
-	c, err := r.nft()
+	c, err := nft.Open(r.o.NetNSFd)
 	if err != nil {
-		return fmt.Errorf("drain %s: nftables: %w", r.o.Addr, err)
+		return fmt.Errorf("drain %s: %w", r.o.Addr, err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.maybe = true // even a failed flush may leave part of the table
+	r.maybe = true // even a failed write may leave part of the table
 	a := r.o.Addr
-	nfproto, daddrOffset := byte(unix.NFPROTO_IPV4), uint32(16)
-	if a.Is6() {
-		nfproto, daddrOffset = unix.NFPROTO_IPV6, 24
-	}
-	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: Table})
-	ch := c.AddChain(&nftables.Chain{
-		Name: "input", Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
-	})
-	c.FlushChain(ch)
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: daddrOffset, Len: uint32(a.BitLen() / 8)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a.AsSlice()},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-		// tcp flags & (syn|ack) == syn: a new connection's first segment.
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0x00}},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
-		&expr.Verdict{Kind: expr.VerdictDrop},
-	}})
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("drain %s: install the nftables rule: %w", a, err)
+	if err := c.ReplaceChain(Table, nft.InputFilter("input"),
+		nft.Rule(nft.Drop(), nft.MatchDaddr(a), nft.MatchNewTCP())); err != nil {
+		return fmt.Errorf("drain %s: install the rule: %w", a, err)
 	}
 	r.o.Logger.Info("draining: new connections are turned away", "addr", a)
 	return nil
@@ -179,38 +150,20 @@ func (r *Rule) Clear() {
 
 // Installed reports whether the drain table exists.
 func (r *Rule) Installed() (bool, error) {
-	_, t, err := r.table()
-	return t != nil, err
+	c, err := nft.Open(r.o.NetNSFd)
+	if err != nil {
+		return false, err
+	}
+	return c.HasTable(Table)
 }
 
 // remove deletes the drain table if it is there.
 func (r *Rule) remove() error {
-	c, t, err := r.table()
-	if err != nil || t == nil {
+	c, err := nft.Open(r.o.NetNSFd)
+	if err != nil {
 		return err
 	}
-	c.DelTable(t)
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: remove %s: %w", Table, err)
-	}
-	return nil
-}
-
-// table returns a connection and the drain table, nil when there is none.
-func (r *Rule) table() (*nftables.Conn, *nftables.Table, error) {
-	c, err := r.nft()
-	if err != nil {
-		return nil, nil, fmt.Errorf("nftables: %w", err)
-	}
-	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return nil, nil, fmt.Errorf("nftables: list tables: %w", err)
-	}
-	i := slices.IndexFunc(tables, func(t *nftables.Table) bool { return t.Name == Table })
-	if i < 0 {
-		return c, nil, nil
-	}
-	return c, tables[i], nil
+	return c.DeleteTable(Table)
 }
 
 // Provider is what Wrap adds draining to; it is failover's provider

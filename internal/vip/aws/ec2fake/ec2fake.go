@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/vip/internal/fakeapi"
 )
 
 const xmlns = "http://ec2.amazonaws.com/doc/2016-11-15/"
@@ -36,7 +38,7 @@ type Server struct {
 	mu        sync.Mutex
 	addrs     map[string]*address // allocation id -> address
 	delay     time.Duration
-	throttled time.Time
+	gate      fakeapi.Gate
 	failCode  string
 	failN     int
 	nextAssoc int
@@ -61,7 +63,18 @@ type address struct {
 // New starts a fake that accepts requests signed with accessKey and holds the
 // given Elastic IPs (allocation id -> public IP), all unassociated.
 func New(accessKey string, eips map[string]string) *Server {
-	s := &Server{AccessKey: accessKey, addrs: map[string]*address{}, nextAssoc: 1}
+	s := &Server{AccessKey: accessKey, addrs: map[string]*address{}, nextAssoc: 1,
+		gate: fakeapi.Gate{
+			Authorized: fakeapi.SigV4Key(accessKey),
+			Unauthorized: func(w http.ResponseWriter) {
+				writeErr(w, http.StatusUnauthorized, "AuthFailure", "AWS was not able to validate the provided access credentials")
+			},
+			// EC2 throttles with 503 and no rate-limit headers.
+			Limited: func(w http.ResponseWriter) {
+				writeErr(w, http.StatusServiceUnavailable, "RequestLimitExceeded", "Request limit exceeded.")
+			},
+		},
+	}
 	for alloc, ip := range eips {
 		s.addrs[alloc] = &address{alloc: alloc, ip: ip}
 	}
@@ -137,7 +150,7 @@ func (s *Server) SetPropagationDelay(d time.Duration) {
 func (s *Server) Throttle(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.throttled = time.Now().Add(d)
+	s.gate.Limit.CloseFor(time.Now(), d)
 }
 
 // FailNext makes the next n AssociateAddress calls fail with code (HTTP 400).
@@ -159,7 +172,9 @@ func (s *Server) SetHolder(alloc, instance string) {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	st.Requests, st.Throttled = s.gate.Requests, s.gate.RateLimited
+	return st
 }
 
 func (s *Server) settle(now time.Time) {
@@ -182,24 +197,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := time.Now()
-	s.stats.Requests++
+	// Only the access key is checked; the SigV4 signature itself is the SDK's business.
+	if !s.gate.Pass(w, r, now) {
+		return
+	}
 	if r.Method != http.MethodPost {
 		writeErr(w, http.StatusBadRequest, "InvalidAction", "EC2 query requests are POSTs")
 		return
 	}
-	// Only the access key is checked; the SigV4 signature itself is the SDK's business.
-	auth := r.Header.Get("Authorization")
-	if !strings.HasPrefix(auth, "AWS4-HMAC-SHA256 Credential="+s.AccessKey+"/") {
-		writeErr(w, http.StatusUnauthorized, "AuthFailure", "AWS was not able to validate the provided access credentials")
-		return
-	}
 	if err := r.ParseForm(); err != nil {
 		writeErr(w, http.StatusBadRequest, "MalformedQueryString", err.Error())
-		return
-	}
-	if now.Before(s.throttled) {
-		s.stats.Throttled++
-		writeErr(w, http.StatusServiceUnavailable, "RequestLimitExceeded", "Request limit exceeded.")
 		return
 	}
 	s.settle(now)

@@ -44,7 +44,7 @@ type Server struct {
 	actions *fakeapi.Actions[string, int] // on an IP, to a droplet
 	delay   time.Duration
 	pending int
-	limit   fakeapi.Window
+	gate    fakeapi.Gate
 	stats   Stats
 }
 
@@ -61,7 +61,17 @@ type Stats struct {
 func New(token string, ips ...string) *Server {
 	s := &Server{
 		Token: token, holder: map[string]int{}, actions: fakeapi.NewActions[string, int](1000),
-		limit: fakeapi.Window{Limit: 5000, Reset: time.Hour}, // DigitalOcean's hourly window
+		gate: fakeapi.Gate{
+			Authorized: fakeapi.Bearer(token),
+			Limit:      fakeapi.Window{Limit: 5000, Reset: time.Hour}, // DigitalOcean's hourly window
+			Unauthorized: func(w http.ResponseWriter) {
+				writeErr(w, http.StatusUnauthorized, "unauthorized", "Unable to authenticate you")
+			},
+			Limited: func(w http.ResponseWriter) {
+				writeErr(w, http.StatusTooManyRequests, "too_many_requests", "API Rate limit exceeded.")
+			},
+			RateLimitHeaders: true,
+		},
 	}
 	for _, ip := range ips {
 		s.holder[ip] = 0
@@ -104,7 +114,7 @@ func (s *Server) FailPending(n int) {
 func (s *Server) RateLimit(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.limit.CloseFor(time.Now(), d)
+	s.gate.Limit.CloseFor(time.Now(), d)
 }
 
 // SetHolder assigns ip to droplet at once (0 unassigns), as another actor would.
@@ -126,7 +136,9 @@ func (s *Server) Holder(ip string) int {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	st.Requests, st.RateLimited = s.gate.Requests, s.gate.RateLimited
+	return st
 }
 
 // settle completes actions whose time has come; callers hold mu.
@@ -136,20 +148,14 @@ func (s *Server) settle(now time.Time) {
 
 type handler func(w http.ResponseWriter, r *http.Request, now time.Time)
 
-// api wraps a handler with auth, rate limiting and settling; it holds mu.
+// api wraps a handler with the gate (auth, rate limit) and settling; it
+// holds mu.
 func (s *Server) api(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		now := time.Now()
-		s.stats.Requests++
-		if r.Header.Get("Authorization") != "Bearer "+s.Token {
-			writeErr(w, http.StatusUnauthorized, "unauthorized", "Unable to authenticate you")
-			return
-		}
-		if !s.limit.Admit(w.Header(), now) {
-			s.stats.RateLimited++
-			writeErr(w, http.StatusTooManyRequests, "too_many_requests", "API Rate limit exceeded.")
+		if !s.gate.Pass(w, r, now) {
 			return
 		}
 		s.settle(now)

@@ -41,7 +41,7 @@ type Server struct {
 	actions *fakeapi.Actions[int64, int64] // on a floating IP id, to a server
 	delay   time.Duration
 	locked  int
-	limit   fakeapi.Window
+	gate    fakeapi.Gate
 	stats   Stats
 }
 
@@ -63,7 +63,17 @@ type fip struct {
 func New(token string, ips map[int64]string) *Server {
 	s := &Server{
 		Token: token, ips: map[int64]*fip{}, actions: fakeapi.NewActions[int64, int64](5000),
-		limit: fakeapi.Window{Limit: 3600, Reset: time.Second}, // Hetzner refills one a second
+		gate: fakeapi.Gate{
+			Authorized: fakeapi.Bearer(token),
+			Limit:      fakeapi.Window{Limit: 3600, Reset: time.Second}, // Hetzner refills one a second
+			Unauthorized: func(w http.ResponseWriter) {
+				writeErr(w, http.StatusUnauthorized, "unauthorized", "unable to authenticate")
+			},
+			Limited: func(w http.ResponseWriter) {
+				writeErr(w, http.StatusTooManyRequests, "rate_limit_exceeded", "limit of 3600 requests per hour reached")
+			},
+			RateLimitHeaders: true,
+		},
 	}
 	for id, ip := range ips {
 		s.ips[id] = &fip{id: id, ip: ip}
@@ -107,7 +117,7 @@ func (s *Server) FailLocked(n int) {
 func (s *Server) RateLimit(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.limit.CloseFor(time.Now(), d)
+	s.gate.Limit.CloseFor(time.Now(), d)
 }
 
 // SetHolder assigns floating IP id to server at once (0 unassigns).
@@ -129,7 +139,9 @@ func (s *Server) Holder(id int64) int64 {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	st.Requests, st.RateLimited = s.gate.Requests, s.gate.RateLimited
+	return st
 }
 
 func (s *Server) settle(now time.Time) {
@@ -143,14 +155,7 @@ func (s *Server) api(h handler) http.HandlerFunc {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		now := time.Now()
-		s.stats.Requests++
-		if r.Header.Get("Authorization") != "Bearer "+s.Token {
-			writeErr(w, http.StatusUnauthorized, "unauthorized", "unable to authenticate")
-			return
-		}
-		if !s.limit.Admit(w.Header(), now) {
-			s.stats.RateLimited++
-			writeErr(w, http.StatusTooManyRequests, "rate_limit_exceeded", "limit of 3600 requests per hour reached")
+		if !s.gate.Pass(w, r, now) {
 			return
 		}
 		s.settle(now)

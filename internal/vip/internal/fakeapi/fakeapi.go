@@ -1,12 +1,14 @@
-// Package fakeapi is plumbing the local cloud-API fakes (dofake, hcloudfake)
-// share: the rate-limit window they close on demand with the RateLimit-*
-// headers that go with it, and asynchronous actions that move an IP once
-// their delay has passed.
+// Package fakeapi is plumbing the local cloud-API fakes (dofake, hcloudfake,
+// ec2fake) share: the gate every request passes first (credentials, then the
+// rate limit), the rate-limit window they close on demand with the
+// RateLimit-* headers that go with it, and asynchronous actions that move an
+// IP once their delay has passed.
 package fakeapi
 
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -25,12 +27,16 @@ type Window struct {
 // CloseFor refuses every request from now until d has passed.
 func (w *Window) CloseFor(now time.Time, d time.Duration) { w.closedTill = now.Add(d) }
 
+// Open reports whether a request at now is admitted, without headers (EC2
+// sends none).
+func (w *Window) Open(now time.Time) bool { return !now.Before(w.closedTill) }
+
 // Admit sets the RateLimit-Limit, -Remaining and -Reset headers on h for a
 // request at now and reports whether the request may go on; when it may not,
 // the caller answers 429.
 func (w *Window) Admit(h http.Header, now time.Time) bool {
 	h.Set("RateLimit-Limit", strconv.Itoa(w.Limit))
-	if now.Before(w.closedTill) {
+	if !w.Open(now) {
 		// RateLimit-Reset is a Unix time in whole seconds; round up so a
 		// client that honours it never comes back early.
 		reset := w.closedTill.Unix()
@@ -104,5 +110,57 @@ func (as *Actions[IP, H]) Settle(now time.Time, set func(ip IP, holder H)) {
 		}
 		a.Finished = true
 		set(a.IP, a.Holder)
+	}
+}
+
+// Gate is what every request to a fake passes before its handler: it is
+// counted, its credentials are checked, then the rate limit. Refusals are
+// answered in the cloud's own error format. Not safe for concurrent use; the
+// fakes hold their own mutex around Pass and the handler.
+type Gate struct {
+	// Authorized reports whether the request carries the fake's credentials.
+	Authorized func(r *http.Request) bool
+	// Limit is the rate limit; with RateLimitHeaders every answer carries
+	// the RateLimit-* headers (DigitalOcean, Hetzner; EC2 sends none).
+	Limit            Window
+	RateLimitHeaders bool
+	// Unauthorized and Limited write the cloud's answers to a request
+	// without valid credentials and to one over the rate limit.
+	Unauthorized, Limited func(w http.ResponseWriter)
+
+	// Requests counts every request; RateLimited those refused by Limit.
+	Requests, RateLimited int
+}
+
+// Pass reports whether the request at now may reach the handler; when it may
+// not, Pass has answered it.
+func (g *Gate) Pass(w http.ResponseWriter, r *http.Request, now time.Time) bool {
+	g.Requests++
+	if !g.Authorized(r) {
+		g.Unauthorized(w)
+		return false
+	}
+	open := g.Limit.Open(now)
+	if g.RateLimitHeaders {
+		open = g.Limit.Admit(w.Header(), now)
+	}
+	if !open {
+		g.RateLimited++
+		g.Limited(w)
+		return false
+	}
+	return true
+}
+
+// Bearer accepts requests with "Authorization: Bearer token".
+func Bearer(token string) func(r *http.Request) bool {
+	return func(r *http.Request) bool { return r.Header.Get("Authorization") == "Bearer "+token }
+}
+
+// SigV4Key accepts AWS Signature Version 4 requests signed with accessKey;
+// the signature itself is the SDK's business.
+func SigV4Key(accessKey string) func(r *http.Request) bool {
+	return func(r *http.Request) bool {
+		return strings.HasPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential="+accessKey+"/")
 	}
 }

@@ -2,6 +2,7 @@ package fakeapi
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"testing"
 	"time"
@@ -75,5 +76,73 @@ func TestActions(t *testing.T) {
 	as.Settle(now, set)
 	if !u.Finished || holder["192.0.2.1"] != 0 {
 		t.Fatalf("unassign: %+v, holder %v", u, holder)
+	}
+}
+
+func TestGate(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	newGate := func(headers bool) *Gate {
+		return &Gate{
+			Authorized:       Bearer("tok"),
+			Limit:            Window{Limit: 10, Reset: time.Second},
+			RateLimitHeaders: headers,
+			Unauthorized:     func(w http.ResponseWriter) { w.WriteHeader(http.StatusUnauthorized) },
+			Limited:          func(w http.ResponseWriter) { w.WriteHeader(http.StatusTooManyRequests) },
+		}
+	}
+	tests := []struct {
+		name     string
+		headers  bool
+		auth     string
+		closed   bool
+		pass     bool
+		code     int
+		limitHdr string
+		limited  int
+	}{
+		{"authorized", true, "Bearer tok", false, true, http.StatusOK, "10", 0},
+		{"wrong token", true, "Bearer nope", false, false, http.StatusUnauthorized, "", 0},
+		{"no token while limited: auth first", true, "", true, false, http.StatusUnauthorized, "", 0},
+		{"rate limited", true, "Bearer tok", true, false, http.StatusTooManyRequests, "10", 1},
+		{"rate limited, no headers", false, "Bearer tok", true, false, http.StatusTooManyRequests, "", 1},
+		{"open, no headers", false, "Bearer tok", false, true, http.StatusOK, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGate(tt.headers)
+			if tt.closed {
+				g.Limit.CloseFor(now, time.Minute)
+			}
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			if tt.auth != "" {
+				r.Header.Set("Authorization", tt.auth)
+			}
+			w := httptest.NewRecorder()
+			if got := g.Pass(w, r, now); got != tt.pass {
+				t.Fatalf("Pass = %v, want %v", got, tt.pass)
+			}
+			if w.Code != tt.code || w.Header().Get("RateLimit-Limit") != tt.limitHdr {
+				t.Errorf("answer %d with RateLimit-Limit %q, want %d and %q", w.Code, w.Header().Get("RateLimit-Limit"), tt.code, tt.limitHdr)
+			}
+			if g.Requests != 1 || g.RateLimited != tt.limited {
+				t.Errorf("counted %d requests, %d rate-limited; want 1, %d", g.Requests, g.RateLimited, tt.limited)
+			}
+		})
+	}
+}
+
+func TestSigV4Key(t *testing.T) {
+	ok := SigV4Key("AKID")
+	for auth, want := range map[string]bool{
+		"AWS4-HMAC-SHA256 Credential=AKID/20260101/eu-west-1/ec2/aws4_request, Signature=x": true,
+		"AWS4-HMAC-SHA256 Credential=OTHER/20260101/eu-west-1/ec2/aws4_request":             false,
+		"AWS4-HMAC-SHA256 Credential=AKIDX/20260101":                                        false,
+		"": false,
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.Header.Set("Authorization", auth)
+		if got := ok(r); got != want {
+			t.Errorf("SigV4Key(AKID)(%q) = %v, want %v", auth, got, want)
+		}
 	}
 }

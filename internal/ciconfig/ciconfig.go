@@ -1,0 +1,112 @@
+// Package ciconfig renders the CI pipelines 'tandem ci init' writes: one
+// template per CI system (embedded from templates/), filled from what the
+// project's pyproject.toml and layout say.
+package ciconfig
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+
+	"github.com/tandem-ha/tandem/internal/pyproject"
+)
+
+//go:embed templates/*.tmpl
+var templateFS embed.FS
+
+var templates = template.Must(template.ParseFS(templateFS, "templates/*.tmpl"))
+
+// forge is one CI system tandem can write a pipeline for.
+type forge struct {
+	path     string // the pipeline file, relative to the project
+	template string // its template in templates/
+}
+
+var forges = map[string]forge{
+	"gitlab":  {".gitlab-ci.yml", "gitlab-ci.yml.tmpl"},
+	"github":  {".github/workflows/tandem.yml", "actions.yml.tmpl"},
+	"gitea":   {".gitea/workflows/tandem.yml", "actions.yml.tmpl"},
+	"forgejo": {".forgejo/workflows/tandem.yml", "actions.yml.tmpl"},
+}
+
+// Path returns where forge's pipeline lives in a project, and whether forge
+// is known.
+func Path(forgeName string) (string, bool) {
+	f, ok := forges[strings.ToLower(forgeName)]
+	return f.path, ok
+}
+
+// Data fills the pipeline templates.
+type Data struct {
+	Forge   string
+	Name    string
+	Apt     string // Debian packages the jobs install
+	Test    string // shell command that runs the project's tests
+	Image   string
+	RunsOn  string
+	Upload  string // upload-artifact action reference
+	Package string // tandem package invocation
+}
+
+// Render returns the pipeline for the project in dir on forgeName.
+func Render(forgeName, dir string) ([]byte, error) {
+	name := strings.ToLower(forgeName)
+	f, ok := forges[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown CI system %q: use gitlab, github, gitea or forgejo", forgeName)
+	}
+	var buf bytes.Buffer
+	if err := templates.ExecuteTemplate(&buf, f.template, DataFor(name, dir)); err != nil {
+		return nil, fmt.Errorf("render the %s pipeline: %w", name, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// DataFor inspects the project in dir to choose the test command and packages.
+func DataFor(forge, dir string) Data {
+	d := Data{
+		Forge:   forge,
+		Name:    filepath.Base(mustAbsDir(dir)),
+		Apt:     "ca-certificates curl git lintian python3 python3-venv python3-pip python3-setuptools python3-wheel",
+		Test:    "python3 -m unittest discover -s tests -v",
+		Image:   "debian:bookworm",
+		RunsOn:  "ubuntu-latest",
+		Upload:  "actions/upload-artifact@v4",
+		Package: "tandem package . --out dist",
+	}
+	if p, err := pyproject.Load(dir); err == nil {
+		d.Name = p.Name
+		for _, r := range p.Dependencies {
+			if r.Normalized() == "gunicorn" && p.Tandem.SystemSitePackages {
+				d.Apt += " python3-gunicorn"
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "src")); err == nil {
+		d.Test = "PYTHONPATH=src " + d.Test
+	}
+	if data, err := os.ReadFile(filepath.Join(dir, "pyproject.toml")); err == nil && strings.Contains(string(data), "[tool.pytest") {
+		d.Apt += " python3-pytest"
+		d.Test = strings.Replace(d.Test, "python3 -m unittest discover -s tests -v", "python3 -m pytest", 1)
+	}
+	switch forge {
+	case "gitea":
+		// act_runner runs JavaScript actions with node inside the job container.
+		d.Image, d.Upload = "node:20-bookworm", "actions/upload-artifact@v3"
+	case "forgejo":
+		d.Image, d.RunsOn, d.Upload = "node:20-bookworm", "docker", "https://code.forgejo.org/forgejo/upload-artifact@v4"
+	}
+	return d
+}
+
+func mustAbsDir(dir string) string {
+	a, err := filepath.Abs(dir)
+	if err != nil {
+		return dir
+	}
+	return a
+}

@@ -1,0 +1,127 @@
+package labcluster
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tandem-ha/tandem/examples"
+	"github.com/tandem-ha/tandem/internal/config"
+	"github.com/tandem-ha/tandem/internal/debpkg"
+	"github.com/tandem-ha/tandem/internal/lab"
+	"github.com/tandem-ha/tandem/internal/pyproject"
+	"github.com/tandem-ha/tandem/packaging"
+)
+
+// TestRenderConfigRoundTrips renders each kind of lab node's tandem.toml and
+// loads it back with config.Parse: it must validate, keep what the lab set,
+// and leave every unset key to config's defaults.
+func TestRenderConfigRoundTrips(t *testing.T) {
+	app := lab.NodeStatus{Name: "node1", Role: lab.RoleApp, Address: "10.77.0.11"}
+	witness := lab.NodeStatus{Name: "witness", Role: lab.RoleWitness, Address: "10.77.0.10"}
+	tests := []struct {
+		name  string
+		node  lab.NodeStatus
+		extra string
+		check func(t *testing.T, c *config.Config)
+	}{
+		{"app", app, "", func(t *testing.T, c *config.Config) {
+			if c.VIP.Provider != config.ProviderLinux || c.VIP.Address != lab.FloatingIP.String()+"/24" || c.VIP.Linux.Interface != "eth0" {
+				t.Errorf("vip = %+v", c.VIP)
+			}
+			if len(c.Health) != 1 || c.Health[0].Target != "http://127.0.0.1:8000/healthz" || c.Health[0].JSONWant != "ok" {
+				t.Errorf("health = %+v", c.Health)
+			}
+			if c.Hooks.Promote != HookScript || c.Hooks.Demote != HookScript || c.Hooks.Fault != HookScript {
+				t.Errorf("hooks = %+v", c.Hooks)
+			}
+			// Unset keys get their defaults, as in a hand-written file.
+			if c.Metrics.Listen != ":9746" || c.VIP.Linux.GARPCount != 5 || c.Failover.MaxMovesPerHour != 6 {
+				t.Errorf("defaults not applied: metrics %q, garp_count %d, max_moves_per_hour %d",
+					c.Metrics.Listen, c.VIP.Linux.GARPCount, c.Failover.MaxMovesPerHour)
+			}
+		}},
+		{"witness", witness, "", func(t *testing.T, c *config.Config) {
+			if c.VIP.Provider != "" || len(c.Health) != 0 || c.Hooks.Promote != "" {
+				t.Errorf("a witness got app settings: vip %+v, health %+v, hooks %+v", c.VIP, c.Health, c.Hooks)
+			}
+		}},
+		{"extra", app, "[failover]\nmax_moves_per_hour = 100\ncooloff = \"1s\"\n", func(t *testing.T, c *config.Config) {
+			if c.Failover.MaxMovesPerHour != 100 || c.Failover.Cooloff.D() != time.Second {
+				t.Errorf("extra not applied: %+v", c.Failover)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in, err := NodeConfig(tt.node, tt.extra)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := RenderConfig(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(data), `""`) || strings.Contains(string(data), "= 0\n") {
+				t.Errorf("rendered zero values:\n%s", data)
+			}
+			t.Logf("rendered:\n%s", data)
+			c, err := config.Parse("tandem.toml", data)
+			if err != nil {
+				t.Fatalf("config.Parse of the rendered file: %v\n%s", err, data)
+			}
+			if c.Node.Name != tt.node.Name || c.Node.Role != tt.node.Role {
+				t.Errorf("node = %+v, want %s (%s)", c.Node, tt.node.Name, tt.node.Role)
+			}
+			if ap, err := netip.ParseAddrPort(c.Cluster.Listen); err != nil || ap.Addr().String() != tt.node.Address || ap.Port() != Port {
+				t.Errorf("listen = %q", c.Cluster.Listen)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestNodeConfigRejectsUnknownExtra(t *testing.T) {
+	_, err := NodeConfig(lab.NodeStatus{Name: "node1", Role: lab.RoleApp, Address: "10.77.0.11"}, "[failover]\nmax_move = 1\n")
+	if err == nil {
+		t.Fatal("an unknown key in the extra configuration was accepted")
+	}
+}
+
+func TestLabRolesAreConfigRoles(t *testing.T) {
+	if lab.RoleApp != config.RoleApp || lab.RoleWitness != config.RoleWitness {
+		t.Errorf("lab roles %q/%q differ from config's %q/%q", lab.RoleApp, lab.RoleWitness, config.RoleApp, config.RoleWitness)
+	}
+}
+
+// TestLabDepsPackageTheSite checks that every Debian package the example
+// site's dependencies resolve to offline is in packaging/lab-deps.txt, the
+// list make deps installs: its lack is what broke a fresh 'make lab'.
+func TestLabDepsPackageTheSite(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, mustSub(examples.Pysite, "pysite")); err != nil {
+		t.Fatal(err)
+	}
+	p, err := pyproject.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Tandem.SystemSitePackages {
+		t.Fatal("the example site no longer reuses Debian's packages; revisit packaging/lab-deps.txt")
+	}
+	deps := packaging.LabDeps()
+	want := []string{"python3", "python3-venv", "python3-pip", "python3-setuptools", "python3-wheel"}
+	for _, r := range p.Dependencies {
+		pkgs, _ := debpkg.DebianName(r.Normalized(), nil)
+		want = append(want, pkgs[0])
+	}
+	for _, pkg := range want {
+		if !slices.Contains(deps, pkg) {
+			t.Errorf("packaging the example site needs %s, which %s lacks", pkg, filepath.Join("packaging", "lab-deps.txt"))
+		}
+	}
+}
