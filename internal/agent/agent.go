@@ -44,9 +44,16 @@ type Agent struct {
 	ops     *ops.Service
 }
 
+// InitOptions says how to found a cluster.
+type InitOptions = cluster.FoundOptions
+
+// Initialized reports whether the node with this data directory has
+// founded or joined a cluster.
+func Initialized(dataDir string) bool { return cluster.Initialized(dataDir) }
+
 // Init founds a cluster of one on this node: the CA, this node's
 // certificate and a join token.
-func Init(ctx context.Context, cfg *config.Config, log *slog.Logger, o cluster.FoundOptions) (pki.Token, error) {
+func Init(ctx context.Context, cfg *config.Config, log *slog.Logger, o InitOptions) (pki.Token, error) {
 	if cfg.Node.Role != config.RoleApp {
 		return pki.Token{}, errors.New("init must run on an app node: a witness holds no CA key; run 'tandem init' on an app node and 'tandem join --witness' here")
 	}

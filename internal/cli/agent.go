@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tandem-ha/tandem/internal/agent"
-	"github.com/tandem-ha/tandem/internal/cluster"
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/prereq"
 )
@@ -67,7 +66,7 @@ with an on-link (linux) VIP, join the witness first.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			tok, err := agent.Init(ctx, cfg, e.logger, cluster.FoundOptions{TokenTTL: ttl, TokenUses: uses})
+			tok, err := agent.Init(ctx, cfg, e.logger, agent.InitOptions{TokenTTL: ttl, TokenUses: uses})
 			if err != nil {
 				return err
 			}
@@ -151,7 +150,7 @@ func waitForConfig(ctx context.Context, e *env) (*config.Config, error) {
 	if err == nil {
 		return cfg, nil
 	}
-	if cluster.Initialized(config.DataDir(e.configPath)) {
+	if agent.Initialized(config.DataDir(e.configPath)) {
 		return nil, &UsageError{Err: err}
 	}
 	last := err.Error()

@@ -40,7 +40,7 @@ func TestRenderConfigRoundTrips(t *testing.T) {
 				t.Errorf("hooks = %+v", c.Hooks)
 			}
 			// Unset keys get their defaults, as in a hand-written file.
-			if c.Metrics.Listen != ":9746" || c.VIP.Linux.GARPCount != 5 || c.Failover.MaxMovesPerHour != 6 {
+			if c.Metrics.Listen != "127.0.0.1:9746" || c.VIP.Linux.GARPCount != 5 || c.Failover.MaxMovesPerHour != 6 {
 				t.Errorf("defaults not applied: metrics %q, garp_count %d, max_moves_per_hour %d",
 					c.Metrics.Listen, c.VIP.Linux.GARPCount, c.Failover.MaxMovesPerHour)
 			}

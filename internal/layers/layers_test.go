@@ -26,6 +26,7 @@ const (
 	cluster    = "cluster"    // raft, mTLS, joins, the CA
 	cfg        = "config"     // the tandem.toml schema
 	api        = "api"        // the CLI<->agent local API
+	ops        = "ops"        // cluster operations and status over the local API
 	agent      = "agent"      // the composition root: wires everything, decides nothing
 	tooling    = "tooling"    // lab, packaging and CI tooling the CLI drives, never the agent
 	cli        = "cli"        // subcommands, flags, exit codes
@@ -45,6 +46,7 @@ var layerOf = map[string]string{
 	"internal/vip/internal/retry":    leaf,
 	"internal/vip/internal/fakeapi":  leaf,
 	"internal/vip/internal/netnsrun": leaf,
+	"internal/vip/internal/samehost": leaf,
 	"internal/labprobe":              leaf,
 	"packaging":                      leaf,
 	"examples":                       leaf,
@@ -74,6 +76,8 @@ var layerOf = map[string]string{
 
 	"internal/localapi": api,
 
+	"internal/ops": ops,
+
 	"internal/agent": agent,
 
 	"internal/debpkg":     tooling,
@@ -99,7 +103,8 @@ var mayImport = map[string][]string{
 	cluster:    {leaf, state, cluster},
 	cfg:        {leaf},
 	api:        {leaf, state},
-	agent:      {leaf, state, controller, provider, cluster, cfg, api},
+	ops:        {leaf, state, controller, cluster, api},
+	agent:      {leaf, state, controller, provider, cluster, cfg, api, ops},
 	tooling:    {leaf, tooling, cfg, api},
 	cli:        {leaf, state, cfg, api, agent, tooling},
 	binary:     {cli},
