@@ -44,8 +44,12 @@ type Agent struct {
 	ops     *ops.Service
 }
 
-// InitOptions says how to found a cluster.
-type InitOptions = cluster.FoundOptions
+// InitOptions says how to found a cluster and which join tokens to print.
+type (
+	InitOptions = cluster.FoundOptions
+	TokenSpec   = cluster.TokenSpec
+	IssuedToken = cluster.IssuedToken
+)
 
 // Initialized reports whether the node with this data directory has
 // founded or joined a cluster.
@@ -53,9 +57,9 @@ func Initialized(dataDir string) bool { return cluster.Initialized(dataDir) }
 
 // Init founds a cluster of one on this node: the CA, this node's
 // certificate and a join token.
-func Init(ctx context.Context, cfg *config.Config, log *slog.Logger, o InitOptions) (pki.Token, error) {
+func Init(ctx context.Context, cfg *config.Config, log *slog.Logger, o InitOptions) ([]IssuedToken, error) {
 	if cfg.Node.Role != config.RoleApp {
-		return pki.Token{}, errors.New("init must run on an app node: a witness holds no CA key; run 'tandem init' on an app node and 'tandem join --witness' here")
+		return nil, errors.New("init must run on an app node: a witness holds no CA key; run 'tandem init' on an app node and 'tandem join --witness' here")
 	}
 	return cluster.Found(ctx, clusterOptions(cfg, log, nil, state.New()), o)
 }

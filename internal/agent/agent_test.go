@@ -18,7 +18,20 @@ import (
 	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/localapi"
+	"github.com/tandem-ha/tandem/internal/pki"
 )
+
+// twoTokens asks Init for what 'tandem init' prints by default: one
+// single-use token for a witness and one for an app node.
+var twoTokens = cluster.FoundOptions{TokenTTL: time.Hour, Tokens: []cluster.TokenSpec{{Role: "witness", Uses: 1}, {Role: "app", Uses: 1}}}
+
+func byRole(issued []cluster.IssuedToken) map[string]pki.Token {
+	out := map[string]pki.Token{}
+	for _, t := range issued {
+		out[t.Role] = t.Token
+	}
+	return out
+}
 
 func freePort(t *testing.T) string {
 	t.Helper()
@@ -146,10 +159,12 @@ func TestThreeAgents(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
 
-	tok, err := Init(ctx, n1, log, cluster.FoundOptions{TokenTTL: time.Hour})
+	issued, err := Init(ctx, n1, log, twoTokens)
 	if err != nil {
 		t.Fatalf("Init: %v", err)
 	}
+	toks := byRole(issued)
+	tok := toks["app"]
 	if _, err := Init(ctx, n1, log, cluster.FoundOptions{TokenTTL: time.Hour}); err == nil || !strings.Contains(err.Error(), "already part of a cluster") {
 		t.Fatalf("second Init = %v; want 'already part of a cluster'", err)
 	}
@@ -172,8 +187,12 @@ func TestThreeAgents(t *testing.T) {
 		t.Fatalf("members after a refused join = %d; want 1", got)
 	}
 
+	// A token admits only the role it was made for.
+	if err := Join(ctx, w, n1.Cluster.Advertise, tok.String()); err == nil || !strings.Contains(err.Error(), "admits app nodes only") {
+		t.Fatalf("witness joining with the app token = %v; want refused, naming the token's role", err)
+	}
 	for _, c := range []*config.Config{w, n2} {
-		if err := Join(ctx, c, n1.Cluster.Advertise, tok.String()); err != nil {
+		if err := Join(ctx, c, n1.Cluster.Advertise, toks[c.Node.Role].String()); err != nil {
 			t.Fatalf("Join(%s): %v", c.Node.Name, err)
 		}
 		// Joined but not running: shown, not counted.
@@ -272,14 +291,15 @@ func TestPreemptionFromConfig(t *testing.T) {
 			w := testConfigWith(t, dir, "witness", "witness", "none", "")
 			log := slog.New(slog.NewTextHandler(io.Discard, nil))
 			ctx := context.Background()
-			tok, err := Init(ctx, n1, log, cluster.FoundOptions{TokenTTL: time.Hour})
+			issued, err := Init(ctx, n1, log, twoTokens)
 			if err != nil {
 				t.Fatalf("Init: %v", err)
 			}
+			toks := byRole(issued)
 			a1 := start(t, n1)
 			waitFor(t, 10*time.Second, "node1 to hold", func() bool { return status(n1).Holder.Node == "node1" })
 			for _, c := range []*config.Config{w, n2} {
-				if err := Join(ctx, c, n1.Cluster.Advertise, tok.String()); err != nil {
+				if err := Join(ctx, c, n1.Cluster.Advertise, toks[c.Node.Role].String()); err != nil {
 					t.Fatalf("Join(%s): %v", c.Node.Name, err)
 				}
 				start(t, c)

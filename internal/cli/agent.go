@@ -2,9 +2,12 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -46,59 +49,101 @@ API on a unix socket and Prometheus metrics. It reads --config
 
 func newInitCmd(e *env) *cobra.Command {
 	var ttl time.Duration
-	var uses int
-	var noStart bool
+	var appUses int
+	var witnessToken, noStart, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "init",
-		Short: "Create a new cluster on this node and print a join token",
+		Short: "Create a new cluster on this node and print its first join tokens",
 		Long: `init creates the cluster CA and this node's certificate under the data
-directory, starts a cluster of one and prints a join token that pins the CA's
-hash. Run 'tandem join --token TOKEN THIS_NODE:7946' on every other node;
-with an on-link (linux) VIP, join the witness first.`,
+directory, starts a cluster of one and prints join tokens that pin the CA's
+hash: one for a witness and one for an app node, each good for one join
+(standard output: one "ROLE TOKEN" line each). Hand each to its node in a
+file and run 'tandem join --token-file FILE THIS_NODE:7946' there; with an
+on-link (linux) VIP, join the witness first. Make more with 'tandem token
+create'.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if ttl <= 0 || uses < 0 {
-				return &UsageError{Err: fmt.Errorf("--token-ttl must be positive and --token-uses 0 or more")}
+			if ttl <= 0 || appUses < 0 {
+				return &UsageError{Err: fmt.Errorf("--token-ttl must be positive and --app-token-uses 0 or more")}
 			}
 			cfg, err := e.loadConfig()
 			if err != nil {
 				return err
 			}
+			o := agent.InitOptions{TokenTTL: ttl}
+			if witnessToken {
+				o.Tokens = append(o.Tokens, agent.TokenSpec{Role: config.RoleWitness, Uses: 1})
+			}
+			if appUses > 0 {
+				o.Tokens = append(o.Tokens, agent.TokenSpec{Role: config.RoleApp, Uses: appUses})
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			tok, err := agent.Init(ctx, cfg, e.logger, agent.InitOptions{TokenTTL: ttl, TokenUses: uses})
+			toks, err := agent.Init(ctx, cfg, e.logger, o)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stderr, "cluster created on %s; join other nodes with:\n  tandem join --token %s %s\n", cfg.Node.Name, tok.String(), cfg.Cluster.Advertise)
-			fmt.Fprintln(e.stdout, tok.String())
+			if asJSON {
+				type tokenJSON struct {
+					Role    string    `json:"role"`
+					Token   string    `json:"token"`
+					Uses    int       `json:"uses"`
+					Expires time.Time `json:"expires"`
+				}
+				out := struct {
+					Node   string      `json:"node"`
+					Tokens []tokenJSON `json:"tokens"`
+				}{Node: cfg.Node.Name, Tokens: []tokenJSON{}}
+				for _, t := range toks {
+					out.Tokens = append(out.Tokens, tokenJSON{Role: t.Role, Token: t.Token.String(), Uses: t.Uses, Expires: t.Expires})
+				}
+				if err := writeJSON(e.stdout, out); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(e.stderr, "cluster created on %s; join the other nodes (the witness first) with:\n", cfg.Node.Name)
+				for _, t := range toks {
+					flag := ""
+					if t.Role == config.RoleWitness {
+						flag = " --witness"
+					}
+					fmt.Fprintf(e.stderr, "  %-8s tandem join%s --token-file FILE %s   (FILE holds its token below)\n", t.Role+":", flag, cfg.Cluster.Advertise)
+					fmt.Fprintf(e.stdout, "%s %s\n", t.Role, t.Token.String())
+				}
+			}
 			if !noStart {
 				startService(e)
 			}
 			return nil
 		},
 	}
-	cmd.Flags().DurationVar(&ttl, "token-ttl", 24*time.Hour, "how long the printed join token is valid")
-	cmd.Flags().IntVar(&uses, "token-uses", 0, "how many joins the token allows (0: unlimited until it expires)")
+	cmd.Flags().DurationVar(&ttl, "token-ttl", 24*time.Hour, "how long the printed join tokens are valid")
+	cmd.Flags().IntVar(&appUses, "app-token-uses", 1, "how many app nodes the app token admits (0: print no app token)")
+	cmd.Flags().BoolVar(&witnessToken, "witness-token", true, "print a token for one witness")
 	cmd.Flags().BoolVar(&noStart, "no-start", false, "do not start tandem.service afterwards")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
 func newJoinCmd(e *env) *cobra.Command {
-	var token string
+	var token, tokenFile string
 	var witness, noStart bool
 	cmd := &cobra.Command{
-		Use:   "join --token TOKEN ADDR [--witness]",
+		Use:   "join (--token-file FILE | --token TOKEN) ADDR [--witness]",
 		Short: "Join this node to the cluster at ADDR (IP:PORT of an app node)",
 		Long: `join checks that the cluster at ADDR has the CA the token pins, obtains a
 certificate for this node and joins the raft cluster as a voter. A wrong,
-expired or used-up token, or a CA that does not match, is refused and changes
-nothing. --witness joins a witness: it votes but never holds the IP; its
-tandem.toml must say role = "witness".`,
+expired or used-up token, a token for the other role, or a CA that does not
+match, is refused and changes nothing. --witness joins a witness: it votes
+but never holds the IP; its tandem.toml must say role = "witness".
+
+Pass the token in a file (--token-file FILE, or - for standard input):
+other users on this machine can read a command line.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if token == "" {
-				return &UsageError{Err: fmt.Errorf("--token is required (print one with 'tandem token create' on a member)")}
+			tok, err := readToken(e, token, tokenFile)
+			if err != nil {
+				return err
 			}
 			cfg, err := e.loadConfig()
 			if err != nil {
@@ -112,7 +157,7 @@ tandem.toml must say role = "witness".`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			if err := agent.Join(ctx, cfg, args[0], token); err != nil {
+			if err := agent.Join(ctx, cfg, args[0], tok); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s joined the cluster via %s\n", cfg.Node.Name, args[0])
@@ -122,10 +167,40 @@ tandem.toml must say role = "witness".`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&token, "token", "", "join token from 'tandem init' or 'tandem token create'")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the join token ('-': standard input)")
+	cmd.Flags().StringVar(&token, "token", "", "the join token itself (visible to other local users; prefer --token-file)")
 	cmd.Flags().BoolVar(&witness, "witness", false, "join as a witness (votes, never holds the IP)")
 	cmd.Flags().BoolVar(&noStart, "no-start", false, "do not start tandem.service afterwards")
 	return cmd
+}
+
+// readToken returns the join token from --token or --token-file (a path,
+// or - for standard input), with surrounding space removed.
+func readToken(e *env, token, file string) (string, error) {
+	switch {
+	case token != "" && file != "":
+		return "", &UsageError{Err: errors.New("give the token once: --token-file or --token, not both")}
+	case token != "":
+		return strings.TrimSpace(token), nil
+	case file == "":
+		return "", &UsageError{Err: errors.New("a join token is required: --token-file FILE (or - for standard input); create one with 'tandem token create' on an app node")}
+	}
+	var b []byte
+	var err error
+	if file == "-" {
+		b, err = io.ReadAll(io.LimitReader(e.stdin, 4096))
+	} else {
+		b, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return "", &UsageError{Err: fmt.Errorf("read the join token: %w", err)}
+	}
+	// A file may hold init's "ROLE TOKEN" line: take the last field.
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return "", &UsageError{Err: fmt.Errorf("the token file %s is empty", file)}
+	}
+	return fields[len(fields)-1], nil
 }
 
 // startService starts the agent under systemd when there is one. The agent

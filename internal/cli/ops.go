@@ -132,24 +132,37 @@ func orDash(s string) string {
 }
 
 func newTokenCmd(e *env) *cobra.Command {
-	cmd := &cobra.Command{Use: "token", Short: "Manage join tokens"}
+	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke join tokens"}
+	cmd.AddCommand(newTokenCreateCmd(e), newTokenListCmd(e), newTokenRevokeCmd(e))
+	return cmd
+}
+
+func newTokenCreateCmd(e *env) *cobra.Command {
 	var ttl time.Duration
 	var uses int
+	var role string
 	var asJSON bool
-	create := &cobra.Command{
-		Use:   "create [--ttl D] [--uses N]",
-		Short: "Create a join token that pins this cluster's CA",
-		Args:  cobra.NoArgs,
+	cmd := &cobra.Command{
+		Use:   "create [--role app|witness] [--ttl D] [--uses N]",
+		Short: "Create a join token for one role that pins this cluster's CA",
+		Long: `create prints a join token. It admits one node of the given role (app by
+default; a witness needs --role witness) once, within --ttl. Only app nodes
+create tokens. Hand it to the joining node through a file or standard input
+('tandem join --token-file'), not on a command line other users can read.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ttl <= 0 {
 				return &UsageError{Err: fmt.Errorf("--ttl must be positive, e.g. 24h")}
 			}
 			if uses < 0 {
-				return &UsageError{Err: fmt.Errorf("--uses must be 0 (unlimited) or more")}
+				return &UsageError{Err: fmt.Errorf("--uses must be 1 or more, or 0 for unlimited until it expires")}
+			}
+			if role != config.RoleApp && role != config.RoleWitness {
+				return &UsageError{Err: fmt.Errorf("--role %q: want app or witness", role)}
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
-			t, err := e.client().CreateToken(ctx, localapi.TokenRequest{TTL: ttl, Uses: uses})
+			t, err := e.client().CreateToken(ctx, localapi.TokenRequest{TTL: ttl, Uses: uses, Role: role})
 			if err != nil {
 				return err
 			}
@@ -160,11 +173,71 @@ func newTokenCmd(e *env) *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
-	create.Flags().IntVar(&uses, "uses", 0, "how many joins it allows (0: unlimited until it expires)")
-	create.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(create)
+	cmd.Flags().StringVar(&role, "role", config.RoleApp, "the role of the node it admits: app or witness")
+	cmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
+	cmd.Flags().IntVar(&uses, "uses", 1, "how many joins it allows (0: unlimited until it expires)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+func newTokenListCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "List join tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			l, err := e.client().ListTokens(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(e.stdout, l)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tROLE\tUSES LEFT\tEXPIRES\tSTATE")
+			for _, t := range l.Tokens {
+				uses := fmt.Sprint(t.UsesLeft)
+				if t.UsesLeft < 0 {
+					uses = "unlimited"
+				}
+				st := "valid"
+				switch {
+				case t.Expired:
+					st = "expired"
+				case t.UsesLeft == 0:
+					st = "used up"
+				}
+				role := t.Role
+				if role == "" {
+					role = "any"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.ID, role, uses, t.Expires.Local().Format(time.DateTime), st)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newTokenRevokeCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a join token at once (its ID from 'tandem token list')",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			if err := e.client().RevokeToken(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "revoked %s\n", args[0])
+			return nil
+		},
+	}
 }
 
 func newMaintenanceCmd(e *env) *cobra.Command {

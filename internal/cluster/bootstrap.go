@@ -82,65 +82,85 @@ func AdvertisedIPs(advertise string) []netip.Addr {
 
 // FoundOptions says how to found a cluster.
 type FoundOptions struct {
-	TokenTTL  time.Duration
-	TokenUses int // 0: unlimited until expiry
+	TokenTTL time.Duration
+	// Tokens are the join tokens to create, one per entry.
+	Tokens []TokenSpec
+}
+
+// TokenSpec asks for a join token for one role.
+type TokenSpec struct {
+	Role string // state.RoleApp or state.RoleWitness
+	Uses int    // joins it allows; 0: unlimited until it expires
+}
+
+// IssuedToken is a join token created for a role.
+type IssuedToken struct {
+	Role    string
+	Uses    int // 0: unlimited
+	Expires time.Time
+	Token   pki.Token
 }
 
 // Found creates the cluster CA and this node's certificate, bootstraps a
-// cluster of one from o (whose TLS it fills in) and returns a join token.
+// cluster of one from o (whose TLS it fills in) and returns the join
+// tokens f asks for.
 // It writes the marker last, once the raft store is closed again.
-func Found(ctx context.Context, o Options, f FoundOptions) (pki.Token, error) {
+func Found(ctx context.Context, o Options, f FoundOptions) ([]IssuedToken, error) {
 	if Initialized(o.DataDir) {
-		return pki.Token{}, alreadyMember(o.Name, o.DataDir, "to start over, stop the agent and remove "+o.DataDir)
+		return nil, alreadyMember(o.Name, o.DataDir, "to start over, stop the agent and remove "+o.DataDir)
 	}
 	now := time.Now()
 	ca, err := pki.NewCA(now)
 	if err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
+		return nil, fmt.Errorf("init: %w", err)
 	}
 	creds, err := ca.Issue(o.Name, AdvertisedIPs(o.Advertise), now)
 	if err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
+		return nil, fmt.Errorf("init: %w", err)
 	}
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
+		return nil, fmt.Errorf("init: %w", err)
 	}
 	if err := creds.Save(PKIDir(o.DataDir)); err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
+		return nil, fmt.Errorf("init: %w", err)
 	}
 	o.TLS = creds
 	node, err := New(ctx, o)
 	if err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
+		return nil, fmt.Errorf("init: %w", err)
 	}
-	tok, err := foundOn(ctx, node, f)
+	toks, err := foundOn(ctx, node, f)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if serr := node.Shutdown(sctx); err == nil && serr != nil {
 		err = fmt.Errorf("init: stop raft: %w", serr)
 	}
 	if err != nil {
-		return pki.Token{}, err
+		return nil, err
 	}
 	if err := writeMarker(o.DataDir, Marker{Name: o.Name, Role: o.Role, Created: now, Founder: true}); err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
+		return nil, fmt.Errorf("init: %w", err)
 	}
-	return tok, nil
+	return toks, nil
 }
 
-func foundOn(ctx context.Context, node *Node, f FoundOptions) (pki.Token, error) {
+func foundOn(ctx context.Context, node *Node, f FoundOptions) ([]IssuedToken, error) {
 	if err := node.Bootstrap(ctx); err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
+		return nil, fmt.Errorf("init: %w", err)
 	}
-	uses := f.TokenUses
-	if uses == 0 {
-		uses = -1
+	var out []IssuedToken
+	for _, spec := range f.Tokens {
+		uses := spec.Uses
+		if uses == 0 {
+			uses = -1
+		}
+		tok, err := node.CreateToken(ctx, f.TokenTTL, uses, spec.Role)
+		if err != nil {
+			return nil, fmt.Errorf("init: %w", err)
+		}
+		out = append(out, IssuedToken{Role: spec.Role, Uses: spec.Uses, Expires: node.now().Add(f.TokenTTL), Token: tok})
 	}
-	tok, err := node.CreateToken(ctx, f.TokenTTL, uses)
-	if err != nil {
-		return pki.Token{}, fmt.Errorf("init: %w", err)
-	}
-	return tok, nil
+	return out, nil
 }
 
 // JoinAndSave asks the cluster at addr to admit this node with token, then

@@ -240,6 +240,10 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	if req.Role != state.RoleApp && req.Role != state.RoleWitness {
 		return joinReply{}, fmt.Errorf("%w: role %q: want %q or %q", state.ErrInvalid, req.Role, state.RoleApp, state.RoleWitness)
 	}
+	if want := n.machine.View().Tokens[req.TokenID].Role; want != "" && want != req.Role {
+		return joinReply{}, fmt.Errorf("%w: this token admits %s nodes only, not %s nodes; create one with 'tandem token create --role %s' on an app node",
+			state.ErrBadToken, want, req.Role, req.Role)
+	}
 	if _, err := checkHostPort(req.Advertise); err != nil {
 		return joinReply{}, fmt.Errorf("%w: advertise address %v", state.ErrInvalid, err)
 	}
@@ -387,7 +391,7 @@ func precheckToken(view state.Snapshot, use state.UseToken) error {
 // CreateToken makes a join token pinned to this cluster's CA and commits
 // its record (ID, secret hash, expiry, uses; -1 uses is unlimited). The
 // secret exists only in the returned token.
-func (n *Node) CreateToken(ctx context.Context, ttl time.Duration, uses int) (pki.Token, error) {
+func (n *Node) CreateToken(ctx context.Context, ttl time.Duration, uses int, role string) (pki.Token, error) {
 	if n.role != state.RoleApp {
 		return pki.Token{}, fmt.Errorf("create token: %w: %s is a %s, which holds no CA key and admits nobody; run 'tandem token create' on an app node",
 			state.ErrForbidden, n.name, n.role)
@@ -403,7 +407,10 @@ func (n *Node) CreateToken(ctx context.Context, ttl time.Duration, uses int) (pk
 		return pki.Token{}, err
 	}
 	now := n.now()
-	rec := state.Token{ID: tok.ID, SecretHash: tok.SecretHash(), Expires: now.Add(ttl), UsesLeft: uses, Created: now}
+	if role != "" && role != state.RoleApp && role != state.RoleWitness {
+		return pki.Token{}, fmt.Errorf("create token: role %q: want %q or %q", role, state.RoleApp, state.RoleWitness)
+	}
+	rec := state.Token{ID: tok.ID, SecretHash: tok.SecretHash(), Expires: now.Add(ttl), UsesLeft: uses, Created: now, Role: role}
 	if err := n.Apply(ctx, state.AddToken{Token: rec}); err != nil {
 		return pki.Token{}, fmt.Errorf("create token: %w", err)
 	}

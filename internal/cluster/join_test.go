@@ -93,7 +93,7 @@ func TestJoinOverTLS(t *testing.T) {
 	if err := a.Bootstrap(ctx); !errors.Is(err, ErrAlreadyBootstrapped) {
 		t.Errorf("second Bootstrap = %v; want ErrAlreadyBootstrapped", err)
 	}
-	tok, err := a.CreateToken(ctx, time.Hour, 3)
+	tok, err := a.CreateToken(ctx, time.Hour, 3, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,11 +176,11 @@ func TestJoinOverTLS(t *testing.T) {
 
 	// Refusals: each leaves the cluster as it was.
 	other, _ := pki.NewCA(time.Now())
-	fresh, err := b.CreateToken(ctx, time.Hour, 1)
+	fresh, err := b.CreateToken(ctx, time.Hour, 1, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	shortLived, err := a.CreateToken(ctx, time.Millisecond, 1)
+	shortLived, err := a.CreateToken(ctx, time.Millisecond, 1, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,7 +361,7 @@ func TestWitnessMayOnlyReport(t *testing.T) {
 	if err := a.Bootstrap(ctx); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := a.CreateToken(ctx, time.Hour, 1)
+	tok, err := a.CreateToken(ctx, time.Hour, 1, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +404,7 @@ func TestWitnessMayOnlyReport(t *testing.T) {
 	if code, body := post("/v1/apply", mustEncode(state.SetMemberPriority{Name: "w", Priority: 0})); code != http.StatusOK {
 		t.Errorf("witness reporting its own priority = %d %s; want 200", code, body)
 	}
-	if _, err := w.CreateToken(ctx, time.Hour, 1); !errors.Is(err, state.ErrForbidden) {
+	if _, err := w.CreateToken(ctx, time.Hour, 1, ""); !errors.Is(err, state.ErrForbidden) {
 		t.Errorf("CreateToken on the witness = %v; want ErrForbidden", err)
 	}
 }
@@ -420,7 +420,7 @@ func TestAnonymousJoins(t *testing.T) {
 	if err := a.Bootstrap(ctx); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := a.CreateToken(ctx, time.Hour, 3)
+	tok, err := a.CreateToken(ctx, time.Hour, 3, "")
 	if err != nil {
 		t.Fatal(err)
 	}

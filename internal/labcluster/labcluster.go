@@ -116,11 +116,18 @@ func Provision(ctx context.Context, l *lab.Lab, o Options) error {
 
 	first := apps[0]
 	stage("creating the cluster on %s", first.Name)
-	out, err := run(ctx, l, first.Name, "tandem", "init", "--no-start")
+	// One single-use token per joining node, each bound to its role.
+	out, err := run(ctx, l, first.Name, "tandem", "init", "--no-start", fmt.Sprintf("--app-token-uses=%d", len(apps)-1),
+		fmt.Sprintf("--witness-token=%v", witness != nil))
 	if err != nil {
 		return fmt.Errorf("tandem init on %s: %w", first.Name, err)
 	}
-	token := strings.TrimSpace(out)
+	tokens := map[string]string{} // role -> token
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if role, tok, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
+			tokens[role] = tok
+		}
+	}
 	seed := fmt.Sprintf("%s:%d", first.Address, Port)
 	if err := waitAgent(ctx, l, first.Name, 30*time.Second); err != nil {
 		return err
@@ -133,11 +140,17 @@ func Provision(ctx context.Context, l *lab.Lab, o Options) error {
 	joiners = append(joiners, apps[1:]...)
 	for _, n := range joiners {
 		stage("joining %s", n.Name)
-		args := []string{"tandem", "join", "--no-start", "--token", token, seed}
+		token := tokens[string(n.Role)]
+		if token == "" {
+			return fmt.Errorf("tandem init on %s printed no %s token: %q", first.Name, n.Role, out)
+		}
+		// On standard input, as the README advises, never on a command line.
+		args := []string{"tandem", "join", "--no-start", "--token-file", "-", seed}
 		if n.Role == lab.RoleWitness {
 			args = append(args, "--witness")
 		}
-		if _, err := run(ctx, l, n.Name, args...); err != nil {
+		_, err := runIn(ctx, l, n.Name, strings.NewReader(token+"\n"), args...)
+		if err != nil {
 			return fmt.Errorf("tandem join on %s: %w", n.Name, err)
 		}
 	}

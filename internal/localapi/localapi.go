@@ -104,14 +104,37 @@ type Failover struct {
 // TokenRequest asks for a join token.
 type TokenRequest struct {
 	TTL  time.Duration `json:"ttl"`
-	Uses int           `json:"uses"`
+	Uses int           `json:"uses"` // 0: unlimited until it expires
+	Role string        `json:"role"` // the role it admits: app or witness
 }
 
 // TokenReply carries a new token.
 type TokenReply struct {
 	Token   string    `json:"token"`
+	ID      string    `json:"id"`
+	Role    string    `json:"role"`
 	Expires time.Time `json:"expires"`
 	Uses    int       `json:"uses"`
+}
+
+// TokenInfo describes a join token; the secret is never stored or shown.
+type TokenInfo struct {
+	ID       string    `json:"id"`
+	Role     string    `json:"role"`      // "" for a token that admits either role
+	UsesLeft int       `json:"uses_left"` // -1: unlimited
+	Expires  time.Time `json:"expires"`
+	Created  time.Time `json:"created"`
+	Expired  bool      `json:"expired"`
+}
+
+// TokenList is every join token the cluster knows.
+type TokenList struct {
+	Tokens []TokenInfo `json:"tokens"`
+}
+
+// RevokeRequest deletes a join token.
+type RevokeRequest struct {
+	ID string `json:"id"`
 }
 
 // ModeRequest switches between "auto" and "maintenance".
@@ -317,6 +340,17 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 func (c *Client) CreateToken(ctx context.Context, r TokenRequest) (TokenReply, error) {
 	var t TokenReply
 	return t, c.do(ctx, http.MethodPost, "/v1/tokens", r, &t)
+}
+
+// ListTokens lists the join tokens.
+func (c *Client) ListTokens(ctx context.Context) (TokenList, error) {
+	return Call[TokenList](ctx, c, http.MethodGet, "/v1/tokens", nil)
+}
+
+// RevokeToken deletes a join token by ID.
+func (c *Client) RevokeToken(ctx context.Context, id string) error {
+	_, err := Call[Empty](ctx, c, http.MethodPost, "/v1/tokens/revoke", RevokeRequest{ID: id})
+	return err
 }
 
 // SetMode switches auto/maintenance.

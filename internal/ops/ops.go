@@ -25,7 +25,7 @@ type Cluster interface {
 	Apply(ctx context.Context, cmd state.Command) error
 	RaftStats() cluster.Stats
 	Servers(ctx context.Context) ([]cluster.Server, error)
-	CreateToken(ctx context.Context, ttl time.Duration, uses int) (pki.Token, error)
+	CreateToken(ctx context.Context, ttl time.Duration, uses int, role string) (pki.Token, error)
 	Leave(ctx context.Context) error
 	RemoveServer(ctx context.Context, name string) error
 }
@@ -68,6 +68,12 @@ func (s *Service) Routes() []localapi.Route {
 			return s.Status(ctx), nil
 		})},
 		{Pattern: "POST /v1/tokens", Handler: localapi.Endpoint(s.CreateToken)},
+		{Pattern: "GET /v1/tokens", Handler: localapi.Endpoint(func(ctx context.Context, _ localapi.Empty) (localapi.TokenList, error) {
+			return s.ListTokens(), nil
+		})},
+		{Pattern: "POST /v1/tokens/revoke", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.RevokeRequest) (localapi.Empty, error) {
+			return localapi.Empty{}, s.RevokeToken(ctx, r.ID)
+		})},
 		{Pattern: "POST /v1/mode", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.ModeRequest) (localapi.Empty, error) {
 			return localapi.Empty{}, s.SetMode(ctx, r.Mode)
 		})},
@@ -175,7 +181,7 @@ func (s *Service) requireApp(what string) error {
 	return nil
 }
 
-// CreateToken creates a join token.
+// CreateToken creates a join token for one role.
 func (s *Service) CreateToken(ctx context.Context, r localapi.TokenRequest) (localapi.TokenReply, error) {
 	if err := s.requireApp("token"); err != nil {
 		return localapi.TokenReply{}, err
@@ -186,15 +192,49 @@ func (s *Service) CreateToken(ctx context.Context, r localapi.TokenRequest) (loc
 	if r.Uses < 0 {
 		return localapi.TokenReply{}, errors.New("token: uses must be 0 (unlimited) or more")
 	}
+	if r.Role != state.RoleApp && r.Role != state.RoleWitness {
+		return localapi.TokenReply{}, fmt.Errorf("token: role %q: want %q or %q (the role of the node that will join)", r.Role, state.RoleApp, state.RoleWitness)
+	}
 	uses := r.Uses
 	if uses == 0 {
 		uses = -1
 	}
-	tok, err := s.o.Cluster.CreateToken(ctx, r.TTL, uses)
+	tok, err := s.o.Cluster.CreateToken(ctx, r.TTL, uses, r.Role)
 	if err != nil {
 		return localapi.TokenReply{}, err
 	}
-	return localapi.TokenReply{Token: tok.String(), Expires: s.o.Now().Add(r.TTL), Uses: r.Uses}, nil
+	return localapi.TokenReply{Token: tok.String(), ID: tok.ID, Role: r.Role, Expires: s.o.Now().Add(r.TTL), Uses: r.Uses}, nil
+}
+
+// ListTokens lists the join tokens, oldest first; never their secrets.
+func (s *Service) ListTokens() localapi.TokenList {
+	now := s.o.Now()
+	out := localapi.TokenList{Tokens: []localapi.TokenInfo{}}
+	for _, t := range s.o.Machine.View().Tokens {
+		out.Tokens = append(out.Tokens, localapi.TokenInfo{ID: t.ID, Role: t.Role, UsesLeft: t.UsesLeft,
+			Expires: t.Expires, Created: t.Created, Expired: !now.Before(t.Expires)})
+	}
+	slices.SortFunc(out.Tokens, func(a, b localapi.TokenInfo) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// RevokeToken deletes a join token.
+func (s *Service) RevokeToken(ctx context.Context, id string) error {
+	if err := s.requireApp("token revoke"); err != nil {
+		return err
+	}
+	if _, ok := s.o.Machine.View().Tokens[id]; !ok {
+		return fmt.Errorf("token revoke: no token %q (see 'tandem token list')", id)
+	}
+	if err := s.o.Cluster.Apply(ctx, state.RevokeToken{ID: id}); err != nil {
+		return fmt.Errorf("token revoke: %w", err)
+	}
+	return s.waitApplied(ctx, func(st state.Snapshot) bool { _, ok := st.Tokens[id]; return !ok }, state.MembershipDomain)
 }
 
 // SetMode switches between automatic placement and maintenance, and
@@ -209,19 +249,19 @@ func (s *Service) SetMode(ctx context.Context, mode string) error {
 	if err := s.o.Cluster.Apply(ctx, state.SetMode{Mode: mode}); err != nil {
 		return err
 	}
-	return s.waitApplied(ctx, func(st state.Snapshot) bool { return st.Mode == mode })
+	return s.waitApplied(ctx, func(st state.Snapshot) bool { return st.Mode == mode }, state.FailoverDomain)
 }
 
 // waitApplied waits until this node's state satisfies ok, so that a command
 // that returns has also taken effect in what 'tandem status' shows here.
-func (s *Service) waitApplied(ctx context.Context, ok func(state.Snapshot) bool) error {
+func (s *Service) waitApplied(ctx context.Context, ok func(state.Snapshot) bool, domain string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for !ok(s.o.Machine.View()) {
 		select {
 		case <-ctx.Done():
 			return errors.New("committed, but not yet applied on this node; check 'tandem status'")
-		case <-s.o.Machine.Changed(state.FailoverDomain):
+		case <-s.o.Machine.Changed(domain):
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

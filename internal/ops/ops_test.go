@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -41,7 +42,7 @@ func (f *fakeCluster) Servers(ctx context.Context) ([]cluster.Server, error) {
 	return []cluster.Server{{Name: "node1", Suffrage: "voter"}, {Name: "node2", Suffrage: "voter"},
 		{Name: "node3", Suffrage: "voter"}, {Name: "witness", Suffrage: "voter"}}, nil
 }
-func (f *fakeCluster) CreateToken(ctx context.Context, ttl time.Duration, uses int) (pki.Token, error) {
+func (f *fakeCluster) CreateToken(ctx context.Context, ttl time.Duration, uses int, role string) (pki.Token, error) {
 	f.tokens = append(f.tokens, uses)
 	return pki.Token{}, nil
 }
@@ -180,10 +181,56 @@ func TestRoutes(t *testing.T) {
 	if rec := call("POST", "/v1/switchover", `{"to":"witness"}`); rec.Code != http.StatusConflict || !strings.Contains(rec.Body.String(), "witness") {
 		t.Errorf("switchover to the witness: %d %s; want 409 naming it", rec.Code, rec.Body)
 	}
-	if rec := call("POST", "/v1/tokens", `{"ttl":3600000000000,"uses":1}`); rec.Code != http.StatusOK || len(fc.tokens) != 1 || fc.tokens[0] != 1 {
+	if rec := call("POST", "/v1/tokens", `{"ttl":3600000000000,"uses":1,"role":"app"}`); rec.Code != http.StatusOK || len(fc.tokens) != 1 || fc.tokens[0] != 1 {
 		t.Errorf("token: %d %s, uses %v", rec.Code, rec.Body, fc.tokens)
 	}
 	if rec := call("GET", "/v1/status", ""); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"holder":{"node":"node1"`) {
 		t.Errorf("status: %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestTokens(t *testing.T) {
+	s, fc, _ := newService(t)
+	ctx := context.Background()
+	for _, tk := range []state.Token{
+		{ID: "old", SecretHash: "h1", UsesLeft: 1, Created: t0.Add(-48 * time.Hour), Expires: t0.Add(-24 * time.Hour), Role: "app"},
+		{ID: "new", SecretHash: "h2", UsesLeft: -1, Created: t0.Add(-time.Hour), Expires: t0.Add(time.Hour)},
+	} {
+		if err := fc.Apply(ctx, state.AddToken{Token: tk}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := s.ListTokens()
+	if len(l.Tokens) != 2 || l.Tokens[0].ID != "old" || !l.Tokens[0].Expired || l.Tokens[1].Expired || l.Tokens[1].Role != "" {
+		t.Fatalf("ListTokens = %+v; want old (expired) then new", l.Tokens)
+	}
+	if b, _ := json.Marshal(l); strings.Contains(string(b), "h1") || strings.Contains(string(b), "secret") {
+		t.Errorf("the token list shows secret hashes: %s", b)
+	}
+	if err := s.RevokeToken(ctx, "old"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fc.m.View().Tokens["old"]; ok {
+		t.Error("revoked token still in the state")
+	}
+	if err := s.RevokeToken(ctx, "nope"); err == nil || !strings.Contains(err.Error(), "tandem token list") {
+		t.Errorf("revoking an unknown token = %v", err)
+	}
+	if _, err := s.CreateToken(ctx, localapi.TokenRequest{TTL: time.Hour, Uses: 1, Role: "admin"}); err == nil || !strings.Contains(err.Error(), "role") {
+		t.Errorf("a token for role admin = %v; want refused", err)
+	}
+	w := New(Options{Node: "witness", Role: state.RoleWitness, Machine: fc.m, Cluster: fc, Failover: &fakeFailover{}, Now: func() time.Time { return t0 }})
+	for name, err := range map[string]error{
+		"token": func() error {
+			_, err := w.CreateToken(ctx, localapi.TokenRequest{TTL: time.Hour, Uses: 1, Role: "app"})
+			return err
+		}(),
+		"revoke":      w.RevokeToken(ctx, "new"),
+		"maintenance": w.SetMode(ctx, state.ModeMaintenance),
+		"remove":      w.Remove(ctx, "node2"),
+	} {
+		if err == nil || !strings.Contains(err.Error(), "app node") {
+			t.Errorf("%s on the witness = %v; want refused, pointing to an app node", name, err)
+		}
 	}
 }

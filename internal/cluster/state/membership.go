@@ -45,6 +45,10 @@ type Token struct {
 	Expires    time.Time `json:"expires"`
 	UsesLeft   int       `json:"uses_left"` // -1: unlimited
 	Created    time.Time `json:"created"`
+	// Role is the only role the token admits; "" (tokens made before
+	// roles, and tests) admits either. The node that signs the join checks
+	// it before the token's use is proposed.
+	Role string `json:"role,omitempty"`
 }
 
 // Membership is the membership domain's state. Read-only once published.
