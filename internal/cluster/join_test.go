@@ -242,7 +242,7 @@ func TestForeignPeersRejected(t *testing.T) {
 	member := issue(t, ca, "m")     // valid certificate, not a member
 
 	get := func(cfg *tls.Config, method, path string) (int, string, error) {
-		cl := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}, Timeout: 3 * time.Second}
+		cl := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 3 * time.Second}
 		defer cl.CloseIdleConnections()
 		req, _ := http.NewRequestWithContext(ctx, method, "https://"+a.Addr()+path, strings.NewReader("{}"))
 		resp, err := cl.Do(req)
@@ -254,7 +254,8 @@ func TestForeignPeersRejected(t *testing.T) {
 		return resp.StatusCode, string(b), nil
 	}
 	insecure := func(creds *pki.Node) *tls.Config {
-		cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"h2", "http/1.1"}}
+		// HTTP/1.1: the listener refuses anonymous HTTP/2 (see deliverAnonymous).
+		cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"http/1.1"}}
 		if creds != nil {
 			// Force the certificate out: with Certificates alone, Go's
 			// client withholds a certificate the server's CA list does not
@@ -473,7 +474,10 @@ func TestAnonymousJoins(t *testing.T) {
 			defer wg.Done()
 			resp, err := flood.Post("https://"+a.Addr()+"/v1/join", "application/json",
 				strings.NewReader(`{"token_id":"zzzzzz","token_secret":"nope","ca_hash":"`+ca.Hash()+`"}`))
-			if err != nil {
+			if err != nil { // the connection was turned away
+				mu.Lock()
+				codes[0]++
+				mu.Unlock()
 				return
 			}
 			resp.Body.Close()
@@ -489,11 +493,11 @@ func TestAnonymousJoins(t *testing.T) {
 	}
 	took := time.Since(start)
 	wg.Wait()
-	if took > 2*time.Second {
-		t.Errorf("a real join during 100 bad ones took %v; want well under 2s", took)
+	if took > 3*time.Second {
+		t.Errorf("a real join during 100 bad ones took %v; want well under 3s", took)
 	}
-	if codes[http.StatusTooManyRequests] < 80 {
-		t.Errorf("flood answers %v; want most turned away with 429", codes)
+	if turnedAway := codes[0] + codes[http.StatusTooManyRequests]; turnedAway < 80 {
+		t.Errorf("flood answers %v (0: connection refused); want most turned away before any check", codes)
 	}
 	t.Logf("real join during the flood: %v; flood answers %v", took, codes)
 }

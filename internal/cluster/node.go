@@ -226,8 +226,12 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	n.handler = http.NewServeMux()
 	n.routes()
 	n.srv = &http.Server{
-		Handler:           n.handler,
+		Handler:           oneRequestForAnonymous(n.handler),
 		ReadHeaderTimeout: 10 * time.Second,
+		// Bodies are small and members reconnect at will: a slow or idle
+		// client is dropped rather than kept.
+		ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 		Protocols:         new(http.Protocols),
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -24,6 +25,16 @@ const (
 
 const handshakeTimeout = 10 * time.Second
 
+// Limits on connections without a client certificate: only joins and the
+// CA download come that way, one request each, so a few at a time for a
+// short while is plenty, and a crowd of idle ones cannot exhaust the
+// agent's descriptors and memory.
+const (
+	maxAnonymousConns     = 32
+	maxAnonymousPerSource = 4 // so one address cannot take every slot
+	anonymousConnLifetime = 30 * time.Second
+)
+
 // muxListener accepts TLS connections on one port and routes them by ALPN
 // after the handshake: raft connections (which must carry a verified
 // client certificate) to raft, the rest to the HTTP server.
@@ -38,11 +49,17 @@ type muxListener struct {
 	mu     sync.Mutex
 	closed bool
 	wg     sync.WaitGroup
+
+	anon         chan struct{} // one token per open anonymous connection
+	anonLifetime time.Duration
+	anonMu       sync.Mutex
+	anonBySource map[string]int
 }
 
 func newMux(ln net.Listener, advertise string, withRaft bool, log *slog.Logger) *muxListener {
 	addr := advertiseAddr(advertise)
-	m := &muxListener{ln: ln, http: newConnListener(addr), log: log}
+	m := &muxListener{ln: ln, http: newConnListener(addr), log: log,
+		anon: make(chan struct{}, maxAnonymousConns), anonLifetime: anonymousConnLifetime, anonBySource: map[string]int{}}
 	if withRaft {
 		m.raft = newConnListener(addr)
 	}
@@ -100,7 +117,89 @@ func (m *muxListener) route(c net.Conn) {
 		m.raft.deliver(tc)
 		return
 	}
+	if pki.PeerName(&cs) == "" {
+		m.deliverAnonymous(tc, cs.NegotiatedProtocol)
+		return
+	}
 	m.http.deliver(tc)
+}
+
+// deliverAnonymous hands a connection without a client certificate to the
+// HTTP server within the anonymous limits: HTTP/1.1 only (Join speaks it),
+// at most maxAnonymousConns at once and maxAnonymousPerSource from one
+// address, each closed after anonLifetime and
+// after its one request (see oneRequestForAnonymous).
+func (m *muxListener) deliverAnonymous(tc *tls.Conn, proto string) {
+	if proto == alpnH2 {
+		m.log.Debug("anonymous HTTP/2 connection refused", "remote", tc.RemoteAddr())
+		tc.Close()
+		return
+	}
+	source, _, _ := net.SplitHostPort(tc.RemoteAddr().String())
+	m.anonMu.Lock()
+	full := m.anonBySource[source] >= maxAnonymousPerSource
+	if !full {
+		select {
+		case m.anon <- struct{}{}:
+			m.anonBySource[source]++
+		default:
+			full = true
+		}
+	}
+	m.anonMu.Unlock()
+	if full {
+		m.log.Debug("too many anonymous connections; refused", "remote", tc.RemoteAddr())
+		tc.Close()
+		return
+	}
+	release := func() {
+		m.anonMu.Lock()
+		if m.anonBySource[source]--; m.anonBySource[source] <= 0 {
+			delete(m.anonBySource, source)
+		}
+		m.anonMu.Unlock()
+		<-m.anon
+	}
+	c := &anonConn{Conn: tc, release: release, done: make(chan struct{})}
+	// A timer, not a deadline: the HTTP server sets its own deadlines.
+	go func(lifetime time.Duration) {
+		t := time.NewTimer(lifetime)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			c.Close()
+		case <-c.done:
+		}
+	}(m.anonLifetime)
+	m.http.deliver(c)
+}
+
+// anonConn is an anonymous connection; closing it frees its slot. It hides
+// the *tls.Conn from the HTTP server, so its requests carry no TLS state and
+// every member-only endpoint refuses them.
+type anonConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+	done    chan struct{} // closed on Close: stops the lifetime timer
+}
+
+func (c *anonConn) Close() error {
+	c.once.Do(func() {
+		close(c.done)
+		c.release()
+	})
+	return c.Conn.Close()
+}
+
+// oneRequestForAnonymous closes an anonymous connection after its request.
+func oneRequestForAnonymous(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+			w.Header().Set("Connection", "close")
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (m *muxListener) Close() error {
