@@ -232,8 +232,8 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 		// client is dropped rather than kept.
 		ReadTimeout: 30 * time.Second,
 		IdleTimeout: 2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-		Protocols:         new(http.Protocols),
+		ErrorLog:    slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+		Protocols:   new(http.Protocols),
 	}
 	n.srv.Protocols.SetHTTP1(true)
 	n.srv.Protocols.SetHTTP2(true)
