@@ -61,7 +61,7 @@ func (a *Agent) Status(ctx context.Context) (localapi.Status, error) {
 		if mem.Reachable {
 			mem.Healthy, mem.Holding = reply.Healthy, reply.Holding
 			for _, c := range reply.Checks {
-				mem.Checks = append(mem.Checks, localapi.Check{Name: c.Name, Type: c.Type, Healthy: c.Healthy, Output: c.Output})
+				mem.Checks = append(mem.Checks, localapi.Check{Name: c.Name, Type: c.Type, Healthy: c.Healthy, Output: c.Summary()})
 			}
 		}
 		st.Members = append(st.Members, mem)
@@ -147,7 +147,7 @@ func (a *Agent) Switchover(ctx context.Context, r localapi.SwitchoverRequest) (l
 	}
 	// Wait until the target (or any standby) is reachable and healthy.
 	for {
-		views := a.fo.Mesh().Views(time.Now(), s.Holder.Epoch)
+		views := a.fo.Views(time.Now(), s.Holder.Epoch)
 		if to == "" {
 			for _, name := range s.Apps() {
 				if name != from && views[name].Reachable && views[name].Healthy {

@@ -15,7 +15,8 @@ import (
 )
 
 // ALPN protocol names on the node's single TLS listener. A connection that
-// negotiates ALPNRaft carries raft RPCs; anything else is HTTP.
+// negotiates ALPNRaft carries raft RPCs, one that negotiates a protocol
+// registered with HandleConn goes to its handler; anything else is HTTP.
 const (
 	ALPNRaft = "tandem-raft"
 	alpnH2   = "h2"
@@ -33,6 +34,12 @@ type muxListener struct {
 	http *connListener
 	log  *slog.Logger
 
+	// Handlers of other packages' stream protocols (HandleConn), and the
+	// connections they serve, which Close closes.
+	smu      sync.Mutex
+	handlers map[string]ConnHandler
+	streams  map[*tls.Conn]struct{}
+
 	// mu orders the routers' wg.Add before Close's wg.Wait: an Add racing
 	// a Wait at count zero could leave a router running after Close.
 	mu     sync.Mutex
@@ -42,7 +49,8 @@ type muxListener struct {
 
 func newMux(ln net.Listener, advertise string, withRaft bool, log *slog.Logger) *muxListener {
 	addr := advertiseAddr(advertise)
-	m := &muxListener{ln: ln, http: newConnListener(addr), log: log}
+	m := &muxListener{ln: ln, http: newConnListener(addr), log: log,
+		handlers: map[string]ConnHandler{}, streams: map[*tls.Conn]struct{}{}}
 	if withRaft {
 		m.raft = newConnListener(addr)
 	}
@@ -100,7 +108,48 @@ func (m *muxListener) route(c net.Conn) {
 		m.raft.deliver(tc)
 		return
 	}
-	m.http.deliver(tc)
+	m.smu.Lock()
+	h, ok := m.handlers[cs.NegotiatedProtocol]
+	if ok {
+		m.streams[tc] = struct{}{}
+	}
+	m.smu.Unlock()
+	switch {
+	case ok:
+		m.serveStream(tc, &cs, h)
+	case cs.NegotiatedProtocol == "" || cs.NegotiatedProtocol == alpnH2 || cs.NegotiatedProtocol == alpnH1:
+		m.http.deliver(tc)
+	default: // a stream protocol whose handler is not registered yet
+		tc.Close()
+	}
+}
+
+// ConnHandler serves one connection of a protocol registered with
+// HandleConn; peer is the name on its verified client certificate. It
+// returns when the connection ends.
+type ConnHandler func(c net.Conn, peer string) error
+
+func (m *muxListener) handle(proto string, h ConnHandler) {
+	m.smu.Lock()
+	defer m.smu.Unlock()
+	m.handlers[proto] = h
+}
+
+func (m *muxListener) serveStream(tc *tls.Conn, cs *tls.ConnectionState, h ConnHandler) {
+	defer func() {
+		m.smu.Lock()
+		delete(m.streams, tc)
+		m.smu.Unlock()
+		tc.Close()
+	}()
+	peer := pki.PeerName(cs)
+	if peer == "" {
+		m.log.Debug("stream without a client certificate refused", "protocol", cs.NegotiatedProtocol, "remote", tc.RemoteAddr())
+		return
+	}
+	if err := h(tc, peer); err != nil {
+		m.log.Debug("stream ended", "protocol", cs.NegotiatedProtocol, "peer", peer, "err", err)
+	}
 }
 
 func (m *muxListener) Close() error {
@@ -108,6 +157,11 @@ func (m *muxListener) Close() error {
 	m.closed = true
 	m.mu.Unlock()
 	err := m.ln.Close()
+	m.smu.Lock()
+	for c := range m.streams {
+		c.Close()
+	}
+	m.smu.Unlock()
 	m.http.Close()
 	if m.raft != nil {
 		m.raft.Close()
