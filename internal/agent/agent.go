@@ -434,7 +434,7 @@ func (c clusterAdapter) Apply(ctx context.Context, cmd state.Command) error {
 	return c.n.Apply(ctx, cmd)
 }
 func (c clusterAdapter) IsLeader() bool { return c.n.IsLeader() }
-func (c clusterAdapter) Term() uint64   { return c.n.RaftStats().Term }
+func (c clusterAdapter) Term() uint64   { return c.n.Term() }
 func (c clusterAdapter) TransferLeadership(ctx context.Context, to string) error {
 	return c.n.TransferLeadership(ctx, to)
 }

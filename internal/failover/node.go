@@ -251,6 +251,12 @@ func (n *Node) onLeaderView(from string, v LeaderView, sent time.Time) {
 func (n *Node) poke()           { wake(n.kick) }
 func (n *Node) pokeController() { wake(n.ctrl) }
 
+// untilNext is the time from now to the next multiple of every on the wall
+// clock.
+func untilNext(now time.Time, every time.Duration) time.Duration {
+	return now.Truncate(every).Add(every).Sub(now)
+}
+
 // wake signals a loop waiting on ch (capacity 1) without blocking: a signal
 // already pending covers this one.
 func wake(ch chan<- struct{}) {
@@ -263,9 +269,11 @@ func wake(ch chan<- struct{}) {
 // controllerLoop makes placement decisions while this node is the raft leader.
 // While it leads it ticks at half the probe interval, since a silent
 // holder becomes provably dead with time alone; otherwise it sleeps until
-// leadership changes.
+// leadership changes. Its ticks fall on the wall-clock grid the mesh's
+// rounds use, so they share the agent's wake-ups.
 func (n *Node) controllerLoop(ctx context.Context) error {
-	t := time.NewTicker(n.mesh.Interval() / 2)
+	every := n.mesh.Interval() / 2
+	t := time.NewTimer(untilNext(time.Now(), every))
 	defer t.Stop()
 	var lastTransfer time.Time
 	for {
@@ -276,6 +284,7 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
+				t.Reset(untilNext(time.Now(), every))
 			case <-n.o.Machine.Changed():
 			case <-n.ctrl:
 			case <-changed:
