@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"reflect"
@@ -180,5 +181,37 @@ func TestPeerChangePokesController(t *testing.T) {
 			t.Errorf("step %d: DC woken = %v; want %v", i, poked, st.want)
 		}
 		prev = cur
+	}
+}
+
+type recordEvents struct {
+	name string
+	log  *[]string
+}
+
+func (r recordEvents) Promote(epoch uint64) {
+	*r.log = append(*r.log, fmt.Sprintf("%s promote %d", r.name, epoch))
+}
+func (r recordEvents) Demote(epoch uint64) {
+	*r.log = append(*r.log, fmt.Sprintf("%s demote %d", r.name, epoch))
+}
+func (r recordEvents) Fault(epoch uint64, reason string) {
+	*r.log = append(*r.log, fmt.Sprintf("%s fault %d %s", r.name, epoch, reason))
+}
+
+// TestEventsFanOut: every subscriber gets every transition, in
+// subscription order, the one from Options first.
+func TestEventsFanOut(t *testing.T) {
+	var log []string
+	n, _ := testNode(t, false)
+	n.events = []Events{recordEvents{"hooks", &log}} // as Options.Events sets it
+	n.Subscribe(recordEvents{"delivery", &log})
+	n.Subscribe(recordEvents{"files", &log})
+	n.emit(func(e Events) { e.Promote(3) })
+	n.emit(func(e Events) { e.Fault(3, "lost quorum lease") })
+	want := []string{"hooks promote 3", "delivery promote 3", "files promote 3",
+		"hooks fault 3 lost quorum lease", "delivery fault 3 lost quorum lease", "files fault 3 lost quorum lease"}
+	if !reflect.DeepEqual(log, want) {
+		t.Errorf("events = %q; want %q", log, want)
 	}
 }
