@@ -11,7 +11,7 @@ FUZZTIME ?= 5s
 # The lab's Debian packages: one list, shared with .ci/run and tandem lab up.
 LAB_DEPS := $(shell sed -e 's/\#.*//' packaging/lab-deps.txt)
 
-.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e deb bench bench-failover bench-package clean deps
+.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e deb bench bench-failover bench-idle bench-package clean deps
 
 all: build
 
@@ -74,6 +74,15 @@ TRIALS ?= 20
 BENCH_FAILOVER_FLAGS ?=
 bench-failover: build deps
 	$(GO) run ./bench/failover -tandem-bin $(CURDIR)/bin/tandem -trials $(TRIALS) $(BENCH_FAILOVER_FLAGS)
+
+# Measures an idle agent in the same kind of lab: each node's tandem CPU
+# (% of one core, from /proc/PID/stat) and RSS over IDLE_WINDOW after the
+# cluster settles, then keepalived's on the app nodes in the same lab;
+# prints per-node figures, medians, ratios and issue 8's goal (an idle
+# agent at most 1% of a core; exit 1 if missed). Needs root.
+IDLE_WINDOW ?= 60s
+bench-idle: build deps
+	$(GO) run ./bench/failover -tandem-bin $(CURDIR)/bin/tandem -trials 0 -idle $(IDLE_WINDOW) $(BENCH_FAILOVER_FLAGS)
 
 clean:
 	rm -rf bin dist

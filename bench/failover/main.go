@@ -8,6 +8,11 @@
 // the ratio of the medians and the goals of issue 3 with PASS or FAIL, and
 // exits 1 when a goal fails. It is a benchmark, not a timed test. It needs
 // root and always tears its lab down.
+//
+// With -idle it also measures, before each system's trials, the CPU and
+// memory each node's processes of that system use while nothing happens
+// (`make bench-idle` runs that alone, with -trials 0), against issue 8's
+// goal of an idle agent at most 1% of a core.
 package main
 
 import (
@@ -41,6 +46,8 @@ type options struct {
 	maxMoves     int
 	systems      []string
 	keep         bool
+	idle         time.Duration
+	idleSettle   time.Duration
 }
 
 // errGoals marks a run that measured everything but missed a goal.
@@ -58,6 +65,8 @@ func main() {
 	flag.DurationVar(&o.jitter, "jitter", time.Second, "wait a random time up to this before each fault, so faults hit the systems' 1 s timers at every phase")
 	flag.IntVar(&o.maxMoves, "max-moves-per-hour", 1000, "tandem's failover.max_moves_per_hour for the run; 0 keeps tandem's default (6), which suppresses health-driven moves after the 6th trial")
 	flag.StringVar(&systems, "systems", "tandem,keepalived", "comma-separated systems to measure, in order")
+	flag.DurationVar(&o.idle, "idle", 0, "also measure each system's idle CPU and memory over this window (at least 60s is meaningful), before its trials; 0 skips it")
+	flag.DurationVar(&o.idleSettle, "idle-settle", 20*time.Second, "wait this long after a system starts before measuring it idle")
 	flag.BoolVar(&o.keep, "keep", false, "leave the lab up at the end (debugging; remove it with 'tandem lab down --name bench')")
 	flag.Parse()
 	if err := o.validate(systems); err != nil {
@@ -78,8 +87,11 @@ func main() {
 }
 
 func (o *options) validate(systems string) error {
-	if o.trials < 1 {
-		return fmt.Errorf("-trials must be at least 1, got %d", o.trials)
+	if o.trials < 0 || (o.trials == 0 && o.idle <= 0) {
+		return fmt.Errorf("-trials must be at least 1 (or 0 with -idle), got %d", o.trials)
+	}
+	if o.idle < 0 || o.idleSettle < 0 {
+		return fmt.Errorf("-idle and -idle-settle must not be negative")
 	}
 	if o.trialTimeout < time.Second {
 		return fmt.Errorf("-trial-timeout must be at least 1s, got %v", o.trialTimeout)
@@ -133,8 +145,8 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	if v, err := exec.CommandContext(ctx, o.tandemBin, "version").Output(); err == nil {
 		version = strings.TrimSpace(string(v))
 	}
-	fmt.Fprintf(out, "bench-failover: tandem %s, %d trials per system and fault, lab %q on %s, %s\n",
-		version, o.trials, o.labName, host, time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(out, "bench-failover: tandem %s, %d trials per system and fault, idle window %v, lab %q on %s, %s\n",
+		version, o.trials, o.idle, o.labName, host, time.Now().UTC().Format(time.RFC3339))
 
 	upErr := l.Up(ctx, lab.UpOptions{Nodes: 2, Witness: true, Progress: out})
 	if errors.Is(upErr, lab.ErrExists) {
@@ -180,6 +192,13 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		switch name {
 		case systemTandem:
 			sys = &tandemSystem{b: b}
+			if o.idle > 0 {
+				figs, err := measureIdle(ctx, b, systemTandem, "tandem", []string{"node1", "node2", lab.WitnessName}, o.idleSettle, o.idle)
+				rep.Idle = append(rep.Idle, figs...)
+				if err != nil {
+					runErr = errors.Join(runErr, fmt.Errorf("tandem idle: %w", err))
+				}
+			}
 		case systemKeepalived:
 			fmt.Fprintln(out, "\nswitching the lab from tandem to keepalived")
 			k, err := setupKeepalived(ctx, b)
@@ -191,6 +210,16 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 			rep.KeepalivedTransport = k.transport
 			rep.KeepalivedSettings = k.settings
 			sys = k
+			if o.idle > 0 {
+				figs, err := measureIdle(ctx, b, systemKeepalived, "keepalived", appNodes, o.idleSettle, o.idle)
+				rep.Idle = append(rep.Idle, figs...)
+				if err != nil {
+					runErr = errors.Join(runErr, fmt.Errorf("keepalived idle: %w", err))
+				}
+			}
+		}
+		if o.trials == 0 {
+			continue
 		}
 		for _, f := range []string{faultPowerLoss, faultAppFailure} {
 			res, err := b.series(ctx, sys, f)
@@ -205,8 +234,14 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		}
 	}
 	rep.Finished = time.Now().UTC()
-	rep.summarize()
-	rep.print(out)
+	if o.trials > 0 {
+		rep.summarize()
+		rep.print(out)
+	}
+	if o.idle > 0 {
+		printIdle(out, rep.Idle, o.idle)
+		rep.Goals = append(rep.Goals, idleGoal(rep.Idle))
+	}
 	if o.jsonPath != "" {
 		if err := rep.writeJSON(o.jsonPath); err != nil {
 			runErr = errors.Join(runErr, err)

@@ -27,6 +27,8 @@ type report struct {
 	Summary             []summary `json:"summary"`
 	Goals               []goal    `json:"goals"`
 	Results             []result  `json:"results"`
+	// Idle holds each system's idle CPU and memory per node (-idle).
+	Idle []idleFigure `json:"idle,omitempty"`
 }
 
 // summary is one system and fault type. A failed trial counts as an

@@ -6,13 +6,10 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,6 +21,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/failover"
 	"github.com/tandem-ha/tandem/internal/health"
 	"github.com/tandem-ha/tandem/internal/hooks"
+	"github.com/tandem-ha/tandem/internal/liveness"
 	"github.com/tandem-ha/tandem/internal/localapi"
 	"github.com/tandem-ha/tandem/internal/ops"
 	"github.com/tandem-ha/tandem/internal/pki"
@@ -38,6 +36,7 @@ type Agent struct {
 
 	machine *state.Machine
 	node    *cluster.Node
+	mesh    *liveness.Mesh
 	fo      *failover.Node
 	checks  *health.Runner
 	hooks   *hooks.Runner
@@ -73,7 +72,9 @@ func Join(ctx context.Context, cfg *config.Config, addr, token string) error {
 
 func timing(cfg *config.Config) cluster.Timing {
 	hb := cfg.Failover.HeartbeatTimeout.D()
-	return cluster.Timing{HeartbeatTimeout: hb, ElectionTimeout: hb, LeaderLeaseTimeout: hb / 2, CommitTimeout: 20 * time.Millisecond}
+	// Followers learn of commits at once from the barrier cluster.Apply
+	// sends, so raft's idle resends of the commit index can be rare.
+	return cluster.Timing{HeartbeatTimeout: hb, ElectionTimeout: hb, LeaderLeaseTimeout: hb / 2, CommitTimeout: hb}
 }
 
 func clusterOptions(cfg *config.Config, log *slog.Logger, creds *pki.Node, m *state.Machine) cluster.Options {
@@ -82,6 +83,7 @@ func clusterOptions(cfg *config.Config, log *slog.Logger, creds *pki.Node, m *st
 		Listen: cfg.Cluster.Listen, Advertise: cfg.Cluster.Advertise,
 		TLS: creds, Machine: m, Logger: log.With("component", "cluster"),
 		Timing: timing(cfg), JoinPolicy: failover.JoinRule(cfg.VIP.Provider == config.ProviderLinux), Priority: cfg.Failover.Priority,
+		StreamProtocols: []string{liveness.ALPN},
 	}
 }
 
@@ -142,6 +144,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error { return a.mesh.Run(gctx) })
 	g.Go(func() error { return a.fo.Run(gctx) })
 	if a.checks != nil {
 		g.Go(func() error { return a.checks.Run(gctx) })
@@ -207,7 +210,7 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 			return fmt.Errorf("health checks: %w", err)
 		}
 		a.checks = checks
-		fhealth = healthAdapter{checks}
+		fhealth = checks
 		healthChanged = checks.Changes()
 		units, err := hooks.NewUnits(cfg.Hooks.PrimaryUnits, log.With("component", "units"), hooks.UnitsOptions{})
 		if err != nil {
@@ -228,39 +231,30 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 		events = hr
 	}
 	lease := cfg.Failover.Lease.D()
+	mesh, err := liveness.New(liveness.Options{
+		Self: cfg.Node.Name, Machine: a.machine, Tr: &liveness.StreamTransport{TLS: creds.ClientConfig()},
+		Interval: cfg.Failover.ProbeInterval.D(), Lease: lease, Margin: max(lease/10, 50*time.Millisecond),
+		Logger: log.With("component", "liveness"),
+	})
+	if err != nil {
+		return err
+	}
 	fo, err := failover.New(failover.Options{
 		Name: cfg.Node.Name, Role: cfg.Node.Role, Machine: a.machine,
 		Cluster: clusterAdapter{a.node}, Provider: prov, Health: fhealth, HealthChanged: healthChanged, Events: events,
-		Tr: failover.HTTPTransport{Client: meshClient(creds)}, PublishPolicy: cfg.Node.Role == config.RoleApp,
+		Mesh: mesh, PublishPolicy: cfg.Node.Role == config.RoleApp,
 		Policy: failover.Policy{
 			Preempt: cfg.Failover.Preempt, Cooloff: cfg.Failover.Cooloff.D(), MaxMovesPerHour: cfg.Failover.MaxMovesPerHour,
 		},
-		Lease: lease, Margin: max(lease/10, 50*time.Millisecond), ProbeInterval: cfg.Failover.ProbeInterval.D(),
 		DrainTimeout: cfg.Failover.DrainTimeout.D(),
 		Logger:       log.With("component", "failover"),
 	})
 	if err != nil {
 		return err
 	}
-	a.fo = fo
-	a.node.Handle(failover.ProbePath, fo.Mesh().Handler())
+	a.mesh, a.fo = mesh, fo
+	a.node.HandleConn(liveness.ALPN, mesh.ServeConn)
 	return nil
-}
-
-// meshClient speaks HTTP/1.1 over a small pool of connections per peer, so
-// one lost segment stalls one probe, not all of them (as one multiplexed
-// HTTP/2 connection would).
-func meshClient(creds *pki.Node) *http.Client {
-	tc := creds.ClientConfig().Clone()
-	tc.NextProtos = []string{"http/1.1"}
-	tr := &http.Transport{
-		TLSClientConfig:     tc,
-		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{},
-		MaxIdleConnsPerHost: 8,
-		IdleConnTimeout:     time.Minute,
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 5 * time.Second}).DialContext,
-	}
-	return &http.Client{Transport: tr}
 }
 
 func healthSpecs(cfg *config.Config) []health.Check {
@@ -275,34 +269,17 @@ func healthSpecs(cfg *config.Config) []health.Check {
 	return out
 }
 
-type healthAdapter struct{ r *health.Runner }
-
-func (h healthAdapter) Report() (bool, time.Duration, []failover.CheckStatus) {
-	rep := h.r.Snapshot()
-	out := make([]failover.CheckStatus, 0, len(rep.Checks))
-	for _, c := range rep.Checks {
-		text := c.Output
-		if c.Error != "" {
-			text = strings.TrimSpace(c.Error + " " + c.Output)
-		}
-		if len(text) > 256 {
-			text = text[:256]
-		}
-		out = append(out, failover.CheckStatus{Name: c.Name, Type: c.Type, Healthy: c.Healthy, Output: text})
-	}
-	return rep.Healthy, rep.UnhealthyFor(time.Now()), out
-}
-
 type clusterAdapter struct{ n *cluster.Node }
 
 func (c clusterAdapter) Apply(ctx context.Context, cmd state.Command) error {
 	return c.n.Apply(ctx, cmd)
 }
 func (c clusterAdapter) IsLeader() bool { return c.n.IsLeader() }
-func (c clusterAdapter) Term() uint64   { return c.n.RaftStats().Term }
+func (c clusterAdapter) Term() uint64   { return c.n.Term() }
 func (c clusterAdapter) TransferLeadership(ctx context.Context, to string) error {
 	return c.n.TransferLeadership(ctx, to)
 }
+func (c clusterAdapter) LeadershipChanged() <-chan struct{} { return c.n.LeadershipChanged() }
 
 func (a *Agent) serveMetrics(ctx context.Context) error {
 	mux := http.NewServeMux()

@@ -119,6 +119,9 @@ type Options struct {
 	JoinPolicy func(current []state.Member, joining state.Member) error
 	// Now stamps commands (token use, member join times); default time.Now.
 	Now func() time.Time
+	// StreamProtocols are further ALPN protocols the listener accepts, for
+	// other packages' streams; serve them with HandleConn.
+	StreamProtocols []string
 
 	// raftTransport replaces the TLS raft transport (tests use raft's
 	// in-memory transport); the listener then serves HTTP only.
@@ -219,7 +222,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 		return fmt.Errorf("cluster: advertise address %q: want host:port", n.advertise)
 	}
 	tcfg := n.creds.JoinServerConfig()
-	tcfg.NextProtos = []string{ALPNRaft, alpnH2, alpnH1}
+	tcfg.NextProtos = slices.Concat([]string{ALPNRaft}, opts.StreamProtocols, []string{alpnH2, alpnH1})
 	n.mux = newMux(tls.NewListener(tcp, tcfg), n.advertise, opts.raftTransport == nil, n.log)
 
 	n.client = newClient(n.creds)
@@ -356,6 +359,10 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Term returns raft's current term; cheaper than RaftStats, for callers
+// that ask many times a second.
+func (n *Node) Term() uint64 { return n.raft.CurrentTerm() }
 
 // IsLeader reports whether this node is the raft leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
@@ -508,6 +515,14 @@ func (n *Node) Client() *http.Client { return n.client }
 // PeerName to learn which node is calling.
 func (n *Node) Handle(pattern string, h http.Handler) {
 	n.handler.Handle(pattern, requireCert(h))
+}
+
+// HandleConn serves the connections that negotiate proto, one of
+// Options.StreamProtocols, with h. Like raft's, they must carry a verified
+// client certificate from the cluster CA; h learns the caller's name.
+// Connections that arrive before HandleConn are closed.
+func (n *Node) HandleConn(proto string, h ConnHandler) {
+	n.mux.handle(proto, h)
 }
 
 // PeerName returns the name of the node that made r (its certificate's CN),

@@ -16,7 +16,8 @@ import (
 )
 
 // ALPN protocol names on the node's single TLS listener. A connection that
-// negotiates ALPNRaft carries raft RPCs; anything else is HTTP.
+// negotiates ALPNRaft carries raft RPCs, one that negotiates a protocol
+// registered with HandleConn goes to its handler; anything else is HTTP.
 const (
 	ALPNRaft = "tandem-raft"
 	alpnH2   = "h2"
@@ -44,6 +45,12 @@ type muxListener struct {
 	http *connListener
 	log  *slog.Logger
 
+	// Handlers of other packages' stream protocols (HandleConn), and the
+	// connections they serve, which Close closes.
+	smu      sync.Mutex
+	handlers map[string]ConnHandler
+	streams  map[*tls.Conn]struct{}
+
 	// mu orders the routers' wg.Add before Close's wg.Wait: an Add racing
 	// a Wait at count zero could leave a router running after Close.
 	mu     sync.Mutex
@@ -59,7 +66,8 @@ type muxListener struct {
 func newMux(ln net.Listener, advertise string, withRaft bool, log *slog.Logger) *muxListener {
 	addr := advertiseAddr(advertise)
 	m := &muxListener{ln: ln, http: newConnListener(addr), log: log,
-		anon: make(chan struct{}, maxAnonymousConns), anonLifetime: anonymousConnLifetime, anonBySource: map[string]int{}}
+		anon: make(chan struct{}, maxAnonymousConns), anonLifetime: anonymousConnLifetime, anonBySource: map[string]int{},
+		handlers: map[string]ConnHandler{}, streams: map[*tls.Conn]struct{}{}}
 	if withRaft {
 		m.raft = newConnListener(addr)
 	}
@@ -117,11 +125,50 @@ func (m *muxListener) route(c net.Conn) {
 		m.raft.deliver(tc)
 		return
 	}
-	if pki.PeerName(&cs) == "" {
+	m.smu.Lock()
+	h, ok := m.handlers[cs.NegotiatedProtocol]
+	if ok {
+		m.streams[tc] = struct{}{}
+	}
+	m.smu.Unlock()
+	switch {
+	case ok:
+		m.serveStream(tc, &cs, h)
+	case cs.NegotiatedProtocol != "" && cs.NegotiatedProtocol != alpnH2 && cs.NegotiatedProtocol != alpnH1:
+		tc.Close() // a stream protocol whose handler is not registered yet
+	case pki.PeerName(&cs) == "":
 		m.deliverAnonymous(tc, cs.NegotiatedProtocol)
+	default:
+		m.http.deliver(tc)
+	}
+}
+
+// ConnHandler serves one connection of a protocol registered with
+// HandleConn; peer is the name on its verified client certificate. It
+// returns when the connection ends.
+type ConnHandler func(c net.Conn, peer string) error
+
+func (m *muxListener) handle(proto string, h ConnHandler) {
+	m.smu.Lock()
+	defer m.smu.Unlock()
+	m.handlers[proto] = h
+}
+
+func (m *muxListener) serveStream(tc *tls.Conn, cs *tls.ConnectionState, h ConnHandler) {
+	defer func() {
+		m.smu.Lock()
+		delete(m.streams, tc)
+		m.smu.Unlock()
+		tc.Close()
+	}()
+	peer := pki.PeerName(cs)
+	if peer == "" {
+		m.log.Debug("stream without a client certificate refused", "protocol", cs.NegotiatedProtocol, "remote", tc.RemoteAddr())
 		return
 	}
-	m.http.deliver(tc)
+	if err := h(tc, peer); err != nil {
+		m.log.Debug("stream ended", "protocol", cs.NegotiatedProtocol, "peer", peer, "err", err)
+	}
 }
 
 // deliverAnonymous hands a connection without a client certificate to the
@@ -207,6 +254,11 @@ func (m *muxListener) Close() error {
 	m.closed = true
 	m.mu.Unlock()
 	err := m.ln.Close()
+	m.smu.Lock()
+	for c := range m.streams {
+		c.Close()
+	}
+	m.smu.Unlock()
 	m.http.Close()
 	if m.raft != nil {
 		m.raft.Close()

@@ -112,6 +112,16 @@ func TestSetMemberPriorityIsAuthorised(t *testing.T) {
 	if err := f.Apply(ctx, state.SetMemberPriority{Name: other, Priority: 9}); !errors.Is(err, state.ErrForbidden) {
 		t.Fatalf("witness setting %s's priority = %v; want ErrForbidden", other, err)
 	}
+	// Every member reports its state level at start; until they all have,
+	// the leader holds level-2 commands back.
+	eventually(t, 10*time.Second, "every member to report its state level", func() bool {
+		for _, m := range c.nodes[0].Machine().View().Members {
+			if m.Level < 2 {
+				return false
+			}
+		}
+		return true
+	})
 	if err := f.Apply(ctx, state.SetMemberPriority{Name: f.Name(), Priority: 9}); err != nil {
 		t.Fatalf("witness setting its own priority = %v", err)
 	}

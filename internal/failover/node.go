@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
+	"github.com/tandem-ha/tandem/internal/health"
+	"github.com/tandem-ha/tandem/internal/liveness"
 )
 
 // Provider moves the floating IP; implementations live in internal/vip.
@@ -26,15 +29,19 @@ type Cluster interface {
 	IsLeader() bool
 	Term() uint64
 	TransferLeadership(ctx context.Context, to string) error
+	// LeadershipChanged returns a channel closed at the next change of
+	// leadership, so a node that does not lead need not poll.
+	LeadershipChanged() <-chan struct{}
 }
 
-// Health reports the local checks.
+// Health reports the local checks; *health.Runner implements it.
 type Health interface {
-	Report() (healthy bool, unhealthyFor time.Duration, checks []CheckStatus)
+	Snapshot() health.Report
 }
 
-// Events receives holder transitions, for hooks and primary units. Calls
-// must return quickly; implementations queue the work and keep its order.
+// Events receives holder transitions, for hooks, primary units and any
+// other subscriber (see Node.Subscribe). Calls must return quickly;
+// implementations queue the work and keep its order.
 type Events interface {
 	Promote(epoch uint64)
 	Demote(epoch uint64)
@@ -63,29 +70,34 @@ type Options struct {
 	// HealthChanged receives a value whenever this node's health verdict
 	// may have changed; nil when there is nothing to watch.
 	HealthChanged <-chan struct{}
-	Events        Events // may be nil
-	Tr            Transport
-	Policy        Policy
+	Events        Events // may be nil; Subscribe adds more
+	// Mesh is the liveness mesh, which the caller runs. Its lease is how
+	// long a node keeps the IP without a majority's answers, and a silent
+	// holder is declared dead after the lease plus its margin. The node
+	// contributes FactNode and FactLeader to it.
+	Mesh   *liveness.Mesh
+	Policy Policy
 	// PublishPolicy makes Policy the cluster's (app nodes; see publishPolicy).
 	PublishPolicy bool
-	// Lease is how long a node keeps the IP without a majority's answers.
-	Lease time.Duration
-	// Margin is added to Lease before the DC declares a silent holder dead.
-	Margin        time.Duration
-	ProbeInterval time.Duration
 	// DrainTimeout bounds how long a planned move waits for connections in
 	// flight to finish (see Drainer); 0 releases at once.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
 }
 
-// Node runs the mesh, the DC loop and, on app nodes, the holder loop.
+// Node runs the DC loop and, on app nodes, the holder loop, on the facts
+// the liveness mesh carries.
 type Node struct {
-	o    Options
-	mesh *Mesh
-	log  *slog.Logger
-	kick chan struct{}
-	ctrl chan struct{} // wakes the DC loop: a peer's health or holding changed
+	o     Options
+	mesh  *liveness.Mesh
+	state stateCache
+	log   *slog.Logger
+	kick  chan struct{}
+	ctrl  chan struct{} // wakes the DC loop: a peer's health or holding changed
+	// waiting is set while this node should acquire but cannot yet (no
+	// lease, or no confirmation), so every answer wakes the holder loop.
+	waiting atomic.Bool
+	events  []Events
 
 	mu          sync.Mutex
 	view        LeaderView // the leader's view from the reply to our latest probe
@@ -101,6 +113,8 @@ type Node struct {
 	// After a failed acquire, wait before the next try (doubling, capped).
 	retryAt time.Time
 	backoff time.Duration
+	// lastKick is when the holder loop last asked the leader for a view.
+	lastKick time.Time
 }
 
 // New builds a Node.
@@ -108,22 +122,52 @@ func New(o Options) (*Node, error) {
 	if o.Role == state.RoleApp && o.Provider == nil {
 		return nil, errors.New("failover: app node needs a provider")
 	}
-	if o.Margin == 0 {
-		o.Margin = 50 * time.Millisecond
+	if o.Mesh == nil {
+		return nil, errors.New("failover: Options need the liveness Mesh")
 	}
-	n := &Node{o: o, log: o.Logger, kick: make(chan struct{}, 1), ctrl: make(chan struct{}, 1), releasedAt: map[uint64]time.Time{}, started: time.Now()}
-	n.mesh = NewMesh(MeshOptions{
-		Self: o.Name, Machine: o.Machine, Tr: o.Tr, Local: n.localReply,
-		Leader: n.leaderView, OnLeader: n.onLeaderView, OnPeerChange: n.pokeController,
-		Interval: o.ProbeInterval, Lease: o.Lease, Margin: o.Margin, Logger: o.Logger,
-	})
+	n := &Node{o: o, mesh: o.Mesh, state: stateCache{m: o.Machine}, log: o.Logger, kick: make(chan struct{}, 1), ctrl: make(chan struct{}, 1),
+		releasedAt: map[uint64]time.Time{}, started: time.Now()}
+	if o.Events != nil {
+		n.events = append(n.events, o.Events)
+	}
+	err := errors.Join(
+		n.mesh.Contribute(liveness.Source{Name: FactNode, Value: func() []byte {
+			f := n.localFacts(true)
+			return appendFacts(nil, &f)
+		}}),
+		n.mesh.Contribute(liveness.Source{Name: FactLeader, InProbes: true, Value: func() []byte {
+			if v := n.leaderView(); v != nil {
+				return appendLeaderView(nil, v)
+			}
+			return nil
+		}}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("failover: %w", err)
+	}
+	n.mesh.Subscribe(n.onUpdate)
 	return n, nil
 }
 
-// Mesh returns the node's mesh, whose HandleProbe serves peers.
-func (n *Node) Mesh() *Mesh { return n.mesh }
+// Subscribe adds a receiver of holder transitions; call it before Run.
+func (n *Node) Subscribe(e Events) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.events = append(n.events, e)
+}
 
-// Run runs every loop until ctx ends, then drops the IP.
+// emit calls fn for every subscriber, in subscription order.
+func (n *Node) emit(fn func(Events)) {
+	n.mu.Lock()
+	subs := n.events
+	n.mu.Unlock()
+	for _, e := range subs {
+		fn(e)
+	}
+}
+
+// Run runs every loop until ctx ends, then drops the IP. The mesh runs
+// separately (its owner runs it).
 func (n *Node) Run(ctx context.Context) error {
 	if n.o.Role == state.RoleApp {
 		// An address left from before a crash is not ours until confirmed.
@@ -135,7 +179,6 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return n.mesh.Run(ctx) })
 	g.Go(func() error { return n.controllerLoop(ctx) })
 	if n.o.Role == state.RoleApp {
 		g.Go(func() error { return n.holderLoop(ctx) })
@@ -158,12 +201,16 @@ func (n *Node) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-func (n *Node) localReply() ProbeReply {
-	r := ProbeReply{Role: n.o.Role, Healthy: true}
+// localFacts is this node's NodeFacts, with its checks when withChecks.
+func (n *Node) localFacts(withChecks bool) NodeFacts {
+	r := NodeFacts{Node: n.o.Name, Role: n.o.Role, Healthy: true}
 	if n.o.Health != nil {
-		var d time.Duration
-		r.Healthy, d, r.Checks = n.o.Health.Report()
-		r.UnhealthyForMs = d.Milliseconds()
+		rep := n.o.Health.Snapshot()
+		r.Healthy = rep.Healthy
+		r.UnhealthyForMs = rep.UnhealthyFor(time.Now()).Milliseconds()
+		if withChecks {
+			r.Checks = rep.Checks
+		}
 	}
 	if n.o.Role == state.RoleWitness {
 		r.Healthy = false // a witness never serves
@@ -173,9 +220,9 @@ func (n *Node) localReply() ProbeReply {
 	if r.Healthy {
 		n.everHealthy = true
 	}
-	r.Starting = n.o.Role == state.RoleApp && !r.Healthy && !n.everHealthy && time.Since(n.started) < StartupGrace
+	r.Starting = n.o.Role == state.RoleApp && !r.Healthy && !n.everHealthy && time.Since(n.started) < liveness.StartupGrace
 	n.mu.Unlock()
-	r.Epoch = n.o.Machine.View().Holder.Epoch
+	r.Epoch = n.state.view().Holder.Epoch
 	return r
 }
 
@@ -183,46 +230,84 @@ func (n *Node) leaderView() *LeaderView {
 	if !n.o.Cluster.IsLeader() {
 		return nil
 	}
-	h := n.o.Machine.View().Holder
+	h := n.state.view().Holder
 	return &LeaderView{Term: n.o.Cluster.Term(), Holder: h.Node, Epoch: h.Epoch, Active: h.Active}
 }
 
 func (n *Node) onLeaderView(from string, v LeaderView, sent time.Time) {
 	n.mu.Lock()
-	if v.Epoch > n.seenEpoch {
+	news := v.Epoch > n.seenEpoch
+	if news {
 		n.seenEpoch = v.Epoch
 	}
 	// Only a reply confirms, and only one to a newer request than the last.
 	if !sent.IsZero() && sent.After(n.viewAt) {
+		news = news || n.view != v
 		n.view, n.viewAt = v, sent
 	}
 	n.mu.Unlock()
-	n.poke()
+	// The holder loop cares about a view that says something new, or any
+	// view while it waits to acquire (a repeated one may be fresh again).
+	if news || n.waiting.Load() {
+		n.poke()
+	}
 }
 
 func (n *Node) poke()           { wake(n.kick) }
 func (n *Node) pokeController() { wake(n.ctrl) }
 
+// untilNext is the time from now to the next multiple of every on the wall
+// clock.
+func untilNext(now time.Time, every time.Duration) time.Duration {
+	return now.Truncate(every).Add(every).Sub(now)
+}
+
+// wake signals a loop waiting on ch (capacity 1) without blocking: a signal
+// already pending covers this one.
+func wake(ch chan<- struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
 // controllerLoop makes placement decisions while this node is the raft leader.
+// While it leads it ticks at half the probe interval, since a silent
+// holder becomes provably dead with time alone; otherwise it sleeps until
+// leadership changes. Its ticks fall on the wall-clock grid the mesh's
+// rounds use, so they share the agent's wake-ups.
 func (n *Node) controllerLoop(ctx context.Context) error {
-	t := time.NewTicker(n.o.ProbeInterval / 2)
+	every := n.mesh.Interval() / 2
+	t := time.NewTimer(untilNext(time.Now(), every))
 	defer t.Stop()
 	var lastTransfer time.Time
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		case <-n.o.Machine.Changed(state.FailoverDomain):
-		case <-n.o.Machine.Changed(state.MembershipDomain):
-		case <-n.ctrl:
+		// The channel before the check: a change after it closes it.
+		changed := n.o.Cluster.LeadershipChanged()
+		if n.o.Cluster.IsLeader() {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				t.Reset(untilNext(time.Now(), every))
+			case <-n.o.Machine.Changed(state.FailoverDomain):
+			case <-n.o.Machine.Changed(state.MembershipDomain):
+			case <-n.ctrl:
+			case <-changed:
+			}
+		} else {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-changed:
+			}
 		}
 		if !n.o.Cluster.IsLeader() {
 			continue
 		}
 		now := time.Now()
-		s := n.o.Machine.View()
-		views := n.mesh.Views(now, s.Holder.Epoch)
+		s := n.state.view()
+		views := n.Views(now, s.Holder.Epoch)
 		if d := Decide(now, s, views, n.o.Policy); d != nil {
 			n.log.Info("placement decision", "reason", d.Reason, "command", d.Cmd.Type())
 			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -268,9 +353,11 @@ func (n *Node) transferTarget(s state.Snapshot, views map[string]NodeView) strin
 }
 
 // holderLoop configures or drops the IP to match committed state, the
-// leader's confirmation and the lease.
+// leader's confirmation and the lease. It runs when something it depends
+// on changes and at the instant reconcile asks for (the lease's expiry, a
+// retry), and at least every idleCheck as a backstop.
 func (n *Node) holderLoop(ctx context.Context) error {
-	t := time.NewTicker(10 * time.Millisecond)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	defer n.dropOnExit()
 	for {
@@ -281,9 +368,21 @@ func (n *Node) holderLoop(ctx context.Context) error {
 		case <-n.kick:
 		case <-n.o.Machine.Changed(state.FailoverDomain):
 		}
-		n.reconcile(ctx, time.Now())
+		now := time.Now()
+		next := n.reconcile(ctx, now)
+		if next.IsZero() || next.Sub(now) > idleCheck {
+			next = now.Add(idleCheck)
+		}
+		t.Reset(max(time.Until(next), 0))
 	}
 }
+
+// idleCheck bounds the holder loop's sleep when nothing is due.
+const idleCheck = 250 * time.Millisecond
+
+// kickEvery bounds how often the holder loop asks the leader for its view
+// while waiting for a confirmation.
+const kickEvery = 10 * time.Millisecond
 
 func (n *Node) dropOnExit() {
 	n.mu.Lock()
@@ -300,27 +399,30 @@ func (n *Node) dropOnExit() {
 	n.mu.Lock()
 	n.holding = false
 	n.mu.Unlock()
-	if n.o.Events != nil {
-		n.o.Events.Demote(epoch)
-	}
+	n.emit(func(e Events) { e.Demote(epoch) })
 }
 
-func (n *Node) reconcile(ctx context.Context, now time.Time) {
-	h := n.o.Machine.View().Holder
-	lease := n.mesh.LeaseValid(now)
+// reconcile acts on the current facts and returns when it must run next
+// at the latest (zero: nothing is due).
+func (n *Node) reconcile(ctx context.Context, now time.Time) time.Time {
+	h := n.state.view().Holder
+	expiry, leaseOK := n.mesh.LeaseExpiry()
+	lease := leaseOK && (expiry.IsZero() || now.Before(expiry))
 	n.mu.Lock()
 	view, viewAt, holding, seen := n.view, n.viewAt, n.holding, n.seenEpoch
 	n.mu.Unlock()
 	if lv := n.leaderView(); lv != nil {
 		view, viewAt = *lv, now // the leader confirms to itself
 	}
-	fresh := now.Sub(viewAt) < n.o.Lease
+	fresh := now.Sub(viewAt) < n.mesh.Lease()
 	confirmed := fresh && view.Holder == n.o.Name && view.Epoch == h.Epoch && view.Active
 	// Our log lags behind a move we heard of: whatever it says, we are not
 	// the holder of the newest epoch.
 	contradicted := seen > h.Epoch
 	mine := h.Node == n.o.Name && h.Active
+	n.waiting.Store(!holding && mine)
 
+	var next time.Time
 	switch {
 	case holding && (!mine || !lease || contradicted):
 		reason := "holder moved"
@@ -334,17 +436,32 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) {
 			}
 		}
 		n.release(ctx, reason, !lease)
-	case !holding && mine && lease && confirmed && !contradicted && !now.Before(n.retryAt):
+	case holding:
+		next = expiry // drop the IP the moment the lease runs out
+	case mine && lease && confirmed && !contradicted && now.Before(n.retryAt):
+		next = n.retryAt
+	case mine && lease && confirmed && !contradicted:
 		n.acquire(ctx, h.Epoch)
-	case !holding && mine && !confirmed && !contradicted:
-		// Ask the leader now rather than at the next interval.
-		n.mesh.Kick()
+		if !n.retryAt.IsZero() {
+			next = n.retryAt
+		}
+	case mine && !confirmed && !contradicted:
+		// Ask the leader now rather than at its next probe round, though
+		// not more often than kickEvery: its reply wakes this loop.
+		if now.Sub(n.lastKick) >= kickEvery {
+			n.lastKick = now
+			n.mesh.Kick()
+		}
+		next = n.lastKick.Add(kickEvery)
 	}
 	// Confirm our release of an older epoch so a pending move activates now
 	// rather than after our lease would have run out.
 	if !holding && h.Previous == n.o.Name && h.Node != n.o.Name && !h.Active {
-		n.confirmRelease(ctx, h.Epoch, now)
+		if at := n.confirmRelease(ctx, h.Epoch, now); next.IsZero() || at.Before(next) {
+			next = at
+		}
 	}
+	return next
 }
 
 // drain lets the connections in flight to the IP finish before a planned
@@ -368,7 +485,7 @@ func (n *Node) drain(ctx context.Context, epoch uint64) {
 			return
 		}
 		if left == 0 || time.Since(start) >= n.o.DrainTimeout || ctx.Err() != nil ||
-			!n.mesh.LeaseValid(time.Now()) || n.o.Machine.View().Holder.Epoch != epoch {
+			!n.mesh.LeaseValid(time.Now()) || n.state.view().Holder.Epoch != epoch {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -396,9 +513,7 @@ func (n *Node) acquire(ctx context.Context, epoch uint64) {
 	n.holding, n.heldEpoch, n.lastTrans, n.lastErr = true, epoch, time.Now(), ""
 	n.mu.Unlock()
 	n.log.Info("floating IP acquired", "epoch", epoch, "took", time.Since(start))
-	if n.o.Events != nil {
-		n.o.Events.Promote(epoch)
-	}
+	n.emit(func(e Events) { e.Promote(epoch) })
 }
 
 func (n *Node) release(ctx context.Context, reason string, fault bool) {
@@ -415,22 +530,22 @@ func (n *Node) release(ctx context.Context, reason string, fault bool) {
 	n.holding, n.lastTrans = false, time.Now()
 	n.mu.Unlock()
 	n.log.Info("floating IP released", "reason", reason, "epoch", epoch)
-	if n.o.Events != nil {
-		if fault {
-			n.o.Events.Fault(epoch, reason)
-		} else {
-			n.o.Events.Demote(epoch)
-		}
+	if fault {
+		n.emit(func(e Events) { e.Fault(epoch, reason) })
+	} else {
+		n.emit(func(e Events) { e.Demote(epoch) })
 	}
 	n.poke()
 }
 
-func (n *Node) confirmRelease(ctx context.Context, epoch uint64, now time.Time) {
+// confirmRelease commits our release of epoch, at most every
+// confirmEvery; it returns when to try again.
+func (n *Node) confirmRelease(ctx context.Context, epoch uint64, now time.Time) time.Time {
 	n.mu.Lock()
 	last := n.releasedAt[epoch]
-	if now.Sub(last) < 200*time.Millisecond {
+	if now.Sub(last) < confirmEvery {
 		n.mu.Unlock()
-		return
+		return last.Add(confirmEvery)
 	}
 	n.releasedAt[epoch] = now
 	n.mu.Unlock()
@@ -441,7 +556,11 @@ func (n *Node) confirmRelease(ctx context.Context, epoch uint64, now time.Time) 
 			n.log.Debug("confirm release", "epoch", epoch, "err", err)
 		}
 	}()
+	return now.Add(confirmEvery)
 }
+
+// confirmEvery spaces the confirmations of a release.
+const confirmEvery = 200 * time.Millisecond
 
 func (n *Node) setErr(err error) {
 	n.mu.Lock()
@@ -456,7 +575,7 @@ type Status struct {
 	LeaseValid   bool
 	LastError    string
 	LastChange   time.Time
-	Local        ProbeReply
+	Local        NodeFacts
 	Peers        map[string]PeerStatus
 	LeaderView   LeaderView
 	LeaderViewAt time.Time
@@ -465,8 +584,12 @@ type Status struct {
 // Status returns the node's current view.
 func (n *Node) Status() Status {
 	now := time.Now()
-	st := Status{LeaseValid: n.mesh.LeaseValid(now), Local: n.localReply(), Peers: n.mesh.PeerReplies(now)}
-	st.Local.Node = n.o.Name
+	st := Status{LeaseValid: n.mesh.LeaseValid(now), Local: n.localFacts(true), Peers: map[string]PeerStatus{}}
+	for name := range n.mesh.Peers() {
+		if f, at, ok := n.peerFacts(name, true); ok {
+			st.Peers[name] = PeerStatus{Reply: f, Age: now.Sub(at)}
+		}
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	st.Holding, st.HeldEpoch, st.LastError, st.LastChange = n.holding, n.heldEpoch, n.lastErr, n.lastTrans

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
+	"github.com/tandem-ha/tandem/internal/health"
+	"github.com/tandem-ha/tandem/internal/liveness"
 )
 
 // simNet is an in-memory cluster: a fake consensus log applied to every
@@ -33,6 +35,14 @@ type simNet struct {
 	// away (see Drainer).
 	open     map[string]int
 	draining map[string]bool
+	// lchanged is closed when leadership may have changed (a transfer, or
+	// the leader cut off or reconnected).
+	lchanged chan struct{}
+}
+
+func (s *simNet) leadershipChangedLocked() {
+	close(s.lchanged)
+	s.lchanged = make(chan struct{})
 }
 
 type simNode struct {
@@ -40,6 +50,7 @@ type simNode struct {
 	machine *state.Machine
 	applied int
 	node    *Node
+	mesh    *liveness.Mesh
 	cancel  context.CancelFunc
 	done    chan struct{}
 	healthy bool
@@ -50,7 +61,7 @@ type simNode struct {
 
 func newSim(t *testing.T, names ...string) *simNet {
 	s := &simNet{t: t, nodes: map[string]*simNode{}, cut: map[string]bool{}, lag: map[string]bool{}, vip: map[string]bool{},
-		open: map[string]int{}, draining: map[string]bool{}, leader: "witness", term: 1}
+		open: map[string]int{}, draining: map[string]bool{}, leader: "witness", term: 1, lchanged: make(chan struct{})}
 	for _, n := range names {
 		s.nodes[n] = &simNode{name: n, machine: state.New(), healthy: true, healthCh: make(chan struct{}, 1)}
 	}
@@ -100,28 +111,38 @@ func (s *simNet) start(name string) {
 	if role == state.RoleApp {
 		prov = &simVIP{net: s, node: name}
 	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	mesh, err := liveness.New(liveness.Options{
+		Self: name, Machine: n.machine, Tr: &simTransport{net: s, from: name},
+		Interval: 50 * time.Millisecond, Lease: 500 * time.Millisecond, Margin: 100 * time.Millisecond, Logger: logger,
+	})
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	node, err := New(Options{
 		Name: name, Role: role, Machine: n.machine,
 		Cluster:       &simCluster{net: s, node: name},
 		Provider:      prov,
 		Health:        &simHealth{net: s, node: name},
 		HealthChanged: n.healthCh,
-		Tr:            &simTransport{net: s, from: name},
+		Mesh:          mesh,
 		Policy:        Policy{Cooloff: 2 * time.Second, MaxMovesPerHour: 10},
-		Lease:         500 * time.Millisecond, Margin: 100 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
-		DrainTimeout: 2 * time.Second,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		DrainTimeout:  2 * time.Second,
+		Logger:        logger,
 	})
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.mu.Lock()
-	n.node, n.cancel, n.done, n.alive = node, cancel, make(chan struct{}), true
+	n.node, n.mesh, n.cancel, n.done, n.alive = node, mesh, cancel, make(chan struct{}), true
 	s.mu.Unlock()
 	go func() {
 		defer close(n.done)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = mesh.Run(ctx) })
 		_ = node.Run(ctx)
+		wg.Wait()
 	}()
 }
 
@@ -140,6 +161,9 @@ func (s *simNet) partition(name string, cut bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cut[name] = cut
+	if name == s.leader {
+		s.leadershipChangedLocked()
+	}
 	if !cut {
 		s.catchUpLocked(s.nodes[name])
 	}
@@ -233,7 +257,14 @@ func (c *simCluster) TransferLeadership(ctx context.Context, to string) error {
 	c.net.mu.Lock()
 	defer c.net.mu.Unlock()
 	c.net.leader, c.net.term = to, c.net.term+1
+	c.net.leadershipChangedLocked()
 	return nil
+}
+
+func (c *simCluster) LeadershipChanged() <-chan struct{} {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	return c.net.lchanged
 }
 
 type simHealth struct {
@@ -241,10 +272,10 @@ type simHealth struct {
 	node string
 }
 
-func (h *simHealth) Report() (bool, time.Duration, []CheckStatus) {
+func (h *simHealth) Snapshot() health.Report {
 	h.net.mu.Lock()
 	defer h.net.mu.Unlock()
-	return h.net.nodes[h.node].healthy, 0, nil
+	return health.Report{Healthy: h.net.nodes[h.node].healthy}
 }
 
 type simTransport struct {
@@ -252,7 +283,7 @@ type simTransport struct {
 	from string
 }
 
-func (tr *simTransport) Probe(ctx context.Context, addr string, req ProbeRequest) (ProbeReply, error) {
+func (tr *simTransport) Probe(ctx context.Context, addr string, deadline time.Time, req *liveness.Request) (liveness.Reply, error) {
 	tr.net.mu.Lock()
 	peer, exists := tr.net.nodes[addr]
 	// A member with no simulated node is one whose agent never started.
@@ -260,10 +291,14 @@ func (tr *simTransport) Probe(ctx context.Context, addr string, req ProbeRequest
 	tr.net.mu.Unlock()
 	time.Sleep(time.Millisecond) // one-way latency
 	if down {
-		<-ctx.Done()
-		return ProbeReply{}, ctx.Err()
+		select {
+		case <-ctx.Done():
+			return liveness.Reply{}, ctx.Err()
+		case <-time.After(time.Until(deadline)):
+			return liveness.Reply{}, context.DeadlineExceeded
+		}
 	}
-	r := peer.node.Mesh().HandleProbe(tr.from, req)
+	r := peer.mesh.HandleProbe(tr.from, req)
 	time.Sleep(time.Millisecond)
 	return r, nil
 }
@@ -406,6 +441,7 @@ func TestLeaderOnHolderIsMovedAway(t *testing.T) {
 	runSim(t, func(t *testing.T, s *simNet) {
 		s.mu.Lock()
 		s.leader, s.term = "node1", s.term+1
+		s.leadershipChangedLocked()
 		s.mu.Unlock()
 		time.Sleep(time.Second)
 		s.mu.Lock()
@@ -458,7 +494,7 @@ func TestFullRestartKeepsHolder(t *testing.T) {
 		}
 		s.setHealthy("node1", true)
 		s.waitHolder(t, "node1", 5*time.Second)
-		time.Sleep(StartupGrace)
+		time.Sleep(liveness.StartupGrace)
 		if h := s.holders(); len(h) != 1 || h[0] != "node1" {
 			t.Fatalf("holders after a full restart = %v; want [node1]", h)
 		}
@@ -480,9 +516,10 @@ func TestStaleLeaderViewsDoNotConfirm(t *testing.T) {
 		s.lag["node1"] = true
 		s.mu.Unlock()
 		s.partition("node1", false)
-		stale := ProbeRequest{From: "witness", Leader: &LeaderView{Term: 1, Holder: "node1", Epoch: old.Epoch, Active: true}}
+		view := appendLeaderView(nil, &LeaderView{Term: 1, Holder: "node1", Epoch: old.Epoch, Active: true})
+		stale := &liveness.Request{From: "witness", Facts: liveness.Facts{{Name: FactLeader, Value: view}}}
 		for i := 0; i < 100; i++ {
-			s.nodes["node1"].node.Mesh().HandleProbe("witness", stale)
+			s.nodes["node1"].mesh.HandleProbe("witness", stale)
 			time.Sleep(10 * time.Millisecond)
 			if h := s.holders(); len(h) != 1 || h[0] != "node2" {
 				t.Fatalf("holders = %v after a replayed leader view; want [node2]", h)

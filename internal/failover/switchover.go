@@ -69,7 +69,7 @@ func (n *Node) Switchover(ctx context.Context, to string, timeout time.Duration)
 	for {
 		s := n.o.Machine.View()
 		from = s.Holder.Node
-		c, ready, err := PlanSwitchover(time.Now(), s, n.mesh.Views(time.Now(), s.Holder.Epoch), to)
+		c, ready, err := PlanSwitchover(time.Now(), s, n.Views(time.Now(), s.Holder.Epoch), to)
 		if err != nil {
 			return Move{}, fmt.Errorf("switchover: %w", err)
 		}

@@ -323,13 +323,22 @@ func (r *Runner) Run(ctx context.Context) error {
 	return nil
 }
 
+// loop runs c every interval. Probes start on multiples of the interval on
+// the wall clock, as the liveness mesh's rounds do, so an idle agent's
+// periodic work shares its wake-ups; a probe that overran its interval is
+// followed by the next one at once.
 func (r *Runner) loop(ctx context.Context, c *check) {
-	t := time.NewTicker(c.spec.Interval)
+	every := c.spec.Interval
+	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
+		start := time.Now()
 		r.runOnce(ctx, c)
-		// A probe that overran its interval leaves at most one tick pending,
-		// so the next probe starts at once and the schedule resumes.
+		wait := time.Until(time.Now().Truncate(every).Add(every))
+		if time.Since(start) >= every {
+			wait = 0 // it overran: no further delay, as a ticker would
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return

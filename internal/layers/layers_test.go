@@ -53,6 +53,7 @@ var layerOf = map[string]string{
 
 	"internal/cluster/state": state,
 
+	"internal/liveness": controller,
 	"internal/failover": controller,
 	"internal/health":   controller,
 	"internal/hooks":    controller,
@@ -98,7 +99,7 @@ var layerOf = map[string]string{
 var mayImport = map[string][]string{
 	leaf:       {leaf},
 	state:      {},
-	controller: {leaf, state},
+	controller: {leaf, state, controller}, // failover reads health's check status and runs on liveness
 	provider:   {leaf, provider},
 	cluster:    {leaf, state, cluster},
 	cfg:        {leaf},

@@ -161,7 +161,7 @@ func (s *Service) member(m state.Member, suffrage string, fs failover.Status) lo
 	if mem.Reachable {
 		mem.Healthy, mem.Holding = reply.Healthy, reply.Holding
 		for _, c := range reply.Checks {
-			mem.Checks = append(mem.Checks, localapi.Check{Name: c.Name, Type: c.Type, Healthy: c.Healthy, Output: c.Output})
+			mem.Checks = append(mem.Checks, localapi.Check{Name: c.Name, Type: c.Type, Healthy: c.Healthy, Output: c.Summary()})
 		}
 	}
 	return mem

@@ -13,6 +13,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/cluster"
 	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/failover"
+	"github.com/tandem-ha/tandem/internal/health"
 	"github.com/tandem-ha/tandem/internal/localapi"
 	"github.com/tandem-ha/tandem/internal/pki"
 )
@@ -89,10 +90,10 @@ func newService(t *testing.T) (*Service, *fakeCluster, *fakeFailover) {
 	}
 	ff := &fakeFailover{st: failover.Status{
 		Holding: true, LeaseValid: true,
-		Local: failover.ProbeReply{Healthy: true, Holding: true, Checks: []failover.CheckStatus{{Name: "web", Type: "http", Healthy: true}}},
+		Local: failover.NodeFacts{Healthy: true, Holding: true, Checks: []health.CheckStatus{{Name: "web", Type: "http", Healthy: true}}},
 		Peers: map[string]failover.PeerStatus{
-			"node2":   {Reply: failover.ProbeReply{Healthy: false, Checks: []failover.CheckStatus{{Name: "web", Healthy: false, Output: "503"}}}, Age: 30 * time.Millisecond},
-			"witness": {Reply: failover.ProbeReply{Healthy: true}, Age: 5 * time.Second},
+			"node2":   {Reply: failover.NodeFacts{Healthy: false, Checks: []health.CheckStatus{{Name: "web", Healthy: false, Output: "503"}}}, Age: 30 * time.Millisecond},
+			"witness": {Reply: failover.NodeFacts{Healthy: true}, Age: 5 * time.Second},
 		},
 	}}
 	s := New(Options{Node: "node1", Role: state.RoleApp, Version: "1.2.3", VIPAddress: "10.0.0.100/24", VIPProvider: "linux",

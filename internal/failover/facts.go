@@ -1,0 +1,255 @@
+package failover
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tandem-ha/tandem/internal/cluster/state"
+	"github.com/tandem-ha/tandem/internal/health"
+	"github.com/tandem-ha/tandem/internal/liveness"
+)
+
+// Names of the facts failover contributes to the liveness mesh.
+const (
+	// FactNode carries a node's NodeFacts in its replies.
+	FactNode = "failover"
+	// FactLeader carries the raft leader's LeaderView, in its replies and
+	// its probes, and only while it leads.
+	FactLeader = "failover.leader"
+)
+
+// LeaderView is the raft leader's committed holder. In a probe it may be
+// late (TCP retransmits it after a partition heals), so receivers use it
+// only to learn of newer epochs; in a reply it is at least as recent as the
+// probe it answers, so the prober may use it to confirm the committed
+// holder: a node with a stale log never acts.
+type LeaderView struct {
+	Term   uint64 `json:"term"`
+	Holder string `json:"holder"`
+	Epoch  uint64 `json:"epoch"`
+	Active bool   `json:"active"`
+}
+
+// NodeFacts is what a node tells its peers about itself for failover.
+type NodeFacts struct {
+	Node           string `json:"node"`
+	Role           string `json:"role"`
+	Healthy        bool   `json:"healthy"`
+	UnhealthyForMs int64  `json:"unhealthy_for_ms"`
+	// Starting is set while a node that just started has not yet passed its
+	// checks (they start failing until "rise" passes), for at most
+	// liveness.StartupGrace: not yet healthy is not a failure.
+	Starting bool                 `json:"starting,omitempty"`
+	Checks   []health.CheckStatus `json:"checks"`
+	Holding  bool                 `json:"holding"` // the IP is configured here
+	Epoch    uint64               `json:"epoch"`   // the holder epoch in its applied state
+}
+
+const factsVersion = 1
+
+const (
+	factHealthy = 1 << iota
+	factStarting
+	factHolding
+)
+
+var errFacts = errors.New("malformed failover facts")
+
+// appendFacts encodes f (without Node, which the mesh carries). The checks
+// come last, so deciding never has to decode them.
+func appendFacts(b []byte, f *NodeFacts) []byte {
+	var flags byte
+	if f.Healthy {
+		flags |= factHealthy
+	}
+	if f.Starting {
+		flags |= factStarting
+	}
+	if f.Holding {
+		flags |= factHolding
+	}
+	b = append(b, factsVersion, flags)
+	b = binary.AppendUvarint(b, f.Epoch)
+	b = binary.AppendUvarint(b, uint64(max(f.UnhealthyForMs, 0)))
+	b = binary.AppendUvarint(b, uint64(len(f.Role)))
+	b = append(b, f.Role...)
+	return health.AppendWire(b, f.Checks)
+}
+
+// decodeFacts decodes a peer's facts, with its checks when withChecks.
+func decodeFacts(b []byte, withChecks bool) (NodeFacts, error) {
+	var f NodeFacts
+	if len(b) < 2 || b[0] != factsVersion {
+		return f, fmt.Errorf("%w: unknown version", errFacts)
+	}
+	flags := b[1]
+	f.Healthy, f.Starting, f.Holding = flags&factHealthy != 0, flags&factStarting != 0, flags&factHolding != 0
+	b = b[2:]
+	var n int
+	if f.Epoch, n = binary.Uvarint(b); n <= 0 {
+		return f, fmt.Errorf("%w: epoch", errFacts)
+	}
+	b = b[n:]
+	ms, n := binary.Uvarint(b)
+	if n <= 0 || ms > 1<<53 {
+		return f, fmt.Errorf("%w: unhealthy time", errFacts)
+	}
+	f.UnhealthyForMs, b = int64(ms), b[n:]
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l > 64 || l > uint64(len(b)-n) {
+		return f, fmt.Errorf("%w: role", errFacts)
+	}
+	f.Role, b = string(b[n:n+int(l)]), b[n+int(l):]
+	if !withChecks {
+		return f, nil
+	}
+	checks, rest, err := health.DecodeWire(b)
+	if err != nil {
+		return f, fmt.Errorf("%w: %w", errFacts, err)
+	}
+	if len(rest) != 0 {
+		return f, fmt.Errorf("%w: trailing bytes", errFacts)
+	}
+	f.Checks = checks
+	return f, nil
+}
+
+func appendLeaderView(b []byte, v *LeaderView) []byte {
+	b = append(b, factsVersion)
+	b = binary.AppendUvarint(b, v.Term)
+	b = binary.AppendUvarint(b, uint64(len(v.Holder)))
+	b = append(b, v.Holder...)
+	b = binary.AppendUvarint(b, v.Epoch)
+	if v.Active {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+func decodeLeaderView(b []byte) (LeaderView, error) {
+	var v LeaderView
+	if len(b) < 1 || b[0] != factsVersion {
+		return v, fmt.Errorf("%w: unknown leader view version", errFacts)
+	}
+	b = b[1:]
+	var n int
+	if v.Term, n = binary.Uvarint(b); n <= 0 {
+		return v, fmt.Errorf("%w: term", errFacts)
+	}
+	b = b[n:]
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l > 253 || l > uint64(len(b)-n) {
+		return v, fmt.Errorf("%w: holder", errFacts)
+	}
+	v.Holder, b = string(b[n:n+int(l)]), b[n+int(l):]
+	if v.Epoch, n = binary.Uvarint(b); n <= 0 {
+		return v, fmt.Errorf("%w: epoch", errFacts)
+	}
+	b = b[n:]
+	if len(b) != 1 || b[0] > 1 {
+		return v, fmt.Errorf("%w: active", errFacts)
+	}
+	v.Active = b[0] == 1
+	return v, nil
+}
+
+// PeerStatus is a peer's latest facts and how old they are.
+type PeerStatus struct {
+	Reply NodeFacts
+	Age   time.Duration
+}
+
+// peerFacts decodes the failover facts in a peer's latest reply.
+func (n *Node) peerFacts(name string, withChecks bool) (NodeFacts, time.Time, bool) {
+	p, ok := n.mesh.Peer(name)
+	if !ok {
+		return NodeFacts{}, time.Time{}, false
+	}
+	b, ok := p.Facts.Get(FactNode)
+	if !ok {
+		return NodeFacts{}, time.Time{}, false
+	}
+	f, err := decodeFacts(b, withChecks)
+	if err != nil {
+		n.log.Debug("bad failover facts", "peer", name, "err", err)
+		return NodeFacts{}, time.Time{}, false
+	}
+	f.Node = name
+	return f, p.At, true
+}
+
+// onUpdate follows the liveness mesh's messages.
+func (n *Node) onUpdate(u liveness.Update) {
+	if b, ok := u.Facts.Get(FactLeader); ok {
+		if v, err := decodeLeaderView(b); err == nil {
+			n.onLeaderView(u.Peer, v, u.Sent)
+		}
+	}
+	if u.Announce && n.o.Cluster.IsLeader() { // only the leader decides
+		n.mesh.Kick()
+	}
+	if u.Sent.IsZero() {
+		return
+	}
+	if n.waiting.Load() {
+		n.poke() // this answer may complete the lease a pending acquire needs
+	}
+	if u.Prev == nil {
+		return
+	}
+	cur, _ := u.Facts.Get(FactNode)
+	prev, _ := u.Prev.Get(FactNode)
+	c, err1 := decodeFacts(cur, false)
+	p, err2 := decodeFacts(prev, false)
+	if err1 == nil && err2 == nil && (c.Healthy != p.Healthy || c.Holding != p.Holding) {
+		n.pokeController() // the DC decides now, not at its next tick
+	}
+}
+
+// Views builds the DC's view of every member at now.
+func (n *Node) Views(now time.Time, epoch uint64) map[string]NodeView {
+	s := n.state.view()
+	out := make(map[string]NodeView, len(s.Members))
+	lease := n.mesh.Lease()
+	for name := range s.Members {
+		if name == n.o.Name {
+			self := n.localFacts(false)
+			out[name] = NodeView{
+				Reachable: true, Healthy: self.Healthy, Starting: self.Starting,
+				Released: !self.Holding && self.Epoch >= epoch,
+				FaultAt:  now.Add(-time.Duration(self.UnhealthyForMs) * time.Millisecond),
+			}
+			continue
+		}
+		f, at, ok := n.peerFacts(name, false)
+		heard := n.mesh.Heard(name)
+		v := NodeView{}
+		if ok && now.Sub(at) < lease {
+			v.Reachable = true
+			v.Healthy = f.Healthy
+			v.Starting = f.Starting
+			v.Released = !f.Holding && f.Epoch >= epoch
+			v.FaultAt = at.Add(-time.Duration(f.UnhealthyForMs) * time.Millisecond)
+		}
+		v.Dead = n.mesh.Dead(now, name)
+		if v.Dead {
+			v.FaultAt = heard
+			if ok && at.After(heard) {
+				v.FaultAt = at
+			}
+		}
+		out[name] = v
+	}
+	return out
+}
+
+// stateCache reads the replicated state. Views are cheap now (copy-on-write
+// in the state machine), so it holds no copy of its own; it stays as the
+// one place the loops read from. Readers must not modify what it returns.
+type stateCache struct {
+	m *state.Machine
+}
+
+func (c *stateCache) view() state.Snapshot { return c.m.View() }
