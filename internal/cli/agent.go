@@ -7,8 +7,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strings"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
