@@ -274,8 +274,9 @@ type clusterAdapter struct{ n *cluster.Node }
 func (c clusterAdapter) Apply(ctx context.Context, cmd state.Command) error {
 	return c.n.Apply(ctx, cmd)
 }
-func (c clusterAdapter) IsLeader() bool { return c.n.IsLeader() }
-func (c clusterAdapter) Term() uint64   { return c.n.Term() }
+func (c clusterAdapter) IsLeader() bool           { return c.n.IsLeader() }
+func (c clusterAdapter) Term() uint64             { return c.n.Term() }
+func (c clusterAdapter) Leader() (string, string) { return c.n.Leader() }
 func (c clusterAdapter) TransferLeadership(ctx context.Context, to string) error {
 	return c.n.TransferLeadership(ctx, to)
 }

@@ -73,6 +73,9 @@ func printStatus(w io.Writer, st localapi.Status) {
 		fmt.Fprintf(w, "last failover: %s -> %s at %s, %s, took %dms\n",
 			orDash(lf.From), lf.To, lf.At.Format(time.RFC3339), lf.Reason, lf.DurationMs)
 	}
+	if st.HoldingBack != "" {
+		fmt.Fprintf(w, "HOLDING BACK: this node is the holder but does not configure the IP: %s\n", st.HoldingBack)
+	}
 	if st.LastError != "" {
 		fmt.Fprintf(w, "last error: %s\n", st.LastError)
 	}

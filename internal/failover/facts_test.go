@@ -108,6 +108,7 @@ type fixedLeader bool
 
 func (l fixedLeader) Apply(context.Context, state.Command) error       { return nil }
 func (l fixedLeader) IsLeader() bool                                   { return bool(l) }
+func (l fixedLeader) Leader() (string, string)                         { return "", "" }
 func (l fixedLeader) Term() uint64                                     { return 1 }
 func (l fixedLeader) TransferLeadership(context.Context, string) error { return nil }
 func (l fixedLeader) LeadershipChanged() <-chan struct{}               { return nil }

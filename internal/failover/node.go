@@ -27,6 +27,8 @@ type Provider interface {
 type Cluster interface {
 	Apply(ctx context.Context, c state.Command) error
 	IsLeader() bool
+	// Leader names the raft leader this node follows ("" while unknown).
+	Leader() (name, addr string)
 	Term() uint64
 	TransferLeadership(ctx context.Context, to string) error
 	// LeadershipChanged returns a channel closed at the next change of
@@ -105,6 +107,7 @@ type Node struct {
 	seenEpoch   uint64     // the newest epoch any leader view has named
 	holding     bool
 	heldEpoch   uint64
+	holdBack    string // why the holder named by the state does not configure the IP
 	lastErr     string
 	lastTrans   time.Time
 	releasedAt  map[uint64]time.Time
@@ -235,6 +238,13 @@ func (n *Node) leaderView() *LeaderView {
 }
 
 func (n *Node) onLeaderView(from string, v LeaderView, sent time.Time) {
+	// Only the leader this node follows speaks for the committed holder.
+	// Any other member's view, whatever epoch it claims, is ignored: an
+	// epoch taken from it would make the holder drop the IP for good
+	// (security review, finding 2).
+	if leader, _ := n.o.Cluster.Leader(); from == "" || from != leader || v.Term < n.o.Cluster.Term() {
+		return
+	}
 	n.mu.Lock()
 	news := v.Epoch > n.seenEpoch
 	if news {
@@ -422,6 +432,8 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) time.Time {
 	mine := h.Node == n.o.Name && h.Active
 	n.waiting.Store(!holding && mine)
 
+	n.setHoldBack(holdBackReason(mine, holding, lease, confirmed, contradicted, h.Epoch, seen, now.Before(n.retryAt)))
+
 	var next time.Time
 	switch {
 	case holding && (!mine || !lease || contradicted):
@@ -462,6 +474,30 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) time.Time {
 		}
 	}
 	return next
+}
+
+// holdBackReason says why a node the state names as holder does not
+// configure the IP ("" when it does, or is not the holder).
+func holdBackReason(mine, holding, lease, confirmed, contradicted bool, epoch, seen uint64, retrying bool) string {
+	switch {
+	case !mine || holding:
+		return ""
+	case !lease:
+		return "no quorum lease: this node hears from too few voters"
+	case contradicted:
+		return fmt.Sprintf("the raft leader announced epoch %d, newer than the %d this node has applied", seen, epoch)
+	case !confirmed:
+		return fmt.Sprintf("waiting for the raft leader to confirm epoch %d", epoch)
+	case retrying:
+		return "the last attempt to configure the IP failed; retrying (see last_error)"
+	}
+	return ""
+}
+
+func (n *Node) setHoldBack(why string) {
+	n.mu.Lock()
+	n.holdBack = why
+	n.mu.Unlock()
 }
 
 // drain lets the connections in flight to the IP finish before a planned
@@ -579,6 +615,9 @@ type Status struct {
 	Peers        map[string]PeerStatus
 	LeaderView   LeaderView
 	LeaderViewAt time.Time
+	// HoldBack says why this node, the committed holder, does not
+	// configure the IP ("" when it does or is not the holder).
+	HoldBack string
 }
 
 // Status returns the node's current view.
@@ -594,5 +633,6 @@ func (n *Node) Status() Status {
 	defer n.mu.Unlock()
 	st.Holding, st.HeldEpoch, st.LastError, st.LastChange = n.holding, n.heldEpoch, n.lastErr, n.lastTrans
 	st.LeaderView, st.LeaderViewAt = n.view, n.viewAt
+	st.HoldBack = n.holdBack
 	return st
 }

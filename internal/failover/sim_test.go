@@ -247,6 +247,12 @@ func (c *simCluster) IsLeader() bool {
 	return c.net.leader == c.node && !c.net.cut[c.node]
 }
 
+func (c *simCluster) Leader() (string, string) {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	return c.net.leader, ""
+}
+
 func (c *simCluster) Term() uint64 {
 	c.net.mu.Lock()
 	defer c.net.mu.Unlock()
@@ -667,4 +673,31 @@ func TestPlannedMoveDrains(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestForgedEpochFromAMemberIsIgnored: a member that is not the raft
+// leader (here node2, the standby) claims a huge epoch in its probes. The
+// holder must not take it as news of a newer holder and drop the IP
+// (security review, finding 2).
+func TestForgedEpochFromAMemberIsIgnored(t *testing.T) {
+	runSim(t, func(t *testing.T, s *simNet) {
+		holder := s.holders()
+		if len(holder) != 1 {
+			t.Fatalf("holders = %v; want one", holder)
+		}
+		h := holder[0]
+		forger := "node2"
+		if h == "node2" {
+			forger = "node1"
+		}
+		view := appendLeaderView(nil, &LeaderView{Term: 1 << 40, Holder: forger, Epoch: 1<<63 - 1, Active: true})
+		forged := &liveness.Request{From: forger, Facts: liveness.Facts{{Name: FactLeader, Value: view}}}
+		for range 100 {
+			s.nodes[h].mesh.HandleProbe(forger, forged)
+			time.Sleep(10 * time.Millisecond)
+			if got := s.holders(); len(got) != 1 || got[0] != h {
+				t.Fatalf("holders = %v after %s's forged epoch; want [%s]", got, forger, h)
+			}
+		}
+	})
 }

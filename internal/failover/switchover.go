@@ -100,16 +100,36 @@ func (n *Node) Switchover(ctx context.Context, to string, timeout time.Duration)
 		if h.Epoch > epoch {
 			return Move{}, fmt.Errorf("switchover: superseded by epoch %d (holder %s)", h.Epoch, h.Node)
 		}
-		if h.Epoch == epoch && h.Active {
+		active := h.Epoch == epoch && h.Active
+		// Success is the new holder serving the IP, not just the commit:
+		// a holder that holds back (no lease, no confirmation) must show.
+		if active && n.serving(cmd.Node, epoch) {
 			return Move{From: from, To: cmd.Node, Epoch: epoch, Took: time.Since(start)}, nil
 		}
 		select {
 		case <-ctx.Done():
+			if active {
+				return Move{}, fmt.Errorf("switchover: committed epoch %d, but %s does not report the IP configured; see 'tandem status' on %s for why it holds back",
+					epoch, cmd.Node, cmd.Node)
+			}
 			return Move{}, fmt.Errorf("switchover: committed epoch %d but %s has not released the IP yet", epoch, from)
 		case <-n.o.Machine.Changed(state.FailoverDomain):
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// serving reports whether node says it has the IP configured at epoch (or
+// a later one): this node from its own state, a peer from its latest
+// liveness reply.
+func (n *Node) serving(node string, epoch uint64) bool {
+	if node == n.o.Name {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.holding && n.heldEpoch >= epoch
+	}
+	f, _, ok := n.peerFacts(node, false)
+	return ok && f.Holding && f.Epoch >= epoch
 }
 
 // HandOff moves the IP to a healthy standby if this node holds it, so that

@@ -58,3 +58,25 @@ func TestPlanSwitchover(t *testing.T) {
 		t.Errorf("no holder: %+v, %v, %v; want an active move from epoch 7", cmd, ready, err)
 	}
 }
+
+func TestHoldBackReason(t *testing.T) {
+	tests := []struct {
+		name                                          string
+		mine, holding, lease, confirmed, contradicted bool
+		retrying                                      bool
+		want                                          string
+	}{
+		{"not the holder", false, false, true, true, false, false, ""},
+		{"holding", true, true, true, true, false, false, ""},
+		{"no lease", true, false, false, true, false, false, "no quorum lease"},
+		{"contradicted", true, false, true, true, true, false, "announced epoch 9"},
+		{"unconfirmed", true, false, true, false, false, false, "waiting for the raft leader to confirm epoch 7"},
+		{"retrying", true, false, true, true, false, true, "retrying"},
+	}
+	for _, tt := range tests {
+		got := holdBackReason(tt.mine, tt.holding, tt.lease, tt.confirmed, tt.contradicted, 7, 9, tt.retrying)
+		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("%s: %q; want %q", tt.name, got, tt.want)
+		}
+	}
+}

@@ -36,6 +36,9 @@ type Status struct {
 	LastFailover *Failover    `json:"last_failover"`
 	Moves        []Failover   `json:"recent_moves"`
 	LastError    string       `json:"last_error,omitempty"`
+	// HoldingBack says why this node, the committed holder, does not
+	// configure the IP (no lease, waiting for the leader, ...).
+	HoldingBack string `json:"holding_back,omitempty"`
 	// StateWarning says when this node could not apply committed entries,
 	// or a member runs an older state level than this node (upgrade it).
 	StateWarning string    `json:"state_warning,omitempty"`

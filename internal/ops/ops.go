@@ -105,6 +105,7 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 		VIP:         localapi.VIPStatus{Address: s.o.VIPAddress, Provider: s.o.VIPProvider, HeldHere: fs.Holding},
 		LeaseValid:  fs.LeaseValid,
 		LastError:   fs.LastError,
+		HoldingBack: fs.HoldBack,
 		GeneratedAt: now,
 	}
 	if !rs.LastContact.IsZero() {
