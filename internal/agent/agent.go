@@ -102,7 +102,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load certificates: %w", err)
 	}
-	node, err := cluster.New(ctx, clusterOptions(a.cfg, a.log, creds, a.machine))
+	marker, err := cluster.ReadMarker(a.cfg.Node.DataDir)
+	if err != nil {
+		return err
+	}
+	opts := clusterOptions(a.cfg, a.log, creds, a.machine)
+	opts.JoinedPeers = marker.Peers
+	node, err := cluster.New(ctx, opts)
 	if err != nil {
 		return err
 	}

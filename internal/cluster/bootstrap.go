@@ -25,6 +25,22 @@ type Marker struct {
 	Created  time.Time `json:"created"`
 	Founder  bool      `json:"founder"`
 	JoinedAt string    `json:"joined_via,omitempty"`
+	// Peers are the members (name to address) when this node joined; see
+	// Options.JoinedPeers.
+	Peers map[string]string `json:"peers,omitempty"`
+}
+
+// ReadMarker reads the marker of the node with this data directory.
+func ReadMarker(dataDir string) (Marker, error) {
+	var m Marker
+	b, err := os.ReadFile(MarkerPath(dataDir))
+	if err != nil {
+		return m, fmt.Errorf("read %s: %w", MarkerPath(dataDir), err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("read %s: %w (remove the file and join again)", MarkerPath(dataDir), err)
+	}
+	return m, nil
 }
 
 // MarkerPath is where a node with this data directory keeps its marker.
@@ -182,5 +198,9 @@ func JoinAndSave(ctx context.Context, dataDir, addr, token string, req JoinReque
 	if err := res.Credentials.Save(PKIDir(dataDir)); err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
-	return writeMarker(dataDir, Marker{Name: req.Name, Role: req.Role, Created: time.Now(), JoinedAt: addr})
+	peers := map[string]string{}
+	for _, m := range res.Members {
+		peers[m.Name] = m.Address
+	}
+	return writeMarker(dataDir, Marker{Name: req.Name, Role: req.Role, Created: time.Now(), JoinedAt: addr, Peers: peers})
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/pki"
 )
@@ -38,10 +39,15 @@ type tlsCluster struct {
 // start runs a node over real TLS on a loopback port.
 func (c *tlsCluster) start(creds *pki.Node, role, addr string) *Node {
 	c.t.Helper()
+	return c.startWith(creds, role, addr, nil)
+}
+
+func (c *tlsCluster) startWith(creds *pki.Node, role, addr string, joinedPeers map[string]string) *Node {
+	c.t.Helper()
 	n, err := New(context.Background(), Options{
 		Name: creds.Name, Role: role, DataDir: c.t.TempDir(), Listen: addr,
 		TLS: creds, Machine: state.New(), Logger: testLogger(c.t), JoinPolicy: noTwoApps,
-		noJoinDelay: true,
+		noJoinDelay: true, JoinedPeers: joinedPeers,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -70,7 +76,11 @@ func (c *tlsCluster) join(via *Node, token, name, role string) (*Node, JoinResul
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return c.start(creds, role, addr), res
+	peers := map[string]string{}
+	for _, m := range res.Members {
+		peers[m.Name] = m.Address
+	}
+	return c.startWith(creds, role, addr, peers), res
 }
 
 func (c *tlsCluster) fingerprint(n *Node) string {
@@ -143,6 +153,7 @@ func TestJoinOverTLS(t *testing.T) {
 	if !bres.Credentials.CanSign() {
 		t.Error("app node b did not receive the CA key")
 	}
+	eventually(t, 5*time.Second, "b to catch up", func() bool { return len(b.Machine().View().Members) == 3 })
 	cn, _ := c.join(b, token, "c", state.RoleApp)
 	leaf := cn.Credentials().Cert.Leaf
 	if leaf.Subject.CommonName != "c" || len(leaf.IPAddresses) != 1 || leaf.IPAddresses[0].String() != "127.0.0.1" {
@@ -334,7 +345,7 @@ func TestForeignPeersRejected(t *testing.T) {
 		})
 	}
 	// And the real raft dialer of a foreign node cannot reach a either.
-	sl := newStreamLayer(newConnListener(advertiseAddr("x")), foreign)
+	sl := newStreamLayer(newConnListener(advertiseAddr("x")), foreign, nil)
 	sl.tls.VerifyConnection = nil // get past our own check to test a's side
 	if conn, err := sl.Dial("x", time.Second); err == nil {
 		conn.Close()
@@ -500,4 +511,43 @@ func TestAnonymousJoins(t *testing.T) {
 		t.Errorf("flood answers %v (0: connection refused); want most turned away before any check", codes)
 	}
 	t.Logf("real join during the flood: %v; flood answers %v", took, codes)
+}
+
+// TestRaftRefusesNonMembers: a certificate from the cluster CA is not a
+// ticket into raft. A node that never joined, or was removed, cannot open a
+// raft connection, and a dialler checks that the node at a member's address
+// is that member (security review, finding 1).
+func TestRaftRefusesNonMembers(t *testing.T) {
+	ctx := context.Background()
+	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
+	ca, _ := pki.NewCA(time.Now())
+	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
+	if err := a.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	raftConn := func(creds *pki.Node) error {
+		cfg := creds.ClientConfig()
+		cfg.NextProtos = []string{ALPNRaft}
+		conn, err := tls.Dial("tcp", a.Addr(), cfg)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+		_, _ = conn.Write([]byte{0})
+		_, err = conn.Read(make([]byte, 1))
+		return err
+	}
+	ghost := issue(t, ca, "ghost")
+	if err := raftConn(ghost); err == nil || strings.Contains(err.Error(), "timeout") {
+		t.Errorf("raft connection from a non-member with a CA certificate: %v; want it closed at once", err)
+	}
+	// The dialler's side: a's address named as another member's.
+	sl := newStreamLayer(newConnListener(advertiseAddr("x")), ghost, func(addr string) (string, bool) { return "b", addr == a.Addr() })
+	if conn, err := sl.Dial(raft.ServerAddress(a.Addr()), time.Second); err == nil || !strings.Contains(err.Error(), `"a"`) {
+		if conn != nil {
+			conn.Close()
+		}
+		t.Errorf("dialling b's address and finding a = %v; want refused naming a", err)
+	}
 }

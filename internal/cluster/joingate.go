@@ -16,11 +16,11 @@ var ErrTooManyJoins = errors.New("too many join attempts; wait a few seconds and
 // Join admission limits. A real join is rare and one at a time; these
 // bound what anonymous callers can make a node do.
 const (
-	maxJoinsInFlight = 4                // joins checking or waiting for the join lock
-	joinRate         = rate.Limit(0.5)  // sustained join attempts per source address per second
-	joinBurst        = 10               // attempts a source may make at once
-	maxJoinSources   = 4096             // remembered source addresses
-	joinSourceIdle   = 10 * time.Minute // a source unseen this long is forgotten
+	maxJoinsInFlight = 2 * maxAnonymousPerSource // joins checking or waiting for the join lock: more than one address can hold
+	joinRate         = rate.Limit(0.5)           // sustained join attempts per source address per second
+	joinBurst        = 10                        // attempts a source may make at once
+	maxJoinSources   = 4096                      // remembered source addresses
+	joinSourceIdle   = 10 * time.Minute          // a source unseen this long is forgotten
 )
 
 // joinGate admits join attempts: a bounded number at once, and a token

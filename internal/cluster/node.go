@@ -46,6 +46,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -122,6 +123,10 @@ type Options struct {
 	// StreamProtocols are further ALPN protocols the listener accepts, for
 	// other packages' streams; serve them with HandleConn.
 	StreamProtocols []string
+	// JoinedPeers are the members (name to address) the cluster named when
+	// this node joined. Raft talks only with members of the replicated
+	// state; until a freshly joined node has applied any, these stand in.
+	JoinedPeers map[string]string
 
 	// raftTransport replaces the TLS raft transport (tests use raft's
 	// in-memory transport); the listener then serves HTTP only.
@@ -132,13 +137,15 @@ type Options struct {
 
 // Node is a running cluster member.
 type Node struct {
-	name, role string
-	advertise  string
-	timing     Timing
-	log        *slog.Logger
-	now        func() time.Time
-	policy     func([]state.Member, state.Member) error
-	priority   int
+	name, role  string
+	joinedPeers map[string]string // see Options.JoinedPeers
+	raftRef     atomic.Pointer[raft.Raft]
+	advertise   string
+	timing      Timing
+	log         *slog.Logger
+	now         func() time.Time
+	policy      func([]state.Member, state.Member) error
+	priority    int
 
 	creds   *pki.Node
 	machine *state.Machine
@@ -260,8 +267,10 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	}
 	n.trans = opts.raftTransport
 	if n.trans == nil {
+		n.joinedPeers = opts.JoinedPeers
+		n.mux.raftPeer = n.raftPeer
 		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  newStreamLayer(n.mux.raft, n.creds),
+			Stream:  newStreamLayer(n.mux.raft, n.creds, n.raftPeerAt),
 			MaxPool: 3,
 			Timeout: 2 * time.Second,
 			Logger:  hlog.Named("transport"),
@@ -282,6 +291,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
+	n.raftRef.Store(n.raft)
 	obs := make(chan raft.Observation, 64)
 	n.observer = raft.NewObserver(obs, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
@@ -307,6 +317,41 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	go func() { defer n.wg.Done(); n.reportSelf(bg) }()
 	n.log.Info("cluster node started", "advertise", n.advertise, "role", n.role)
 	return nil
+}
+
+// raftPeers are the nodes raft may talk with: the servers of the latest
+// raft configuration (committed or not, as raft itself uses it), or, on a
+// freshly joined node whose log holds none yet, the members it was told of
+// when it joined. A certificate from the cluster CA is not enough: a
+// removed node, or one that never joined, is refused (security review,
+// finding 1).
+func (n *Node) raftPeers() map[string]string {
+	if r := n.raftRef.Load(); r != nil {
+		if f := r.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) > 0 {
+			out := map[string]string{}
+			for _, sv := range f.Configuration().Servers {
+				out[string(sv.ID)] = string(sv.Address)
+			}
+			return out
+		}
+	}
+	return n.joinedPeers
+}
+
+// raftPeer reports whether the certificate name may open a raft connection.
+func (n *Node) raftPeer(name string) bool {
+	_, ok := n.raftPeers()[name]
+	return ok && name != n.name
+}
+
+// raftPeerAt names the member raft dials at addr.
+func (n *Node) raftPeerAt(addr string) (string, bool) {
+	for name, a := range n.raftPeers() {
+		if a == addr && name != n.name {
+			return name, true
+		}
+	}
+	return "", false
 }
 
 // Name returns the node's name.

@@ -57,6 +57,10 @@ type muxListener struct {
 	closed bool
 	wg     sync.WaitGroup
 
+	// raftPeer, when set, says whether a certificate name may open a raft
+	// connection (see Node.raftPeers).
+	raftPeer func(name string) bool
+
 	anon         chan struct{} // one token per open anonymous connection
 	anonLifetime time.Duration
 	anonMu       sync.Mutex
@@ -119,6 +123,11 @@ func (m *muxListener) route(c net.Conn) {
 	if cs.NegotiatedProtocol == ALPNRaft {
 		if m.raft == nil || pki.PeerName(&cs) == "" {
 			m.log.Debug("raft connection without a client certificate refused", "remote", c.RemoteAddr())
+			tc.Close()
+			return
+		}
+		if peer := pki.PeerName(&cs); m.raftPeer != nil && !m.raftPeer(peer) {
+			m.log.Warn("raft connection from a node that is not a member refused", "peer", peer, "remote", c.RemoteAddr())
 			tc.Close()
 			return
 		}
@@ -315,14 +324,17 @@ func (a advertiseAddr) String() string  { return string(a) }
 type streamLayer struct {
 	*connListener
 	tls *tls.Config
+	// peerAt names the member expected at an address; the dialled node's
+	// certificate must carry that name.
+	peerAt func(addr string) (string, bool)
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
-func newStreamLayer(l *connListener, creds *pki.Node) *streamLayer {
+func newStreamLayer(l *connListener, creds *pki.Node, peerAt func(addr string) (string, bool)) *streamLayer {
 	cfg := creds.ClientConfig()
 	cfg.NextProtos = []string{ALPNRaft}
-	return &streamLayer{connListener: l, tls: cfg}
+	return &streamLayer{connListener: l, tls: cfg, peerAt: peerAt}
 }
 
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
@@ -334,9 +346,23 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 		return nil, fmt.Errorf("dial raft %s: %w", address, err)
 	}
 	tc := c.(*tls.Conn)
-	if p := tc.ConnectionState().NegotiatedProtocol; p != ALPNRaft {
+	cs := tc.ConnectionState()
+	if p := cs.NegotiatedProtocol; p != ALPNRaft {
 		tc.Close()
 		return nil, fmt.Errorf("dial raft %s: peer negotiated %q, not %q", address, p, ALPNRaft)
+	}
+	if s.peerAt != nil {
+		want, ok := s.peerAt(string(address))
+		// The handshake verified the chain (ClientConfig's VerifyConnection),
+		// so the leaf's name is the peer's.
+		got := ""
+		if len(cs.PeerCertificates) > 0 {
+			got = cs.PeerCertificates[0].Subject.CommonName
+		}
+		if !ok || got != want {
+			tc.Close()
+			return nil, fmt.Errorf("dial raft %s: the node there is %q, but the members name %q at that address", address, got, want)
+		}
 	}
 	return tc, nil
 }
