@@ -122,3 +122,23 @@ func (in Intake) Verify(h http.Header, body []byte, now time.Time) error {
 	}
 	return fmt.Errorf("%w: unknown source %q", ErrBadSignature, in.Source)
 }
+
+// HTTPStatus maps an intake error to the status the forge should get:
+// 202 is the caller's once the delivery is committed; 200 for an
+// irrelevant event (so forges do not disable the hook), 401 for a bad or
+// stale signature, 413 for an oversized body, 400 for a malformed payload.
+func HTTPStatus(err error) int {
+	switch {
+	case err == nil:
+		return http.StatusAccepted
+	case errors.Is(err, ErrIrrelevant):
+		return http.StatusOK
+	case errors.Is(err, ErrBadSignature), errors.Is(err, ErrStale):
+		return http.StatusUnauthorized
+	case errors.Is(err, ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, ErrMalformed):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}

@@ -385,3 +385,22 @@ func TestParseSource(t *testing.T) {
 		t.Error("ParseSource accepted GitLab (names are lowercase)")
 	}
 }
+
+func TestHTTPStatus(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{nil, 202},
+		{fmt.Errorf("%w: ref", ErrIrrelevant), 200},
+		{fmt.Errorf("%w: x", ErrBadSignature), 401},
+		{fmt.Errorf("%w: x", ErrStale), 401},
+		{fmt.Errorf("%w: x", ErrTooLarge), 413},
+		{fmt.Errorf("%w: x", ErrMalformed), 400},
+		{errors.New("disk"), 500},
+	} {
+		if got := HTTPStatus(tc.err); got != tc.want {
+			t.Errorf("HTTPStatus(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
