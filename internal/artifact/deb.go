@@ -89,7 +89,19 @@ func decompress(name string, r io.Reader) (io.Reader, func(), error) {
 		}
 		return z, nop, nil
 	case ".xz":
-		z, err := xz.NewReader(r)
+		// Read the (small) compressed member whole, so its container can
+		// be checked before the decoder allocates what it asks for.
+		b, err := io.ReadAll(io.LimitReader(r, maxControlTar+1))
+		if err != nil {
+			return nil, nop, fmt.Errorf("%w: %s: %v", ErrCorrupt, name, err)
+		}
+		if len(b) > maxControlTar {
+			return nil, nop, fmt.Errorf("%w: %s is larger than %d bytes", ErrCorrupt, name, maxControlTar)
+		}
+		if err := checkXZ(b); err != nil {
+			return nil, nop, err
+		}
+		z, err := xz.ReaderConfig{SingleStream: true}.NewReader(bytes.NewReader(b))
 		if err != nil {
 			return nil, nop, fmt.Errorf("%w: %s: %v", ErrCorrupt, name, err)
 		}

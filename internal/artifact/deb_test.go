@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/goreleaser/nfpm/v2"
 	_ "github.com/goreleaser/nfpm/v2/deb" // registers the deb packager
 	"github.com/klauspost/compress/zstd"
+	"github.com/tandem-ha/tandem/internal/testenv"
 	"github.com/ulikunitz/xz"
 )
 
@@ -221,4 +223,68 @@ func writeFile(t testing.TB, data []byte) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+func TestXZDictionaryCap(t *testing.T) {
+	ctl := compress(t, ".xz", makeTar(t, map[string]string{"./control": pysiteControl}))
+	if err := checkXZ(ctl); err != nil {
+		t.Fatalf("checkXZ(our own xz) = %v", err)
+	}
+	// Ask for a 4 GiB dictionary in the block header's LZMA2 properties.
+	huge := bytes.Clone(ctl)
+	i := bytes.Index(huge[12:], []byte{0x21, 0x01})
+	if i < 0 {
+		t.Fatal("no LZMA2 filter flags in the block header")
+	}
+	huge[12+i+2] = 40
+	deb := makeAr(arMember{"debian-binary", []byte("2.0\n")}, arMember{"control.tar.xz", huge})
+	_, err := ReadControl(bytes.NewReader(deb))
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "dictionary") {
+		t.Fatalf("ReadControl(4 GiB dictionary) = %v, want the dictionary refused", err)
+	}
+	// A second stream appended is refused, not decoded.
+	two := append(bytes.Clone(ctl), ctl...)
+	if err := checkXZ(two); err == nil {
+		t.Error("checkXZ accepted two concatenated streams")
+	}
+	for n := range len(ctl) {
+		if err := checkXZ(ctl[:n]); err == nil {
+			t.Fatalf("checkXZ accepted the first %d of %d bytes", n, len(ctl))
+		}
+	}
+}
+
+// TestReadControlDpkgDeb reads packages built by dpkg-deb itself, with each
+// control compression it offers (xz is its default).
+func TestReadControlDpkgDeb(t *testing.T) {
+	testenv.NeedCommand(t, "dpkg-deb", "dpkg")
+	for _, comp := range []string{"xz", "gzip", "zstd", "none"} {
+		t.Run(comp, func(t *testing.T) {
+			root := t.TempDir()
+			if err := os.MkdirAll(filepath.Join(root, "DEBIAN"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			ctl := strings.Replace(pysiteControl, "Architecture: amd64", "Architecture: all", 1)
+			if err := os.WriteFile(filepath.Join(root, "DEBIAN", "control"), []byte(ctl), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(t.TempDir(), "p.deb")
+			cmd := exec.Command("dpkg-deb", "--root-owner-group", "-Z"+comp, "--build", root, out)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				if comp == "zstd" && strings.Contains(string(b), "zstd") {
+					t.Skipf("this dpkg-deb has no zstd: %s", b)
+				}
+				t.Fatalf("dpkg-deb: %v\n%s", err, b)
+			}
+			f, err := os.Open(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			c, err := ReadControl(f)
+			if err != nil || c.Package != "pysite" || c.Version != "0.2.0-1" || c.Architecture != "all" {
+				t.Fatalf("ReadControl = %+v, %v", c, err)
+			}
+		})
+	}
 }
