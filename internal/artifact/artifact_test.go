@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -278,6 +279,42 @@ func TestStore(t *testing.T) {
 	}
 	if _, err := s.Open("../../etc/passwd"); err == nil {
 		t.Error("Open accepted a path")
+	}
+}
+
+// fullDisk writes limit bytes to the real temporary file, then fails the
+// way a full file system does.
+type fullDisk struct {
+	*os.File
+	limit int
+}
+
+func (f *fullDisk) Write(p []byte) (int, error) {
+	if len(p) > f.limit {
+		n, _ := f.File.Write(p[:f.limit])
+		f.limit = 0
+		return n, syscall.ENOSPC
+	}
+	f.limit -= len(p)
+	return f.File.Write(p)
+}
+
+func TestStorePutFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.createTemp = func(dir, pattern string) (tempFile, error) {
+		f, err := os.CreateTemp(dir, pattern)
+		return &fullDisk{File: f, limit: 1000}, err
+	}
+	_, err = s.Put(bytes.NewReader(make([]byte, 100_000)), 0, "")
+	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), filepath.Join(dir, "sha256", ".put-")) {
+		t.Fatalf("Put on a full disk = %v, want ENOSPC naming the file", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "sha256")); len(entries) != 0 {
+		t.Fatalf("a failed Put left %v", entries)
 	}
 }
 

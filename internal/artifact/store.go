@@ -25,7 +25,21 @@ const DefaultKeep = 5
 // syncs it and renames it into place.
 type Store struct {
 	dir string
+	// createTemp makes Put's temporary file; tests swap it to inject a
+	// full disk.
+	createTemp func(dir, pattern string) (tempFile, error)
 }
+
+// tempFile is the part of *os.File that Put uses.
+type tempFile interface {
+	io.Writer
+	Name() string
+	Chmod(fs.FileMode) error
+	Sync() error
+	Close() error
+}
+
+func osCreateTemp(dir, pattern string) (tempFile, error) { return os.CreateTemp(dir, pattern) }
 
 // Entry is one stored release.
 type Entry struct {
@@ -39,7 +53,7 @@ func OpenStore(dir string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "sha256"), 0o755); err != nil {
 		return nil, fmt.Errorf("release store: %w", err)
 	}
-	return &Store{dir: dir}, nil
+	return &Store{dir: dir, createTemp: osCreateTemp}, nil
 }
 
 // Path is where the release with this digest is (or would be) stored.
@@ -56,7 +70,7 @@ func (s *Store) Put(r io.Reader, max int64, want string) (digest string, err err
 		max = DefaultMaxSize
 	}
 	dir := filepath.Join(s.dir, "sha256")
-	tmp, err := os.CreateTemp(dir, ".put-*.tmp")
+	tmp, err := s.createTemp(dir, ".put-*.tmp")
 	if err != nil {
 		return "", fmt.Errorf("release store: create temporary file in %s: %w", dir, err)
 	}
