@@ -40,6 +40,9 @@ func TestParseChecksum(t *testing.T) {
 		{"md5", "d41d8cd98f00b204e9800998ecf8427e  pysite.deb\n", "pysite.deb", "", "line 1 does not start with a 64-digit hex"},
 		{"no name", a + "   \n", "pysite.deb", a, ""},
 		{"garbage", "<html>404</html>", "pysite.deb", "", "line 1"},
+		{"tag form", "SHA256 (dist/pysite.deb) = " + a + "\n", "pysite.deb", a, ""},
+		{"tag form, bad", "SHA256 (pysite.deb) " + a + "\n", "pysite.deb", "", "SHA256 (<file>)"},
+		{"tag form, other hash", "MD5 (pysite.deb) = d41d8cd98f00b204e9800998ecf8427e\n", "pysite.deb", "", "line 1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

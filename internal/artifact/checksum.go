@@ -39,9 +39,10 @@ var (
 var hexDigestRe = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 
 // ParseChecksum finds the SHA-256 of the file called name in a published
-// checksum file: either sha256sum's output ("<hex>  <name>" or
-// "<hex> *<name>" lines; a path is matched by its base name) or a bare hex
-// digest alone. The digest is returned in lowercase hex.
+// checksum file: sha256sum's output ("<hex>  <name>" or "<hex> *<name>"
+// lines; a path is matched by its base name), its --tag form
+// ("SHA256 (<name>) = <hex>"), or a bare hex digest alone. The digest is
+// returned in lowercase hex.
 func ParseChecksum(text []byte, name string) (string, error) {
 	sc := bufio.NewScanner(bytes.NewReader(text))
 	sc.Buffer(make([]byte, 0, 4096), 64<<10)
@@ -54,6 +55,13 @@ func ParseChecksum(text []byte, name string) (string, error) {
 		}
 		lines++
 		digest, file, hasName := strings.Cut(line, " ")
+		if rest, ok := strings.CutPrefix(line, "SHA256 ("); ok {
+			i := strings.LastIndex(rest, ") = ")
+			if i < 0 {
+				return "", fmt.Errorf("%w: checksum line %d: expected \"SHA256 (<file>) = <hex>\"", ErrChecksum, n)
+			}
+			file, digest, hasName = rest[:i], rest[i+len(") = "):], true
+		}
 		if !hexDigestRe.MatchString(digest) {
 			return "", fmt.Errorf("%w: checksum line %d does not start with a 64-digit hex SHA-256 (expected \"<hex>  <file>\" as sha256sum prints)", ErrChecksum, n)
 		}

@@ -79,6 +79,28 @@ type Intake struct {
 	Tolerance time.Duration
 }
 
+// Validate checks a configured intake when the configuration is loaded,
+// so a source that could never verify a delivery is refused at start.
+func (in Intake) Validate() error {
+	if _, err := ParseSource(string(in.Source)); err != nil {
+		return err
+	}
+	if in.Secrets.Len() == 0 {
+		return fmt.Errorf("webhook source %s has no secret: point it at a file with one secret per line", in.Source)
+	}
+	if in.Source == Generic {
+		for _, sec := range in.Secrets.list {
+			if sec.key == nil {
+				return fmt.Errorf("webhook source generic needs Standard Webhooks secrets written whsec_<base64>, one per line")
+			}
+		}
+	}
+	if in.Tolerance < 0 {
+		return fmt.Errorf("webhook source %s: the timestamp tolerance must not be negative", in.Source)
+	}
+	return in.Rules.Validate()
+}
+
 // Receive is the whole intake of one delivery: size check, Verify, Parse,
 // then the rules. On ErrIrrelevant the returned Delivery holds whatever was
 // parsed, so the caller can log and answer it.

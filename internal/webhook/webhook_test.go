@@ -404,3 +404,25 @@ func TestHTTPStatus(t *testing.T) {
 		}
 	}
 }
+
+func TestIntakeValidate(t *testing.T) {
+	rules := Rules{Branches: []string{"main"}}
+	for _, tc := range []struct {
+		name string
+		in   Intake
+		want string
+	}{
+		{"ok", Intake{Source: GitHub, Secrets: secrets(t, "x"), Rules: rules}, ""},
+		{"ok generic", Intake{Source: Generic, Secrets: secrets(t, whsec), Rules: rules}, ""},
+		{"unknown source", Intake{Source: "svn", Secrets: secrets(t, "x")}, "unknown webhook source"},
+		{"no secret", Intake{Source: GitLab, Rules: rules}, "has no secret"},
+		{"generic raw secret", Intake{Source: Generic, Secrets: secrets(t, whsec, "raw"), Rules: rules}, "whsec_"},
+		{"negative tolerance", Intake{Source: Generic, Secrets: secrets(t, whsec), Tolerance: -time.Second}, "negative"},
+		{"bad pattern", Intake{Source: Gitea, Secrets: secrets(t, "x"), Rules: Rules{Tags: []string{"["}}}, "tag pattern"},
+	} {
+		err := tc.in.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: Validate = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
