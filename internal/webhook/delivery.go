@@ -38,29 +38,29 @@ const (
 // Delivery is one verified webhook, normalized across forges. It is a
 // hint: the forge's API is asked again before anything is fetched.
 type Delivery struct {
-	Source Source
+	Source Source `json:"source,omitempty"`
 	// ID is the forge's delivery ID (Idempotency-Key, X-GitHub-Delivery,
 	// webhook-id...). When a forge sent none it is "body:" and the body's
 	// SHA-256, so a resent body still dedupes.
-	ID        string
-	Event     Event
-	Project   string // GitLab path_with_namespace, GitHub/Gitea owner/name
-	ProjectID int64  // GitLab's numeric project ID (its API takes either)
-	Ref       string // bare branch or tag name, never refs/...
-	RefKind   RefKind
-	Commit    string // full commit SHA, lowercase hex
-	Status    string // the forge's own status word ("success"), "" for push
-	WebURL    string // the pipeline's or run's page, for logs
+	ID        string  `json:"id,omitempty"`
+	Event     Event   `json:"event,omitempty"`
+	Project   string  `json:"project,omitempty"`    // GitLab path_with_namespace, GitHub/Gitea owner/name
+	ProjectID int64   `json:"project_id,omitempty"` // GitLab's numeric project ID (its API takes either)
+	Ref       string  `json:"ref,omitempty"`        // bare branch or tag name, never refs/...
+	RefKind   RefKind `json:"ref_kind,omitempty"`
+	Commit    string  `json:"commit,omitempty"`  // full commit SHA, lowercase hex
+	Status    string  `json:"status,omitempty"`  // the forge's own status word ("success"), "" for push
+	WebURL    string  `json:"web_url,omitempty"` // the pipeline's or run's page, for logs
 
-	PipelineID int64 // GitLab pipeline
-	JobID      int64 // GitLab job whose artifacts hold the .deb (0: resolve by API)
-	JobName    string
-	RunID      int64 // GitHub/Gitea/Forgejo workflow or action run
+	PipelineID int64  `json:"pipeline_id,omitempty"` // GitLab pipeline
+	JobID      int64  `json:"job_id,omitempty"`      // GitLab job whose artifacts hold the .deb (0: resolve by API)
+	JobName    string `json:"job_name,omitempty"`
+	RunID      int64  `json:"run_id,omitempty"` // GitHub/Gitea/Forgejo workflow or action run
 	// ArtifactsURL is GitHub's (and Gitea's) API URL listing the run's
 	// artifacts; the fetcher still picks the artifact by its ID from there.
-	ArtifactsURL string
+	ArtifactsURL string `json:"artifacts_url,omitempty"`
 
-	Release *Release // generic source only
+	Release *Release `json:"release,omitempty"` // generic source only
 }
 
 // DedupeKeys returns the keys under which a delivery is a redelivery:

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"encoding/json"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -424,5 +425,24 @@ func TestIntakeValidate(t *testing.T) {
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: Validate = %v, want %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestDeliveryJSON: a Delivery survives the journal's JSON encoding.
+func TestDeliveryJSON(t *testing.T) {
+	d, err := Parse(Generic, header("Webhook-Id", "msg_1"), fixture(t, "generic_release.json"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Delivery
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if deref(back) != deref(d) || !strings.Contains(string(b), `"ref_kind":"branch"`) {
+		t.Errorf("round trip = %s\n%s", deref(back), b)
 	}
 }
