@@ -48,6 +48,9 @@ var layerOf = map[string]string{
 	"internal/vip/internal/netnsrun": leaf,
 	"internal/vip/internal/samehost": leaf,
 	"internal/labprobe":              leaf,
+	"internal/debversion":            leaf,
+	"internal/webhook":               leaf,
+	"internal/artifact":              leaf,
 	"packaging":                      leaf,
 	"examples":                       leaf,
 
