@@ -215,6 +215,9 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Agent {
 // Run runs the agent until ctx ends. On a node that has not been initialised
 // or joined yet it waits for that first.
 func (a *Agent) Run(ctx context.Context) error {
+	for _, w := range a.cfg.Warnings {
+		a.log.Warn("configuration", "warning", w.Error())
+	}
 	if err := a.waitInitialized(ctx); err != nil {
 		return err
 	}
@@ -284,10 +287,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
+// policyOf is the placement policy in a node's configuration.
+func policyOf(cfg *config.Config) state.Policy {
+	f := cfg.Failover
+	return state.Policy{Preempt: f.Preempt, Cooloff: f.Cooloff.D(),
+		FailureThreshold: f.FailureThreshold, FailureWindow: f.FailureWindow.D()}
+}
+
 // publishPolicy makes this app node's placement policy the cluster's, so the
 // designated controller applies it even when it is the witness.
 func (a *Agent) publishPolicy(ctx context.Context) {
-	want := state.Policy{Preempt: a.cfg.Failover.Preempt, Cooloff: a.cfg.Failover.Cooloff.D(), MaxMovesPerHour: a.cfg.Failover.MaxMovesPerHour}
+	want := policyOf(a.cfg)
 	for {
 		cur := a.machine.View().Policy
 		if cur != nil && *cur == want {
@@ -391,11 +401,9 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 	fo, err := failover.New(failover.Options{
 		Name: cfg.Node.Name, Role: cfg.Node.Role, Machine: a.machine,
 		Cluster: clusterAdapter{a.node}, Provider: prov, Health: fhealth, HealthChanged: healthChanged, Events: events,
-		Tr: failover.HTTPTransport{Client: meshClient(creds)},
-		Policy: failover.Policy{
-			Preempt: cfg.Failover.Preempt, Cooloff: cfg.Failover.Cooloff.D(), MaxMovesPerHour: cfg.Failover.MaxMovesPerHour,
-		},
-		Lease: lease, Margin: max(lease/10, 50*time.Millisecond), ProbeInterval: cfg.Failover.ProbeInterval.D(),
+		Tr:     failover.HTTPTransport{Client: meshClient(creds)},
+		Policy: policyOf(cfg),
+		Lease:  lease, Margin: max(lease/10, 50*time.Millisecond), ProbeInterval: cfg.Failover.ProbeInterval.D(),
 		DrainTimeout: cfg.Failover.DrainTimeout.D(),
 		Logger:       log.With("component", "failover"),
 	})

@@ -30,6 +30,9 @@ type LeaderView struct {
 	Holder string `json:"holder"`
 	Epoch  uint64 `json:"epoch"`
 	Active bool   `json:"active"`
+	// Held is the move the leader holds back, if any, so that every node's
+	// status shows it.
+	Held *Hold `json:"held,omitempty"`
 }
 
 // CheckStatus is one health check's latest result, for status output.

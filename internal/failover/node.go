@@ -65,7 +65,9 @@ type Options struct {
 	HealthChanged <-chan struct{}
 	Events        Events // may be nil
 	Tr            Transport
-	Policy        Policy
+	// Policy is this node's configured placement policy; the DC uses it
+	// only until the app nodes publish the cluster's (state.SetPolicy).
+	Policy state.Policy
 	// Lease is how long a node keeps the IP without a majority's answers.
 	Lease time.Duration
 	// Margin is added to Lease before the DC declares a silent holder dead.
@@ -93,6 +95,7 @@ type Node struct {
 	heldEpoch   uint64
 	lastErr     string
 	lastTrans   time.Time
+	held        *Hold // the move the DC holds back now; nil when none or not the DC
 	releasedAt  map[uint64]time.Time
 	started     time.Time
 	everHealthy bool
@@ -179,7 +182,10 @@ func (n *Node) leaderView() *LeaderView {
 		return nil
 	}
 	h := n.o.Machine.View().Holder
-	return &LeaderView{Term: n.o.Cluster.Term(), Holder: h.Node, Epoch: h.Epoch, Active: h.Active}
+	n.mu.Lock()
+	held := n.held
+	n.mu.Unlock()
+	return &LeaderView{Term: n.o.Cluster.Term(), Holder: h.Node, Epoch: h.Epoch, Active: h.Active, Held: held}
 }
 
 func (n *Node) onLeaderView(from string, v LeaderView, sent time.Time) {
@@ -212,12 +218,20 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 		case <-n.ctrl:
 		}
 		if !n.o.Cluster.IsLeader() {
+			n.setHeld(nil)
 			continue
 		}
 		now := time.Now()
 		s := n.o.Machine.View()
 		views := n.mesh.Views(now, s.Holder.Epoch)
-		if d := Decide(now, s, views, n.o.Policy); d != nil {
+		d := Decide(now, s, views, n.o.Policy)
+		if d != nil && d.Cmd == nil {
+			n.setHeld(d.Held)
+			d = nil
+		} else {
+			n.setHeld(nil)
+		}
+		if d != nil {
 			n.log.Info("placement decision", "reason", d.Reason, "command", d.Cmd.Type())
 			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			err := n.o.Cluster.Apply(actx, d.Cmd)
@@ -242,6 +256,20 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 				}
 			}
 		}
+	}
+}
+
+// setHeld records the move the DC holds back, logging when it changes.
+func (n *Node) setHeld(h *Hold) {
+	n.mu.Lock()
+	prev := n.held
+	n.held = h
+	n.mu.Unlock()
+	switch {
+	case h != nil && (prev == nil || prev.Kind != h.Kind || prev.To != h.To || !prev.Until.Equal(h.Until)):
+		n.log.Warn("placement holds a move back", "from", h.From, "to", h.To, "kind", h.Kind, "until", h.Until, "reason", h.Reason)
+	case h == nil && prev != nil:
+		n.log.Info("placement no longer holds a move back", "from", prev.From)
 	}
 }
 
@@ -454,6 +482,9 @@ type Status struct {
 	Peers        map[string]PeerStatus
 	LeaderView   LeaderView
 	LeaderViewAt time.Time
+	// Held is the move the DC holds back, as the DC (this node or the
+	// leader whose view is fresh) reports it; nil when none.
+	Held *Hold
 }
 
 // Status returns the node's current view.
@@ -465,5 +496,10 @@ func (n *Node) Status() Status {
 	defer n.mu.Unlock()
 	st.Holding, st.HeldEpoch, st.LastError, st.LastChange = n.holding, n.heldEpoch, n.lastErr, n.lastTrans
 	st.LeaderView, st.LeaderViewAt = n.view, n.viewAt
+	if n.o.Cluster.IsLeader() {
+		st.Held = n.held
+	} else if now.Sub(n.viewAt) < 2*time.Second {
+		st.Held = n.view.Held
+	}
 	return st
 }

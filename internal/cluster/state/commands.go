@@ -58,6 +58,8 @@ func Decode(b []byte) (Command, error) {
 		c = &RevokeToken{}
 	case "set_policy":
 		c = &SetPolicy{}
+	case "reset_failures":
+		c = &ResetFailures{}
 	default:
 		return nil, fmt.Errorf("decode command: unknown type %q", env.Type)
 	}
@@ -282,8 +284,9 @@ type SetPolicy struct {
 
 func (SetPolicy) Type() string { return "set_policy" }
 func (c SetPolicy) apply(s *Snapshot) error {
-	if c.Policy.Cooloff < 0 || c.Policy.MaxMovesPerHour < 1 {
-		return fmt.Errorf("%w: policy needs a cool-off >= 0 and at least 1 move per hour", ErrInvalid)
+	// Zero failure fields are accepted: older versions publish none.
+	if c.Policy.Cooloff < 0 || c.Policy.FailureThreshold < 0 || c.Policy.FailureWindow < 0 {
+		return fmt.Errorf("%w: policy needs a cool-off, failure threshold and failure window >= 0", ErrInvalid)
 	}
 	p := c.Policy
 	s.Policy = &p

@@ -92,11 +92,20 @@ type Token struct {
 
 // Policy is the cluster-wide placement policy. App nodes publish the one in
 // their configuration, so that the designated controller applies it even
-// when it is a witness, whose configuration has no floating IP.
+// when it is a witness, whose configuration has no floating IP. It is the
+// only representation of the policy: the DC's placement reads it as is.
+//
+// Policies from older versions carry a max_moves_per_hour field, which is
+// ignored, and no failure fields; zero failure fields mean the defaults
+// (see the failover package).
 type Policy struct {
-	Preempt         bool          `json:"preempt"`
-	Cooloff         time.Duration `json:"cooloff"`
-	MaxMovesPerHour int           `json:"max_moves_per_hour"`
+	Preempt bool          `json:"preempt"`
+	Cooloff time.Duration `json:"cooloff"`
+	// FailureThreshold is how many failures within FailureWindow penalise
+	// a node: it is then not chosen as a target while a healthy node that
+	// is not penalised exists.
+	FailureThreshold int           `json:"failure_threshold,omitempty"`
+	FailureWindow    time.Duration `json:"failure_window,omitempty"`
 }
 
 // Snapshot is the whole state, as serialised in raft snapshots.
@@ -107,6 +116,9 @@ type Snapshot struct {
 	Policy  *Policy           `json:"policy,omitempty"` // nil until an app node publishes one
 	Moves   []Move            `json:"moves"`
 	Tokens  map[string]Token  `json:"tokens"`
+	// FailureResets holds, per node, when an operator last cleared its
+	// failure count (see ResetFailures): failures before it are not counted.
+	FailureResets map[string]time.Time `json:"failure_resets,omitempty"`
 	// Index is the raft index of the last applied command.
 	Index uint64 `json:"index"`
 }
@@ -157,6 +169,7 @@ func clone(s Snapshot) Snapshot {
 	c.Members = maps.Clone(s.Members)
 	c.Tokens = maps.Clone(s.Tokens)
 	c.Moves = slices.Clone(s.Moves)
+	c.FailureResets = maps.Clone(s.FailureResets)
 	if s.Policy != nil {
 		p := *s.Policy
 		c.Policy = &p

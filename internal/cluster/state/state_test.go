@@ -293,15 +293,15 @@ func TestSetPolicy(t *testing.T) {
 	if m.View().Policy != nil {
 		t.Fatal("a new state has a policy")
 	}
-	want := Policy{Cooloff: 5 * time.Second, MaxMovesPerHour: 6}
+	want := Policy{Cooloff: 5 * time.Second, FailureThreshold: 3, FailureWindow: 10 * time.Minute}
 	if err := mustApply(t, m, 1, SetPolicy{Policy: want}); err != nil {
 		t.Fatal(err)
 	}
 	if got := m.View().Policy; got == nil || *got != want {
 		t.Fatalf("policy = %+v; want %+v", got, want)
 	}
-	if err := mustApply(t, m, 2, SetPolicy{Policy: Policy{MaxMovesPerHour: 0}}); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("SetPolicy(0 moves/h) = %v; want ErrInvalid", err)
+	if err := mustApply(t, m, 2, SetPolicy{Policy: Policy{FailureThreshold: -1}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("SetPolicy(threshold -1) = %v; want ErrInvalid", err)
 	}
 	// The view is a copy: changing it does not change the state.
 	v := m.View()
