@@ -504,6 +504,7 @@ func (a *Agent) observe(ctx context.Context) error {
 		a.metrics.observeMoves(s)
 		a.metrics.holderEpoch.Set(float64(s.Holder.Epoch))
 		st := a.fo.Status()
+		a.metrics.observeFailures(time.Now(), s, policyOf(a.cfg), st.Held)
 		a.metrics.isHolder.Set(b2f(st.Holding))
 		a.metrics.leaseValid.Set(b2f(st.LeaseValid))
 		rs := a.node.RaftStats()

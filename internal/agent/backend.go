@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
+	"github.com/tandem-ha/tandem/internal/config"
+	"github.com/tandem-ha/tandem/internal/failover"
 	"github.com/tandem-ha/tandem/internal/localapi"
 )
 
@@ -66,6 +68,7 @@ func (a *Agent) Status(ctx context.Context) (localapi.Status, error) {
 		}
 		st.Members = append(st.Members, mem)
 	}
+	addFailures(&st, now, s, a.cfg, fs.Held)
 	for _, mv := range s.Moves[max(0, len(s.Moves)-10):] {
 		st.Moves = append(st.Moves, toFailover(mv))
 	}
@@ -77,6 +80,46 @@ func (a *Agent) Status(ctx context.Context) (localapi.Status, error) {
 		}
 	}
 	return st, nil
+}
+
+// addFailures adds each app node's failure count and penalty, which every
+// node computes alike from the replicated state, and the move the DC holds
+// back, if any.
+func addFailures(st *localapi.Status, now time.Time, s state.Snapshot, cfg *config.Config, held *failover.Hold) {
+	fails := failover.NodeFailures(now, s, failover.EffectivePolicy(s, policyOf(cfg)))
+	for i, m := range st.Members {
+		f, ok := fails[m.Name]
+		if !ok {
+			continue
+		}
+		st.Members[i].Failures, st.Members[i].Penalised = f.Count, f.Penalised
+		if f.Penalised {
+			st.Members[i].PenalisedUntil = &f.Until
+		}
+	}
+	if held != nil {
+		st.HeldMove = &localapi.HeldMove{From: held.From, To: held.To, Kind: held.Kind, Reason: held.Reason}
+		if !held.Until.IsZero() {
+			st.HeldMove.Until = &held.Until
+		}
+	}
+}
+
+// ResetFailures implements localapi.Backend: clear an app node's failure
+// count, so it is no longer penalised.
+func (a *Agent) ResetFailures(ctx context.Context, name string) error {
+	m, ok := a.machine.View().Members[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("reset: %q is not a member (see 'tandem status')", name)
+	case m.Role != state.RoleApp:
+		return fmt.Errorf("reset: %q is a witness; only app nodes have failure counts", name)
+	}
+	at := time.Now()
+	if err := a.node.Apply(ctx, state.ResetFailures{Node: name, At: at}); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	return a.waitApplied(ctx, func(s state.Snapshot) bool { return !s.FailureResets[name].Before(at) })
 }
 
 func toFailover(mv state.Move) localapi.Failover {

@@ -27,6 +27,11 @@ type metrics struct {
 	providerCalls  *prometheus.HistogramVec
 	providerErrors *prometheus.CounterVec
 	hookRuns       *prometheus.CounterVec
+	failures       *prometheus.GaugeVec
+	penalised      *prometheus.GaugeVec
+	penalisedUntil *prometheus.GaugeVec
+	moveHeld       *prometheus.GaugeVec
+	moveHeldUntil  prometheus.Gauge
 	seenMoves      uint64 // highest move epoch counted
 	started        time.Time
 }
@@ -76,9 +81,25 @@ func newMetrics() *metrics {
 		hookRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_hook_runs_total", Help: "Hook runs by event and result.",
 		}, []string{"event", "result"}),
+		failures: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tandem_node_failures", Help: "Each app node's failures (moves away from it, unhealthy or lost) within the failure window.",
+		}, []string{"node"}),
+		penalised: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tandem_node_penalised", Help: "1 when an app node is at or over the failure threshold and not chosen as a target.",
+		}, []string{"node"}),
+		penalisedUntil: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tandem_node_penalised_until_seconds", Help: "Unix time at which a penalised node's penalty lapses (0 when not penalised).",
+		}, []string{"node"}),
+		moveHeld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tandem_move_held", Help: "1 for the reason placement holds a move off an unhealthy holder back (cooloff, backoff, no_standby).",
+		}, []string{"kind"}),
+		moveHeldUntil: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tandem_move_held_until_seconds", Help: "Unix time until which the held move waits (0 when none, or until a standby is healthy).",
+		}),
 	}
 	m.reg.MustRegister(m.info, m.raftState, m.raftContact, m.raftTerm, m.isHolder, m.holderEpoch,
 		m.leaseValid, m.moves, m.checkUp, m.checkDuration, m.providerCalls, m.providerErrors, m.hookRuns,
+		m.failures, m.penalised, m.penalisedUntil, m.moveHeld, m.moveHeldUntil,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -93,6 +114,32 @@ func (m *metrics) observeMoves(s state.Snapshot) {
 			m.seenMoves = mv.Epoch
 		}
 	}
+}
+
+// observeFailures sets the failure and hold gauges; every node computes
+// the counts alike from the replicated state, and learns the hold from the
+// DC.
+func (m *metrics) observeFailures(now time.Time, s state.Snapshot, p state.Policy, held *failover.Hold) {
+	m.failures.Reset()
+	m.penalised.Reset()
+	m.penalisedUntil.Reset()
+	for node, f := range failover.NodeFailures(now, s, failover.EffectivePolicy(s, p)) {
+		m.failures.WithLabelValues(node).Set(float64(f.Count))
+		m.penalised.WithLabelValues(node).Set(b2f(f.Penalised))
+		until := 0.0
+		if f.Penalised {
+			until = float64(f.Until.Unix())
+		}
+		m.penalisedUntil.WithLabelValues(node).Set(until)
+	}
+	for _, kind := range []string{failover.HoldCooloff, failover.HoldBackoff, failover.HoldNoStandby} {
+		m.moveHeld.WithLabelValues(kind).Set(b2f(held != nil && held.Kind == kind))
+	}
+	until := 0.0
+	if held != nil && !held.Until.IsZero() {
+		until = float64(held.Until.Unix())
+	}
+	m.moveHeldUntil.Set(until)
 }
 
 // instrument wraps a floating-IP provider with latency and error metrics,

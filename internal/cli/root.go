@@ -144,6 +144,7 @@ var subcommands = []func(*env) *cobra.Command{
 	newSwitchoverCmd,
 	newLeaveCmd,
 	newRemoveCmd,
+	newResetCmd,
 	newLabCmd,
 }
 

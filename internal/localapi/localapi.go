@@ -32,6 +32,7 @@ type Status struct {
 	Members      []Member     `json:"members"`
 	LastFailover *Failover    `json:"last_failover"`
 	Moves        []Failover   `json:"recent_moves"`
+	HeldMove     *HeldMove    `json:"held_move"` // a move placement holds back now; null when none
 	LastError    string       `json:"last_error,omitempty"`
 	GeneratedAt  time.Time    `json:"generated_at"`
 }
@@ -72,6 +73,23 @@ type Member struct {
 	Holding   bool    `json:"holding"`
 	AgeMs     int64   `json:"last_reply_ms"`
 	Checks    []Check `json:"checks"`
+	// Failures is this app node's failure count (moves away from it
+	// because it was unhealthy or lost) within the failure window, since
+	// its last 'tandem reset'. At the threshold it is penalised until
+	// PenalisedUntil.
+	Failures       int        `json:"failures"`
+	Penalised      bool       `json:"penalised"`
+	PenalisedUntil *time.Time `json:"penalised_until,omitempty"`
+}
+
+// HeldMove is a move away from an unhealthy holder that placement holds
+// back, and why.
+type HeldMove struct {
+	From   string     `json:"from"`
+	To     string     `json:"to"`   // "" when no standby is healthy
+	Kind   string     `json:"kind"` // cooloff, backoff or no_standby
+	Reason string     `json:"reason"`
+	Until  *time.Time `json:"until,omitempty"` // absent: until a standby is healthy
 }
 
 // Check is one health check's latest result.
@@ -127,6 +145,7 @@ type Backend interface {
 	Switchover(ctx context.Context, r SwitchoverRequest) (SwitchoverReply, error)
 	Leave(ctx context.Context) error
 	Remove(ctx context.Context, node string) error
+	ResetFailures(ctx context.Context, node string) error
 }
 
 // Error is the JSON error body.
@@ -202,6 +221,15 @@ func Handler(b Backend) http.Handler {
 			return
 		}
 		respond[struct{}](w)(struct{}{}, b.Remove(r.Context(), req.Node))
+	})
+	mux.HandleFunc("POST /v1/reset", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Node string `json:"node"`
+		}
+		if !decode(w, r, &req) {
+			return
+		}
+		respond[struct{}](w)(struct{}{}, b.ResetFailures(r.Context(), req.Node))
 	})
 	return mux
 }
@@ -311,4 +339,9 @@ func (c *Client) Leave(ctx context.Context) error {
 // Remove removes another node from the cluster.
 func (c *Client) Remove(ctx context.Context, node string) error {
 	return c.do(ctx, http.MethodPost, "/v1/remove", map[string]string{"node": node}, &struct{}{})
+}
+
+// ResetFailures clears a node's failure count, lifting its penalty.
+func (c *Client) ResetFailures(ctx context.Context, node string) error {
+	return c.do(ctx, http.MethodPost, "/v1/reset", map[string]string{"node": node}, &struct{}{})
 }

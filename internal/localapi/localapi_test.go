@@ -12,7 +12,8 @@ import (
 )
 
 type fakeBackend struct {
-	mode string
+	mode  string
+	reset []string
 }
 
 func (f *fakeBackend) Status(ctx context.Context) (Status, error) {
@@ -37,6 +38,14 @@ func (f *fakeBackend) Switchover(ctx context.Context, r SwitchoverRequest) (Swit
 func (f *fakeBackend) Leave(ctx context.Context) error { return nil }
 func (f *fakeBackend) Remove(ctx context.Context, node string) error {
 	return errors.New("no such node " + node)
+}
+
+func (f *fakeBackend) ResetFailures(ctx context.Context, node string) error {
+	if node != "node1" && node != "node2" {
+		return errors.New("not a member: " + node)
+	}
+	f.reset = append(f.reset, node)
+	return nil
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -71,6 +80,12 @@ func TestRoundTrip(t *testing.T) {
 	}
 	if err := c.Remove(ctx, "node9"); err == nil || !strings.Contains(err.Error(), "node9") {
 		t.Errorf("Remove(node9) = %v", err)
+	}
+	if err := c.ResetFailures(ctx, "node2"); err != nil || len(b.reset) != 1 || b.reset[0] != "node2" {
+		t.Errorf("ResetFailures(node2) = %v; backend saw %v", err, b.reset)
+	}
+	if err := c.ResetFailures(ctx, "node9"); err == nil || !strings.Contains(err.Error(), "node9") {
+		t.Errorf("ResetFailures(node9) = %v; want the backend's error", err)
 	}
 }
 
