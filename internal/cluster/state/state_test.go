@@ -270,6 +270,7 @@ func FuzzApply(f *testing.F) {
 		PromoteMember{Name: "p"},
 		SetHolder{Node: "n", Active: true, At: t0},
 		UseToken{ID: "x", SecretHash: "y", At: t0},
+		ResetFailures{Node: "n", At: t0},
 	} {
 		b, _ := Encode(c)
 		f.Add(b)
