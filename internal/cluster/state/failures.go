@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"time"
@@ -35,4 +36,23 @@ func (c ResetFailures) apply(s *Snapshot) error {
 	}
 	s.FailureResets = resets
 	return nil
+}
+
+// legacyPolicy is a Policy as versions before the failure penalties
+// require it: they reject a set_policy without an hourly cap of at least 1.
+type legacyPolicy struct {
+	Policy
+	MaxMovesPerHour int `json:"max_moves_per_hour"`
+}
+
+// noCap is an hourly cap that never binds.
+const noCap = 1 << 20
+
+// MarshalJSON adds to the published policy an hourly cap that never binds,
+// so that older nodes accept it during a rolling upgrade and every node's
+// state stays the same. This version ignores the field.
+func (c SetPolicy) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Policy legacyPolicy `json:"policy"`
+	}{legacyPolicy{Policy: c.Policy, MaxMovesPerHour: noCap}})
 }

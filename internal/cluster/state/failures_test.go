@@ -1,6 +1,7 @@
 package state
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 	"time"
@@ -81,5 +82,34 @@ func TestOlderPolicyStillRestores(t *testing.T) {
 	}
 	if got := m.View().Policy; got == nil || got.Cooloff != 20*time.Second || got.FailureThreshold != 0 {
 		t.Fatalf("policy after old set_policy = %+v", got)
+	}
+}
+
+// TestSetPolicyCarriesALegacyCap checks that a published policy carries an
+// hourly cap that older versions accept (and that never binds), and that
+// it still decodes to the same policy here.
+func TestSetPolicyCarriesALegacyCap(t *testing.T) {
+	want := Policy{Preempt: true, Cooloff: 5 * time.Second, FailureThreshold: 4, FailureWindow: time.Minute}
+	b, err := Encode(SetPolicy{Policy: want})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env struct {
+		Data struct {
+			Policy map[string]any `json:"policy"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(b, &env); err != nil {
+		t.Fatal(err)
+	}
+	if limit, _ := env.Data.Policy["max_moves_per_hour"].(float64); limit < 1000 {
+		t.Errorf("max_moves_per_hour = %v in %s; want a cap older versions accept and that never binds", limit, b)
+	}
+	c, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.(*SetPolicy).Policy; got != want {
+		t.Errorf("decoded policy = %+v; want %+v", got, want)
 	}
 }
