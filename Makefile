@@ -11,7 +11,7 @@ FUZZTIME ?= 5s
 # The lab's Debian packages: one list, shared with .ci/run and tandem lab up.
 LAB_DEPS := $(shell sed -e 's/\#.*//' packaging/lab-deps.txt)
 
-.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e deb bench bench-failover bench-idle bench-package clean deps
+.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e deb bench bench-failover bench-idle bench-package chaos clean deps
 
 all: build
 
@@ -83,6 +83,20 @@ bench-failover: build deps
 IDLE_WINDOW ?= 60s
 bench-idle: build deps
 	$(GO) run ./bench/failover -tandem-bin $(CURDIR)/bin/tandem -trials 0 -idle $(IDLE_WINDOW) $(BENCH_FAILOVER_FLAGS)
+
+# A randomized fault campaign in a lab of its own ("chaos"): FAULTS faults
+# drawn from SEED (the same seed replays the same campaign), one at a time,
+# or with OVERLAP=1 about one in four as an overlapping pair. Prints a line
+# per fault and a summary by kind; exits 1 on a split brain, a fault that
+# does not settle, or an outage over its kind's bound while a healthy,
+# unpenalised standby existed. Needs root. CHAOS_FLAGS adds flags, e.g.
+# -json or -lab NAME.
+FAULTS ?= 200
+SEED ?= 1
+OVERLAP ?=
+CHAOS_FLAGS ?=
+chaos: build deps
+	$(GO) run ./bench/chaos -tandem-bin $(CURDIR)/bin/tandem -faults $(FAULTS) -seed $(SEED) $(if $(filter 1 yes true,$(OVERLAP)),-overlap) $(CHAOS_FLAGS)
 
 clean:
 	rm -rf bin dist

@@ -43,7 +43,7 @@ type options struct {
 	trialTimeout time.Duration
 	cooloff      time.Duration
 	jitter       time.Duration
-	maxMoves     int
+	threshold    int
 	systems      []string
 	keep         bool
 	idle         time.Duration
@@ -63,7 +63,7 @@ func main() {
 	flag.DurationVar(&o.trialTimeout, "trial-timeout", 20*time.Second, "a trial with no successful request this long after the fault fails")
 	flag.DurationVar(&o.cooloff, "cooloff", 6*time.Second, "wait at least this long after a move before the next fault (tandem's linux cool-off is 5s)")
 	flag.DurationVar(&o.jitter, "jitter", time.Second, "wait a random time up to this before each fault, so faults hit the systems' 1 s timers at every phase")
-	flag.IntVar(&o.maxMoves, "max-moves-per-hour", 1000, "tandem's failover.max_moves_per_hour for the run; 0 keeps tandem's default (6), which suppresses health-driven moves after the 6th trial")
+	flag.IntVar(&o.threshold, "failure-threshold", 100, "tandem's failover.failure_threshold for the run; 0 keeps tandem's default (3 in 10m), which penalises both nodes after a few trials and backs app-failure moves off")
 	flag.StringVar(&systems, "systems", "tandem,keepalived", "comma-separated systems to measure, in order")
 	flag.DurationVar(&o.idle, "idle", 0, "also measure each system's idle CPU and memory over this window (at least 60s is meaningful), before its trials; 0 skips it")
 	flag.DurationVar(&o.idleSettle, "idle-settle", 20*time.Second, "wait this long after a system starts before measuring it idle")
@@ -99,8 +99,8 @@ func (o *options) validate(systems string) error {
 	if o.jitter < 0 {
 		return fmt.Errorf("-jitter must not be negative")
 	}
-	if o.maxMoves < 0 {
-		return fmt.Errorf("-max-moves-per-hour must not be negative")
+	if o.threshold < 0 || o.threshold > 100 {
+		return fmt.Errorf("-failure-threshold must be 0 (tandem's default) to 100")
 	}
 	for _, s := range strings.Split(systems, ",") {
 		s = strings.TrimSpace(s)
@@ -168,8 +168,8 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 		return fmt.Errorf("lab up: %w", upErr)
 	}
 	extra := ""
-	if o.maxMoves > 0 {
-		extra = fmt.Sprintf("[failover]\nmax_moves_per_hour = %d\n", o.maxMoves)
+	if o.threshold > 0 {
+		extra = fmt.Sprintf("[failover]\nfailure_threshold = %d\n", o.threshold)
 	}
 	if err := labcluster.Provision(ctx, l, labcluster.Options{Exe: o.tandemBin, Progress: out, Logger: logger, Config: extra}); err != nil {
 		return fmt.Errorf("provision tandem: %w", err)
@@ -182,7 +182,7 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	defer b.close()
 	rep := &report{Trials: o.trials, Lab: o.labName, Host: host, TandemVersion: version, Started: time.Now().UTC(),
 		JitterMs:       float64(o.jitter) / float64(time.Millisecond),
-		TandemSettings: tandemSettings(o.maxMoves)}
+		TandemSettings: tandemSettings(o.threshold)}
 	var runErr error
 	for _, name := range o.systems {
 		if ctx.Err() != nil {
@@ -261,11 +261,11 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	return nil
 }
 
-func tandemSettings(maxMoves int) string {
-	if maxMoves == 0 {
+func tandemSettings(threshold int) string {
+	if threshold == 0 {
 		return "defaults"
 	}
-	return fmt.Sprintf("defaults, except failover.max_moves_per_hour = %d (default 6: the run makes %s moves in minutes, and the cap would suppress health-driven moves after the 6th)", maxMoves, "2N")
+	return fmt.Sprintf("defaults, except failover.failure_threshold = %d (default 3 in 10m: the run fails each node about N times in minutes, which would penalise both and back app-failure moves off)", threshold)
 }
 
 func copyExe(src, dst string) (string, error) {

@@ -95,6 +95,9 @@ func New(cfg *config.Config, log *slog.Logger, version string) *Agent {
 // Run runs the agent until ctx ends. On a node that has not been initialised
 // or joined yet it waits for that first.
 func (a *Agent) Run(ctx context.Context) error {
+	for _, w := range a.cfg.Warnings {
+		a.log.Warn("configuration", "warning", w.Error())
+	}
 	if err := cluster.WaitInitialized(ctx, a.cfg.Node.DataDir, a.log); err != nil {
 		return err
 	}
@@ -122,7 +125,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ops = ops.New(ops.Options{
 		Node: a.cfg.Node.Name, Role: a.cfg.Node.Role, Version: a.version,
 		VIPAddress: a.cfg.VIP.Address, VIPProvider: a.cfg.VIP.Provider,
-		Machine: a.machine, Cluster: a.node, Failover: a.fo,
+		Machine: a.machine, Cluster: a.node, Failover: a.fo, Policy: policyOf(a.cfg),
 	})
 	if err := a.metrics.reg.Register(a.ops.Collector()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -177,6 +180,13 @@ func (a *Agent) Run(ctx context.Context) error {
 // routes collects the local API endpoints each capability contributes.
 func (a *Agent) routes() []localapi.Route {
 	return a.ops.Routes()
+}
+
+// policyOf is the placement policy in a node's configuration.
+func policyOf(cfg *config.Config) state.Policy {
+	f := cfg.Failover
+	return state.Policy{Preempt: f.Preempt, Cooloff: f.Cooloff.D(),
+		FailureThreshold: f.FailureThreshold, FailureWindow: f.FailureWindow.D()}
 }
 
 // handOff moves the IP to a healthy standby when this holder stops, so a
@@ -249,9 +259,7 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 		Name: cfg.Node.Name, Role: cfg.Node.Role, Machine: a.machine,
 		Cluster: clusterAdapter{a.node}, Provider: prov, Health: fhealth, HealthChanged: healthChanged, Events: events,
 		Mesh: mesh, PublishPolicy: cfg.Node.Role == config.RoleApp,
-		Policy: failover.Policy{
-			Preempt: cfg.Failover.Preempt, Cooloff: cfg.Failover.Cooloff.D(), MaxMovesPerHour: cfg.Failover.MaxMovesPerHour,
-		},
+		Policy:       policyOf(cfg),
 		DrainTimeout: cfg.Failover.DrainTimeout.D(),
 		Logger:       log.With("component", "failover"),
 	})

@@ -26,7 +26,8 @@ valid and 2 when it is not.`,
 			if len(args) == 1 {
 				path = args[0]
 			}
-			if _, err := config.Load(path); err != nil {
+			c, err := config.Load(path)
+			if err != nil {
 				var ce config.Errors
 				if errors.As(err, &ce) {
 					for _, x := range ce {
@@ -36,7 +37,10 @@ valid and 2 when it is not.`,
 				}
 				return &UsageError{Err: err}
 			}
-			_, err := fmt.Fprintf(e.stdout, "%s: ok\n", path)
+			for _, w := range c.Warnings {
+				fmt.Fprintln(e.stderr, "warning: "+w.Error())
+			}
+			_, err = fmt.Fprintf(e.stdout, "%s: ok\n", path)
 			return err
 		},
 	})

@@ -76,6 +76,13 @@ func printStatus(w io.Writer, st localapi.Status) {
 	if st.HoldingBack != "" {
 		fmt.Fprintf(w, "HOLDING BACK: this node is the holder but does not configure the IP: %s\n", st.HoldingBack)
 	}
+	if hm := st.HeldMove; hm != nil {
+		until := "until a standby is healthy"
+		if hm.Until != nil {
+			until = fmt.Sprintf("until %s (%s)", hm.Until.Format(time.RFC3339), time.Until(*hm.Until).Round(time.Second))
+		}
+		fmt.Fprintf(w, "held move: %s -> %s, %s, %s: %s\n", hm.From, orDash(hm.To), hm.Kind, until, hm.Reason)
+	}
 	if st.LastError != "" {
 		fmt.Fprintf(w, "last error: %s\n", st.LastError)
 	}
@@ -84,10 +91,10 @@ func printStatus(w io.Writer, st localapi.Status) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tROLE\tADDRESS\tVOTER\tREACHABLE\tHEALTHY\tHOLDS IP")
+	fmt.Fprintln(tw, "MEMBER\tROLE\tADDRESS\tVOTER\tREACHABLE\tHEALTHY\tHOLDS IP\tFAILURES")
 	for _, m := range st.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Role, m.Address, m.Suffrage,
-			yesNo(m.Reachable), healthWord(m), yesNo(m.Holding))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Role, m.Address, m.Suffrage,
+			yesNo(m.Reachable), healthWord(m), yesNo(m.Holding), failureWord(m))
 	}
 	tw.Flush()
 	for _, m := range st.Members {
@@ -111,6 +118,17 @@ func healthWord(m localapi.Member) string {
 		return "yes"
 	}
 	return "NO"
+}
+
+// failureWord is a member's failure count, and its penalty if any.
+func failureWord(m localapi.Member) string {
+	switch {
+	case m.Role == "witness":
+		return "-"
+	case m.Penalised && m.PenalisedUntil != nil:
+		return fmt.Sprintf("%d, PENALISED until %s", m.Failures, m.PenalisedUntil.Format(time.TimeOnly))
+	}
+	return fmt.Sprint(m.Failures)
 }
 
 func yesNo(b bool) string {
@@ -325,6 +343,27 @@ func newRemoveCmd(e *env) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "removed %s\n", args[0])
+			return nil
+		},
+	}
+}
+
+func newResetCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reset NODE",
+		Short: "Clear an app node's failure count, so it is no longer penalised",
+		Long: `reset clears NODE's failure count: the failures counted so far (moves
+away from it because it was unhealthy or lost) no longer penalise it, and it
+is again an ordinary target for the floating IP. Use it once the cause of the
+failures is fixed, rather than waiting for failover.failure_window to pass.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			if err := e.client().ResetFailures(ctx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "cleared the failure count of %s\n", args[0])
 			return nil
 		},
 	}

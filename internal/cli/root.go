@@ -139,6 +139,7 @@ var subcommands = []func(*env) *cobra.Command{
 	newSwitchoverCmd,
 	newLeaveCmd,
 	newRemoveCmd,
+	newResetCmd,
 	newLabCmd,
 }
 

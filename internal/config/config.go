@@ -55,6 +55,9 @@ type Config struct {
 	Hooks    Hooks    `toml:"hooks"`
 	Metrics  Metrics  `toml:"metrics"`
 	Failover Failover `toml:"failover"`
+	// Warnings are problems that do not stop the agent, such as a
+	// deprecated key; the agent logs them and 'config validate' prints them.
+	Warnings Errors `toml:"-"`
 }
 
 // Node describes this machine.
@@ -166,9 +169,16 @@ type Metrics struct {
 
 // Failover holds the placement policy and its timers.
 type Failover struct {
-	Preempt          bool     `toml:"preempt"`
-	Priority         int      `toml:"priority"`
-	Cooloff          Duration `toml:"cooloff"`
+	Preempt  bool     `toml:"preempt"`
+	Priority int      `toml:"priority"`
+	Cooloff  Duration `toml:"cooloff"`
+	// FailureThreshold failures of a node within FailureWindow penalise
+	// it: it is not chosen as a target while a healthy node that is not
+	// penalised exists, until enough of its failures leave the window.
+	FailureThreshold int      `toml:"failure_threshold"`
+	FailureWindow    Duration `toml:"failure_window"`
+	// MaxMovesPerHour is deprecated and ignored (a warning says so): the
+	// hourly cap is replaced by the failure penalty above.
 	MaxMovesPerHour  int      `toml:"max_moves_per_hour"`
 	Lease            Duration `toml:"lease"`
 	HeartbeatTimeout Duration `toml:"heartbeat_timeout"`
@@ -259,6 +269,10 @@ func Parse(name string, data []byte) (*Config, error) {
 		return nil, decodeError(name, lines, err)
 	}
 	c.applyDefaults(func(key string) bool { _, ok := lines[key]; return ok })
+	if _, ok := lines["failover.max_moves_per_hour"]; ok {
+		c.Warnings = append(c.Warnings, &Error{File: name, Line: lines.lineOf("failover.max_moves_per_hour"), Key: "failover.max_moves_per_hour",
+			Msg: "deprecated and ignored: the hourly cap is replaced by per-node failure penalties; remove it and set failover.failure_threshold and failover.failure_window if the defaults (3 in 10m) do not suit"})
+	}
 	if errs := c.validate(); len(errs) > 0 {
 		for _, e := range errs {
 			e.File = name
@@ -383,8 +397,11 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 			f.Cooloff = Duration(20 * time.Second)
 		}
 	}
-	if f.MaxMovesPerHour == 0 {
-		f.MaxMovesPerHour = 6
+	if f.FailureThreshold == 0 && !set("failover.failure_threshold") {
+		f.FailureThreshold = 3
+	}
+	if f.FailureWindow == 0 && !set("failover.failure_window") {
+		f.FailureWindow = Duration(10 * time.Minute)
 	}
 	if f.Lease == 0 {
 		f.Lease = Duration(500 * time.Millisecond)
@@ -511,8 +528,11 @@ func (c *Config) validate() Errors {
 	if f.Cooloff.D() < 0 {
 		bad("failover.cooloff", "must not be negative")
 	}
-	if f.MaxMovesPerHour < 1 {
-		bad("failover.max_moves_per_hour", "must be at least 1")
+	if f.FailureThreshold < 1 || f.FailureThreshold > 100 {
+		bad("failover.failure_threshold", "%d is out of range; use 1 to 100 failures (default 3)", f.FailureThreshold)
+	}
+	if w := f.FailureWindow.D(); w < time.Second || w > 7*24*time.Hour {
+		bad("failover.failure_window", "%s is out of range; use 1s to 168h (default 10m)", w)
 	}
 	if f.Lease.D() < 100*time.Millisecond {
 		bad("failover.lease", "%s is too short; use at least 100ms", f.Lease.D())

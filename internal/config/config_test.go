@@ -79,6 +79,8 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"bad duration", minimal + "[failover]\nlease = \"soon\"\n", "failover.lease", 12, "not a duration"},
 		{"unknown key", minimal + "[failover]\nlaese = \"1s\"\n", "failover.laese", 12, "unknown key"},
 		{"wrong type", minimal + "[failover]\nmax_moves_per_hour = \"six\"\n", "failover.max_moves_per_hour", 12, "string"},
+		{"zero failure threshold", minimal + "[failover]\nfailure_threshold = 0\n", "failover.failure_threshold", 12, "use 1 to 100"},
+		{"short failure window", minimal + "[failover]\nfailure_window = \"500ms\"\n", "failover.failure_window", 12, "use 1s to 168h"},
 		{"bad provider", strings.Replace(minimal, `"linux"`, `"ovh"`, 1), "vip.provider", 7, "not a provider"},
 		{"missing interface", strings.Replace(minimal, "interface = \"eth0\"", "", 1), "vip.linux.interface", 9, "missing"},
 		{"vip without prefix", strings.Replace(minimal, "10.0.0.100/24", "10.0.0.100", 1), "vip.address", 8, "prefix length"},
@@ -154,5 +156,29 @@ func TestDataDirOfBrokenFile(t *testing.T) {
 	}
 	if got := DataDir(filepath.Join(dir, "missing.toml")); got != DefaultDataDir {
 		t.Errorf("missing file: %q", got)
+	}
+}
+
+// TestMaxMovesPerHourIsDeprecated checks that a configuration from before
+// the failure penalties still loads, with a warning naming the key, its
+// line and what replaces it.
+func TestMaxMovesPerHourIsDeprecated(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal+"[failover]\nmax_moves_per_hour = 6\n"))
+	if err != nil {
+		t.Fatalf("Parse() = %v; want a warning, not an error", err)
+	}
+	if len(c.Warnings) != 1 {
+		t.Fatalf("warnings = %v; want one", c.Warnings)
+	}
+	w := c.Warnings[0]
+	if w.Key != "failover.max_moves_per_hour" || w.Line != 12 || !strings.Contains(w.Msg, "failover.failure_threshold") {
+		t.Errorf("warning = %q (line %d); want the key, line 12 and its replacement", w.Error(), w.Line)
+	}
+	if c.Failover.FailureThreshold != 3 || c.Failover.FailureWindow.D() != 10*time.Minute {
+		t.Errorf("failure policy = %d in %v; want the defaults 3 in 10m", c.Failover.FailureThreshold, c.Failover.FailureWindow.D())
+	}
+	clean, err := Parse("t.toml", []byte(minimal))
+	if err != nil || len(clean.Warnings) != 0 {
+		t.Fatalf("Parse(minimal) = %v, warnings %v; want none", err, clean.Warnings)
 	}
 }

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -18,6 +19,9 @@ const (
 	// FactLeader carries the raft leader's LeaderView, in its replies and
 	// its probes, and only while it leads.
 	FactLeader = "failover.leader"
+	// FactHeld carries, in the DC's replies, the move it holds back (JSON;
+	// absent when none), so every node's status can show it.
+	FactHeld = "failover.held"
 )
 
 // LeaderView is the raft leader's committed holder. In a probe it may be
@@ -253,3 +257,46 @@ type stateCache struct {
 }
 
 func (c *stateCache) view() state.Snapshot { return c.m.View() }
+
+// heldFact is the DC's FactHeld value: the move it holds back, or nil.
+func (n *Node) heldFact() []byte {
+	if !n.o.Cluster.IsLeader() {
+		return nil
+	}
+	n.mu.Lock()
+	h := n.held
+	n.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// heldFresh is how old the DC's reply may be for its held move to show.
+const heldFresh = 2 * time.Second
+
+// leaderHeld is the move the raft leader reported holding back in its
+// latest reply, if that reply is fresh.
+func (n *Node) leaderHeld(now time.Time) *Hold {
+	leader, _ := n.o.Cluster.Leader()
+	if leader == "" || leader == n.o.Name {
+		return nil
+	}
+	p, ok := n.mesh.Peer(leader)
+	if !ok || now.Sub(p.At) >= heldFresh {
+		return nil
+	}
+	b, ok := p.Facts.Get(FactHeld)
+	if !ok {
+		return nil
+	}
+	var h Hold
+	if json.Unmarshal(b, &h) != nil {
+		return nil
+	}
+	return &h
+}

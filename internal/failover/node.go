@@ -77,8 +77,10 @@ type Options struct {
 	// long a node keeps the IP without a majority's answers, and a silent
 	// holder is declared dead after the lease plus its margin. The node
 	// contributes FactNode and FactLeader to it.
-	Mesh   *liveness.Mesh
-	Policy Policy
+	Mesh *liveness.Mesh
+	// Policy is this node's configured placement policy; the DC uses it
+	// only until the app nodes publish the cluster's (state.SetPolicy).
+	Policy state.Policy
 	// PublishPolicy makes Policy the cluster's (app nodes; see publishPolicy).
 	PublishPolicy bool
 	// DrainTimeout bounds how long a planned move waits for connections in
@@ -110,6 +112,7 @@ type Node struct {
 	holdBack    string // why the holder named by the state does not configure the IP
 	lastErr     string
 	lastTrans   time.Time
+	held        *Hold // the move the DC holds back now; nil when none or not the DC
 	releasedAt  map[uint64]time.Time
 	started     time.Time
 	everHealthy bool
@@ -144,6 +147,7 @@ func New(o Options) (*Node, error) {
 			}
 			return nil
 		}}),
+		n.mesh.Contribute(liveness.Source{Name: FactHeld, Value: n.heldFact}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("failover: %w", err)
@@ -313,12 +317,20 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 			}
 		}
 		if !n.o.Cluster.IsLeader() {
+			n.setHeld(nil)
 			continue
 		}
 		now := time.Now()
 		s := n.state.view()
 		views := n.Views(now, s.Holder.Epoch)
-		if d := Decide(now, s, views, n.o.Policy); d != nil {
+		d := Decide(now, s, views, n.o.Policy)
+		if d != nil && d.Cmd == nil {
+			n.setHeld(d.Held)
+			d = nil
+		} else {
+			n.setHeld(nil)
+		}
+		if d != nil {
 			n.log.Info("placement decision", "reason", d.Reason, "command", d.Cmd.Type())
 			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			err := n.o.Cluster.Apply(actx, d.Cmd)
@@ -343,6 +355,20 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 				}
 			}
 		}
+	}
+}
+
+// setHeld records the move the DC holds back, logging when it changes.
+func (n *Node) setHeld(h *Hold) {
+	n.mu.Lock()
+	prev := n.held
+	n.held = h
+	n.mu.Unlock()
+	switch {
+	case h != nil && (prev == nil || prev.Kind != h.Kind || prev.To != h.To || !prev.Until.Equal(h.Until)):
+		n.log.Warn("placement holds a move back", "from", h.From, "to", h.To, "kind", h.Kind, "until", h.Until, "reason", h.Reason)
+	case h == nil && prev != nil:
+		n.log.Info("placement no longer holds a move back", "from", prev.From)
 	}
 }
 
@@ -618,6 +644,9 @@ type Status struct {
 	// HoldBack says why this node, the committed holder, does not
 	// configure the IP ("" when it does or is not the holder).
 	HoldBack string
+	// Held is the move the DC holds back, as the DC (this node or the
+	// leader whose view is fresh) reports it; nil when none.
+	Held *Hold
 }
 
 // Status returns the node's current view.
@@ -634,5 +663,9 @@ func (n *Node) Status() Status {
 	st.Holding, st.HeldEpoch, st.LastError, st.LastChange = n.holding, n.heldEpoch, n.lastErr, n.lastTrans
 	st.LeaderView, st.LeaderViewAt = n.view, n.viewAt
 	st.HoldBack = n.holdBack
+	st.Held = n.held
+	if !n.o.Cluster.IsLeader() {
+		st.Held = n.leaderHeld(now)
+	}
 	return st
 }

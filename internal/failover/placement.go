@@ -9,12 +9,24 @@ import (
 	"github.com/tandem-ha/tandem/internal/cluster/state"
 )
 
-// Policy is the placement policy.
-type Policy struct {
-	Preempt         bool          // move back to a higher-priority node when it recovers
-	Cooloff         time.Duration // no health-driven move sooner than this after the last move
-	MaxMovesPerHour int           // health-driven moves beyond this are suppressed
-}
+// Reasons recorded in the move history. The first two are failures of the
+// node moved away from, and count towards its penalty.
+const (
+	ReasonUnhealthy = "holder unhealthy"
+	ReasonLost      = "holder lost"
+	ReasonInitial   = "initial placement"
+	ReasonPreempt   = "preempt"
+)
+
+// Defaults for a policy that carries no failure fields (published by an
+// older version).
+const (
+	DefaultFailureThreshold = 3
+	DefaultFailureWindow    = 10 * time.Minute
+)
+
+// minBackoff is the base of the back-off when the cool-off is shorter.
+const minBackoff = time.Second
 
 // NodeView is what the DC knows about one member at decision time.
 type NodeView struct {
@@ -26,19 +38,111 @@ type NodeView struct {
 	FaultAt   time.Time // when it was last seen healthy and reachable
 }
 
-// Decision is a command for the DC to commit, with a human reason.
+// Decision is what the DC should do next, with a human reason: commit Cmd,
+// or, when Cmd is nil, nothing yet because the move in Held is held back.
 type Decision struct {
 	Cmd    state.Command
 	Reason string
+	Held   *Hold
+}
+
+// Hold is a move away from an unhealthy holder that placement holds back.
+type Hold struct {
+	From   string    `json:"from"`
+	To     string    `json:"to,omitempty"` // "" when no standby is healthy
+	Kind   string    `json:"kind"`         // HoldCooloff, HoldBackoff or HoldNoStandby
+	Reason string    `json:"reason"`
+	Until  time.Time `json:"until,omitzero"` // zero: until a standby is healthy
+}
+
+// Kinds of Hold.
+const (
+	HoldCooloff   = "cooloff"    // the cool-off after the last move
+	HoldBackoff   = "backoff"    // every healthy standby is penalised
+	HoldNoStandby = "no_standby" // no standby is healthy and reachable
+)
+
+// Failures is one node's recent failures, as every node computes them from
+// the replicated move history.
+type Failures struct {
+	Count     int       // failures within the window, since the last reset
+	Penalised bool      // Count is at or over the threshold
+	Until     time.Time // when the count drops below the threshold; zero unless penalised
+}
+
+// EffectivePolicy returns the cluster's published policy, or fallback (the
+// DC's own configuration) before one is published, with the failure
+// defaults filled in.
+func EffectivePolicy(s state.Snapshot, fallback state.Policy) state.Policy {
+	p := fallback
+	if s.Policy != nil {
+		p = *s.Policy
+	}
+	if p.FailureThreshold <= 0 {
+		p.FailureThreshold = DefaultFailureThreshold
+	}
+	if p.FailureWindow <= 0 {
+		p.FailureWindow = DefaultFailureWindow
+	}
+	return p
+}
+
+// NodeFailures counts each app node's failures: the moves away from it
+// because it was unhealthy or lost, decided within the policy's window
+// before now and after its last reset. A node at or over the threshold is
+// penalised until enough of those failures leave the window.
+func NodeFailures(now time.Time, s state.Snapshot, p state.Policy) map[string]Failures {
+	since := now.Add(-p.FailureWindow)
+	times := map[string][]time.Time{}
+	for _, mv := range s.Moves {
+		if mv.From == "" || (mv.Reason != ReasonUnhealthy && mv.Reason != ReasonLost) {
+			continue
+		}
+		if !mv.DecidedAt.After(since) || !mv.DecidedAt.After(s.FailureResets[mv.From]) {
+			continue
+		}
+		times[mv.From] = append(times[mv.From], mv.DecidedAt)
+	}
+	out := map[string]Failures{}
+	for _, name := range s.Apps() {
+		ts := times[name]
+		f := Failures{Count: len(ts)}
+		if f.Count >= p.FailureThreshold {
+			slices.SortFunc(ts, time.Time.Compare)
+			// Below the threshold once the oldest Count-Threshold+1 expire.
+			f.Penalised = true
+			f.Until = ts[f.Count-p.FailureThreshold].Add(p.FailureWindow)
+		}
+		out[name] = f
+	}
+	return out
+}
+
+// backoff is how long after the last move a move to a penalised target
+// waits: the cool-off (at least a second) doubled for each failure of the
+// target at or over the threshold, and never longer than the window, after
+// which the target's penalty has lapsed anyway.
+func backoff(p state.Policy, f Failures) time.Duration {
+	d := max(p.Cooloff, minBackoff)
+	for i := p.FailureThreshold; i <= f.Count && d < p.FailureWindow; i++ {
+		d *= 2
+	}
+	return min(d, p.FailureWindow)
 }
 
 // Decide returns what the DC should commit next, or nil when nothing should
-// change. It is a pure function of its inputs so every rule is unit-tested.
-func Decide(now time.Time, s state.Snapshot, nodes map[string]NodeView, p Policy) *Decision {
-	if s.Policy != nil {
-		// The cluster's published policy wins over the DC's own defaults.
-		p = Policy{Preempt: s.Policy.Preempt, Cooloff: s.Policy.Cooloff, MaxMovesPerHour: s.Policy.MaxMovesPerHour}
-	}
+// change. fallback is the DC's own policy, used until the app nodes publish
+// the cluster's. It is a pure function of its inputs so every rule is
+// unit-tested.
+//
+// The rules: a lost holder is always replaced at once (an IP on nobody is
+// worse than a flap), preferring a node that is not penalised. An unhealthy
+// holder is moved once the cool-off after the last move ends, to the best
+// healthy standby that is not penalised; when every healthy standby is
+// penalised, the move waits an exponential back-off after the last move.
+// Preemption never moves to a penalised node.
+func Decide(now time.Time, s state.Snapshot, nodes map[string]NodeView, fallback state.Policy) *Decision {
+	p := EffectivePolicy(s, fallback)
 	h := s.Holder
 	// A pending holder is activated once the previous one cannot hold the IP.
 	if h.Node != "" && !h.Active {
@@ -55,53 +159,86 @@ func Decide(now time.Time, s state.Snapshot, nodes map[string]NodeView, p Policy
 	if s.Mode == state.ModeMaintenance {
 		return nil
 	}
+	fails := NodeFailures(now, s, p)
 	cur, hasHolder := nodes[h.Node]
 	if h.Node == "" || !hasHolder {
-		best := candidate(s, nodes, "")
+		best, _ := candidate(s, nodes, "", fails)
 		if best == "" {
 			return nil
 		}
 		active := releasedOrGone(s, nodes, h.Previous)
 		return &Decision{
-			Cmd:    state.SetHolder{Node: best, PrevEpoch: h.Epoch, Active: active, Reason: "initial placement", At: now},
+			Cmd:    state.SetHolder{Node: best, PrevEpoch: h.Epoch, Active: active, Reason: ReasonInitial, At: now},
 			Reason: fmt.Sprintf("no holder: placing the IP on %s", best),
 		}
 	}
 	if cur.Dead {
-		best := candidate(s, nodes, h.Node)
+		best, _ := candidate(s, nodes, h.Node, fails)
 		if best == "" {
 			return nil
 		}
 		return &Decision{
 			Cmd: state.SetHolder{Node: best, PrevEpoch: h.Epoch, Active: true,
-				Reason: "holder lost", FaultAt: cur.FaultAt, At: now},
+				Reason: ReasonLost, FaultAt: cur.FaultAt, At: now},
 			Reason: fmt.Sprintf("%s is unreachable and its lease has expired: moving to %s", h.Node, best),
 		}
 	}
-	if !throttleOK(now, s, p) {
-		return nil
+	last, moved := s.LastMove()
+	coolUntil := time.Time{}
+	if moved && last.From != "" {
+		coolUntil = last.DecidedAt.Add(p.Cooloff)
 	}
 	if cur.Reachable && !cur.Healthy && !cur.Starting {
-		best := candidate(s, nodes, h.Node)
-		if best == "" {
-			return nil
-		}
-		return &Decision{
-			Cmd: state.SetHolder{Node: best, PrevEpoch: h.Epoch, Active: false,
-				Reason: "holder unhealthy", FaultAt: cur.FaultAt, At: now},
-			Reason: fmt.Sprintf("%s failed its health checks: moving to %s", h.Node, best),
-		}
+		return moveUnhealthy(now, s, nodes, p, fails, cur, coolUntil)
 	}
-	if p.Preempt && cur.Reachable {
-		best := candidate(s, nodes, "")
-		if best != "" && best != h.Node && s.Members[best].Priority > s.Members[h.Node].Priority {
+	if p.Preempt && cur.Reachable && !now.Before(coolUntil) {
+		best, penalised := candidate(s, nodes, "", fails)
+		if best != "" && !penalised && best != h.Node && s.Members[best].Priority > s.Members[h.Node].Priority {
 			return &Decision{
-				Cmd:    state.SetHolder{Node: best, PrevEpoch: h.Epoch, Active: false, Reason: "preempt", At: now, Drain: true},
+				Cmd:    state.SetHolder{Node: best, PrevEpoch: h.Epoch, Active: false, Reason: ReasonPreempt, At: now, Drain: true},
 				Reason: fmt.Sprintf("preempting: %s has a higher priority than %s", best, h.Node),
 			}
 		}
 	}
 	return nil
+}
+
+// moveUnhealthy moves the IP off a reachable holder that fails its checks,
+// or says why the move is held back.
+func moveUnhealthy(now time.Time, s state.Snapshot, nodes map[string]NodeView, p state.Policy,
+	fails map[string]Failures, cur NodeView, coolUntil time.Time) *Decision {
+	from := s.Holder.Node
+	best, penalised := candidate(s, nodes, from, fails)
+	hold := func(kind string, until time.Time, format string, args ...any) *Decision {
+		why := fmt.Sprintf(format, args...)
+		return &Decision{Reason: why, Held: &Hold{From: from, To: best, Kind: kind, Reason: why, Until: until}}
+	}
+	if best == "" {
+		return hold(HoldNoStandby, time.Time{}, "%s failed its health checks but no standby is healthy", from)
+	}
+	if penalised {
+		// The back-off is never shorter than the cool-off, so it is the
+		// one to report.
+		f := fails[best]
+		last, _ := s.LastMove()
+		wait := backoff(p, f)
+		if until := last.DecidedAt.Add(wait); now.Before(until) {
+			return hold(HoldBackoff, until, "%s failed its health checks, but every healthy standby is penalised (%s: %d failures in %v): backing off %v after the last move",
+				from, best, f.Count, p.FailureWindow, wait)
+		}
+	}
+	if now.Before(coolUntil) {
+		return hold(HoldCooloff, coolUntil, "%s failed its health checks: moving to %s when the cool-off after the last move ends", from, best)
+	}
+	why := fmt.Sprintf("%s failed its health checks: moving to %s", from, best)
+	if penalised {
+		why += " (penalised, after backing off)"
+	}
+	return &Decision{
+		Cmd: state.SetHolder{Node: best, PrevEpoch: s.Holder.Epoch, Active: false,
+			Reason: ReasonUnhealthy, FaultAt: cur.FaultAt, At: now},
+		Reason: why,
+	}
 }
 
 // releasedOrGone reports whether the previous holder can no longer have the
@@ -118,21 +255,10 @@ func releasedOrGone(s state.Snapshot, nodes map[string]NodeView, prev string) bo
 	return v.Dead || v.Released
 }
 
-// throttleOK applies the cool-off and the hourly cap to health-driven moves.
-// A lost holder is always replaced: an IP on nobody is worse than a flap.
-func throttleOK(now time.Time, s state.Snapshot, p Policy) bool {
-	if last, ok := s.LastMove(); ok && last.From != "" && now.Sub(last.DecidedAt) < p.Cooloff {
-		return false
-	}
-	if p.MaxMovesPerHour > 0 && s.MovesSince(now.Add(-time.Hour)) >= p.MaxMovesPerHour {
-		return false
-	}
-	return true
-}
-
-// candidate picks the healthy, reachable app node with the highest priority
-// (then the lowest name), excluding one node.
-func candidate(s state.Snapshot, nodes map[string]NodeView, exclude string) string {
+// candidate picks the healthy, reachable app node that is not penalised with
+// the highest priority (then the lowest name), excluding one node. When
+// every such node is penalised it picks the best penalised one and says so.
+func candidate(s state.Snapshot, nodes map[string]NodeView, exclude string, fails map[string]Failures) (string, bool) {
 	var ok []state.Member
 	for _, name := range s.Apps() {
 		v := nodes[name]
@@ -142,13 +268,23 @@ func candidate(s state.Snapshot, nodes map[string]NodeView, exclude string) stri
 		ok = append(ok, s.Members[name])
 	}
 	if len(ok) == 0 {
-		return ""
+		return "", false
 	}
 	slices.SortFunc(ok, func(a, b state.Member) int {
+		if c := cmp.Compare(b2i(fails[a.Name].Penalised), b2i(fails[b.Name].Penalised)); c != 0 {
+			return c // not penalised first
+		}
 		if c := cmp.Compare(b.Priority, a.Priority); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.Name, b.Name)
 	})
-	return ok[0].Name
+	return ok[0].Name, fails[ok[0].Name].Penalised
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

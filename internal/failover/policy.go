@@ -34,8 +34,7 @@ func JoinRule(onLink bool) func(current []state.Member, joining state.Member) er
 // publishPolicy makes this app node's placement policy the cluster's, so
 // the designated controller applies it even when it is the witness.
 func (n *Node) publishPolicy(ctx context.Context) {
-	p := n.o.Policy
-	want := state.Policy{Preempt: p.Preempt, Cooloff: p.Cooloff, MaxMovesPerHour: p.MaxMovesPerHour}
+	want := n.o.Policy
 	for {
 		cur := n.o.Machine.View().Policy
 		if cur != nil && *cur == want {

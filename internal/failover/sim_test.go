@@ -126,7 +126,7 @@ func (s *simNet) start(name string) {
 		Health:        &simHealth{net: s, node: name},
 		HealthChanged: n.healthCh,
 		Mesh:          mesh,
-		Policy:        Policy{Cooloff: 2 * time.Second, MaxMovesPerHour: 10},
+		Policy:        state.Policy{Cooloff: 2 * time.Second, FailureThreshold: 3, FailureWindow: time.Minute},
 		DrainTimeout:  2 * time.Second,
 		Logger:        logger,
 	})
@@ -698,6 +698,80 @@ func TestForgedEpochFromAMemberIsIgnored(t *testing.T) {
 			if got := s.holders(); len(got) != 1 || got[0] != h {
 				t.Fatalf("holders = %v after %s's forged epoch; want [%s]", got, forger, h)
 			}
+		}
+	})
+}
+
+// TestRepeatedHangsKeepMoving is issue 13's case: the hourly cap held every
+// hung app after the 6th move. Ten hangs, alternating between the nodes
+// 25 s apart (fake clock), must each be moved within the cool-off plus
+// detection: with a one-minute window neither node reaches 3 failures.
+func TestRepeatedHangsKeepMoving(t *testing.T) {
+	runSim(t, func(t *testing.T, s *simNet) {
+		holder, standby := "node1", "node2"
+		for i := range 10 {
+			time.Sleep(25 * time.Second)
+			s.setHealthy(holder, false)
+			took := s.waitHolder(t, standby, 3*time.Second)
+			if took > 1500*time.Millisecond {
+				t.Errorf("hang %d on %s: moved after %v; want within 1.5s", i+1, holder, took)
+			}
+			s.setHealthy(holder, true)
+			holder, standby = standby, holder
+		}
+		if got := s.moves(); got != 11 {
+			t.Errorf("moves = %d; want 11 (initial + one per hang)", got)
+		}
+	})
+}
+
+// TestSingleFailingNodeIsLeft checks that a node that keeps failing is
+// penalised: a hang of the other node right after is held back for the
+// back-off instead of moving straight onto it, then moved (no freeze), and
+// once the penalty decays the node is an ordinary target again.
+func TestSingleFailingNodeIsLeft(t *testing.T) {
+	runSim(t, func(t *testing.T, s *simNet) {
+		witness := func() *simNode { s.mu.Lock(); defer s.mu.Unlock(); return s.nodes["witness"] }()
+		// node1 fails three times; each time the IP moves to node2 and is
+		// switched back by hand (a planned move is nobody's failure).
+		for i := range 3 {
+			s.setHealthy("node1", false)
+			s.waitHolder(t, "node2", 3*time.Second)
+			s.setHealthy("node1", true)
+			if i < 2 {
+				time.Sleep(3 * time.Second)
+				epoch := witness.machine.View().Holder.Epoch
+				if err := s.commit(state.SetHolder{Node: "node1", PrevEpoch: epoch, Reason: "switchover", At: time.Now(), Drain: true}); err != nil {
+					t.Fatal(err)
+				}
+				s.waitHolder(t, "node1", 3*time.Second)
+			}
+		}
+		// node1 is penalised: node2's hang is held back (back-off: twice
+		// the 2s cool-off after the last move), not moved onto node1 at once.
+		s.setHealthy("node2", false)
+		time.Sleep(time.Second)
+		if h := s.holders(); len(h) != 1 || h[0] != "node2" {
+			t.Fatalf("holders = %v; want [node2]: node1 is penalised", h)
+		}
+		if held := witness.node.Status().Held; held == nil || held.Kind != HoldBackoff || held.To != "node1" {
+			t.Fatalf("held = %+v; want a back-off to node1", held)
+		}
+		s.waitHolder(t, "node1", 5*time.Second) // backed off, not frozen
+		if held := witness.node.Status().Held; held != nil {
+			t.Errorf("held after the move = %+v; want none", held)
+		}
+		s.setHealthy("node2", true)
+		// After the one-minute window node1's failures have decayed: a hang
+		// of node2 is moved onto it within the detection time.
+		time.Sleep(61 * time.Second)
+		s.setHealthy("node1", false)
+		s.waitHolder(t, "node2", 3*time.Second)
+		s.setHealthy("node1", true)
+		time.Sleep(3 * time.Second)
+		s.setHealthy("node2", false)
+		if took := s.waitHolder(t, "node1", 3*time.Second); took > 500*time.Millisecond {
+			t.Errorf("after the penalty decayed: moved in %v; want within 0.5s", took)
 		}
 	})
 }

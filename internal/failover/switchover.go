@@ -39,7 +39,10 @@ func PlanSwitchover(now time.Time, s state.Snapshot, views map[string]NodeView, 
 			return cmd, false, fmt.Errorf("%q already holds the IP", to)
 		}
 	} else {
-		to = candidate(s, views, from)
+		// Penalised nodes come last, but an operator's move may still
+		// pick one when nothing else is healthy.
+		fails := NodeFailures(now, s, EffectivePolicy(s, state.Policy{}))
+		to, _ = candidate(s, views, from, fails)
 	}
 	if to == "" {
 		return cmd, false, nil

@@ -40,9 +40,9 @@ func TestRenderConfigRoundTrips(t *testing.T) {
 				t.Errorf("hooks = %+v", c.Hooks)
 			}
 			// Unset keys get their defaults, as in a hand-written file.
-			if c.Metrics.Listen != "127.0.0.1:9746" || c.VIP.Linux.GARPCount != 5 || c.Failover.MaxMovesPerHour != 6 {
-				t.Errorf("defaults not applied: metrics %q, garp_count %d, max_moves_per_hour %d",
-					c.Metrics.Listen, c.VIP.Linux.GARPCount, c.Failover.MaxMovesPerHour)
+			if c.Metrics.Listen != "127.0.0.1:9746" || c.VIP.Linux.GARPCount != 5 || c.Failover.FailureThreshold != 3 || len(c.Warnings) != 0 {
+				t.Errorf("defaults not applied: metrics %q, garp_count %d, failure_threshold %d, warnings %v",
+					c.Metrics.Listen, c.VIP.Linux.GARPCount, c.Failover.FailureThreshold, c.Warnings)
 			}
 		}},
 		{"witness", witness, "", func(t *testing.T, c *config.Config) {
@@ -50,8 +50,8 @@ func TestRenderConfigRoundTrips(t *testing.T) {
 				t.Errorf("a witness got app settings: vip %+v, health %+v, hooks %+v", c.VIP, c.Health, c.Hooks)
 			}
 		}},
-		{"extra", app, "[failover]\nmax_moves_per_hour = 100\ncooloff = \"1s\"\n", func(t *testing.T, c *config.Config) {
-			if c.Failover.MaxMovesPerHour != 100 || c.Failover.Cooloff.D() != time.Second {
+		{"extra", app, "[failover]\nfailure_threshold = 100\ncooloff = \"1s\"\n", func(t *testing.T, c *config.Config) {
+			if c.Failover.FailureThreshold != 100 || c.Failover.Cooloff.D() != time.Second {
 				t.Errorf("extra not applied: %+v", c.Failover)
 			}
 		}},

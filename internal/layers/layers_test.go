@@ -92,6 +92,7 @@ var layerOf = map[string]string{
 	"internal/cli": cli,
 	"cmd/tandem":   binary,
 
+	"bench/chaos":    harness,
 	"bench/failover": harness,
 	"bench/package":  harness,
 	"test/e2e":       harness,

@@ -35,6 +35,7 @@ type Status struct {
 	Members      []Member     `json:"members"`
 	LastFailover *Failover    `json:"last_failover"`
 	Moves        []Failover   `json:"recent_moves"`
+	HeldMove     *HeldMove    `json:"held_move"` // a move placement holds back now; null when none
 	LastError    string       `json:"last_error,omitempty"`
 	// HoldingBack says why this node, the committed holder, does not
 	// configure the IP (no lease, waiting for the leader, ...).
@@ -84,6 +85,23 @@ type Member struct {
 	Priority  int     `json:"priority"`
 	// StateLevel is the newest state level its tandem can apply.
 	StateLevel int `json:"state_level"`
+	// Failures is this app node's failure count (moves away from it
+	// because it was unhealthy or lost) within the failure window, since
+	// its last 'tandem reset'. At the threshold it is penalised until
+	// PenalisedUntil.
+	Failures       int        `json:"failures"`
+	Penalised      bool       `json:"penalised"`
+	PenalisedUntil *time.Time `json:"penalised_until,omitempty"`
+}
+
+// HeldMove is a move away from an unhealthy holder that placement holds
+// back, and why.
+type HeldMove struct {
+	From   string     `json:"from"`
+	To     string     `json:"to"`   // "" when no standby is healthy
+	Kind   string     `json:"kind"` // cooloff, backoff or no_standby
+	Reason string     `json:"reason"`
+	Until  *time.Time `json:"until,omitempty"` // absent: until a standby is healthy
 }
 
 // Check is one health check's latest result.
@@ -147,6 +165,11 @@ type ModeRequest struct {
 
 // RemoveRequest removes another member.
 type RemoveRequest struct {
+	Node string `json:"node"`
+}
+
+// ResetRequest clears a node's failure count.
+type ResetRequest struct {
 	Node string `json:"node"`
 }
 
@@ -375,4 +398,9 @@ func (c *Client) Leave(ctx context.Context) error {
 // Remove removes another node from the cluster.
 func (c *Client) Remove(ctx context.Context, node string) error {
 	return c.do(ctx, http.MethodPost, "/v1/remove", RemoveRequest{Node: node}, &Empty{})
+}
+
+// ResetFailures clears a node's failure count, lifting its penalty.
+func (c *Client) ResetFailures(ctx context.Context, node string) error {
+	return c.do(ctx, http.MethodPost, "/v1/reset", ResetRequest{Node: node}, &Empty{})
 }

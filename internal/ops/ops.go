@@ -45,7 +45,10 @@ type Options struct {
 	Machine             *state.Machine
 	Cluster             Cluster
 	Failover            Failover
-	Now                 func() time.Time // time.Now when nil
+	// Policy is this node's configured placement policy, which counts
+	// failures until the cluster's is published.
+	Policy state.Policy
+	Now    func() time.Time // time.Now when nil
 }
 
 // Service carries out cluster operations for the local API.
@@ -83,6 +86,9 @@ func (s *Service) Routes() []localapi.Route {
 		})},
 		{Pattern: "POST /v1/remove", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.RemoveRequest) (localapi.Empty, error) {
 			return localapi.Empty{}, s.Remove(ctx, r.Node)
+		})},
+		{Pattern: "POST /v1/reset", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.ResetRequest) (localapi.Empty, error) {
+			return localapi.Empty{}, s.ResetFailures(ctx, r.Node)
 		})},
 	}
 }
@@ -129,6 +135,7 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 		out.Members = append(out.Members, mem)
 	}
 	out.StateWarning = strings.Join(warnings, "; ")
+	addFailures(&out, now, st, s.o.Policy, fs.Held)
 	for _, mv := range st.Moves[max(0, len(st.Moves)-10):] {
 		out.Moves = append(out.Moves, toFailover(mv))
 	}
@@ -166,6 +173,49 @@ func (s *Service) member(m state.Member, suffrage string, fs failover.Status) lo
 		}
 	}
 	return mem
+}
+
+// addFailures adds each app node's failure count and penalty, which every
+// node computes alike from the replicated state, and the move the DC holds
+// back, if any.
+func addFailures(st *localapi.Status, now time.Time, s state.Snapshot, p state.Policy, held *failover.Hold) {
+	fails := failover.NodeFailures(now, s, failover.EffectivePolicy(s, p))
+	for i, m := range st.Members {
+		f, ok := fails[m.Name]
+		if !ok {
+			continue
+		}
+		st.Members[i].Failures, st.Members[i].Penalised = f.Count, f.Penalised
+		if f.Penalised {
+			st.Members[i].PenalisedUntil = &f.Until
+		}
+	}
+	if held != nil {
+		st.HeldMove = &localapi.HeldMove{From: held.From, To: held.To, Kind: held.Kind, Reason: held.Reason}
+		if !held.Until.IsZero() {
+			st.HeldMove.Until = &held.Until
+		}
+	}
+}
+
+// ResetFailures clears an app node's failure count, so it is no longer
+// penalised.
+func (s *Service) ResetFailures(ctx context.Context, name string) error {
+	if err := s.requireApp("reset"); err != nil {
+		return err
+	}
+	m, ok := s.o.Machine.View().Members[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("reset: %q is not a member (see 'tandem status')", name)
+	case m.Role != state.RoleApp:
+		return fmt.Errorf("reset: %q is a witness; only app nodes have failure counts", name)
+	}
+	at := s.o.Now()
+	if err := s.o.Cluster.Apply(ctx, state.ResetFailures{Node: name, At: at}); err != nil {
+		return fmt.Errorf("reset: %w", err)
+	}
+	return s.waitApplied(ctx, func(st state.Snapshot) bool { return !st.FailureResets[name].Before(at) }, state.FailoverDomain)
 }
 
 func toFailover(mv state.Move) localapi.Failover {

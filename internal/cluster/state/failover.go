@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -58,11 +59,20 @@ func (m Move) Duration() time.Duration {
 
 // Policy is the cluster-wide placement policy. App nodes publish the one in
 // their configuration, so that the designated controller applies it even
-// when it is a witness, whose configuration has no floating IP.
+// when it is a witness, whose configuration has no floating IP. It is the
+// only representation of the policy: the DC's placement reads it as is.
+//
+// Policies from older versions carry a max_moves_per_hour field, which is
+// ignored, and no failure fields; zero failure fields mean the defaults
+// (see the failover package).
 type Policy struct {
-	Preempt         bool          `json:"preempt"`
-	Cooloff         time.Duration `json:"cooloff"`
-	MaxMovesPerHour int           `json:"max_moves_per_hour"`
+	Preempt bool          `json:"preempt"`
+	Cooloff time.Duration `json:"cooloff"`
+	// FailureThreshold is how many failures within FailureWindow penalise
+	// a node: it is then not chosen as a target while a healthy node that
+	// is not penalised exists.
+	FailureThreshold int           `json:"failure_threshold,omitempty"`
+	FailureWindow    time.Duration `json:"failure_window,omitempty"`
 }
 
 // Failover is the failover domain's state. Read-only once published: the
@@ -72,6 +82,9 @@ type Failover struct {
 	Mode   string  `json:"mode"`
 	Policy *Policy `json:"policy,omitempty"` // nil until an app node publishes one
 	Moves  []Move  `json:"moves"`
+	// FailureResets holds, per node, when an operator last cleared its
+	// failure count (see ResetFailures): failures before it are not counted.
+	FailureResets map[string]time.Time `json:"failure_resets,omitempty"`
 }
 
 type failoverDomain struct{}
@@ -85,16 +98,18 @@ func (failoverDomain) Commands() []CommandType {
 		{Name: Released{}.Type(), Level: 1, New: func() Command { return &Released{} }},
 		{Name: SetMode{}.Type(), Level: 1, New: func() Command { return &SetMode{} }},
 		{Name: SetPolicy{}.Type(), Level: 1, New: func() Command { return &SetPolicy{} }},
+		{Name: ResetFailures{}.Type(), Level: 3, New: func() Command { return &ResetFailures{} }},
 	}
 }
 
 func (failoverDomain) Empty() any { return &Failover{Mode: ModeAuto} }
 
-// Clone copies the moves (appended to in place) but shares the policy,
-// which commands replace rather than change.
+// Clone copies the moves (appended to in place) and the failure resets but
+// shares the policy, which commands replace rather than change.
 func (failoverDomain) Clone(v any) any {
 	f := *v.(*Failover)
 	f.Moves = slices.Clone(f.Moves)
+	f.FailureResets = maps.Clone(f.FailureResets)
 	return &f
 }
 
@@ -257,8 +272,9 @@ func (SetPolicy) Type() string { return "set_policy" }
 
 // Apply implements Command.
 func (c SetPolicy) Apply(tx *Tx) error {
-	if c.Policy.Cooloff < 0 || c.Policy.MaxMovesPerHour < 1 {
-		return fmt.Errorf("%w: policy needs a cool-off >= 0 and at least 1 move per hour", ErrInvalid)
+	// Zero failure fields are accepted: older versions publish none.
+	if c.Policy.Cooloff < 0 || c.Policy.FailureThreshold < 0 || c.Policy.FailureWindow < 0 {
+		return fmt.Errorf("%w: policy needs a cool-off, failure threshold and failure window >= 0", ErrInvalid)
 	}
 	p := c.Policy
 	editFailover(tx).Policy = &p

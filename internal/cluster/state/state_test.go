@@ -295,6 +295,7 @@ func FuzzApply(f *testing.F) {
 		PromoteMember{Name: "p"},
 		SetHolder{Node: "n", Active: true, At: t0},
 		UseToken{ID: "x", SecretHash: "y", At: t0},
+		ResetFailures{Node: "n", At: t0},
 	} {
 		b, _ := Encode(c)
 		f.Add(b)
@@ -318,15 +319,15 @@ func TestSetPolicy(t *testing.T) {
 	if m.View().Policy != nil {
 		t.Fatal("a new state has a policy")
 	}
-	want := Policy{Cooloff: 5 * time.Second, MaxMovesPerHour: 6}
+	want := Policy{Cooloff: 5 * time.Second, FailureThreshold: 3, FailureWindow: 10 * time.Minute}
 	if err := mustApply(t, m, 1, SetPolicy{Policy: want}); err != nil {
 		t.Fatal(err)
 	}
 	if got := m.View().Policy; got == nil || *got != want {
 		t.Fatalf("policy = %+v; want %+v", got, want)
 	}
-	if err := mustApply(t, m, 2, SetPolicy{Policy: Policy{MaxMovesPerHour: 0}}); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("SetPolicy(0 moves/h) = %v; want ErrInvalid", err)
+	if err := mustApply(t, m, 2, SetPolicy{Policy: Policy{FailureThreshold: -1}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("SetPolicy(threshold -1) = %v; want ErrInvalid", err)
 	}
 }
 
@@ -391,7 +392,7 @@ func TestViewsAreImmutable(t *testing.T) {
 	cmds := []Command{
 		SetHolder{Node: "node2", PrevEpoch: 1, At: t0},
 		Activate{Epoch: 2, At: t0},
-		SetPolicy{Policy: Policy{Cooloff: time.Second, MaxMovesPerHour: 3}},
+		SetPolicy{Policy: Policy{Cooloff: time.Second, FailureThreshold: 3, FailureWindow: time.Minute}},
 		SetMemberPriority{Name: "node1", Priority: 5},
 		AddToken{Token: Token{ID: "t", SecretHash: "h", Expires: t0.Add(time.Hour), UsesLeft: 1}},
 		RemoveMember{Name: "witness", At: t0},
@@ -440,7 +441,7 @@ func TestRestoreFlatSnapshot(t *testing.T) {
 	if v.Holder != want || v.Mode != ModeMaintenance || v.Index != 7 || len(v.Moves) != 1 {
 		t.Errorf("failover = %+v, index %d", v.Failover, v.Index)
 	}
-	if v.Policy == nil || *v.Policy != (Policy{Preempt: true, Cooloff: 5 * time.Second, MaxMovesPerHour: 6}) {
+	if v.Policy == nil || *v.Policy != (Policy{Preempt: true, Cooloff: 5 * time.Second}) {
 		t.Errorf("policy = %+v", v.Policy)
 	}
 	if tok, ok := v.Tokens["tok1"]; !ok || tok.UsesLeft != -1 {
