@@ -740,8 +740,11 @@ func TestSingleFailingNodeIsLeft(t *testing.T) {
 			s.setHealthy("node1", true)
 			if i < 2 {
 				time.Sleep(3 * time.Second)
+				s.mu.Lock()
 				epoch := witness.machine.View().Holder.Epoch
-				if err := s.commit(state.SetHolder{Node: "node1", PrevEpoch: epoch, Reason: "switchover", At: time.Now(), Drain: true}); err != nil {
+				err := s.commit(state.SetHolder{Node: "node1", PrevEpoch: epoch, Reason: "switchover", At: time.Now(), Drain: true})
+				s.mu.Unlock()
+				if err != nil {
 					t.Fatal(err)
 				}
 				s.waitHolder(t, "node1", 3*time.Second)
@@ -756,6 +759,11 @@ func TestSingleFailingNodeIsLeft(t *testing.T) {
 		}
 		if held := witness.node.Status().Held; held == nil || held.Kind != HoldBackoff || held.To != "node1" {
 			t.Fatalf("held = %+v; want a back-off to node1", held)
+		}
+		// The other nodes learn the held move from the DC's replies.
+		node2 := func() *simNode { s.mu.Lock(); defer s.mu.Unlock(); return s.nodes["node2"] }()
+		if held := node2.node.Status().Held; held == nil || held.Kind != HoldBackoff {
+			t.Errorf("node2's status: held = %+v; want the DC's back-off", held)
 		}
 		s.waitHolder(t, "node1", 5*time.Second) // backed off, not frozen
 		if held := witness.node.Status().Held; held != nil {
