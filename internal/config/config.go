@@ -528,6 +528,9 @@ func (c *Config) validate() Errors {
 	if f.Cooloff.D() < 0 {
 		bad("failover.cooloff", "must not be negative")
 	}
+	if f.Priority < -1000 || f.Priority > 1000 {
+		bad("failover.priority", "%d is out of range; use -1000 to 1000 (higher wins with preempt = true; default 0)", f.Priority)
+	}
 	if f.FailureThreshold < 1 || f.FailureThreshold > 100 {
 		bad("failover.failure_threshold", "%d is out of range; use 1 to 100 failures (default 3)", f.FailureThreshold)
 	}

@@ -79,6 +79,7 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"bad duration", minimal + "[failover]\nlease = \"soon\"\n", "failover.lease", 12, "not a duration"},
 		{"unknown key", minimal + "[failover]\nlaese = \"1s\"\n", "failover.laese", 12, "unknown key"},
 		{"wrong type", minimal + "[failover]\nmax_moves_per_hour = \"six\"\n", "failover.max_moves_per_hour", 12, "string"},
+		{"priority out of range", minimal + "[failover]\npriority = 5000\n", "failover.priority", 12, "out of range"},
 		{"zero failure threshold", minimal + "[failover]\nfailure_threshold = 0\n", "failover.failure_threshold", 12, "use 1 to 100"},
 		{"short failure window", minimal + "[failover]\nfailure_window = \"500ms\"\n", "failover.failure_window", 12, "use 1s to 168h"},
 		{"bad provider", strings.Replace(minimal, `"linux"`, `"ovh"`, 1), "vip.provider", 7, "not a provider"},
