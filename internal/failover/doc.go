@@ -1,23 +1,26 @@
 // Package failover keeps the floating IP on exactly one healthy node.
 //
-// Three parts cooperate on every node:
+// It builds on the liveness mesh (internal/liveness), to which it
+// contributes two facts: FactNode (this node's health, whether it holds the
+// IP and the epoch it has applied) in every reply, and FactLeader (the
+// committed holder, while this node is the raft leader) in replies and
+// probes. Three parts cooperate on every node:
 //
-//   - The mesh: every node probes every other member over mTLS every
-//     ProbeInterval. A probe reply carries the peer's health, whether it has
-//     the IP configured, and how long ago it last heard from each other
-//     node. A node's lease is the time since it sent a probe that a peer
-//     answered; it needs answers from enough peers to form a majority with
-//     itself within Lease.
+//   - The lease, from the mesh: a node's lease is the time since it sent a
+//     probe that a peer answered; it needs answers from enough peers to
+//     form a majority with itself within the lease.
 //   - The designated controller (DC), which is the raft leader, decides
-//     placement from the probe replies (Decide) and commits it through raft.
+//     placement from its peers' facts (Decide) and commits it through raft.
 //     It declares a holder dead only when enough voters to rule out a
 //     majority for the holder report that they have not heard from it for
 //     Lease+Margin: by then the holder has fenced itself.
 //   - The holder loop on app nodes configures the IP only when the committed
 //     state names this node as the active holder, the current raft leader has
 //     confirmed that epoch, and the lease is valid; it drops the IP as soon as
-//     any of these stops being true.
+//     any of these stops being true, at the lease's expiry at the latest.
 //
-// The package never imports raft, config or providers: its seams (Provider,
-// Cluster, Health, Hooks) are declared here and use standard types.
+// Holder transitions go to every Events subscriber. The package never
+// imports raft, config or providers: its seams (Provider, Cluster, Health,
+// Events) are declared here; Health uses health.Report, the one
+// representation of a check's status.
 package failover

@@ -288,11 +288,13 @@ func wake(ch chan<- struct{}) {
 // controllerLoop makes placement decisions while this node is the raft leader.
 // While it leads it ticks at half the probe interval, since a silent
 // holder becomes provably dead with time alone; otherwise it sleeps until
-// leadership changes. Its ticks fall on the wall-clock grid the mesh's
-// rounds use, so they share the agent's wake-ups.
+// leadership changes. Its ticks follow the wall-clock grid the mesh's
+// rounds use, a tenth of an interval late: the round's replies, with the
+// heard ages that prove a holder dead, are in by then.
 func (n *Node) controllerLoop(ctx context.Context) error {
-	every := n.mesh.Interval() / 2
-	t := time.NewTimer(untilNext(time.Now(), every))
+	every, late := n.mesh.Interval()/2, n.mesh.Interval()/10
+	next := func() time.Duration { return untilNext(time.Now().Add(-late), every) }
+	t := time.NewTimer(next())
 	defer t.Stop()
 	var lastTransfer time.Time
 	for {
@@ -303,7 +305,7 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
-				t.Reset(untilNext(time.Now(), every))
+				t.Reset(next())
 			case <-n.o.Machine.Changed(state.FailoverDomain):
 			case <-n.o.Machine.Changed(state.MembershipDomain):
 			case <-n.ctrl:
