@@ -108,6 +108,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	opts := clusterOptions(a.cfg, a.log, creds, a.machine)
 	opts.JoinedPeers = marker.Peers
+	opts.JoinedKeys = marker.Keys
 	node, err := cluster.New(ctx, opts)
 	if err != nil {
 		return err

@@ -174,6 +174,13 @@ func TestJoinOverTLS(t *testing.T) {
 		}
 		return true
 	})
+	// Each member's key is pinned: the founder's at bootstrap, the others'
+	// from their CSRs by the node that signed their join.
+	for _, n := range nodes {
+		if got, want := a.Machine().View().Members[n.Name()].Key, pki.Hash(n.Credentials().Cert.Leaf); got != want || !strings.HasPrefix(got, "sha256:") {
+			t.Errorf("%s's pinned key = %q; want %q", n.Name(), got, want)
+		}
+	}
 	if got := a.Machine().View().Tokens[tok.ID].UsesLeft; got != 0 {
 		t.Errorf("token uses left = %d; want 0", got)
 	}

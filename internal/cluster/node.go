@@ -127,6 +127,9 @@ type Options struct {
 	// this node joined. Raft talks only with members of the replicated
 	// state; until a freshly joined node has applied any, these stand in.
 	JoinedPeers map[string]string
+	// JoinedKeys are those members' pinned keys (name to key hash), which
+	// stand in for the state's in the same way.
+	JoinedKeys map[string]string
 
 	// raftTransport replaces the TLS raft transport (tests use raft's
 	// in-memory transport); the listener then serves HTTP only.
@@ -139,6 +142,7 @@ type Options struct {
 type Node struct {
 	name, role  string
 	joinedPeers map[string]string // see Options.JoinedPeers
+	joinedKeys  map[string]string // see Options.JoinedKeys
 	raftRef     atomic.Pointer[raft.Raft]
 	advertise   string
 	timing      Timing
@@ -268,6 +272,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	n.trans = opts.raftTransport
 	if n.trans == nil {
 		n.joinedPeers = opts.JoinedPeers
+		n.joinedKeys = opts.JoinedKeys
 		n.mux.raftPeer = n.raftPeer
 		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream:  newStreamLayer(n.mux.raft, n.creds, n.raftPeerAt),
@@ -354,6 +359,9 @@ func (n *Node) raftPeerAt(addr string) (string, bool) {
 	return "", false
 }
 
+// ownKey is this node's key pin (see state.Member.Key).
+func (n *Node) ownKey() string { return pki.Hash(n.creds.Cert.Leaf) }
+
 // Name returns the node's name.
 func (n *Node) Name() string { return n.name }
 
@@ -398,7 +406,8 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	m := state.Member{Name: n.name, Role: n.role, Address: n.advertise, Joined: n.now(), Priority: n.priority, Level: n.machine.Level()}
+	m := state.Member{Name: n.name, Role: n.role, Address: n.advertise, Joined: n.now(), Priority: n.priority, Level: n.machine.Level(),
+		Key: n.ownKey()}
 	if err := n.Apply(ctx, state.AddMember{Member: m}); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}

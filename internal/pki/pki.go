@@ -133,8 +133,12 @@ func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
 func (ca *CA) Hash() string { return Hash(ca.Cert) }
 
 // Hash returns "sha256:<hex>" over cert's DER SubjectPublicKeyInfo.
-func Hash(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+func Hash(cert *x509.Certificate) string { return HashKey(cert.RawSubjectPublicKeyInfo) }
+
+// HashKey returns "sha256:<hex>" over a DER SubjectPublicKeyInfo (a
+// certificate's or a CSR's): the key pin of a node.
+func HashKey(spki []byte) string {
+	sum := sha256.Sum256(spki)
 	return HashPrefix + hex.EncodeToString(sum[:])
 }
 
