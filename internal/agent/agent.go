@@ -239,7 +239,7 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 	}
 	lease := cfg.Failover.Lease.D()
 	mesh, err := liveness.New(liveness.Options{
-		Self: cfg.Node.Name, Machine: a.machine, Tr: &liveness.StreamTransport{TLS: creds.ClientConfig()},
+		Self: cfg.Node.Name, Machine: a.machine, Tr: &liveness.StreamTransport{TLS: creds.ClientConfig(), Verify: a.node.VerifyPeerAt},
 		Interval: cfg.Failover.ProbeInterval.D(), Lease: lease, Margin: max(lease/10, 50*time.Millisecond),
 		Logger: log.With("component", "liveness"),
 	})

@@ -233,10 +233,11 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 		return fmt.Errorf("cluster: advertise address %q: want host:port", n.advertise)
 	}
 	tcfg := n.creds.JoinServerConfig()
+	tcfg.VerifyConnection = n.verifyClient
 	tcfg.NextProtos = slices.Concat([]string{ALPNRaft}, opts.StreamProtocols, []string{alpnH2, alpnH1})
 	n.mux = newMux(tls.NewListener(tcp, tcfg), n.advertise, opts.raftTransport == nil, n.log)
 
-	n.client = newClient(n.creds)
+	n.client = n.newClient()
 	n.handler = http.NewServeMux()
 	n.routes()
 	n.srv = &http.Server{
@@ -275,7 +276,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 		n.joinedKeys = opts.JoinedKeys
 		n.mux.raftPeer = n.raftPeer
 		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  newStreamLayer(n.mux.raft, n.creds, n.raftPeerAt),
+			Stream:  newStreamLayer(n.mux.raft, n.creds, n.raftPeerAt, n.checkPin),
 			MaxPool: 3,
 			Timeout: 2 * time.Second,
 			Logger:  hlog.Named("transport"),
@@ -309,7 +310,8 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(5)
+	n.mux.streamPeer = n.isKnown
+	n.wg.Add(6)
 	go func() { defer n.wg.Done(); n.mux.serve() }()
 	go func() {
 		defer n.wg.Done()
@@ -320,6 +322,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	go func() { defer n.wg.Done(); n.watchLeadership(bg, obs) }()
 	go func() { defer n.wg.Done(); n.promoteSelf(bg) }()
 	go func() { defer n.wg.Done(); n.reportSelf(bg) }()
+	go func() { defer n.wg.Done(); n.watchTrust(bg) }()
 	n.log.Info("cluster node started", "advertise", n.advertise, "role", n.role)
 	return nil
 }
@@ -565,15 +568,18 @@ func (n *Node) RaftStats() Stats {
 func (n *Node) Client() *http.Client { return n.client }
 
 // Handle registers an HTTP handler on the node's listener. Requests reach
-// it only with a verified client certificate from the cluster CA; use
-// PeerName to learn which node is calling.
+// it only from a current member, with a verified client certificate from
+// the cluster CA that carries the member's pinned key; use PeerName to
+// learn which node is calling.
 func (n *Node) Handle(pattern string, h http.Handler) {
-	n.handler.Handle(pattern, requireCert(h))
+	n.handler.Handle(pattern, n.requireMember(h))
 }
 
 // HandleConn serves the connections that negotiate proto, one of
 // Options.StreamProtocols, with h. Like raft's, they must carry a verified
-// client certificate from the cluster CA; h learns the caller's name.
+// client certificate from the cluster CA with the key pinned for its name
+// (checked in the handshake); h learns the caller's name and should check
+// that it is a member.
 // Connections that arrive before HandleConn are closed.
 func (n *Node) HandleConn(proto string, h ConnHandler) {
 	n.mux.handle(proto, h)
