@@ -83,7 +83,7 @@ func clusterOptions(cfg *config.Config, log *slog.Logger, creds *pki.Node, m *st
 		Listen: cfg.Cluster.Listen, Advertise: cfg.Cluster.Advertise,
 		TLS: creds, Machine: m, Logger: log.With("component", "cluster"),
 		Timing: timing(cfg), JoinPolicy: failover.JoinRule(cfg.VIP.Provider == config.ProviderLinux), Priority: cfg.Failover.Priority,
-		StreamProtocols: []string{liveness.ALPN},
+		StreamProtocols: []string{liveness.ALPN}, PKIDir: cluster.PKIDir(cfg.Node.DataDir),
 	}
 }
 

@@ -24,6 +24,7 @@ func (n *Node) routes() {
 	n.handler.HandleFunc("POST /v1/join", n.handleJoin)
 	n.handler.Handle("POST /v1/apply", n.requireMember(http.HandlerFunc(n.handleApply)))
 	n.handler.Handle("POST /v1/membership", n.requireMember(http.HandlerFunc(n.handleMembership)))
+	n.handler.Handle("POST /v1/renew", n.requireMember(http.HandlerFunc(n.handleRenew)))
 }
 
 // requireCert lets through only requests with a verified client

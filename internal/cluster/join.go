@@ -310,7 +310,7 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	if err := n.Apply(ctx, use); err != nil {
 		return joinReply{}, err
 	}
-	cert, err := n.creds.CA.SignCSR([]byte(req.CSR), req.Name, now)
+	cert, err := n.creds.CA.SignCSRFor([]byte(req.CSR), req.Name, now, n.certValidity)
 	if err != nil {
 		return joinReply{}, err
 	}

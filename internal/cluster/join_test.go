@@ -38,6 +38,8 @@ type tlsCluster struct {
 	streams []string
 	// keys are the pinned keys the joined nodes were told of.
 	keys map[string]string
+	// certValidity is the nodes' Options.certValidity.
+	certValidity time.Duration
 }
 
 // start runs a node over real TLS on a loopback port.
@@ -52,6 +54,7 @@ func (c *tlsCluster) startWith(creds *pki.Node, role, addr string, joinedPeers m
 		Name: creds.Name, Role: role, DataDir: c.t.TempDir(), Listen: addr,
 		TLS: creds, Machine: state.New(), Logger: testLogger(c.t), JoinPolicy: noTwoApps,
 		noJoinDelay: true, JoinedPeers: joinedPeers, JoinedKeys: c.keys, StreamProtocols: c.streams,
+		certValidity: c.certValidity,
 	})
 	if err != nil {
 		c.t.Fatal(err)

@@ -21,6 +21,8 @@
 //	                     and refused when a member's state level is too old for it
 //	                     or the caller may not propose it (state.Authorizer)
 //	POST /v1/membership  raft membership change on the leader; members only
+//	POST /v1/renew       sign a member's certificate renewal, for its own name
+//	                     and pinned key only; members only, on app nodes
 //
 // Errors come back as JSON {"error": message, "code": name}; the code names
 // the sentinel error (state.ErrBadToken is "bad_token", ...) so errors.Is
@@ -130,12 +132,19 @@ type Options struct {
 	// JoinedKeys are those members' pinned keys (name to key hash), which
 	// stand in for the state's in the same way.
 	JoinedKeys map[string]string
+	// PKIDir is where the node's credentials live (PKIDir(DataDir) for
+	// the agent): a renewed certificate is saved there. Empty keeps
+	// renewals in memory.
+	PKIDir string
 
 	// raftTransport replaces the TLS raft transport (tests use raft's
 	// in-memory transport); the listener then serves HTTP only.
 	raftTransport raft.Transport
 	// noJoinDelay turns off the brake on refused joins (tests).
 	noJoinDelay bool
+	// certValidity is the validity of the certificates this node signs
+	// and renews (default pki.NodeValidity; tests shorten it).
+	certValidity time.Duration
 }
 
 // Node is a running cluster member.
@@ -150,6 +159,9 @@ type Node struct {
 	now         func() time.Time
 	policy      func([]state.Member, state.Member) error
 	priority    int
+	pkiDir      string
+	// certValidity: see Options.certValidity.
+	certValidity time.Duration
 
 	creds   *pki.Node
 	machine *state.Machine
@@ -202,6 +214,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		log: opts.Logger.With("node", opts.Name), now: opts.Now, policy: opts.JoinPolicy, priority: opts.Priority,
 		creds: opts.TLS, machine: opts.Machine, lchanged: make(chan struct{}),
 		joinDelay: joinRefusalDelay, joinGate: newJoinGate(),
+		pkiDir: opts.PKIDir, certValidity: cmp.Or(opts.certValidity, pki.NodeValidity),
 	}
 	if opts.noJoinDelay {
 		n.joinDelay = 0
@@ -311,7 +324,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.mux.streamPeer = n.isKnown
-	n.wg.Add(6)
+	n.wg.Add(7)
 	go func() { defer n.wg.Done(); n.mux.serve() }()
 	go func() {
 		defer n.wg.Done()
@@ -323,6 +336,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	go func() { defer n.wg.Done(); n.promoteSelf(bg) }()
 	go func() { defer n.wg.Done(); n.reportSelf(bg) }()
 	go func() { defer n.wg.Done(); n.watchTrust(bg) }()
+	go func() { defer n.wg.Done(); n.renewLoop(bg) }()
 	n.log.Info("cluster node started", "advertise", n.advertise, "role", n.role)
 	return nil
 }
