@@ -13,7 +13,10 @@
 // without one through, because a joining node has none yet. Raft
 // connections and every HTTP endpoint except /v1/join and /v1/ca then
 // require a verified certificate; Handle enforces that for other packages'
-// endpoints too.
+// endpoints too. A certificate proves only that the CA key signed it, so
+// the name on it must also be a current member (raft: a server of the raft
+// configuration) and its key the one pinned for that member in the state
+// (state.Member.Key), on both ends of every connection (see trust.go).
 //
 //	GET  /v1/ca          the CA certificate (PEM); no client certificate needed
 //	POST /v1/join        join with a token and a CSR; no client certificate needed

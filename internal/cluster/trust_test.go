@@ -217,3 +217,37 @@ func fakeNode(t *testing.T, creds *pki.Node, addr string) net.Listener {
 	}()
 	return ln
 }
+
+// TestJoinedKeysStandIn: a freshly joined node, whose state names nobody
+// yet, checks its peers against the keys it was told of at join.
+func TestJoinedKeysStandIn(t *testing.T) {
+	ca, _ := pki.NewCA(time.Now())
+	a := issue(t, ca, "a")
+	c := &tlsCluster{t: t, nodes: map[string]*Node{}, streams: []string{testStream},
+		keys: map[string]string{"a": pki.Hash(a.Cert.Leaf)}}
+	x := c.startWith(issue(t, ca, "x"), state.RoleApp, "127.0.0.1:0", map[string]string{"a": "127.0.0.1:1"})
+	x.HandleConn(testStream, func(c net.Conn, peer string) error {
+		_, err := fmt.Fprintf(c, "hello %s\n", peer)
+		return err
+	})
+	stream := func(creds *pki.Node) (string, error) {
+		cfg := creds.ClientConfig()
+		cfg.NextProtos = []string{testStream}
+		conn, err := tls.Dial("tcp", x.Addr(), cfg)
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		return bufio.NewReader(conn).ReadString('\n')
+	}
+	if got, err := stream(a); err != nil || got != "hello a\n" {
+		t.Errorf("stream from a = %q, %v; want hello a", got, err)
+	}
+	if got, err := stream(issue(t, ca, "a")); err == nil {
+		t.Errorf("stream from a forged a = %q; want refused", got)
+	}
+	if got, err := stream(issue(t, ca, "y")); err == nil {
+		t.Errorf("stream from y, named by no one = %q; want refused", got)
+	}
+}
