@@ -390,9 +390,12 @@ func (n *Node) Current() *tls.Certificate {
 }
 
 // NeedsRenewal reports whether the certificate in use has less than a
-// third of validity left at now.
+// third of validity left at now, or more than validity (with some slack for
+// clocks): one issued before certificates were short-lived, which lived as
+// long as the CA, is replaced by a short-lived one.
 func (n *Node) NeedsRenewal(now time.Time, validity time.Duration) bool {
-	return n.Current().Leaf.NotAfter.Sub(now) < validity/3
+	left := n.Current().Leaf.NotAfter.Sub(now)
+	return left < validity/3 || left > validity+2*clockSkew
 }
 
 // CSR returns a request to renew the certificate in use: the same name,

@@ -322,7 +322,8 @@ func TestRenewal(t *testing.T) {
 	for _, tt := range []struct {
 		left time.Duration
 		want bool
-	}{{NodeValidity, false}, {NodeValidity/3 + time.Minute, false}, {NodeValidity/3 - time.Minute, true}, {-time.Hour, true}} {
+	}{{NodeValidity, false}, {NodeValidity/3 + time.Minute, false}, {NodeValidity/3 - time.Minute, true}, {-time.Hour, true},
+		{NodeValidity + time.Hour, false}, {CAValidity, true}} {
 		at := n.Current().Leaf.NotAfter.Add(-tt.left)
 		if got := n.NeedsRenewal(at, NodeValidity); got != tt.want {
 			t.Errorf("NeedsRenewal with %v left = %v; want %v", tt.left, got, tt.want)
