@@ -83,7 +83,7 @@ func clusterOptions(cfg *config.Config, log *slog.Logger, creds *pki.Node, m *st
 		Listen: cfg.Cluster.Listen, Advertise: cfg.Cluster.Advertise,
 		TLS: creds, Machine: m, Logger: log.With("component", "cluster"),
 		Timing: timing(cfg), JoinPolicy: failover.JoinRule(cfg.VIP.Provider == config.ProviderLinux), Priority: cfg.Failover.Priority,
-		StreamProtocols: []string{liveness.ALPN},
+		StreamProtocols: []string{liveness.ALPN}, PKIDir: cluster.PKIDir(cfg.Node.DataDir),
 	}
 }
 
@@ -111,6 +111,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	opts := clusterOptions(a.cfg, a.log, creds, a.machine)
 	opts.JoinedPeers = marker.Peers
+	opts.JoinedKeys = marker.Keys
 	node, err := cluster.New(ctx, opts)
 	if err != nil {
 		return err
@@ -248,7 +249,7 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 	}
 	lease := cfg.Failover.Lease.D()
 	mesh, err := liveness.New(liveness.Options{
-		Self: cfg.Node.Name, Machine: a.machine, Tr: &liveness.StreamTransport{TLS: creds.ClientConfig()},
+		Self: cfg.Node.Name, Machine: a.machine, Tr: &liveness.StreamTransport{TLS: creds.ClientConfig(), Verify: a.node.VerifyPeerAt},
 		Interval: cfg.Failover.ProbeInterval.D(), Lease: lease, Margin: max(lease/10, 50*time.Millisecond),
 		Logger: log.With("component", "liveness"),
 	})

@@ -24,6 +24,7 @@ func (n *Node) routes() {
 	n.handler.HandleFunc("POST /v1/join", n.handleJoin)
 	n.handler.Handle("POST /v1/apply", n.requireMember(http.HandlerFunc(n.handleApply)))
 	n.handler.Handle("POST /v1/membership", n.requireMember(http.HandlerFunc(n.handleMembership)))
+	n.handler.Handle("POST /v1/renew", n.requireMember(http.HandlerFunc(n.handleRenew)))
 }
 
 // requireCert lets through only requests with a verified client
@@ -39,11 +40,19 @@ func requireCert(h http.Handler) http.Handler {
 }
 
 // requireMember is requireCert plus: the caller must be a current member,
-// so a removed node's still-valid certificate cannot change the cluster.
+// so a removed node's still-valid certificate cannot change the cluster,
+// and its certificate must carry the key pinned for it, so one minted with
+// the CA key cannot either. Both are checked on every request: a
+// connection may outlive a removal.
 func (n *Node) requireMember(h http.Handler) http.Handler {
 	return requireCert(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := n.machine.View().Members[PeerName(r)]; !ok {
 			writeError(w, fmt.Errorf("%w: %q is not a member of this cluster", ErrUnauthenticated, PeerName(r)))
+			return
+		}
+		if err := n.checkPin(r.TLS.VerifiedChains[0][0]); err != nil {
+			n.log.Warn("request refused: the caller's key is not the one pinned for it", "peer", PeerName(r), "remote", r.RemoteAddr)
+			writeError(w, err)
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -528,14 +537,21 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func newClient(creds *pki.Node) *http.Client {
-	cfg := creds.ClientConfig()
+// newClient returns the node's client for peers' APIs: it checks that the
+// node answering at an address is the member known there, with its pinned
+// key (VerifyPeerAt).
+func (n *Node) newClient() *http.Client {
+	cfg := n.creds.ClientConfig()
 	cfg.NextProtos = []string{alpnH2, alpnH1}
+	d := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
 	return &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     cfg,
-		ForceAttemptHTTP2:   true,
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}).DialContext,
-		TLSHandshakeTimeout: 5 * time.Second,
+		TLSClientConfig:   cfg,
+		ForceAttemptHTTP2: true,
+		DialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			return n.dialVerified(ctx, d, cfg, addr)
+		},
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     90 * time.Second,
 	}}

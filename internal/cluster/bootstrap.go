@@ -28,6 +28,9 @@ type Marker struct {
 	// Peers are the members (name to address) when this node joined; see
 	// Options.JoinedPeers.
 	Peers map[string]string `json:"peers,omitempty"`
+	// Keys are those members' pinned keys (name to key hash); see
+	// Options.JoinedKeys.
+	Keys map[string]string `json:"keys,omitempty"`
 }
 
 // ReadMarker reads the marker of the node with this data directory.
@@ -198,9 +201,12 @@ func JoinAndSave(ctx context.Context, dataDir, addr, token string, req JoinReque
 	if err := res.Credentials.Save(PKIDir(dataDir)); err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
-	peers := map[string]string{}
+	peers, keys := map[string]string{}, map[string]string{}
 	for _, m := range res.Members {
 		peers[m.Name] = m.Address
+		if m.Key != "" {
+			keys[m.Name] = m.Key
+		}
 	}
-	return writeMarker(dataDir, Marker{Name: req.Name, Role: req.Role, Created: time.Now(), JoinedAt: addr, Peers: peers})
+	return writeMarker(dataDir, Marker{Name: req.Name, Role: req.Role, Created: time.Now(), JoinedAt: addr, Peers: peers, Keys: keys})
 }

@@ -89,6 +89,9 @@ type memCluster struct {
 	// machine, when set, builds node i's state machine (a test simulates
 	// an older tandem with fewer commands); default state.New.
 	machine func(i int) *state.Machine
+	// creds are each node's credentials, kept across restarts so its
+	// pinned key stays its own.
+	creds map[int]*pki.Node
 }
 
 func (c *memCluster) opts(i int, tr *raft.InmemTransport) Options {
@@ -99,9 +102,19 @@ func (c *memCluster) opts(i int, tr *raft.InmemTransport) Options {
 	}
 	return Options{
 		Name: name, Role: state.RoleApp, DataDir: c.dirs[i], Listen: "127.0.0.1:0",
-		TLS: issue(c.t, c.ca, name), Machine: m, Logger: testLogger(c.t),
+		TLS: c.credsOf(i, name), Machine: m, Logger: testLogger(c.t),
 		raftTransport: tr, Timing: c.timing,
 	}
+}
+
+func (c *memCluster) credsOf(i int, name string) *pki.Node {
+	if c.creds == nil {
+		c.creds = map[int]*pki.Node{}
+	}
+	if c.creds[i] == nil {
+		c.creds[i] = issue(c.t, c.ca, name)
+	}
+	return c.creds[i]
 }
 
 func newMemCluster(t *testing.T, size int) *memCluster {

@@ -250,7 +250,8 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	if req.Level < 0 {
 		return joinReply{}, fmt.Errorf("%w: state level %d", state.ErrInvalid, req.Level)
 	}
-	if _, err := pki.ParseCSR([]byte(req.CSR), req.Name); err != nil {
+	csr, err := pki.ParseCSR([]byte(req.CSR), req.Name)
+	if err != nil {
 		return joinReply{}, err
 	}
 
@@ -264,7 +265,7 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	now := n.now()
 	// Pending until its agent runs and promotes itself (see promoteSelf).
 	joining := state.Member{Name: req.Name, Role: req.Role, Address: req.Advertise, Joined: now, Pending: true,
-		Priority: req.Priority, Level: req.Level}
+		Priority: req.Priority, Level: req.Level, Key: pki.HashKey(csr.RawSubjectPublicKeyInfo)}
 	view := n.machine.View()
 	var current []state.Member
 	for _, name := range view.Names() {
@@ -309,7 +310,7 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	if err := n.Apply(ctx, use); err != nil {
 		return joinReply{}, err
 	}
-	cert, err := n.creds.CA.SignCSR([]byte(req.CSR), req.Name, now)
+	cert, err := n.creds.CA.SignCSRFor([]byte(req.CSR), req.Name, now, n.certValidity)
 	if err != nil {
 		return joinReply{}, err
 	}

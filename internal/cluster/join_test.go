@@ -34,6 +34,12 @@ func noTwoApps(current []state.Member, joining state.Member) error {
 type tlsCluster struct {
 	t     *testing.T
 	nodes map[string]*Node
+	// streams are the nodes' Options.StreamProtocols.
+	streams []string
+	// keys are the pinned keys the joined nodes were told of.
+	keys map[string]string
+	// certValidity is the nodes' Options.certValidity.
+	certValidity time.Duration
 }
 
 // start runs a node over real TLS on a loopback port.
@@ -47,7 +53,8 @@ func (c *tlsCluster) startWith(creds *pki.Node, role, addr string, joinedPeers m
 	n, err := New(context.Background(), Options{
 		Name: creds.Name, Role: role, DataDir: c.t.TempDir(), Listen: addr,
 		TLS: creds, Machine: state.New(), Logger: testLogger(c.t), JoinPolicy: noTwoApps,
-		noJoinDelay: true, JoinedPeers: joinedPeers,
+		noJoinDelay: true, JoinedPeers: joinedPeers, JoinedKeys: c.keys, StreamProtocols: c.streams,
+		certValidity: c.certValidity,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -77,8 +84,10 @@ func (c *tlsCluster) join(via *Node, token, name, role string) (*Node, JoinResul
 		c.t.Fatal(err)
 	}
 	peers := map[string]string{}
+	c.keys = map[string]string{}
 	for _, m := range res.Members {
 		peers[m.Name] = m.Address
+		c.keys[m.Name] = m.Key
 	}
 	return c.startWith(creds, role, addr, peers), res
 }
@@ -174,6 +183,13 @@ func TestJoinOverTLS(t *testing.T) {
 		}
 		return true
 	})
+	// Each member's key is pinned: the founder's at bootstrap, the others'
+	// from their CSRs by the node that signed their join.
+	for _, n := range nodes {
+		if got, want := a.Machine().View().Members[n.Name()].Key, pki.Hash(n.Credentials().Cert.Leaf); got != want || !strings.HasPrefix(got, "sha256:") {
+			t.Errorf("%s's pinned key = %q; want %q", n.Name(), got, want)
+		}
+	}
 	if got := a.Machine().View().Tokens[tok.ID].UsesLeft; got != 0 {
 		t.Errorf("token uses left = %d; want 0", got)
 	}
@@ -345,7 +361,7 @@ func TestForeignPeersRejected(t *testing.T) {
 		})
 	}
 	// And the real raft dialer of a foreign node cannot reach a either.
-	sl := newStreamLayer(newConnListener(advertiseAddr("x")), foreign, nil)
+	sl := newStreamLayer(newConnListener(advertiseAddr("x")), foreign, nil, nil)
 	sl.tls.VerifyConnection = nil // get past our own check to test a's side
 	if conn, err := sl.Dial("x", time.Second); err == nil {
 		conn.Close()
@@ -543,7 +559,7 @@ func TestRaftRefusesNonMembers(t *testing.T) {
 		t.Errorf("raft connection from a non-member with a CA certificate: %v; want it closed at once", err)
 	}
 	// The dialler's side: a's address named as another member's.
-	sl := newStreamLayer(newConnListener(advertiseAddr("x")), ghost, func(addr string) (string, bool) { return "b", addr == a.Addr() })
+	sl := newStreamLayer(newConnListener(advertiseAddr("x")), ghost, func(addr string) (string, bool) { return "b", addr == a.Addr() }, nil)
 	if conn, err := sl.Dial(raft.ServerAddress(a.Addr()), time.Second); err == nil || !strings.Contains(err.Error(), `"a"`) {
 		if conn != nil {
 			conn.Close()

@@ -13,7 +13,10 @@
 // without one through, because a joining node has none yet. Raft
 // connections and every HTTP endpoint except /v1/join and /v1/ca then
 // require a verified certificate; Handle enforces that for other packages'
-// endpoints too.
+// endpoints too. A certificate proves only that the CA key signed it, so
+// the name on it must also be a current member (raft: a server of the raft
+// configuration) and its key the one pinned for that member in the state
+// (state.Member.Key), on both ends of every connection (see trust.go).
 //
 //	GET  /v1/ca          the CA certificate (PEM); no client certificate needed
 //	POST /v1/join        join with a token and a CSR; no client certificate needed
@@ -21,6 +24,8 @@
 //	                     and refused when a member's state level is too old for it
 //	                     or the caller may not propose it (state.Authorizer)
 //	POST /v1/membership  raft membership change on the leader; members only
+//	POST /v1/renew       sign a member's certificate renewal, for its own name
+//	                     and pinned key only; members only, on app nodes
 //
 // Errors come back as JSON {"error": message, "code": name}; the code names
 // the sentinel error (state.ErrBadToken is "bad_token", ...) so errors.Is
@@ -127,18 +132,29 @@ type Options struct {
 	// this node joined. Raft talks only with members of the replicated
 	// state; until a freshly joined node has applied any, these stand in.
 	JoinedPeers map[string]string
+	// JoinedKeys are those members' pinned keys (name to key hash), which
+	// stand in for the state's in the same way.
+	JoinedKeys map[string]string
+	// PKIDir is where the node's credentials live (PKIDir(DataDir) for
+	// the agent): a renewed certificate is saved there. Empty keeps
+	// renewals in memory.
+	PKIDir string
 
 	// raftTransport replaces the TLS raft transport (tests use raft's
 	// in-memory transport); the listener then serves HTTP only.
 	raftTransport raft.Transport
 	// noJoinDelay turns off the brake on refused joins (tests).
 	noJoinDelay bool
+	// certValidity is the validity of the certificates this node signs
+	// and renews (default pki.NodeValidity; tests shorten it).
+	certValidity time.Duration
 }
 
 // Node is a running cluster member.
 type Node struct {
 	name, role  string
 	joinedPeers map[string]string // see Options.JoinedPeers
+	joinedKeys  map[string]string // see Options.JoinedKeys
 	raftRef     atomic.Pointer[raft.Raft]
 	advertise   string
 	timing      Timing
@@ -146,6 +162,9 @@ type Node struct {
 	now         func() time.Time
 	policy      func([]state.Member, state.Member) error
 	priority    int
+	pkiDir      string
+	// certValidity: see Options.certValidity.
+	certValidity time.Duration
 
 	creds   *pki.Node
 	machine *state.Machine
@@ -198,6 +217,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 		log: opts.Logger.With("node", opts.Name), now: opts.Now, policy: opts.JoinPolicy, priority: opts.Priority,
 		creds: opts.TLS, machine: opts.Machine, lchanged: make(chan struct{}),
 		joinDelay: joinRefusalDelay, joinGate: newJoinGate(),
+		pkiDir: opts.PKIDir, certValidity: cmp.Or(opts.certValidity, pki.NodeValidity),
 	}
 	if opts.noJoinDelay {
 		n.joinDelay = 0
@@ -229,10 +249,11 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 		return fmt.Errorf("cluster: advertise address %q: want host:port", n.advertise)
 	}
 	tcfg := n.creds.JoinServerConfig()
+	tcfg.VerifyConnection = n.verifyClient
 	tcfg.NextProtos = slices.Concat([]string{ALPNRaft}, opts.StreamProtocols, []string{alpnH2, alpnH1})
 	n.mux = newMux(tls.NewListener(tcp, tcfg), n.advertise, opts.raftTransport == nil, n.log)
 
-	n.client = newClient(n.creds)
+	n.client = n.newClient()
 	n.handler = http.NewServeMux()
 	n.routes()
 	n.srv = &http.Server{
@@ -268,9 +289,10 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	n.trans = opts.raftTransport
 	if n.trans == nil {
 		n.joinedPeers = opts.JoinedPeers
+		n.joinedKeys = opts.JoinedKeys
 		n.mux.raftPeer = n.raftPeer
 		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-			Stream:  newStreamLayer(n.mux.raft, n.creds, n.raftPeerAt),
+			Stream:  newStreamLayer(n.mux.raft, n.creds, n.raftPeerAt, n.checkPin),
 			MaxPool: 3,
 			Timeout: 2 * time.Second,
 			Logger:  hlog.Named("transport"),
@@ -304,7 +326,8 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(5)
+	n.mux.streamPeer = n.isKnown
+	n.wg.Add(7)
 	go func() { defer n.wg.Done(); n.mux.serve() }()
 	go func() {
 		defer n.wg.Done()
@@ -315,6 +338,8 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	go func() { defer n.wg.Done(); n.watchLeadership(bg, obs) }()
 	go func() { defer n.wg.Done(); n.promoteSelf(bg) }()
 	go func() { defer n.wg.Done(); n.reportSelf(bg) }()
+	go func() { defer n.wg.Done(); n.watchTrust(bg) }()
+	go func() { defer n.wg.Done(); n.renewLoop(bg) }()
 	n.log.Info("cluster node started", "advertise", n.advertise, "role", n.role)
 	return nil
 }
@@ -353,6 +378,9 @@ func (n *Node) raftPeerAt(addr string) (string, bool) {
 	}
 	return "", false
 }
+
+// ownKey is this node's key pin (see state.Member.Key).
+func (n *Node) ownKey() string { return pki.Hash(n.creds.Cert.Leaf) }
 
 // Name returns the node's name.
 func (n *Node) Name() string { return n.name }
@@ -398,7 +426,8 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	m := state.Member{Name: n.name, Role: n.role, Address: n.advertise, Joined: n.now(), Priority: n.priority, Level: n.machine.Level()}
+	m := state.Member{Name: n.name, Role: n.role, Address: n.advertise, Joined: n.now(), Priority: n.priority, Level: n.machine.Level(),
+		Key: n.ownKey()}
 	if err := n.Apply(ctx, state.AddMember{Member: m}); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
@@ -556,15 +585,18 @@ func (n *Node) RaftStats() Stats {
 func (n *Node) Client() *http.Client { return n.client }
 
 // Handle registers an HTTP handler on the node's listener. Requests reach
-// it only with a verified client certificate from the cluster CA; use
-// PeerName to learn which node is calling.
+// it only from a current member, with a verified client certificate from
+// the cluster CA that carries the member's pinned key; use PeerName to
+// learn which node is calling.
 func (n *Node) Handle(pattern string, h http.Handler) {
-	n.handler.Handle(pattern, requireCert(h))
+	n.handler.Handle(pattern, n.requireMember(h))
 }
 
 // HandleConn serves the connections that negotiate proto, one of
 // Options.StreamProtocols, with h. Like raft's, they must carry a verified
-// client certificate from the cluster CA; h learns the caller's name.
+// client certificate from the cluster CA with the key pinned for its name
+// (checked in the handshake); h learns the caller's name and should check
+// that it is a member.
 // Connections that arrive before HandleConn are closed.
 func (n *Node) HandleConn(proto string, h ConnHandler) {
 	n.mux.handle(proto, h)

@@ -16,13 +16,17 @@ import (
 // the cluster stands until the next restart. It reports its level again to
 // each new leader, whose record may predate this node's upgrade: a node
 // older than levels skips level reports and a snapshot it wrote lacks them.
+// A member that joined before keys were pinned reports its own key once
+// (state.SetMemberKey), so that from then on peers check it.
 func (n *Node) reportSelf(ctx context.Context) {
 	level := n.machine.Level()
+	key := n.ownKey()
 	var (
 		reportedTo string           // the leader that last took our level
 		retry      <-chan time.Time // set while waiting to retry
 		warned     bool             // the priority refusal has been logged
 		prioDone   bool             // the configured priority is recorded
+		keyWarned  bool             // the key refusal or mismatch has been logged
 	)
 	for first := true; ; first = false {
 		if !first {
@@ -80,6 +84,32 @@ func (n *Node) reportSelf(ctx context.Context) {
 				retry = time.After(10 * time.Second)
 			default:
 				n.log.Warn("recording this node's priority failed; will retry", "priority", n.priority, "err", err)
+				retry = time.After(2 * time.Second)
+			}
+		}
+		switch {
+		case me.Key == key:
+		case me.Key != "":
+			if !keyWarned {
+				n.log.Error("the cluster pins another key for this node, so its peers refuse it: remove it (tandem remove) and join again",
+					"pinned", me.Key, "own", key)
+				keyWarned = true
+			}
+		case retry == nil:
+			actx, cancel := context.WithTimeout(ctx, n.timing.ApplyTimeout)
+			err := n.Apply(actx, state.SetMemberKey{Name: n.name, Key: key})
+			cancel()
+			switch {
+			case err == nil:
+				n.log.Info("pinned this node's key in the cluster", "key", key)
+			case errors.Is(err, state.ErrUpgradeNeeded) || errors.Is(err, state.ErrInvalid):
+				if !keyWarned {
+					n.log.Warn("this node's key cannot be pinned until every member runs this tandem; will retry", "err", err)
+					keyWarned = true
+				}
+				retry = time.After(10 * time.Second)
+			default:
+				n.log.Warn("pinning this node's key failed; will retry", "err", err)
 				retry = time.After(2 * time.Second)
 			}
 		}

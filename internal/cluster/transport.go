@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,10 +47,11 @@ type muxListener struct {
 	log  *slog.Logger
 
 	// Handlers of other packages' stream protocols (HandleConn), and the
-	// connections they serve, which Close closes.
+	// open raft and stream connections, which Close closes and revoke
+	// checks again.
 	smu      sync.Mutex
 	handlers map[string]ConnHandler
-	streams  map[*tls.Conn]struct{}
+	streams  map[*tls.Conn]bool // true for raft connections
 
 	// mu orders the routers' wg.Add before Close's wg.Wait: an Add racing
 	// a Wait at count zero could leave a router running after Close.
@@ -60,6 +62,9 @@ type muxListener struct {
 	// raftPeer, when set, says whether a certificate name may open a raft
 	// connection (see Node.raftPeers).
 	raftPeer func(name string) bool
+	// streamPeer, when set, says whether a certificate name may open a
+	// stream (see Node.member).
+	streamPeer func(name string) bool
 
 	anon         chan struct{} // one token per open anonymous connection
 	anonLifetime time.Duration
@@ -71,7 +76,7 @@ func newMux(ln net.Listener, advertise string, withRaft bool, log *slog.Logger) 
 	addr := advertiseAddr(advertise)
 	m := &muxListener{ln: ln, http: newConnListener(addr), log: log,
 		anon: make(chan struct{}, maxAnonymousConns), anonLifetime: anonymousConnLifetime, anonBySource: map[string]int{},
-		handlers: map[string]ConnHandler{}, streams: map[*tls.Conn]struct{}{}}
+		handlers: map[string]ConnHandler{}, streams: map[*tls.Conn]bool{}}
 	if withRaft {
 		m.raft = newConnListener(addr)
 	}
@@ -131,13 +136,16 @@ func (m *muxListener) route(c net.Conn) {
 			tc.Close()
 			return
 		}
-		m.raft.deliver(tc)
+		m.smu.Lock()
+		m.streams[tc] = true
+		m.smu.Unlock()
+		m.raft.deliver(&trackedConn{Conn: tc, m: m})
 		return
 	}
 	m.smu.Lock()
 	h, ok := m.handlers[cs.NegotiatedProtocol]
 	if ok {
-		m.streams[tc] = struct{}{}
+		m.streams[tc] = false
 	}
 	m.smu.Unlock()
 	switch {
@@ -175,8 +183,44 @@ func (m *muxListener) serveStream(tc *tls.Conn, cs *tls.ConnectionState, h ConnH
 		m.log.Debug("stream without a client certificate refused", "protocol", cs.NegotiatedProtocol, "remote", tc.RemoteAddr())
 		return
 	}
+	if m.streamPeer != nil && !m.streamPeer(peer) {
+		m.log.Warn("stream from a node that is not a member refused", "protocol", cs.NegotiatedProtocol, "peer", peer, "remote", tc.RemoteAddr())
+		return
+	}
 	if err := h(tc, peer); err != nil {
 		m.log.Debug("stream ended", "protocol", cs.NegotiatedProtocol, "peer", peer, "err", err)
+	}
+}
+
+// trackedConn is a raft connection the mux tracks until raft closes it.
+type trackedConn struct {
+	*tls.Conn
+	m *muxListener
+}
+
+func (c *trackedConn) Close() error {
+	c.m.smu.Lock()
+	delete(c.m.streams, c.Conn)
+	c.m.smu.Unlock()
+	return c.Conn.Close()
+}
+
+// revoke closes the open raft and stream connections whose peer allowed
+// no longer admits (a member removed, or its pin changed since the
+// connection was accepted).
+func (m *muxListener) revoke(allowed func(raft bool, cert *x509.Certificate) error) {
+	m.smu.Lock()
+	defer m.smu.Unlock()
+	for tc, isRaft := range m.streams {
+		cs := tc.ConnectionState()
+		if len(cs.VerifiedChains) == 0 {
+			continue
+		}
+		if err := allowed(isRaft, cs.VerifiedChains[0][0]); err != nil {
+			m.log.Warn("connection closed: its peer is no longer admitted", "peer", pki.PeerName(&cs), "remote", tc.RemoteAddr(), "err", err)
+			tc.Close()
+			delete(m.streams, tc)
+		}
 	}
 }
 
@@ -327,14 +371,17 @@ type streamLayer struct {
 	// peerAt names the member expected at an address; the dialled node's
 	// certificate must carry that name.
 	peerAt func(addr string) (string, bool)
+	// pin refuses a certificate whose key is not the one pinned for its
+	// name (Node.checkPin).
+	pin func(*x509.Certificate) error
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
-func newStreamLayer(l *connListener, creds *pki.Node, peerAt func(addr string) (string, bool)) *streamLayer {
+func newStreamLayer(l *connListener, creds *pki.Node, peerAt func(addr string) (string, bool), pin func(*x509.Certificate) error) *streamLayer {
 	cfg := creds.ClientConfig()
 	cfg.NextProtos = []string{ALPNRaft}
-	return &streamLayer{connListener: l, tls: cfg, peerAt: peerAt}
+	return &streamLayer{connListener: l, tls: cfg, peerAt: peerAt, pin: pin}
 }
 
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
@@ -362,6 +409,12 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 		if !ok || got != want {
 			tc.Close()
 			return nil, fmt.Errorf("dial raft %s: the node there is %q, but the members name %q at that address", address, got, want)
+		}
+	}
+	if s.pin != nil {
+		if err := s.pin(cs.PeerCertificates[0]); err != nil {
+			tc.Close()
+			return nil, fmt.Errorf("dial raft %s: %w", address, err)
 		}
 	}
 	return tc, nil

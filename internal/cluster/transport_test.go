@@ -34,6 +34,14 @@ func TestHandleConnRoutesByALPN(t *testing.T) {
 	}
 	defer n.Shutdown(context.Background())
 	client := issue(t, ca, "n2")
+	// Streams are for members with their pinned keys.
+	if err := n.Bootstrap(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n2 := state.Member{Name: "n2", Role: state.RoleApp, Address: "127.0.0.1:1", Key: pki.Hash(client.Cert.Leaf)}
+	if err := n.Apply(context.Background(), state.AddMember{Member: n2}); err != nil {
+		t.Fatal(err)
+	}
 
 	dial := func(creds *pki.Node) (*tls.Conn, error) {
 		cfg := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
@@ -79,6 +87,14 @@ func TestHandleConnRoutesByALPN(t *testing.T) {
 	defer c.Close()
 	if got, err := readName(c); err != nil || got != "n2\n" {
 		t.Errorf("stream answered %q, %v; want the caller's name n2", got, err)
+	}
+	for _, other := range []*pki.Node{issue(t, ca, "stranger"), issue(t, ca, "n2")} {
+		if s, err := dial(other); err == nil {
+			if got, err := readName(s); err == nil {
+				t.Errorf("a stream from %s with a key not pinned for it answered %q; want it closed", other.Name, got)
+			}
+			s.Close()
+		}
 	}
 	if anon, err := dial(nil); err == nil {
 		if got, err := readName(anon); err == nil {

@@ -53,6 +53,9 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	c.waitConverged()
 	for _, n := range c.nodes {
+		if k := n.Machine().View().Members["n2"].Key; k != "" {
+			t.Fatalf("%s: n2's key %q was pinned while n3 cannot apply the command", n.Name(), k)
+		}
 		if p := n.Machine().View().Members["n2"].Priority; p != 0 {
 			t.Fatalf("%s: n2's priority = %d; the refused command was applied", n.Name(), p)
 		}
@@ -89,6 +92,18 @@ func TestRollingUpgrade(t *testing.T) {
 		for _, n := range c.nodes {
 			if n.Machine().View().Members["n2"].Priority != 7 {
 				return false
+			}
+		}
+		return true
+	})
+	// Members from before pins report their own keys once all can apply it
+	// (n1, the founder, pinned its own at bootstrap).
+	eventually(t, 10*time.Second, "every member's own key to be pinned on every node", func() bool {
+		for _, n := range c.nodes {
+			for _, m := range c.nodes {
+				if n.Machine().View().Members[m.Name()].Key != m.ownKey() {
+					return false
+				}
 			}
 		}
 		return true

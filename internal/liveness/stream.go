@@ -21,6 +21,11 @@ type StreamTransport struct {
 	// TLS presents this node's certificate and trusts the cluster CA; its
 	// NextProtos is replaced by ALPN.
 	TLS *tls.Config
+	// Verify, when set, checks the node that answered at addr once the
+	// handshake has verified its chain: that it is the member known there,
+	// with the key pinned for it (cluster.Node.VerifyPeerAt). A connection
+	// it refuses is closed and the probe fails.
+	Verify func(addr string, cs tls.ConnectionState) error
 
 	once sync.Once
 	cfg  *tls.Config
@@ -88,9 +93,16 @@ func (t *StreamTransport) get(ctx context.Context, addr string, deadline time.Ti
 	if err != nil {
 		return nil, err
 	}
-	if p := c.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != ALPN {
+	cs := c.(*tls.Conn).ConnectionState()
+	if p := cs.NegotiatedProtocol; p != ALPN {
 		c.Close()
 		return nil, fmt.Errorf("peer negotiated %q, not %q: it runs an older tandem; upgrade it", p, ALPN)
+	}
+	if t.Verify != nil {
+		if err := t.Verify(addr, cs); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	return &clientConn{c: c, r: bufio.NewReaderSize(c, 4096)}, nil
 }

@@ -3,6 +3,7 @@ package liveness
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -115,6 +116,25 @@ func TestStreamTransport(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("verify refuses the answering node", func(t *testing.T) {
+		var saw string
+		tr := &StreamTransport{TLS: clients["node2"].ClientConfig(), Verify: func(a string, cs tls.ConnectionState) error {
+			saw = a + " " + cs.PeerCertificates[0].Subject.CommonName
+			return errors.New("not the pinned key")
+		}}
+		defer tr.Close()
+		before := accepted.Load()
+		_, err := tr.Probe(ctx, addr, time.Now().Add(2*time.Second), &Request{From: "node2"})
+		if err == nil || !strings.Contains(err.Error(), "not the pinned key") || saw != addr+" node1" {
+			t.Errorf("probe = %v (verify saw %q); want Verify's refusal for node1 at %s", err, saw, addr)
+		}
+		// And the refused connection is not kept for the next probe.
+		_, err = tr.Probe(ctx, addr, time.Now().Add(2*time.Second), &Request{From: "node2"})
+		if err == nil || accepted.Load()-before != 2 {
+			t.Errorf("second probe = %v after %d connections; want a new connection, refused again", err, accepted.Load()-before)
+		}
+	})
 
 	t.Run("deadline", func(t *testing.T) {
 		// A peer that accepts but never answers costs the prober no more

@@ -69,9 +69,10 @@ func (n *Node) Save(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save pki: %w", err)
 	}
-	signer, ok := n.Cert.PrivateKey.(crypto.Signer)
+	cur := n.Current()
+	signer, ok := cur.PrivateKey.(crypto.Signer)
 	if !ok {
-		return fmt.Errorf("save pki: node key %T cannot sign", n.Cert.PrivateKey)
+		return fmt.Errorf("save pki: node key %T cannot sign", cur.PrivateKey)
 	}
 	key, err := keyPEM(signer)
 	if err != nil {
@@ -84,7 +85,7 @@ func (n *Node) Save(dir string) error {
 	}
 	files := []file{
 		{CACertFile, n.CA.CertPEM(), 0o644},
-		{NodeCertFile, certPEM(n.Cert.Leaf.Raw), 0o644},
+		{NodeCertFile, certPEM(cur.Leaf.Raw), 0o644},
 		{NodeKeyFile, key, 0o600},
 	}
 	if n.CA.Key != nil {
@@ -98,6 +99,14 @@ func (n *Node) Save(dir string) error {
 		if err := WriteFileAtomic(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
 			return fmt.Errorf("save pki: %w", err)
 		}
+	}
+	return nil
+}
+
+// SaveCert writes the certificate in use to dir, after a renewal.
+func (n *Node) SaveCert(dir string) error {
+	if err := WriteFileAtomic(filepath.Join(dir, NodeCertFile), certPEM(n.Current().Leaf.Raw), 0o644); err != nil {
+		return fmt.Errorf("save renewed certificate: %w", err)
 	}
 	return nil
 }

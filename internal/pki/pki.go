@@ -5,12 +5,15 @@
 // Every key is ECDSA P-256. The CA is self-signed and valid for ten years;
 // node certificates carry the node name as CN and DNS SAN, the node's IP SANs,
 // and both server and client extended key usages, so the same certificate
-// serves the node's listener and authenticates its outgoing calls.
+// serves the node's listener and authenticates its outgoing calls. Node
+// certificates are short-lived (NodeValidity) and renewed with the same
+// key (Node.Replace); the TLS configurations pick up a renewed certificate
+// without a restart.
 //
-// Peers are authenticated by chain only: any certificate issued by the
-// cluster CA is a cluster member, whatever address it is reached at. The CA
-// is private to one cluster, so the chain is the identity; the CN names the
-// node for callers that need to know who is calling (see PeerName).
+// A chain to the cluster CA proves only that the certificate was issued
+// by someone holding the CA key, which every app node does. Who is a
+// member, and with which key, is the cluster's state: the cluster package
+// checks each peer's name and key (Hash) against it.
 package pki
 
 import (
@@ -32,14 +35,15 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
-// Validity of the CA and of node certificates. Node certificates are not
-// rotated yet, so they live as long as the CA.
+// Validity of the CA and of node certificates. Node certificates are
+// renewed when a third of their validity is left (NeedsRenewal).
 const (
 	CAValidity   = 10 * 365 * 24 * time.Hour
-	NodeValidity = CAValidity
+	NodeValidity = 30 * 24 * time.Hour
 	// clockSkew backdates NotBefore so a node whose clock is slightly behind
 	// the signer's still accepts a fresh certificate.
 	clockSkew = time.Hour
@@ -133,8 +137,12 @@ func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
 func (ca *CA) Hash() string { return Hash(ca.Cert) }
 
 // Hash returns "sha256:<hex>" over cert's DER SubjectPublicKeyInfo.
-func Hash(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+func Hash(cert *x509.Certificate) string { return HashKey(cert.RawSubjectPublicKeyInfo) }
+
+// HashKey returns "sha256:<hex>" over a DER SubjectPublicKeyInfo (a
+// certificate's or a CSR's): the key pin of a node.
+func HashKey(spki []byte) string {
+	sum := sha256.Sum256(spki)
 	return HashPrefix + hex.EncodeToString(sum[:])
 }
 
@@ -224,9 +232,14 @@ func ParseCSR(csrPEM []byte, name string) (*x509.CertificateRequest, error) {
 }
 
 // SignCSR signs a node's PEM certificate request after checking it with
-// ParseCSR, and returns the certificate in PEM. The certificate keeps the
-// request's IP addresses.
+// ParseCSR, and returns the certificate in PEM, valid for NodeValidity. The
+// certificate keeps the request's IP addresses.
 func (ca *CA) SignCSR(csrPEM []byte, name string, now time.Time) ([]byte, error) {
+	return ca.SignCSRFor(csrPEM, name, now, NodeValidity)
+}
+
+// SignCSRFor is SignCSR with a validity of the caller's.
+func (ca *CA) SignCSRFor(csrPEM []byte, name string, now time.Time, validity time.Duration) ([]byte, error) {
 	if ca.Key == nil {
 		return nil, ErrNoCAKey
 	}
@@ -238,7 +251,7 @@ func (ca *CA) SignCSR(csrPEM []byte, name string, now time.Time) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	notAfter := now.Add(NodeValidity)
+	notAfter := now.Add(validity)
 	if notAfter.After(ca.Cert.NotAfter) {
 		notAfter = ca.Cert.NotAfter
 	}
@@ -361,8 +374,70 @@ type Node struct {
 	Name string
 	CA   *CA
 	// Cert is the node's certificate chain (node certificate, then the CA)
-	// with its private key and parsed Leaf.
+	// with its private key and parsed Leaf, as loaded; Current is the one
+	// in use, which Replace renews.
 	Cert tls.Certificate
+
+	cur atomic.Pointer[tls.Certificate]
+}
+
+// Current returns the certificate in use: Cert, or its latest renewal.
+func (n *Node) Current() *tls.Certificate {
+	if c := n.cur.Load(); c != nil {
+		return c
+	}
+	return &n.Cert
+}
+
+// NeedsRenewal reports whether the certificate in use has less than a
+// third of validity left at now, or more than validity (with some slack for
+// clocks): one issued before certificates were short-lived, which lived as
+// long as the CA, is replaced by a short-lived one.
+func (n *Node) NeedsRenewal(now time.Time, validity time.Duration) bool {
+	left := n.Current().Leaf.NotAfter.Sub(now)
+	return left < validity/3 || left > validity+2*clockSkew
+}
+
+// CSR returns a request to renew the certificate in use: the same name,
+// IP addresses and key.
+func (n *Node) CSR() ([]byte, error) {
+	cur := n.Current()
+	signer, ok := cur.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("node key %T cannot sign", cur.PrivateKey)
+	}
+	var ips []netip.Addr
+	for _, ip := range cur.Leaf.IPAddresses {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			ips = append(ips, a.Unmap())
+		}
+	}
+	return NewCSR(signer, n.Name, ips)
+}
+
+// Replace puts a renewed certificate in use (in every TLS configuration
+// made from n) after checking that the CA issued it for this node's name
+// and key.
+func (n *Node) Replace(certPEMBytes []byte) error {
+	cur := n.Current()
+	leaf, err := ParseCertPEM(certPEMBytes)
+	if err != nil {
+		return fmt.Errorf("renewed certificate: %w", err)
+	}
+	if leaf.Subject.CommonName != n.Name {
+		return fmt.Errorf("renewed certificate is for %q, not %q", leaf.Subject.CommonName, n.Name)
+	}
+	if !samePublicKey(leaf.PublicKey, cur.Leaf.PublicKey) {
+		return fmt.Errorf("renewed certificate for %q has another key than the node's", n.Name)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots:     n.CA.Pool(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return fmt.Errorf("renewed certificate for %q is not valid under the cluster CA: %w", n.Name, err)
+	}
+	n.cur.Store(&tls.Certificate{Certificate: [][]byte{leaf.Raw, n.CA.Cert.Raw}, PrivateKey: cur.PrivateKey, Leaf: leaf})
+	return nil
 }
 
 // NewNode assembles a node's credentials from its PEM certificate and key,
@@ -404,10 +479,10 @@ func (n *Node) CanSign() bool { return n.CA.Key != nil }
 // certificate from the cluster CA.
 func (n *Node) ServerConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{n.Cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    n.CA.Pool(),
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return n.Current(), nil },
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      n.CA.Pool(),
 	}
 }
 
@@ -426,8 +501,8 @@ func (n *Node) JoinServerConfig() *tls.Config {
 // certificate chains to the cluster CA.
 func (n *Node) ClientConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{n.Cert},
+		MinVersion:           tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return n.Current(), nil },
 		// Peers are dialled by address and identified by chain, so the
 		// standard hostname check is replaced by VerifyConnection.
 		InsecureSkipVerify: true,

@@ -247,7 +247,7 @@ func TestMutualTLS(t *testing.T) {
 	cli := mustNode(t, ca, "cli")
 	evil := mustNode(t, foreign, "cli")
 	noCert := cli.ClientConfig()
-	noCert.Certificates = nil
+	noCert.GetClientCertificate = nil
 	tests := []struct {
 		name       string
 		server     *tls.Config
@@ -313,4 +313,75 @@ func FuzzParseCSR(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRenewal(t *testing.T) {
+	ca, foreign := mustCA(t), mustCA(t)
+	n := mustNode(t, ca, "node1", "10.0.0.1")
+	srvCfg := n.ServerConfig() // made before the renewal: must serve the new certificate
+	for _, tt := range []struct {
+		left time.Duration
+		want bool
+	}{{NodeValidity, false}, {NodeValidity/3 + time.Minute, false}, {NodeValidity/3 - time.Minute, true}, {-time.Hour, true},
+		{NodeValidity + time.Hour, false}, {CAValidity, true}} {
+		at := n.Current().Leaf.NotAfter.Add(-tt.left)
+		if got := n.NeedsRenewal(at, NodeValidity); got != tt.want {
+			t.Errorf("NeedsRenewal with %v left = %v; want %v", tt.left, got, tt.want)
+		}
+	}
+	csr, err := n.CSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Minute)
+	renewed, err := ca.SignCSRFor(csr, "node1", later, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Refusals first: each leaves the certificate in use as it was.
+	other := mustNode(t, ca, "node1")            // same name, another key
+	stranger := mustNode(t, ca, "node2")         // another name
+	foreignCopy := mustNode(t, foreign, "node1") // another CA
+	for name, pemBytes := range map[string][]byte{
+		"another key":  certPEM(other.Cert.Leaf.Raw),
+		"another name": certPEM(stranger.Cert.Leaf.Raw),
+		"another CA":   certPEM(foreignCopy.Cert.Leaf.Raw),
+		"garbage":      []byte("nope"),
+	} {
+		if err := n.Replace(pemBytes); err == nil {
+			t.Errorf("Replace(%s) = nil; want refused", name)
+		}
+	}
+	if n.Current().Leaf != n.Cert.Leaf {
+		t.Fatal("a refused Replace changed the certificate in use")
+	}
+	if err := n.Replace(renewed); err != nil {
+		t.Fatal(err)
+	}
+	cur := n.Current().Leaf
+	if !cur.NotAfter.Equal(later.Add(time.Hour).Truncate(time.Second)) || Hash(cur) != Hash(n.Cert.Leaf) || len(cur.IPAddresses) != 1 || !cur.IPAddresses[0].Equal(net.ParseIP("10.0.0.1")) {
+		t.Errorf("renewed certificate: not after %v, key %s (was %s), IPs %v", cur.NotAfter, Hash(cur), Hash(n.Cert.Leaf), cur.IPAddresses)
+	}
+	// Configurations made before the renewal present the renewed one.
+	if got, _ := srvCfg.GetCertificate(nil); got.Leaf.SerialNumber.Cmp(cur.SerialNumber) != 0 {
+		t.Errorf("server config made before the renewal serves serial %v; want the renewed %v", got.Leaf.SerialNumber, cur.SerialNumber)
+	}
+	if got, _ := n.ClientConfig().GetClientCertificate(nil); got.Leaf.SerialNumber.Cmp(cur.SerialNumber) != 0 {
+		t.Errorf("client config presents serial %v; want the renewed %v", got.Leaf.SerialNumber, cur.SerialNumber)
+	}
+	cli := mustNode(t, ca, "cli")
+	if _, serr, cerr := handshake(t, srvCfg, cli.ClientConfig()); serr != nil || cerr != nil {
+		t.Fatalf("handshake after renewal: %v, %v", serr, cerr)
+	}
+	dir := t.TempDir()
+	if err := n.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.SaveCert(dir); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := Load(dir)
+	if err != nil || loaded.Cert.Leaf.SerialNumber.Cmp(cur.SerialNumber) != 0 {
+		t.Errorf("Load after SaveCert = %v; want the renewed certificate", err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -34,6 +35,14 @@ type Member struct {
 	// Machine.Admissible); 0 for members that joined before levels, which
 	// run BaseLevel until they report theirs.
 	Level int `json:"level,omitempty"`
+	// Key pins the member's identity: "sha256:<hex>" of the
+	// SubjectPublicKeyInfo of its certificate's key, recorded by the node
+	// that signed its join (or, for members that joined before pins, once
+	// by the member itself: SetMemberKey). Peers accept a certificate
+	// named for the member only with this key, so the CA key alone cannot
+	// impersonate it, and a removed member (no record) is refused at once.
+	// "" means not pinned yet: its name is checked only.
+	Key string `json:"key,omitempty"`
 }
 
 func (m Member) level() int { return max(m.Level, BaseLevel) }
@@ -71,6 +80,7 @@ func (membershipDomain) Commands() []CommandType {
 		{Name: RevokeToken{}.Type(), Level: 1, New: func() Command { return &RevokeToken{} }},
 		{Name: SetMemberLevel{}.Type(), Level: 2, Ungated: true, Witness: true, New: func() Command { return &SetMemberLevel{} }},
 		{Name: SetMemberPriority{}.Type(), Level: 2, Witness: true, New: func() Command { return &SetMemberPriority{} }},
+		{Name: SetMemberKey{}.Type(), Level: 3, Witness: true, New: func() Command { return &SetMemberKey{} }},
 	}
 }
 
@@ -140,6 +150,9 @@ func (AddMember) Type() string { return "add_member" }
 func (c AddMember) Apply(tx *Tx) error {
 	if c.Member.Name == "" || (c.Member.Role != RoleApp && c.Member.Role != RoleWitness) {
 		return fmt.Errorf("%w: member needs a name and a role app|witness", ErrInvalid)
+	}
+	if c.Member.Key != "" && !validKey(c.Member.Key) {
+		return fmt.Errorf("%w: member key %q: want sha256:<64 hex digits>", ErrInvalid, c.Member.Key)
 	}
 	editMembers(tx).Members[c.Member.Name] = c.Member
 	return nil
@@ -251,6 +264,58 @@ func (c SetMemberPriority) Apply(tx *Tx) error {
 	m.Priority = c.Priority
 	editMembers(tx).Members[c.Name] = m
 	return nil
+}
+
+// SetMemberKey pins the key of a member that joined before keys were
+// pinned (an upgrade): the member reports its own, once. A pinned key is
+// never replaced this way; a node with a new key joins again.
+type SetMemberKey struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
+}
+
+func (SetMemberKey) Type() string { return "set_member_key" }
+
+// Authorize lets only the node itself report its key.
+func (c SetMemberKey) Authorize(caller Member) error {
+	if caller.Name != c.Name {
+		return fmt.Errorf("%w: %s may not report the key of %s", ErrForbidden, caller.Name, c.Name)
+	}
+	return nil
+}
+
+// Apply implements Command.
+func (c SetMemberKey) Apply(tx *Tx) error {
+	m, ok := readMembers(tx).Members[c.Name]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownMember, c.Name)
+	}
+	if !validKey(c.Key) {
+		return fmt.Errorf("%w: key %q: want sha256:<64 hex digits>", ErrInvalid, c.Key)
+	}
+	switch m.Key {
+	case c.Key:
+		return nil
+	case "":
+		m.Key = c.Key
+		editMembers(tx).Members[c.Name] = m
+		return nil
+	}
+	return fmt.Errorf("%w: %s already has a pinned key; a node with a new key must be removed and join again", ErrForbidden, c.Name)
+}
+
+// validKey reports whether k is "sha256:" and 64 lower-case hex digits.
+func validKey(k string) bool {
+	h, ok := strings.CutPrefix(k, "sha256:")
+	if !ok || len(h) != 64 {
+		return false
+	}
+	for _, r := range h {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // AddToken records a join token.

@@ -647,3 +647,44 @@ func FuzzRestore(f *testing.F) {
 		}
 	})
 }
+
+func TestSetMemberKey(t *testing.T) {
+	k1 := "sha256:" + strings.Repeat("ab", 32)
+	k2 := "sha256:" + strings.Repeat("cd", 32)
+	m := New()
+	if err := mustApply(t, m, 1, AddMember{Member: Member{Name: "node1", Role: RoleApp, Key: "sha256:zz"}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("AddMember with a malformed key = %v; want ErrInvalid", err)
+	}
+	if err := mustApply(t, m, 2, AddMember{Member: Member{Name: "node1", Role: RoleApp}}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		cmd  SetMemberKey
+		want error
+		key  string // node1's key afterwards
+	}{
+		{"unknown member", SetMemberKey{Name: "ghost", Key: k1}, ErrUnknownMember, ""},
+		{"malformed", SetMemberKey{Name: "node1", Key: "sha256:AB"}, ErrInvalid, ""},
+		{"first report pins", SetMemberKey{Name: "node1", Key: k1}, nil, k1},
+		{"same again", SetMemberKey{Name: "node1", Key: k1}, nil, k1},
+		{"another key is refused", SetMemberKey{Name: "node1", Key: k2}, ErrForbidden, k1},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := mustApply(t, m, uint64(3+i), tt.cmd)
+			if !errors.Is(err, tt.want) || (tt.want == nil && err != nil) {
+				t.Fatalf("Apply = %v; want %v", err, tt.want)
+			}
+			if got := m.View().Members["node1"].Key; got != tt.key {
+				t.Errorf("key = %q; want %q", got, tt.key)
+			}
+		})
+	}
+	if err := (SetMemberKey{Name: "node1"}).Authorize(Member{Name: "node2", Role: RoleApp}); !errors.Is(err, ErrForbidden) {
+		t.Errorf("Authorize(another node) = %v; want ErrForbidden", err)
+	}
+	if err := (SetMemberKey{Name: "witness"}).Authorize(Member{Name: "witness", Role: RoleWitness}); err != nil {
+		t.Errorf("Authorize(own) = %v", err)
+	}
+}
