@@ -11,7 +11,6 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -429,18 +428,9 @@ func (c *campaign) restore(ctx context.Context, f fault, node string) error {
 	return fmt.Errorf("unknown fault %q", f.Kind)
 }
 
-// sh runs a shell script in a node; a non-zero exit is an error quoting the
-// output.
+// sh runs a shell script in a node (see labcluster.Sh).
 func (c *campaign) sh(ctx context.Context, node, script string) (string, error) {
-	var out, errb bytes.Buffer
-	code, err := c.lab.Exec(ctx, node, []string{"sh", "-c", script}, nil, &out, &errb)
-	if err != nil {
-		return "", fmt.Errorf("%s: %s: %w", node, script, err)
-	}
-	if code != 0 {
-		return out.String(), fmt.Errorf("%s: %s exited %d: %s", node, script, code, strings.TrimSpace(errb.String()+" "+out.String()))
-	}
-	return out.String(), nil
+	return labcluster.Sh(ctx, c.lab, node, script)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -420,18 +419,9 @@ func (b *bench) restore(ctx context.Context, fault, node string) error {
 	return fmt.Errorf("unknown fault %q", fault)
 }
 
-// sh runs a shell script in a node and returns its output; a non-zero exit
-// is an error that quotes the output.
+// sh runs a shell script in a node (see labcluster.Sh).
 func (b *bench) sh(ctx context.Context, node, script string) (string, error) {
-	var out, errb bytes.Buffer
-	code, err := b.lab.Exec(ctx, node, []string{"sh", "-c", script}, nil, &out, &errb)
-	if err != nil {
-		return "", fmt.Errorf("%s: %s: %w", node, script, err)
-	}
-	if code != 0 {
-		return out.String(), fmt.Errorf("%s: %s exited %d: %s", node, script, code, strings.TrimSpace(errb.String()+" "+out.String()))
-	}
-	return out.String(), nil
+	return labcluster.Sh(ctx, b.lab, node, script)
 }
 
 // waitFor polls cond every 10 ms until it holds or d passes.

@@ -335,6 +335,20 @@ func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, s
 	return nil
 }
 
+// Sh runs a shell script in a node of l and returns its output; a non-zero
+// exit is an error naming the node and quoting the output.
+func Sh(ctx context.Context, l *lab.Lab, node, script string) (string, error) {
+	var out, errb bytes.Buffer
+	code, err := l.Exec(ctx, node, []string{"sh", "-c", script}, nil, &out, &errb)
+	if err != nil {
+		return "", fmt.Errorf("%s: %s: %w", node, script, err)
+	}
+	if code != 0 {
+		return out.String(), fmt.Errorf("%s: %s exited %d: %s", node, script, code, strings.TrimSpace(errb.String()+" "+out.String()))
+	}
+	return out.String(), nil
+}
+
 func run(ctx context.Context, l *lab.Lab, node string, argv ...string) (string, error) {
 	return runIn(ctx, l, node, nil, argv...)
 }
