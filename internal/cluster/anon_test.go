@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"io"
 	"net"
@@ -10,21 +9,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tandem-ha/tandem/internal/cluster/state"
-	"github.com/tandem-ha/tandem/internal/pki"
 )
 
 // TestAnonymousConnectionsAreBounded: connections without a certificate
 // are capped, closed after one request and after a short lifetime, so
 // idle ones cannot pile up (security review, finding 7).
 func TestAnonymousConnectionsAreBounded(t *testing.T) {
-	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
-	ca, _ := pki.NewCA(time.Now())
-	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
-	if err := a.Bootstrap(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	_, _, a := founded(t)
 	a.mux.anonLifetime = time.Second
 	dial := func(protos ...string) (*tls.Conn, error) {
 		return tls.Dial("tcp", a.Addr(), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: protos})

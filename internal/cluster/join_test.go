@@ -42,6 +42,21 @@ type tlsCluster struct {
 	certValidity time.Duration
 }
 
+// founded starts a cluster of one, node "a", over real TLS under a new CA.
+func founded(t *testing.T) (*tlsCluster, *pki.CA, *Node) {
+	t.Helper()
+	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
+	if err := a.Bootstrap(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return c, ca, a
+}
+
 // start runs a node over real TLS on a loopback port.
 func (c *tlsCluster) start(creds *pki.Node, role, addr string) *Node {
 	c.t.Helper()
@@ -100,15 +115,7 @@ func (c *tlsCluster) fingerprint(n *Node) string {
 
 func TestJoinOverTLS(t *testing.T) {
 	ctx := context.Background()
-	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
-	ca, err := pki.NewCA(time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
-	if err := a.Bootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, ca, a := founded(t)
 	if err := a.Bootstrap(ctx); !errors.Is(err, ErrAlreadyBootstrapped) {
 		t.Errorf("second Bootstrap = %v; want ErrAlreadyBootstrapped", err)
 	}
@@ -255,12 +262,7 @@ func TestJoinOverTLS(t *testing.T) {
 
 func TestForeignPeersRejected(t *testing.T) {
 	ctx := context.Background()
-	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
-	ca, _ := pki.NewCA(time.Now())
-	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
-	if err := a.Bootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, ca, a := founded(t)
 	a.Handle("GET /v1/whoami", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %s", PeerName(r), r.Proto)
 	}))
@@ -383,12 +385,7 @@ func TestForeignPeersRejected(t *testing.T) {
 // itself.
 func TestWitnessMayOnlyReport(t *testing.T) {
 	ctx := context.Background()
-	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
-	ca, _ := pki.NewCA(time.Now())
-	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
-	if err := a.Bootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, _, a := founded(t)
 	tok, err := a.CreateToken(ctx, time.Hour, 1, "")
 	if err != nil {
 		t.Fatal(err)
@@ -442,12 +439,7 @@ func TestWitnessMayOnlyReport(t *testing.T) {
 // (security review, findings 5, 6 and 9).
 func TestAnonymousJoins(t *testing.T) {
 	ctx := context.Background()
-	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
-	ca, _ := pki.NewCA(time.Now())
-	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
-	if err := a.Bootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, ca, a := founded(t)
 	tok, err := a.CreateToken(ctx, time.Hour, 3, "")
 	if err != nil {
 		t.Fatal(err)
@@ -534,13 +526,7 @@ func TestAnonymousJoins(t *testing.T) {
 // raft connection, and a dialler checks that the node at a member's address
 // is that member (security review, finding 1).
 func TestRaftRefusesNonMembers(t *testing.T) {
-	ctx := context.Background()
-	c := &tlsCluster{t: t, nodes: map[string]*Node{}}
-	ca, _ := pki.NewCA(time.Now())
-	a := c.start(issue(t, ca, "a"), state.RoleApp, "127.0.0.1:0")
-	if err := a.Bootstrap(ctx); err != nil {
-		t.Fatal(err)
-	}
+	_, ca, a := founded(t)
 	raftConn := func(creds *pki.Node) error {
 		cfg := creds.ClientConfig()
 		cfg.NextProtos = []string{ALPNRaft}
