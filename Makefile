@@ -10,8 +10,19 @@ export GOFLAGS ?= -mod=readonly
 FUZZTIME ?= 5s
 # The lab's Debian packages: one list, shared with .ci/run and tandem lab up.
 LAB_DEPS := $(shell sed -e 's/\#.*//' packaging/lab-deps.txt)
+# What the tests need beyond the lab's packages.
+TEST_DEPS := $(shell sed -e 's/\#.*//' packaging/test-deps.txt)
 
-.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e deb bench bench-failover bench-idle bench-package chaos clean deps
+# install-missing installs those of the Debian packages $(1) that are not
+# installed, without recommends.
+define install-missing
+	@missing=""; for p in $(1); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null)" = "ii " ] || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+endef
+
+.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e deb bench bench-failover bench-idle bench-package chaos clean deps test-deps
 
 all: build
 
@@ -21,10 +32,11 @@ build:
 # Installs the Debian packages the lab needs (packaging/lab-deps.txt) when
 # they are missing, without recommends, as .ci/run does.
 deps:
-	@missing=""; for p in $(LAB_DEPS); do \
-	  [ "$$(dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null)" = "ii " ] || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+	$(call install-missing,$(LAB_DEPS))
+
+# Installs what the tests need beyond that (packaging/test-deps.txt).
+test-deps: deps
+	$(call install-missing,$(TEST_DEPS))
 
 # Run twice, it reports the running lab (or recreates one that never formed).
 # LAB names the lab, so it does not collide with another one on this machine.
@@ -51,7 +63,7 @@ fuzz:
 e2e: build
 	$(GO) test -count=1 -timeout 40m -v ./test/e2e/... -tandem-bin=$(CURDIR)/bin/tandem
 
-test: vet staticcheck unit fuzz e2e
+test: test-deps vet staticcheck unit fuzz e2e
 
 # tandem's own .deb (binary, hardened agent unit, /etc/tandem/tandem.toml
 # conffile), built with the same internal/debpkg code as app packages.
@@ -62,7 +74,7 @@ deb: build
 # Times `tandem package` against dh-virtualenv on examples/pysite and
 # prints the medians of BENCH_PACKAGE_RUNS builds each and their ratio.
 BENCH_PACKAGE_RUNS ?= 5
-bench-package: build
+bench-package: build test-deps
 	$(GO) run ./bench/package -tandem bin/tandem -runs $(BENCH_PACKAGE_RUNS)
 
 # Measures failover in a lab of its own ("bench"): TRIALS holder power losses
@@ -72,7 +84,7 @@ bench-package: build
 # Needs root. BENCH_FAILOVER_FLAGS adds flags, e.g. -json bench-failover.json.
 TRIALS ?= 20
 BENCH_FAILOVER_FLAGS ?=
-bench-failover: build deps
+bench-failover: build test-deps
 	$(GO) run ./bench/failover -tandem-bin $(CURDIR)/bin/tandem -trials $(TRIALS) $(BENCH_FAILOVER_FLAGS)
 
 # Measures an idle agent in the same kind of lab: each node's tandem CPU
@@ -81,7 +93,7 @@ bench-failover: build deps
 # prints per-node figures, medians, ratios and issue 8's goal (an idle
 # agent at most 1% of a core; exit 1 if missed). Needs root.
 IDLE_WINDOW ?= 60s
-bench-idle: build deps
+bench-idle: build test-deps
 	$(GO) run ./bench/failover -tandem-bin $(CURDIR)/bin/tandem -trials 0 -idle $(IDLE_WINDOW) $(BENCH_FAILOVER_FLAGS)
 
 # A randomized fault campaign in a lab of its own ("chaos"): FAULTS faults
