@@ -25,6 +25,7 @@ func (n *Node) routes() {
 	n.handler.Handle("POST /v1/apply", n.requireMember(http.HandlerFunc(n.handleApply)))
 	n.handler.Handle("POST /v1/membership", n.requireMember(http.HandlerFunc(n.handleMembership)))
 	n.handler.Handle("POST /v1/renew", n.requireMember(http.HandlerFunc(n.handleRenew)))
+	n.handler.Handle("GET /v1/members", n.requireMember(http.HandlerFunc(n.handleMembers)))
 }
 
 // requireCert lets through only requests with a verified client

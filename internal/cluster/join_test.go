@@ -553,3 +553,51 @@ func TestRaftRefusesNonMembers(t *testing.T) {
 		t.Errorf("dialling b's address and finding a = %v; want refused naming a", err)
 	}
 }
+
+// TestFreshNodeLearnsLaterMembers: a witness joins but its agent starts
+// only after another node has joined and taken the lead. The new leader is
+// not among the members the witness was told of at join, so the witness
+// must learn it from them, or it would refuse its leader forever.
+func TestFreshNodeLearnsLaterMembers(t *testing.T) {
+	ctx := context.Background()
+	c, _, a := founded(t)
+	tok, err := a.CreateToken(ctx, time.Hour, 2, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wAddr := freeAddr(t)
+	wres, err := Join(ctx, a.Addr(), tok.String(), JoinRequest{Name: "w", Role: state.RoleWitness, Advertise: wAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := c.join(a, tok.String(), "b", state.RoleApp)
+	eventually(t, 10*time.Second, "b to be a voter", func() bool {
+		m, ok := a.Machine().View().Members["b"]
+		return ok && !m.Pending
+	})
+	if err := a.TransferLeadership(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "b to lead", b.IsLeader)
+
+	dir := t.TempDir()
+	if err := wres.Credentials.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := pki.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := map[string]string{}
+	for _, m := range wres.Members {
+		peers[m.Name] = m.Address
+	}
+	if _, ok := peers["b"]; ok {
+		t.Fatal("test bug: w was told of b at join")
+	}
+	w := c.startWith(creds, state.RoleWitness, wAddr, peers)
+	eventually(t, 20*time.Second, "w to catch up from its new leader b", func() bool {
+		m, ok := w.Machine().View().Members["w"]
+		return len(w.Machine().View().Members) == 3 && ok && !m.Pending
+	})
+}

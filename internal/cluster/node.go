@@ -26,6 +26,8 @@
 //	POST /v1/membership  raft membership change on the leader; members only
 //	POST /v1/renew       sign a member's certificate renewal, for its own name
 //	                     and pinned key only; members only, on app nodes
+//	GET  /v1/members     the members and their pinned keys; members only (a freshly
+//	                     joined node learns who may lead it)
 //
 // Errors come back as JSON {"error": message, "code": name}; the code names
 // the sentinel error (state.ErrBadToken is "bad_token", ...) so errors.Is
@@ -152,17 +154,16 @@ type Options struct {
 
 // Node is a running cluster member.
 type Node struct {
-	name, role  string
-	joinedPeers map[string]string // see Options.JoinedPeers
-	joinedKeys  map[string]string // see Options.JoinedKeys
-	raftRef     atomic.Pointer[raft.Raft]
-	advertise   string
-	timing      Timing
-	log         *slog.Logger
-	now         func() time.Time
-	policy      func([]state.Member, state.Member) error
-	priority    int
-	pkiDir      string
+	name, role string
+	joined     atomic.Pointer[joinedSet] // see Options.JoinedPeers and learnPeers
+	raftRef    atomic.Pointer[raft.Raft]
+	advertise  string
+	timing     Timing
+	log        *slog.Logger
+	now        func() time.Time
+	policy     func([]state.Member, state.Member) error
+	priority   int
+	pkiDir     string
 	// certValidity: see Options.certValidity.
 	certValidity time.Duration
 
@@ -288,8 +289,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	}
 	n.trans = opts.raftTransport
 	if n.trans == nil {
-		n.joinedPeers = opts.JoinedPeers
-		n.joinedKeys = opts.JoinedKeys
+		n.joined.Store(&joinedSet{peers: opts.JoinedPeers, keys: opts.JoinedKeys})
 		n.mux.raftPeer = n.raftPeer
 		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream:  newStreamLayer(n.mux.raft, n.creds, n.raftPeerAt, n.checkPin),
@@ -327,7 +327,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.mux.streamPeer = n.isKnown
-	n.wg.Add(7)
+	n.wg.Add(8)
 	go func() { defer n.wg.Done(); n.mux.serve() }()
 	go func() {
 		defer n.wg.Done()
@@ -340,6 +340,12 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	go func() { defer n.wg.Done(); n.reportSelf(bg) }()
 	go func() { defer n.wg.Done(); n.watchTrust(bg) }()
 	go func() { defer n.wg.Done(); n.renewLoop(bg) }()
+	go func() {
+		defer n.wg.Done()
+		if n.joined.Load() != nil {
+			n.learnPeers(bg)
+		}
+	}()
 	n.log.Info("cluster node started", "advertise", n.advertise, "role", n.role)
 	return nil
 }
@@ -360,7 +366,10 @@ func (n *Node) raftPeers() map[string]string {
 			return out
 		}
 	}
-	return n.joinedPeers
+	if j := n.joined.Load(); j != nil {
+		return j.peers
+	}
+	return nil
 }
 
 // raftPeer reports whether the certificate name may open a raft connection.

@@ -30,7 +30,11 @@ func (n *Node) known(name string) (state.Member, bool) {
 		return m, true
 	}
 	if addr, ok := n.raftPeers()[name]; ok {
-		return state.Member{Name: name, Address: addr, Key: n.joinedKeys[name]}, true
+		var key string
+		if j := n.joined.Load(); j != nil {
+			key = j.keys[name]
+		}
+		return state.Member{Name: name, Address: addr, Key: key}, true
 	}
 	return state.Member{}, false
 }
