@@ -203,11 +203,24 @@ func isDialError(err error) bool {
 
 // postJSON POSTs body to https://addr/path and decodes the reply.
 func postJSON(ctx context.Context, c *http.Client, addr, path string, body []byte, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+path, bytes.NewReader(body))
+	return requestJSON(ctx, c, http.MethodPost, addr, path, body, out)
+}
+
+// requestJSON sends body (none when nil) to a peer's endpoint and decodes
+// its JSON reply into out (unless nil); an error reply becomes a
+// *RemoteError.
+func requestJSON(ctx context.Context, c *http.Client, method, addr, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "https://"+addr+path, rd)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return err

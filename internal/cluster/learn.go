@@ -2,9 +2,6 @@ package cluster
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"time"
@@ -90,27 +87,8 @@ func (n *Node) admit(members []state.Member) {
 func (n *Node) fetchMembers(ctx context.Context, addr string) ([]state.Member, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/v1/members", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := n.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-	if err != nil {
-		return nil, fmt.Errorf("read members from %s: %w", addr, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, decodeError(resp.StatusCode, b)
-	}
 	var members []state.Member
-	if err := json.Unmarshal(b, &members); err != nil {
-		return nil, fmt.Errorf("decode members from %s: %w", addr, err)
-	}
-	return members, nil
+	return members, requestJSON(ctx, n.client, http.MethodGet, addr, "/v1/members", nil, &members)
 }
 
 // handleMembers lists the members for another member (a fresh node
