@@ -560,7 +560,7 @@ func TestRaftRefusesNonMembers(t *testing.T) {
 // must learn it from them, or it would refuse its leader forever.
 func TestFreshNodeLearnsLaterMembers(t *testing.T) {
 	ctx := context.Background()
-	c, _, a := founded(t)
+	c, ca, a := founded(t)
 	tok, err := a.CreateToken(ctx, time.Hour, 2, "")
 	if err != nil {
 		t.Fatal(err)
@@ -595,6 +595,20 @@ func TestFreshNodeLearnsLaterMembers(t *testing.T) {
 	if _, ok := peers["b"]; ok {
 		t.Fatal("test bug: w was told of b at join")
 	}
+	// The member list is for members only: a certificate from the CA of a
+	// node that never joined gets nothing.
+	ghost := issue(t, ca, "ghost").ClientConfig()
+	cl := &http.Client{Transport: &http.Transport{TLSClientConfig: ghost}, Timeout: 3 * time.Second}
+	resp, err := cl.Get("https://" + a.Addr() + "/v1/members")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || strings.Contains(string(body), a.Addr()) {
+		t.Errorf("GET /v1/members as a non-member = %d %s; want 401 and no member", resp.StatusCode, body)
+	}
+	cl.CloseIdleConnections()
 	w := c.startWith(creds, state.RoleWitness, wAddr, peers)
 	eventually(t, 20*time.Second, "w to catch up from its new leader b", func() bool {
 		m, ok := w.Machine().View().Members["w"]
