@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/health"
 	"github.com/tandem-ha/tandem/internal/liveness"
 )
@@ -214,7 +213,7 @@ func (n *Node) onUpdate(u liveness.Update) {
 
 // Views builds the DC's view of every member at now.
 func (n *Node) Views(now time.Time, epoch uint64) map[string]NodeView {
-	s := n.state.view()
+	s := n.o.Machine.View()
 	out := make(map[string]NodeView, len(s.Members))
 	lease := n.mesh.Lease()
 	for name := range s.Members {
@@ -248,15 +247,6 @@ func (n *Node) Views(now time.Time, epoch uint64) map[string]NodeView {
 	}
 	return out
 }
-
-// stateCache reads the replicated state. Views are cheap now (copy-on-write
-// in the state machine), so it holds no copy of its own; it stays as the
-// one place the loops read from. Readers must not modify what it returns.
-type stateCache struct {
-	m *state.Machine
-}
-
-func (c *stateCache) view() state.Snapshot { return c.m.View() }
 
 // heldFact is the DC's FactHeld value: the move it holds back, or nil.
 func (n *Node) heldFact() []byte {

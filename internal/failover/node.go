@@ -92,12 +92,11 @@ type Options struct {
 // Node runs the DC loop and, on app nodes, the holder loop, on the facts
 // the liveness mesh carries.
 type Node struct {
-	o     Options
-	mesh  *liveness.Mesh
-	state stateCache
-	log   *slog.Logger
-	kick  chan struct{}
-	ctrl  chan struct{} // wakes the DC loop: a peer's health or holding changed
+	o    Options
+	mesh *liveness.Mesh
+	log  *slog.Logger
+	kick chan struct{}
+	ctrl chan struct{} // wakes the DC loop: a peer's health or holding changed
 	// waiting is set while this node should acquire but cannot yet (no
 	// lease, or no confirmation), so every answer wakes the holder loop.
 	waiting atomic.Bool
@@ -131,7 +130,7 @@ func New(o Options) (*Node, error) {
 	if o.Mesh == nil {
 		return nil, errors.New("failover: Options need the liveness Mesh")
 	}
-	n := &Node{o: o, mesh: o.Mesh, state: stateCache{m: o.Machine}, log: o.Logger, kick: make(chan struct{}, 1), ctrl: make(chan struct{}, 1),
+	n := &Node{o: o, mesh: o.Mesh, log: o.Logger, kick: make(chan struct{}, 1), ctrl: make(chan struct{}, 1),
 		releasedAt: map[uint64]time.Time{}, started: time.Now()}
 	if o.Events != nil {
 		n.events = append(n.events, o.Events)
@@ -229,7 +228,7 @@ func (n *Node) localFacts(withChecks bool) NodeFacts {
 	}
 	r.Starting = n.o.Role == state.RoleApp && !r.Healthy && !n.everHealthy && time.Since(n.started) < liveness.StartupGrace
 	n.mu.Unlock()
-	r.Epoch = n.state.view().Holder.Epoch
+	r.Epoch = n.o.Machine.View().Holder.Epoch
 	return r
 }
 
@@ -237,7 +236,7 @@ func (n *Node) leaderView() *LeaderView {
 	if !n.o.Cluster.IsLeader() {
 		return nil
 	}
-	h := n.state.view().Holder
+	h := n.o.Machine.View().Holder
 	return &LeaderView{Term: n.o.Cluster.Term(), Holder: h.Node, Epoch: h.Epoch, Active: h.Active}
 }
 
@@ -323,7 +322,7 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 			continue
 		}
 		now := time.Now()
-		s := n.state.view()
+		s := n.o.Machine.View()
 		views := n.Views(now, s.Holder.Epoch)
 		d := Decide(now, s, views, n.o.Policy)
 		if d != nil && d.Cmd == nil {
@@ -443,7 +442,7 @@ func (n *Node) dropOnExit() {
 // reconcile acts on the current facts and returns when it must run next
 // at the latest (zero: nothing is due).
 func (n *Node) reconcile(ctx context.Context, now time.Time) time.Time {
-	h := n.state.view().Holder
+	h := n.o.Machine.View().Holder
 	expiry, leaseOK := n.mesh.LeaseExpiry()
 	lease := leaseOK && (expiry.IsZero() || now.Before(expiry))
 	n.mu.Lock()
@@ -549,7 +548,7 @@ func (n *Node) drain(ctx context.Context, epoch uint64) {
 			return
 		}
 		if left == 0 || time.Since(start) >= n.o.DrainTimeout || ctx.Err() != nil ||
-			!n.mesh.LeaseValid(time.Now()) || n.state.view().Holder.Epoch != epoch {
+			!n.mesh.LeaseValid(time.Now()) || n.o.Machine.View().Holder.Epoch != epoch {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
