@@ -168,7 +168,7 @@ type Deploy struct {
 	Seq        uint64                        `json:"seq"`
 	Deliveries []Delivery                    `json:"deliveries,omitempty"` // oldest first
 	Rollout    *Rollout                      `json:"rollout,omitempty"`
-	History    []*Rollout                    `json:"history,omitempty"` // finished, oldest first
+	History    []*Rollout                    `json:"history,omitempty"`   // finished, oldest first
 	Installed  map[string]map[string]Release `json:"installed,omitempty"` // node → package → release
 	// Bad holds digests of releases that failed: never auto-deployed again.
 	Bad    map[string]string `json:"bad,omitempty"`
