@@ -61,6 +61,7 @@ var layerOf = map[string]string{
 	"internal/failover": controller,
 	"internal/health":   controller,
 	"internal/hooks":    controller,
+	"internal/deploy":   controller,
 
 	"internal/vip":                     provider,
 	"internal/vip/linux":               provider,
