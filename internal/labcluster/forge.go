@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tandem-ha/tandem/internal/artifact"
+	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/lab"
 	"github.com/tandem-ha/tandem/internal/labforge"
 )
@@ -243,4 +244,50 @@ func Replay(ctx context.Context, l *lab.Lab, exe, url, id string) (PushResult, e
 	}
 	res.Webhook = &resp
 	return res, nil
+}
+
+// Files the lab writes into every app node for delivery.
+const (
+	GitLabSecretFile = "/etc/tandem/gitlab-webhook.secret"
+	GitHubSecretFile = "/etc/tandem/github-webhook.secret"
+	ForgeTokenFile   = "/etc/tandem/forge-api.token"
+)
+
+// DeployConfig is an app node's [deploy] section in the lab: the example
+// site, delivered from both of the forge's sources (GitLab and GitHub),
+// a plain-HTTP webhook listener on WebhookPort (lab only: in production
+// it is TLS or behind a proxy), a 2 s soak, a 30 s poll and the lab's
+// signing key pinned, so that every push is signed and a wrong signature
+// is refused.
+func DeployConfig(fc labforge.Config) config.Deploy {
+	src := func(name, api, secret string) config.Source {
+		return config.Source{Name: name, Type: name, SecretFile: secret, APIURL: api, APITokenFile: ForgeTokenFile,
+			Project: labforge.DefaultProject, Branches: []string{"main"}, Tags: []string{"v*"}, Job: labforge.JobName}
+	}
+	return config.Deploy{
+		Packages:     []string{"pysite"},
+		Listen:       fmt.Sprintf(":%d", WebhookPort),
+		InsecureHTTP: true,
+		Soak:         config.Duration(2 * time.Second),
+		PollInterval: config.Duration(30 * time.Second),
+		SigningKeys:  []string{fc.SigningPublic},
+		Sources: []config.Source{
+			src(labforge.SourceGitLab, ForgeURL+"/api/v4", GitLabSecretFile),
+			src(labforge.SourceGitHub, ForgeURL+"/gh", GitHubSecretFile),
+		},
+	}
+}
+
+// writeDeployFiles writes the webhook secrets and the forge's API token
+// into an app node, readable by root only.
+func writeDeployFiles(ctx context.Context, l *lab.Lab, node string, fc labforge.Config) error {
+	for path, content := range map[string]string{
+		GitLabSecretFile: fc.GitLabSecret, GitHubSecretFile: fc.GitHubSecret, ForgeTokenFile: fc.Token,
+	} {
+		if _, err := runIn(ctx, l, node, strings.NewReader(content+"\n"), "sh", "-c",
+			"mkdir -p /etc/tandem && umask 077 && cat > "+path); err != nil {
+			return fmt.Errorf("%s: write %s: %w", node, path, err)
+		}
+	}
+	return nil
 }

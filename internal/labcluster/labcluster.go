@@ -24,6 +24,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/debpkg"
 	"github.com/tandem-ha/tandem/internal/lab"
+	"github.com/tandem-ha/tandem/internal/labforge"
 	"github.com/tandem-ha/tandem/internal/localapi"
 )
 
@@ -99,10 +100,14 @@ func Provision(ctx context.Context, l *lab.Lab, o Options) error {
 		return err
 	}
 
+	_, forge, err := SetupForge(l)
+	if err != nil {
+		return err
+	}
 	stage("installing on %d nodes", len(apps)+btoi(witness != nil))
 	g, gctx := errgroup.WithContext(ctx)
 	install := func(n lab.NodeStatus) {
-		g.Go(func() error { return installNode(gctx, l, n, tandemDeb, siteDeb, o.Config) })
+		g.Go(func() error { return installNode(gctx, l, n, tandemDeb, siteDeb, o.Config, forge) })
 	}
 	for _, n := range apps {
 		install(n)
@@ -361,10 +366,18 @@ func isZero(v any) bool {
 	return false
 }
 
-func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, siteDeb, extra string) error {
+func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, siteDeb, extra string, forge labforge.Config) error {
 	c, err := NodeConfig(n, extra)
 	if err != nil {
 		return err
+	}
+	if n.Role == lab.RoleApp {
+		if err := writeDeployFiles(ctx, l, n.Name, forge); err != nil {
+			return err
+		}
+		if c.Deploy.Packages == nil { // unless the extra configuration set its own
+			c.Deploy = DeployConfig(forge)
+		}
 	}
 	data, err := RenderConfig(c)
 	if err != nil {

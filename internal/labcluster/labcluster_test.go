@@ -14,6 +14,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/debpkg"
 	"github.com/tandem-ha/tandem/internal/lab"
+	"github.com/tandem-ha/tandem/internal/labforge"
 	"github.com/tandem-ha/tandem/internal/pyproject"
 	"github.com/tandem-ha/tandem/internal/testenv"
 	"github.com/tandem-ha/tandem/packaging"
@@ -179,5 +180,36 @@ func TestBuildSite(t *testing.T) {
 				t.Errorf("control %+v, want %s 0.3.0", c, tc.pkg)
 			}
 		})
+	}
+}
+
+// TestDeployConfigValidates: an app node's [deploy] section, rendered as the
+// lab writes it, loads and validates, with both forge sources.
+func TestDeployConfigValidates(t *testing.T) {
+	fc, err := labforge.NewConfig(ForgeURL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NodeConfig(lab.NodeStatus{Name: "node1", Role: lab.RoleApp, Address: "10.77.0.11"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Deploy = DeployConfig(fc)
+	data, err := RenderConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := config.Parse("tandem.toml", data)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	d := got.Deploy
+	if !d.Enabled() || d.Listen != ":8443" || !d.InsecureHTTP || d.Soak.D() != 2*time.Second || d.PollInterval.D() != 30*time.Second ||
+		!d.Auto || len(d.SigningKeys) != 1 || d.SigningKeys[0] != fc.SigningPublic {
+		t.Errorf("deploy = %+v", d)
+	}
+	if len(d.Sources) != 2 || d.Sources[0].APIURL != "http://10.77.0.2:8080/api/v4" || d.Sources[1].APIURL != "http://10.77.0.2:8080/gh" ||
+		d.Sources[1].Name != "github" || d.Sources[0].Job != "package" {
+		t.Errorf("sources = %+v", d.Sources)
 	}
 }
