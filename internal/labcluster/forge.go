@@ -119,7 +119,7 @@ func SendHook(ctx context.Context, l *lab.Lab, exe, url string, h labforge.Hook)
 		return labforge.Response{}, fmt.Errorf("send the webhook: %w", err)
 	}
 	if code != 0 {
-		return labforge.Response{}, fmt.Errorf("send the webhook: %s", strings.TrimSpace(errb.String()))
+		return labforge.Response{}, fmt.Errorf("send the webhook: %s", strings.TrimPrefix(strings.TrimSpace(errb.String()), "tandem: "))
 	}
 	var r labforge.Response
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/tandem-ha/tandem/internal/artifact"
 )
@@ -78,7 +79,7 @@ func (f *Forge) Publish(b Build) (Published, error) {
 	var zipData []byte
 	if len(b.Files) > 0 {
 		var err error
-		if zipData, err = zipFiles(b.Files); err != nil {
+		if zipData, err = zipFiles(b.Files, f.now()); err != nil {
 			return Published{}, err
 		}
 	}
@@ -132,11 +133,11 @@ func (f *Forge) Publish(b Build) (Published, error) {
 	return out, err
 }
 
-func zipFiles(files []File) ([]byte, error) {
+func zipFiles(files []File, now time.Time) ([]byte, error) {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	for _, f := range files {
-		w, err := zw.Create(f.Name)
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: f.Name, Method: zip.Deflate, Modified: now})
 		if err != nil {
 			return nil, fmt.Errorf("artifact zip: %w", err)
 		}
