@@ -72,6 +72,7 @@ var layerOf = map[string]string{
 	"internal/vip/digitalocean/dofake": provider,
 	"internal/vip/hetzner/hcloudfake":  provider,
 	"internal/vip/aws/ec2fake":         provider,
+	"internal/install":                 provider, // the OS side of a release install: apt, dpkg-query, systemctl
 
 	"internal/cluster": cluster,
 	"internal/pki":     cluster,
