@@ -130,6 +130,7 @@ var subcommands = []func(*env) *cobra.Command{
 	newConfigCmd,
 	newPackageCmd,
 	newCICmd,
+	newReleaseCmd,
 	newAgentCmd,
 	newInitCmd,
 	newJoinCmd,

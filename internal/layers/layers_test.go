@@ -91,6 +91,7 @@ var layerOf = map[string]string{
 	"internal/ciconfig":   tooling,
 	"internal/lab":        tooling,
 	"internal/labcluster": tooling,
+	"internal/labforge":   tooling,
 
 	"internal/cli": cli,
 	"cmd/tandem":   binary,
