@@ -117,8 +117,10 @@ func (gt Gater) gate(ctx context.Context, g GateSpec, log *slog.Logger) error {
 	// 1. The unit runs the new code: active, and entered active after Since.
 	var u unitState
 	for {
-		var err error
-		u, err = gt.unit(ctx, g.Unit)
+		nu, err := gt.unit(ctx, g.Unit)
+		if err == nil {
+			u = nu
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("health gate of %s: %w (last state: %s)", g.Unit, ctx.Err(), u)
 		}
@@ -152,10 +154,11 @@ func (gt Gater) gate(ctx context.Context, g GateSpec, log *slog.Logger) error {
 				passedAt = time.Now()
 			}
 		} else {
-			last = gt.probe(ctx, g.HealthURL, want)
-			if ctx.Err() != nil {
+			p := gt.probe(ctx, g.HealthURL, want)
+			if ctx.Err() != nil { // p was cut short: report the one before
 				return fmt.Errorf("health gate of %s: %w (last probe of %s: %s)", g.Unit, ctx.Err(), g.HealthURL, last)
 			}
+			last = p
 			switch {
 			case last.ok && passedAt.IsZero():
 				passedAt = time.Now()
@@ -274,8 +277,10 @@ func parseTimestamp(v string) (time.Time, error) {
 		}
 		return time.Unix(n, ns), nil
 	}
+	// "UTC" parses as UTC anywhere; another zone name (a systemctl that
+	// ignored --timestamp) is read in the node's own zone.
 	for _, layout := range []string{"Mon 2006-01-02 15:04:05.999999 MST", "Mon 2006-01-02 15:04:05 MST"} {
-		if t, err := time.Parse(layout, v); err == nil {
+		if t, err := time.ParseInLocation(layout, v, time.Local); err == nil {
 			return t, nil
 		}
 	}
