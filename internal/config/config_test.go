@@ -93,6 +93,17 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"second check bad", minimal + "[[health]]\ntype = \"tcp\"\ntarget = \"a:1\"\n[[health]]\ntype = \"http\"\ntarget = \"ftp://x\"\n", "health[1].target", 16, "http://"},
 		{"wildcard without advertise", strings.Replace(minimal, "10.0.0.1:7946", "0.0.0.0:7946", 1), "cluster.advertise", 4, "wildcard"},
 		{"syntax", minimal + "[failover\n", "", 11, "syntax error"},
+		{"deploy source without packages", minimal + "[[deploy.source]]\ntype = \"gitlab\"\n", "deploy.packages", 0, "name the packages"},
+		{"deploy bad package", minimal + "[deploy]\npackages = [\"My Site\"]\n", "deploy.packages[0]", 12, "not a Debian package name"},
+		{"deploy listener without tls", minimal + "[deploy]\npackages = [\"site\"]\nlisten = \":8443\"\n", "deploy.tls_cert", 11, "insecure_http"},
+		{"deploy tls and insecure", minimal + "[deploy]\npackages = [\"site\"]\nlisten = \":8443\"\ninsecure_http = true\ntls_cert = \"/c\"\ntls_key = \"/k\"\n", "deploy.insecure_http", 14, "not both"},
+		{"deploy keep 1", minimal + "[deploy]\npackages = [\"site\"]\nkeep = 1\n", "deploy.keep", 13, "rollback target"},
+		{"deploy short poll", minimal + "[deploy]\npackages = [\"site\"]\npoll_interval = \"1s\"\n", "deploy.poll_interval", 13, "turn polling off"},
+		{"deploy source type", minimal + "[deploy]\npackages = [\"site\"]\n[[deploy.source]]\ntype = \"svn\"\n", "deploy.source[0].type", 14, "not a source type"},
+		{"deploy inline secret", minimal + "[deploy]\npackages = [\"site\"]\n[[deploy.source]]\ntype = \"generic\"\nbranches = [\"main\"]\n", "deploy.source[0].secret_file", 13, "never written inline"},
+		{"deploy gitlab without api", minimal + "[deploy]\npackages = [\"site\"]\n[[deploy.source]]\ntype = \"gitlab\"\nsecret_file = \"/s\"\nproject = \"g/p\"\nbranches = [\"main\"]\napi_token_file = \"/t\"\n", "deploy.source[0].api_url", 13, "API base URL"},
+		{"deploy no refs", minimal + "[deploy]\npackages = [\"site\"]\n[[deploy.source]]\ntype = \"generic\"\nsecret_file = \"/s\"\n", "deploy.source[0].branches", 13, "no branch or tag"},
+		{"deploy notify unsigned", minimal + "[deploy]\npackages = [\"site\"]\nnotify_urls = [\"https://chat.example/hook\"]\n", "deploy.notify_secret_file", 11, "signed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
