@@ -96,13 +96,12 @@ func (r ghRun) normalize(kind webhook.Source) run {
 		n.State = r.Status
 	}
 	n.Ref = r.HeadBranch
-	if kind == webhook.Gitea && n.Ref != "" {
-		n.RefKind = webhook.RefBranch // Gitea fills head_branch for branches only
-	}
 	if kind == webhook.Forgejo && n.Ref == "" {
 		n.Ref = r.PrettyRef
 	}
-	// Gitea's path ends with the full ref; Forgejo's event payload has it.
+	// Gitea's path ends with the full ref (its head_branch is empty for a
+	// tag's run); Forgejo's event payload has it. GitHub says neither: the
+	// kind stays unknown and the rules settle it.
 	full := ""
 	if _, after, ok := strings.Cut(r.Path, "@"); ok {
 		full = after

@@ -33,9 +33,11 @@
 //	generic  GET the delivery's Release.URL and SignatureURL, no token; the
 //	         SHA-256 comes from the (signed) delivery. Nothing to poll.
 //
-// The Authorization (or PRIVATE-TOKEN) header is sent only to the API's own
-// origin: a redirect to another host (GitHub's artifact storage, a CDN)
-// is followed without it, and a redirect from https to http is refused.
+// The Authorization (or PRIVATE-TOKEN) header is sent only in the first
+// request, to the API's own origin: a redirect (GitHub's artifact storage,
+// GitLab's object storage, Gitea's signed raw URL) is followed without it,
+// since the redirect's URL carries its own short-lived credential; a
+// redirect from https to http is refused.
 package forge
 
 import (
@@ -293,8 +295,8 @@ func (c *conn) authorize(h http.Header) {
 }
 
 // get GETs rawURL, following up to maxRedirect redirects itself: the
-// credentials go only to the API's origin (auth), never to another host,
-// and https never redirects to http. The caller closes the body of a
+// credentials (auth) go only to the API's origin and only before the first
+// redirect, and https never redirects to http. The caller closes the body of a
 // returned response, whose status is 200.
 func (c *conn) get(ctx context.Context, rawURL string, auth bool) (*http.Response, error) {
 	cur := rawURL
@@ -303,8 +305,12 @@ func (c *conn) get(ctx context.Context, rawURL string, auth bool) (*http.Respons
 		if err != nil {
 			return nil, fmt.Errorf("%w: GET %s: %v", ErrForgeAPI, redact(cur), err)
 		}
-		if auth && sameOrigin(req.URL, c.origin) {
+		if auth && hop == 0 && sameOrigin(req.URL, c.origin) {
 			c.authorize(req.Header)
+		} else if auth {
+			c.authorize(req.Header)
+			req.Header.Del("Authorization")
+			req.Header.Del("PRIVATE-TOKEN")
 		}
 		req.Header.Set("User-Agent", "tandem")
 		resp, err := c.hc.Do(req)
@@ -334,7 +340,11 @@ func (c *conn) get(ctx context.Context, rawURL string, auth bool) (*http.Respons
 		default:
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, errBodyLen))
 			drain(resp)
-			return nil, &APIError{Method: "GET", URL: redact(cur), Status: resp.StatusCode, Body: oneLine(string(body)), Hint: c.hint(resp.StatusCode)}
+			hint := c.hint(resp.StatusCode)
+			if hop > 0 {
+				hint = fmt.Sprintf("after %s redirected here; credentials are never forwarded on a redirect, so if api_url itself redirects (http to https, a moved host), set it to the final URL", redact(rawURL))
+			}
+			return nil, &APIError{Method: "GET", URL: redact(cur), Status: resp.StatusCode, Body: oneLine(string(body)), Hint: hint}
 		}
 	}
 }

@@ -221,6 +221,19 @@ func TestGitHubRedirectDropsToken(t *testing.T) {
 	}
 }
 
+// TestGiteaRedirectDropsToken: Gitea redirects to a signed URL on its own
+// host; the signature is the credential there.
+func TestGiteaRedirectDropsToken(t *testing.T) {
+	f := newFakeForge(t, webhook.Gitea)
+	f.add(fakeBuild{ID: 7, Ref: "main", Arts: []fakeArt{{ID: 70, Name: "package", Zip: goodZip(t, false)}}})
+	if _, err := f.source(rules).Fetch(t.Context(), deliveryFor(webhook.Gitea, *f.builds[7]), t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.blobAuth) != 1 || f.blobAuth[0] != "" {
+		t.Fatalf("the signed URL was sent credentials %q", f.blobAuth)
+	}
+}
+
 func TestGitLabRedirectDropsToken(t *testing.T) {
 	f := newFakeForge(t, webhook.GitLab)
 	f.redirectGitLab = true
