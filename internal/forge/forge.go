@@ -47,6 +47,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -105,6 +106,25 @@ type Source struct {
 	MaxSize int64        // cap on the .deb; 0 = artifact.DefaultMaxSize
 }
 
+// String describes the source without its token, so %v and %+v cannot
+// print it.
+func (s Source) String() string {
+	token := "no token"
+	if s.Token != "" {
+		token = "token set"
+	}
+	return fmt.Sprintf("%s source %s at %s (%s)", s.Kind, s.Project, s.APIURL, token)
+}
+
+// GoString redacts too, for %#v.
+func (s Source) GoString() string { return "forge.Source{" + s.String() + "}" }
+
+// LogValue is the source for slog, without its token.
+func (s Source) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("kind", string(s.Kind)), slog.String("project", s.Project),
+		slog.String("api_url", s.APIURL), slog.Bool("token", s.Token != ""))
+}
+
 // Build is a fetched, not yet verified, release: the .deb in the directory
 // Fetch was given, and what its pipeline published to verify it against.
 type Build struct {
@@ -125,6 +145,8 @@ const (
 	maxRedirect = 5
 	zipSlack    = 1 << 20 // the archive's own overhead over MaxSize
 	errBodyLen  = 300
+	apiTries    = 3
+	retryDelay  = 300 * time.Millisecond // before the second try; doubles after
 )
 
 // Validate checks a configured source when the configuration is loaded.
@@ -371,10 +393,40 @@ func (c *conn) hint(status int) string {
 	return ""
 }
 
-// getJSON GETs an API endpoint and decodes its JSON answer into v. It
-// returns the response headers (for pagination).
+// retryable reports whether a failed API GET may succeed when repeated:
+// the forge was unreachable, overloaded or rate limiting.
+func retryable(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		switch ae.Status {
+		case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, ErrForgeAPI) // a transport error
+}
+
+// getJSON GETs an API endpoint and decodes its JSON answer into v, trying
+// up to apiTries times while the forge answers 429 or 5xx or cannot be
+// reached. It returns the response headers (for pagination).
 func (c *conn) getJSON(ctx context.Context, rawURL string, v any) (http.Header, error) {
-	resp, err := c.get(ctx, rawURL, true)
+	var resp *http.Response
+	var err error
+	for try := 1; ; try++ {
+		resp, err = c.get(ctx, rawURL, true)
+		if err == nil || try == apiTries || !retryable(err) || ctx.Err() != nil {
+			break
+		}
+		t := time.NewTimer(retryDelay << (try - 1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (then: %w)", err, ctx.Err())
+		case <-t.C:
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,8 @@ package forge
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -487,5 +489,50 @@ func TestValidate(t *testing.T) {
 		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 			t.Errorf("Validate(%+v) = %v, want %q", tt.s, err, tt.want)
 		}
+	}
+}
+
+func TestSourceRedactsToken(t *testing.T) {
+	s := Source{Kind: webhook.GitHub, APIURL: "https://api.github.example", Token: "ghp_secret", Project: "o/r"}
+	var buf strings.Builder
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "source", s)
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%+v", s), fmt.Sprintf("%#v", s), buf.String()} {
+		if strings.Contains(out, "ghp_secret") {
+			t.Errorf("token printed: %s", out)
+		}
+		if !strings.Contains(out, "o/r") {
+			t.Errorf("project missing: %s", out)
+		}
+	}
+}
+
+// TestRetry: a 502 or 429 from the API is tried again; a 404 is not.
+func TestRetry(t *testing.T) {
+	f := newFakeForge(t, webhook.GitHub)
+	f.add(fakeBuild{ID: 7, Ref: "main", Arts: []fakeArt{{ID: 70, Name: "package", Zip: goodZip(t, false)}}})
+	var calls int
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		switch {
+		case calls == 1:
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+		case calls == 2:
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+		default:
+			f.api.Config.Handler.ServeHTTP(w, r)
+		}
+	}))
+	defer flaky.Close()
+	src := f.source(rules)
+	src.APIURL = flaky.URL
+	if _, err := src.Fetch(t.Context(), deliveryFor(webhook.GitHub, *f.builds[7]), t.TempDir()); err != nil {
+		t.Fatalf("Fetch after a 502 and a 429: %v", err)
+	}
+	calls = 10
+	d := deliveryFor(webhook.GitHub, *f.builds[7])
+	d.RunID = 404
+	before := len(f.apiPaths)
+	if _, err := src.Fetch(t.Context(), d, t.TempDir()); !errors.Is(err, ErrForgeAPI) || len(f.apiPaths) != before+1 {
+		t.Fatalf("404: %v after %d requests", err, len(f.apiPaths)-before)
 	}
 }
