@@ -24,12 +24,16 @@
 //	gitea    Authorization: token <token>; the same paths under /api/v1. Gitea pages
 //	         with page/limit, answers the zip with a 302 to a signed URL, and
 //	         leaves head_branch empty for a tag's run: the ref is then read
-//	         from the run's path ("build.yml@refs/tags/v1").
+//	         from the run's path ("build.yml@refs/tags/v1"). The artifacts
+//	         API came with Gitea 1.24 (go-gitea/gitea#33510) and lists only
+//	         artifacts uploaded with actions/upload-artifact@v4.
 //	forgejo  Authorization: token <token>; the same paths under /api/v1, but
 //	         a run is Forgejo's own shape (status "success", prettyref,
-//	         commit_sha, is_fork_pull_request, event_payload). Forgejo
-//	         versions without the actions artifacts API answer 404 there:
-//	         Fetch says so, and such a forge should use the generic source.
+//	         commit_sha, is_fork_pull_request, event_payload), and an
+//	         artifact list may be a bare array. Forgejo added the actions
+//	         artifacts API late (forgejo#12140); a version without it
+//	         answers 404 there: Fetch says so, and such a forge should
+//	         announce its builds through the generic source instead.
 //	generic  GET the delivery's Release.URL and SignatureURL, no token; the
 //	         SHA-256 comes from the (signed) delivery. Nothing to poll.
 //
