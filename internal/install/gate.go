@@ -145,6 +145,7 @@ func (gt Gater) gate(ctx context.Context, g GateSpec, log *slog.Logger) error {
 
 	// 2. Health answers 200 with the new version, continuously for Soak.
 	want := Upstream(g.Version)
+	hc := gt.client()
 	var passedAt time.Time
 	var last probe
 	for {
@@ -154,7 +155,7 @@ func (gt Gater) gate(ctx context.Context, g GateSpec, log *slog.Logger) error {
 				passedAt = time.Now()
 			}
 		} else {
-			p := gt.probe(ctx, g.HealthURL, want)
+			p := probeOnce(ctx, hc, g.HealthURL, want)
 			if ctx.Err() != nil { // p was cut short: report the one before
 				return fmt.Errorf("health gate of %s: %w (last probe of %s: %s)", g.Unit, ctx.Err(), g.HealthURL, last)
 			}
@@ -313,8 +314,8 @@ func (p probe) String() string {
 	return s
 }
 
-// probe GETs the health URL once.
-func (gt Gater) probe(ctx context.Context, url, want string) probe {
+// probeOnce GETs the health URL once.
+func probeOnce(ctx context.Context, hc *http.Client, url, want string) probe {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -322,7 +323,7 @@ func (gt Gater) probe(ctx context.Context, url, want string) probe {
 		return probe{err: fmt.Errorf("bad health URL %q: %v", url, err)}
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := gt.client().Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return probe{err: err}
 	}
