@@ -80,6 +80,9 @@ Debian packages of packaging/lab-deps.txt ('make deps' installs them).`,
 		newLabHealCmd(e, f),
 		newLabNetemCmd(e, f),
 		newLabForwardCmd(e),
+		newLabPushCmd(e, f),
+		newLabForgeServeCmd(e),
+		newLabForgeSendCmd(e),
 		newLabDownCmd(e, f),
 	)
 	return cmd

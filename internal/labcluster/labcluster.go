@@ -24,6 +24,7 @@ import (
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/debpkg"
 	"github.com/tandem-ha/tandem/internal/lab"
+	"github.com/tandem-ha/tandem/internal/labforge"
 	"github.com/tandem-ha/tandem/internal/localapi"
 )
 
@@ -99,10 +100,14 @@ func Provision(ctx context.Context, l *lab.Lab, o Options) error {
 		return err
 	}
 
+	_, forge, err := SetupForge(l)
+	if err != nil {
+		return err
+	}
 	stage("installing on %d nodes", len(apps)+btoi(witness != nil))
 	g, gctx := errgroup.WithContext(ctx)
 	install := func(n lab.NodeStatus) {
-		g.Go(func() error { return installNode(gctx, l, n, tandemDeb, siteDeb, o.Config) })
+		g.Go(func() error { return installNode(gctx, l, n, tandemDeb, siteDeb, o.Config, forge) })
 	}
 	for _, n := range apps {
 		install(n)
@@ -111,6 +116,11 @@ func Provision(ctx context.Context, l *lab.Lab, o Options) error {
 		install(*witness)
 	}
 	if err := g.Wait(); err != nil {
+		return err
+	}
+
+	stage("starting the fake forge at %s", ForgeURL)
+	if err := StartForge(ctx, l, o.Exe); err != nil {
 		return err
 	}
 
@@ -181,19 +191,77 @@ func buildDebs(ctx context.Context, o Options, out string) (tandemDeb, siteDeb s
 	if err != nil {
 		return "", "", fmt.Errorf("package tandem: %w", err)
 	}
-	src, err := os.MkdirTemp("", "tandem-pysite-")
+	site, err := BuildSite(ctx, SiteOptions{OutDir: out, Logger: logger})
 	if err != nil {
 		return "", "", err
 	}
+	return self.Path, site.Path, nil
+}
+
+// SiteOptions vary the build of the example site.
+type SiteOptions struct {
+	OutDir  string
+	Version string // "" = the version in its pyproject.toml
+	// Broken makes /healthz answer 500 (a build whose health gate fails).
+	Broken bool
+	// Package renames the package (a package the cluster does not run).
+	Package string
+	Logger  *slog.Logger
+}
+
+// The lines of the example site that BuildSite patches; a change to the
+// example must keep them (the test checks).
+const (
+	healthzLine  = `return self._json(start_response, 200, {"status": "ok", "version": self.version, "node": self.node})`
+	brokenLine   = `return self._json(start_response, 500, {"status": "broken", "version": self.version, "node": self.node})`
+	siteNameLine = `name = "pysite"`
+)
+
+// BuildSite packages the embedded example site (examples/pysite) into
+// o.OutDir, patching a copy of its source (never the example) as asked.
+func BuildSite(ctx context.Context, o SiteOptions) (*debpkg.Result, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	src, err := os.MkdirTemp("", "tandem-pysite-")
+	if err != nil {
+		return nil, err
+	}
 	defer os.RemoveAll(src)
 	if err := os.CopyFS(src, mustSub(examples.Pysite, "pysite")); err != nil {
-		return "", "", fmt.Errorf("unpack the example site: %w", err)
+		return nil, fmt.Errorf("unpack the example site: %w", err)
 	}
-	site, err := debpkg.BuildPython(ctx, debpkg.Options{Dir: src, OutDir: out, Compression: "zstd", Logger: logger})
+	if o.Broken {
+		if err := patchFile(filepath.Join(src, "src", "pysite", "app.py"), healthzLine, brokenLine); err != nil {
+			return nil, err
+		}
+	}
+	if o.Package != "" {
+		if err := patchFile(filepath.Join(src, "pyproject.toml"), siteNameLine, fmt.Sprintf("name = %q", o.Package)); err != nil {
+			return nil, err
+		}
+	}
+	site, err := debpkg.BuildPython(ctx, debpkg.Options{Dir: src, OutDir: o.OutDir, Version: o.Version, Compression: "zstd", Logger: o.Logger})
 	if err != nil {
-		return "", "", fmt.Errorf("package the example site: %w", err)
+		return nil, fmt.Errorf("package the example site: %w", err)
 	}
-	return self.Path, site.Path, nil
+	return site, nil
+}
+
+// patchFile replaces the one occurrence of old in path with new.
+func patchFile(path, old, new string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("patch the example site: %w", err)
+	}
+	if n := strings.Count(string(b), old); n != 1 {
+		return fmt.Errorf("patch the example site: %s has %d copies of %q, want 1 (the example changed: update labcluster.BuildSite)", filepath.Base(path), n, old)
+	}
+	// The copy is read-only when the embedded tree's modes say so.
+	if err := os.Chmod(path, 0o644); err != nil {
+		return fmt.Errorf("patch the example site: %w", err)
+	}
+	return os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644)
 }
 
 func mustSub(f fs.FS, dir string) fs.FS {
@@ -298,10 +366,18 @@ func isZero(v any) bool {
 	return false
 }
 
-func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, siteDeb, extra string) error {
+func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, siteDeb, extra string, forge labforge.Config) error {
 	c, err := NodeConfig(n, extra)
 	if err != nil {
 		return err
+	}
+	if n.Role == lab.RoleApp {
+		if err := writeDeployFiles(ctx, l, n.Name, forge); err != nil {
+			return err
+		}
+		if c.Deploy.Packages == nil { // unless the extra configuration set its own
+			c.Deploy = DeployConfig(forge)
+		}
 	}
 	data, err := RenderConfig(c)
 	if err != nil {

@@ -61,6 +61,7 @@ var layerOf = map[string]string{
 	"internal/failover": controller,
 	"internal/health":   controller,
 	"internal/hooks":    controller,
+	"internal/deploy":   controller,
 
 	"internal/vip":                     provider,
 	"internal/vip/linux":               provider,
@@ -90,6 +91,7 @@ var layerOf = map[string]string{
 	"internal/ciconfig":   tooling,
 	"internal/lab":        tooling,
 	"internal/labcluster": tooling,
+	"internal/labforge":   tooling,
 
 	"internal/cli": cli,
 	"cmd/tandem":   binary,
