@@ -363,7 +363,7 @@ func TestGeneric(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen = append(seen, r.Header.Get("Authorization"))
 		switch r.URL.Path {
-		case "/dl/" + debFile:
+		case "/dl/" + debFile, "/download":
 			w.Write([]byte(debBody))
 		case "/dl/" + debFile + ".sig":
 			w.Write([]byte("c2ln\n"))
@@ -398,6 +398,20 @@ func TestGeneric(t *testing.T) {
 			}
 		}},
 		{name: "ref not allowed", edit: func(r *webhook.Release) { r.Ref = "dev" }, want: ErrRefNotAllowed},
+		{name: "operator's tandem deploy URL: no ref, no rules", src: func(s *Source) { s.Rules = webhook.Rules{} }, edit: func(r *webhook.Release) {
+			*r = webhook.Release{URL: srv.URL + "/dl/" + debFile + "?token=x", SHA256: sum(debBody)}
+		}, check: func(t *testing.T, b Build) {
+			if filepath.Base(b.DebPath) != debFile || b.Ref != "" || b.Expect.SHA256 != sum(debBody) {
+				t.Errorf("build %+v", b)
+			}
+		}},
+		{name: "URL naming no .deb", src: func(s *Source) { s.Rules = webhook.Rules{} }, edit: func(r *webhook.Release) {
+			*r = webhook.Release{URL: srv.URL + "/download?id=3", SHA256: sum(debBody)}
+		}, check: func(t *testing.T, b Build) {
+			if filepath.Base(b.DebPath) != "release.deb" {
+				t.Errorf("saved as %s", b.DebPath)
+			}
+		}},
 		{name: "bad digest", edit: func(r *webhook.Release) { r.SHA256 = "abc" }, want: ErrNoArtifact},
 		{name: "not http", edit: func(r *webhook.Release) { r.URL = "file:///etc/passwd" }, want: ErrNoArtifact},
 		{name: "404", edit: func(r *webhook.Release) { r.URL = srv.URL + "/dl/missing.deb" }, want: ErrForgeAPI},
