@@ -269,6 +269,8 @@ func DeployConfig(fc labforge.Config) config.Deploy {
 		Listen:       fmt.Sprintf(":%d", WebhookPort),
 		InsecureHTTP: true,
 		Soak:         config.Duration(2 * time.Second),
+		// A broken build (lab push --broken) rolls back after this.
+		GateTimeout:  config.Duration(20 * time.Second),
 		PollInterval: config.Duration(30 * time.Second),
 		SigningKeys:  []string{fc.SigningPublic},
 		Sources: []config.Source{
