@@ -62,7 +62,7 @@ func (n *Node) requireMember(h http.Handler) http.Handler {
 
 func (n *Node) handleCA(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/x-pem-file")
-	_, _ = w.Write(n.creds.CA.CertPEM())
+	_, _ = w.Write(n.creds.CA().CertPEM())
 }
 
 // Apply commits a state command and returns the state's verdict: nil, or

@@ -60,7 +60,7 @@ func (n *Node) renewCert(ctx context.Context) error {
 	}
 	var cert []byte
 	if n.creds.CanSign() {
-		cert, err = n.creds.CA.SignCSRFor(csr, n.name, n.now(), n.certValidity)
+		cert, err = n.creds.CA().SignCSRFor(csr, n.name, n.now(), n.certValidity)
 	} else {
 		cert, err = n.renewThroughApp(ctx, csr)
 	}
@@ -143,7 +143,7 @@ func (n *Node) handleRenew(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	cert, err := n.creds.CA.SignCSRFor([]byte(req.CSR), caller.Name, n.now(), n.certValidity)
+	cert, err := n.creds.CA().SignCSRFor([]byte(req.CSR), caller.Name, n.now(), n.certValidity)
 	if err != nil {
 		writeError(w, err)
 		return
