@@ -226,6 +226,10 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	if err := n.awaitToken(ctx, use); err != nil {
 		return joinReply{}, err
 	}
+	if r := n.machine.View().Rotation; r != nil {
+		return joinReply{}, fmt.Errorf("%w: %w (phase %s): join once it has finished ('tandem ca status'), with a token created then",
+			ErrJoinRefused, state.ErrRotating, r.Phase)
+	}
 	if !n.creds.CanSign() {
 		view := n.machine.View()
 		var apps []string
@@ -402,6 +406,10 @@ func (n *Node) CreateToken(ctx context.Context, ttl time.Duration, uses int, rol
 	}
 	if uses == 0 || uses < -1 {
 		return pki.Token{}, fmt.Errorf("create token: uses %d: want at least 1, or -1 for unlimited", uses)
+	}
+	if r := n.machine.View().Rotation; r != nil {
+		return pki.Token{}, fmt.Errorf("create token: %w (phase %s): a token would pin a CA that is being replaced; create it once 'tandem ca status' shows the rotation finished",
+			state.ErrRotating, r.Phase)
 	}
 	tok, err := pki.NewToken(n.creds.CA().Hash())
 	if err != nil {

@@ -40,6 +40,9 @@ type tlsCluster struct {
 	keys map[string]string
 	// certValidity is the nodes' Options.certValidity.
 	certValidity time.Duration
+	// dirs and roles are each node's data directory and role, kept for
+	// restart.
+	dirs, roles map[string]string
 }
 
 // founded starts a cluster of one, node "a", over real TLS under a new CA.
@@ -65,8 +68,21 @@ func (c *tlsCluster) start(creds *pki.Node, role, addr string) *Node {
 
 func (c *tlsCluster) startWith(creds *pki.Node, role, addr string, joinedPeers map[string]string) *Node {
 	c.t.Helper()
+	if c.dirs == nil {
+		c.dirs, c.roles = map[string]string{}, map[string]string{}
+	}
+	dir, ok := c.dirs[creds.Name]
+	if !ok {
+		// As the agent keeps them: the credentials in the data directory,
+		// where renewals and rotations save theirs.
+		dir = c.t.TempDir()
+		if err := creds.Save(PKIDir(dir)); err != nil {
+			c.t.Fatal(err)
+		}
+		c.dirs[creds.Name], c.roles[creds.Name] = dir, role
+	}
 	n, err := New(context.Background(), Options{
-		Name: creds.Name, Role: role, DataDir: c.t.TempDir(), Listen: addr,
+		Name: creds.Name, Role: role, DataDir: dir, Listen: addr, PKIDir: PKIDir(dir),
 		TLS: creds, Machine: state.New(), Logger: testLogger(c.t), JoinPolicy: noTwoApps,
 		noJoinDelay: true, JoinedPeers: joinedPeers, JoinedKeys: c.keys, StreamProtocols: c.streams,
 		certValidity: c.certValidity,
@@ -79,6 +95,27 @@ func (c *tlsCluster) startWith(creds *pki.Node, role, addr string, joinedPeers m
 	}
 	c.nodes[n.Name()] = n
 	return n
+}
+
+// restart stops node name and starts it again from its data directory and
+// the credentials saved there, at the same address.
+func (c *tlsCluster) restart(name string) *Node {
+	c.t.Helper()
+	old := c.nodes[name]
+	if err := old.Shutdown(context.Background()); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.startAgain(name, old.Addr())
+}
+
+// startAgain starts a stopped node from its data directory at addr.
+func (c *tlsCluster) startAgain(name, addr string) *Node {
+	c.t.Helper()
+	creds, err := pki.Load(PKIDir(c.dirs[name]))
+	if err != nil {
+		c.t.Fatalf("load %s's credentials: %v", name, err)
+	}
+	return c.startWith(creds, c.roles[name], addr, nil)
 }
 
 // join joins a node through via and starts it.

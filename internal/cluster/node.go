@@ -28,6 +28,8 @@
 //	                     and pinned key only; members only, on app nodes
 //	GET  /v1/members     the members and their pinned keys; members only (a freshly
 //	                     joined node learns who may lead it)
+//	POST /v1/ca/key      the key of a CA rotation's new CA; app members only, on
+//	                     app nodes that hold it (see rotate.go)
 //
 // Errors come back as JSON {"error": message, "code": name}; the code names
 // the sentinel error (state.ErrBadToken is "bad_token", ...) so errors.Is
@@ -180,6 +182,8 @@ type Node struct {
 	observer *raft.Observer
 	lmu      sync.Mutex
 	lchanged chan struct{}
+	rotKick  chan struct{} // wakes rotationLoop
+	upToDate atomic.Bool   // see caughtUp
 	joinMu   sync.Mutex
 	joinGate *joinGate
 	// joinDelay is how long a refused join waits before its answer.
@@ -216,7 +220,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	n := &Node{
 		name: opts.Name, role: opts.Role, timing: opts.Timing.withDefaults(),
 		log: opts.Logger.With("node", opts.Name), now: opts.Now, policy: opts.JoinPolicy, priority: opts.Priority,
-		creds: opts.TLS, machine: opts.Machine, lchanged: make(chan struct{}),
+		creds: opts.TLS, machine: opts.Machine, lchanged: make(chan struct{}), rotKick: make(chan struct{}, 1),
 		joinDelay: joinRefusalDelay, joinGate: newJoinGate(),
 		pkiDir: opts.PKIDir, certValidity: cmp.Or(opts.certValidity, pki.NodeValidity),
 	}
@@ -327,7 +331,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.mux.streamPeer = n.isKnown
-	n.wg.Add(8)
+	n.wg.Add(9)
 	go func() { defer n.wg.Done(); n.mux.serve() }()
 	go func() {
 		defer n.wg.Done()
@@ -340,6 +344,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	go func() { defer n.wg.Done(); n.reportSelf(bg) }()
 	go func() { defer n.wg.Done(); n.watchTrust(bg) }()
 	go func() { defer n.wg.Done(); n.renewLoop(bg) }()
+	go func() { defer n.wg.Done(); n.rotationLoop(bg) }()
 	go func() {
 		defer n.wg.Done()
 		if n.joined.Load() != nil {

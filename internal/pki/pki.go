@@ -491,6 +491,13 @@ func (n *Node) Held(hash string) *CA {
 	return n.held[hash]
 }
 
+// Drop forgets a held CA.
+func (n *Node) Drop(hash string) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	delete(n.held, hash)
+}
+
 // Forget drops every held CA but the issuing one.
 func (n *Node) Forget() {
 	n.hmu.Lock()
