@@ -135,6 +135,7 @@ var subcommands = []func(*env) *cobra.Command{
 	newJoinCmd,
 	newStatusCmd,
 	newTokenCmd,
+	newCACmd,
 	newMaintenanceCmd,
 	newSwitchoverCmd,
 	newLeaveCmd,
