@@ -68,19 +68,21 @@ func (c *tlsCluster) start(creds *pki.Node, role, addr string) *Node {
 
 func (c *tlsCluster) startWith(creds *pki.Node, role, addr string, joinedPeers map[string]string) *Node {
 	c.t.Helper()
+	// As the agent keeps them: the credentials in the data directory,
+	// where renewals and rotations save theirs.
+	dir := c.t.TempDir()
+	if err := creds.Save(PKIDir(dir)); err != nil {
+		c.t.Fatal(err)
+	}
 	if c.dirs == nil {
 		c.dirs, c.roles = map[string]string{}, map[string]string{}
 	}
-	dir, ok := c.dirs[creds.Name]
-	if !ok {
-		// As the agent keeps them: the credentials in the data directory,
-		// where renewals and rotations save theirs.
-		dir = c.t.TempDir()
-		if err := creds.Save(PKIDir(dir)); err != nil {
-			c.t.Fatal(err)
-		}
-		c.dirs[creds.Name], c.roles[creds.Name] = dir, role
-	}
+	c.dirs[creds.Name], c.roles[creds.Name] = dir, role
+	return c.startIn(creds, role, addr, joinedPeers, dir)
+}
+
+func (c *tlsCluster) startIn(creds *pki.Node, role, addr string, joinedPeers map[string]string, dir string) *Node {
+	c.t.Helper()
 	n, err := New(context.Background(), Options{
 		Name: creds.Name, Role: role, DataDir: dir, Listen: addr, PKIDir: PKIDir(dir),
 		TLS: creds, Machine: state.New(), Logger: testLogger(c.t), JoinPolicy: noTwoApps,
@@ -115,7 +117,7 @@ func (c *tlsCluster) startAgain(name, addr string) *Node {
 	if err != nil {
 		c.t.Fatalf("load %s's credentials: %v", name, err)
 	}
-	return c.startWith(creds, c.roles[name], addr, nil)
+	return c.startIn(creds, c.roles[name], addr, nil, c.dirs[name])
 }
 
 // join joins a node through via and starts it.

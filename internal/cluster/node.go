@@ -17,6 +17,9 @@
 // the name on it must also be a current member (raft: a server of the raft
 // configuration) and its key the one pinned for that member in the state
 // (state.Member.Key), on both ends of every connection (see trust.go).
+// Every RPC on a raft connection must name that node as its sender
+// (raftguard.go). The trusted CAs are the committed ones (state.Trust),
+// read at each handshake, so a CA rotation needs no restart (rotate.go).
 //
 //	GET  /v1/ca          the CA certificate (PEM); no client certificate needed
 //	POST /v1/join        join with a token and a CSR; no client certificate needed
@@ -295,6 +298,10 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	if n.trans == nil {
 		n.joined.Store(&joinedSet{peers: opts.JoinedPeers, keys: opts.JoinedKeys})
 		n.mux.raftPeer = n.raftPeer
+		n.mux.raftAddr = func(name string) (string, bool) {
+			addr, ok := n.raftPeers()[name]
+			return addr, ok
+		}
 		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream:  newStreamLayer(n.mux.raft, n.creds, n.raftPeerAt, n.checkPin),
 			MaxPool: 3,

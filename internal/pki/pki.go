@@ -10,6 +10,10 @@
 // key (Node.Replace); the TLS configurations pick up a renewed certificate
 // without a restart.
 //
+// During a CA rotation a node trusts two CAs and moves its certificate
+// from the old to the new one (SetTrust, Hold, Replace); the TLS
+// configurations read the trusted set at each handshake.
+//
 // A chain to the cluster CA proves only that the certificate was issued
 // by someone holding the CA key, which every app node does. Who is a
 // member, and with which key, is the cluster's state: the cluster package

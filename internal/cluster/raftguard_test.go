@@ -1,0 +1,124 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/raft"
+	"github.com/tandem-ha/tandem/internal/cluster/state"
+)
+
+func TestCheckSender(t *testing.T) {
+	addrOf := func(name string) (string, bool) {
+		a, ok := map[string]string{"a": "10.0.0.1:7946", "w": "10.0.0.3:7946"}[name]
+		return a, ok
+	}
+	hdr := func(id, addr string) raft.RPCHeader {
+		return raft.RPCHeader{ProtocolVersion: 3, ID: []byte(id), Addr: []byte(addr)}
+	}
+	for _, tt := range []struct {
+		name string
+		hdr  raft.RPCHeader
+		peer string
+		want error
+	}{
+		{"itself", hdr("w", "10.0.0.3:7946"), "w", nil},
+		{"another member's name", hdr("a", "10.0.0.1:7946"), "w", errImpersonation},
+		{"its name, another's address", hdr("w", "10.0.0.1:7946"), "w", errImpersonation},
+		{"its name, no address (raft would read the legacy field)", hdr("w", ""), "w", errImpersonation},
+		{"no name", hdr("", "10.0.0.3:7946"), "w", errImpersonation},
+		{"not a raft server", hdr("x", "10.0.0.9:7946"), "x", ErrUnauthenticated},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := checkSender(tt.hdr, tt.peer, addrOf); !errors.Is(err, tt.want) {
+				t.Errorf("checkSender = %v; want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestRaftRPCNamesItsSender: a member (here the witness, with its own
+// valid certificate) that writes the leader's name into a raft heartbeat
+// with a higher term is cut off, and the follower neither takes the term
+// nor the forged leader; the same member's honest RPCs are answered.
+func TestRaftRPCNamesItsSender(t *testing.T) {
+	ctx := context.Background()
+	c, _, a := founded(t)
+	tok, _ := a.CreateToken(ctx, time.Hour, 2, "")
+	w, _ := c.join(a, tok.String(), "w", state.RoleWitness)
+	b, _ := c.join(a, tok.String(), "b", state.RoleApp)
+	eventually(t, 10*time.Second, "three voters", func() bool {
+		servers, err := a.Servers(ctx)
+		return err == nil && voters(servers) == 3 && len(a.Machine().View().Voters()) == 3
+	})
+	leader, _ := c.nodes["a"].Leader()
+	target := b
+	if leader == "b" {
+		target = a
+	}
+	lnode := c.nodes[leader]
+
+	send := func(req raft.AppendEntriesRequest) (raft.AppendEntriesResponse, error) {
+		cfg := w.Credentials().ClientConfig()
+		cfg.NextProtos = []string{ALPNRaft}
+		conn, err := tls.Dial("tcp", target.Addr(), cfg)
+		if err != nil {
+			return raft.AppendEntriesResponse{}, err
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+		bw := bufio.NewWriter(conn)
+		_ = bw.WriteByte(rpcAppendEntries)
+		if err := codec.NewEncoder(bw, &codec.MsgpackHandle{}).Encode(&req); err != nil {
+			return raft.AppendEntriesResponse{}, err
+		}
+		if err := bw.Flush(); err != nil {
+			return raft.AppendEntriesResponse{}, err
+		}
+		dec := codec.NewDecoder(bufio.NewReader(conn), &codec.MsgpackHandle{})
+		var rpcErr string
+		var resp raft.AppendEntriesResponse
+		if err := dec.Decode(&rpcErr); err != nil {
+			return resp, err
+		}
+		if rpcErr != "" {
+			return resp, errors.New(rpcErr)
+		}
+		return resp, dec.Decode(&resp)
+	}
+
+	// Honest, with a stale term: answered (and refused by raft).
+	term := target.Term()
+	resp, err := send(raft.AppendEntriesRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: 3, ID: []byte("w"), Addr: []byte(w.Addr())},
+		Term:      1,
+	})
+	if err != nil || resp.Success || resp.Term < term {
+		t.Fatalf("an honest stale heartbeat from w = %+v, %v; want an answer refusing it", resp, err)
+	}
+
+	// Forged: w names the leader, with a higher term.
+	_, err = send(raft.AppendEntriesRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: 3, ID: []byte(leader), Addr: []byte(lnode.Addr())},
+		Term:      term + 10,
+	})
+	if err == nil {
+		t.Fatal("a heartbeat from w naming the leader was answered; want the connection closed")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := target.Term(); got >= term+10 {
+		t.Errorf("%s took the forged term %d (was %d)", target.Name(), got, term)
+	}
+	if _, id := target.raft.LeaderWithID(); string(id) != leader {
+		t.Errorf("%s follows %q; want %q", target.Name(), id, leader)
+	}
+	// The cluster still works.
+	if err := w.Apply(ctx, state.SetMemberPriority{Name: "w", Priority: 2}); err != nil {
+		t.Errorf("Apply after the forged RPC: %v", err)
+	}
+}
