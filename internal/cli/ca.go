@@ -58,9 +58,9 @@ func newCAStatusCmd(e *env) *cobra.Command {
 
 func newCARotateCmd(e *env) *cobra.Command {
 	var timeout time.Duration
-	var noWait, asJSON bool
+	var noWait, asJSON, abort bool
 	cmd := &cobra.Command{
-		Use:   "rotate [--timeout D] [--no-wait]",
+		Use:   "rotate [--timeout D] [--no-wait] | rotate --abort",
 		Short: "Replace the cluster CA in phases, without downtime",
 		Long: `rotate replaces the cluster CA. Run it on an app node (a witness is refused).
 
@@ -80,7 +80,11 @@ it is started again or removed ('tandem remove'); 'tandem ca status' names it.
 
 Join tokens pin the CA: starting a rotation revokes every outstanding token,
 and no token is created and no node joins until it has finished. Tokens created
-afterwards pin the new CA.`,
+afterwards pin the new CA.
+
+--abort calls off a rotation still in its trust phase (no node uses the new CA
+yet), for when the new CA's key is lost: the node that started it is gone
+before another app node fetched the key. Later phases can only go on.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout <= 0 {
@@ -88,6 +92,17 @@ afterwards pin the new CA.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
+			if abort {
+				r, err := localapi.Call[localapi.RotationStatus](ctx, e.client(), http.MethodPost, "/v1/ca/abort", localapi.Empty{})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return writeJSON(e.stdout, r)
+				}
+				fmt.Fprintf(e.stdout, "CA rotation to %s aborted; the cluster trusts %s alone again\n", r.To, r.From)
+				return nil
+			}
 			r, err := localapi.Call[localapi.RotateReply](ctx, e.client(), http.MethodPost, "/v1/ca/rotate", localapi.Empty{})
 			if err != nil {
 				return err
@@ -119,6 +134,7 @@ afterwards pin the new CA.`,
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "how long to wait for the rotation to finish")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the rotation has started")
+	cmd.Flags().BoolVar(&abort, "abort", false, "call off the rotation in progress, while it is in its trust phase")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the final CA status as JSON")
 	return cmd
 }
@@ -135,6 +151,9 @@ func (e *env) waitRotation(ctx context.Context, to string, quiet bool) (localapi
 		if err == nil {
 			last = st
 			if lr := st.LastRotation; st.Rotation == nil && lr != nil && lr.To == to {
+				if lr.Phase == "aborted" {
+					return st, fmt.Errorf("ca rotate: the rotation to %s was aborted; the cluster keeps CA %s", to, lr.From)
+				}
 				return st, nil
 			}
 			if r := st.Rotation; r != nil && r.To == to && !quiet {

@@ -107,6 +107,27 @@ func (n *Node) RotateCA(ctx context.Context) (state.Rotation, error) {
 	return state.Rotation{From: old.Hash(), To: ca.Hash(), Phase: state.PhaseTrust, By: n.name, Started: cmd.At}, nil
 }
 
+// AbortRotation calls off the rotation in progress while it is in its
+// trust phase (see state.AbortRotation), from this app node.
+func (n *Node) AbortRotation(ctx context.Context) (state.Rotation, error) {
+	if n.role != state.RoleApp {
+		return state.Rotation{}, fmt.Errorf("ca rotate --abort: %w: %s is a %s; run it on an app node", state.ErrForbidden, n.name, n.role)
+	}
+	r := n.machine.View().Rotation
+	if r == nil {
+		return state.Rotation{}, fmt.Errorf("ca rotate --abort: %w: no CA rotation is in progress", state.ErrInvalid)
+	}
+	cmd := state.AbortRotation{By: n.name, To: r.To, At: n.now()}
+	if err := n.Apply(ctx, cmd); err != nil {
+		return state.Rotation{}, fmt.Errorf("ca rotate --abort: %w", err)
+	}
+	n.log.Warn("CA rotation aborted", "from", r.From, "to", r.To)
+	n.kickRotation()
+	done := *r
+	done.Finished, done.Aborted = cmd.At, true
+	return done, nil
+}
+
 // kickRotation wakes the rotation loop.
 func (n *Node) kickRotation() {
 	select {

@@ -231,6 +231,41 @@ func TestCARotationRefused(t *testing.T) {
 	if !strings.Contains(a.Machine().View().Rotation.Phase, state.PhaseTrust) {
 		t.Errorf("phase %q; want trust while b is down", a.Machine().View().Rotation.Phase)
 	}
+
+	// Held in its trust phase, it can be called off (not by the witness):
+	// every node trusts the old CA alone again and drops the new one.
+	if _, err := w.AbortRotation(ctx); !errors.Is(err, state.ErrForbidden) {
+		t.Errorf("AbortRotation on the witness = %v; want ErrForbidden", err)
+	}
+	if _, err := a.AbortRotation(ctx); err != nil {
+		t.Fatalf("AbortRotation = %v", err)
+	}
+	eventually(t, 10*time.Second, "a and w to trust the old CA alone", func() bool {
+		for _, n := range []*Node{a, w} {
+			v := n.Machine().View()
+			if v.Rotation != nil || !slices.Equal(n.Credentials().TrustedHashes(), []string{oldCA.Hash()}) ||
+				!slices.Equal(n.Credentials().KeyHashes(), keysOf(n)) {
+				return false
+			}
+		}
+		_, err := os.Stat(filepath.Join(PKIDir(c.dirs["a"]), pki.NextCAKeyFile))
+		return errors.Is(err, os.ErrNotExist)
+	})
+	if l := a.Machine().View().LastRotation; l == nil || !l.Aborted {
+		t.Errorf("LastRotation = %+v; want the aborted one", l)
+	}
+	if _, err := a.AbortRotation(ctx); !errors.Is(err, state.ErrInvalid) {
+		t.Errorf("AbortRotation with none in progress = %v; want ErrInvalid", err)
+	}
+}
+
+// keysOf is the CA key a node holds outside a rotation: its CA's, on app
+// nodes.
+func keysOf(n *Node) []string {
+	if n.role != state.RoleApp {
+		return nil
+	}
+	return []string{n.Credentials().CA().Hash()}
 }
 
 func mustLeaf(t *testing.T, certPEM []byte) *x509.Certificate {

@@ -29,7 +29,7 @@ type CAInfo struct {
 type RotationStatus struct {
 	From     string     `json:"from"`
 	To       string     `json:"to"`
-	Phase    string     `json:"phase"` // "trust", "reissue"; "done" for the last finished one
+	Phase    string     `json:"phase"` // "trust", "reissue"; "done" or "aborted" for the last finished one
 	By       string     `json:"by"`
 	Started  time.Time  `json:"started"`
 	Finished *time.Time `json:"finished,omitempty"`

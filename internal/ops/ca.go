@@ -14,6 +14,8 @@ import (
 type CA interface {
 	// RotateCA starts a CA rotation, or returns the one in progress.
 	RotateCA(ctx context.Context) (state.Rotation, error)
+	// AbortRotation calls off a rotation in its trust phase.
+	AbortRotation(ctx context.Context) (state.Rotation, error)
 	Credentials() *pki.Node
 }
 
@@ -27,6 +29,9 @@ func (s *Service) caRoutes() []localapi.Route {
 		})},
 		{Pattern: "POST /v1/ca/rotate", Handler: localapi.Endpoint(func(ctx context.Context, _ localapi.Empty) (localapi.RotateReply, error) {
 			return s.RotateCA(ctx)
+		})},
+		{Pattern: "POST /v1/ca/abort", Handler: localapi.Endpoint(func(ctx context.Context, _ localapi.Empty) (localapi.RotationStatus, error) {
+			return s.AbortRotation(ctx)
 		})},
 	}
 }
@@ -50,6 +55,18 @@ func (s *Service) RotateCA(ctx context.Context) (localapi.RotateReply, error) {
 	return out, nil
 }
 
+// AbortRotation calls off the rotation in progress, in its trust phase.
+func (s *Service) AbortRotation(ctx context.Context) (localapi.RotationStatus, error) {
+	if err := s.requireApp("ca rotate --abort"); err != nil {
+		return localapi.RotationStatus{}, err
+	}
+	r, err := s.o.CA.AbortRotation(ctx)
+	if err != nil {
+		return localapi.RotationStatus{}, err
+	}
+	return rotationStatus(r, nil), nil
+}
+
 func rotationStatus(r state.Rotation, waiting []string) localapi.RotationStatus {
 	out := localapi.RotationStatus{From: r.From, To: r.To, Phase: r.Phase, By: r.By, Started: r.Started, Waiting: waiting}
 	if out.Waiting == nil {
@@ -58,6 +75,9 @@ func rotationStatus(r state.Rotation, waiting []string) localapi.RotationStatus 
 	if !r.Finished.IsZero() {
 		f := r.Finished
 		out.Finished, out.Phase = &f, "done"
+		if r.Aborted {
+			out.Phase = "aborted"
+		}
 	}
 	return out
 }

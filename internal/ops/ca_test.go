@@ -19,6 +19,9 @@ func (f *fakeCA) RotateCA(ctx context.Context) (state.Rotation, error) {
 	f.started++
 	return state.Rotation{From: "sha256:old", To: "sha256:new", Phase: state.PhaseTrust, By: "node1"}, nil
 }
+func (f *fakeCA) AbortRotation(ctx context.Context) (state.Rotation, error) {
+	return state.Rotation{}, nil
+}
 func (f *fakeCA) Credentials() *pki.Node { return f.creds }
 
 func TestCAStatus(t *testing.T) {

@@ -44,6 +44,8 @@ type Rotation struct {
 	Started time.Time `json:"started"`
 	// Finished is set on the last finished rotation (Trust.LastRotation).
 	Finished time.Time `json:"finished,omitzero"`
+	// Aborted marks a finished rotation that was called off.
+	Aborted bool `json:"aborted,omitempty"`
 }
 
 // CAReport is what a member reports of its own credentials.
@@ -77,6 +79,7 @@ func (trustDomain) Commands() []CommandType {
 	return []CommandType{
 		{Name: StartRotation{}.Type(), Level: 4, New: func() Command { return &StartRotation{} }},
 		{Name: ReportCA{}.Type(), Level: 4, Witness: true, New: func() Command { return &ReportCA{} }},
+		{Name: AbortRotation{}.Type(), Level: 4, New: func() Command { return &AbortRotation{} }},
 	}
 }
 
@@ -162,6 +165,49 @@ func (c StartRotation) Apply(tx *Tx) error {
 		editMembers(tx).Tokens = map[string]Token{}
 	}
 	advanceRotation(tx, c.At)
+	return nil
+}
+
+// AbortRotation calls off a rotation in its trust phase, before any node
+// has a certificate from the new CA: the old CA alone is trusted again. It
+// is the way out when the new CA's key is lost (the node that made it is
+// gone before another app node fetched it). In the reissue phase a
+// rotation can only go on (remove a member that is gone for good).
+type AbortRotation struct {
+	By string    `json:"by"`
+	To string    `json:"to"` // the rotation's new CA, so an old abort cannot end a newer rotation
+	At time.Time `json:"at"`
+}
+
+func (AbortRotation) Type() string { return "abort_rotation" }
+
+// Authorize lets an app node abort in its own name only.
+func (c AbortRotation) Authorize(caller Member) error {
+	if caller.Name != c.By || caller.Role != RoleApp {
+		return fmt.Errorf("%w: %s (a %s) may not abort a CA rotation in the name of %q; run 'tandem ca rotate --abort' on an app node",
+			ErrForbidden, caller.Name, caller.Role, c.By)
+	}
+	return nil
+}
+
+// Apply implements Command.
+func (c AbortRotation) Apply(tx *Tx) error {
+	t := readTrust(tx)
+	r := t.Rotation
+	if r == nil || r.To != c.To {
+		return fmt.Errorf("%w: no CA rotation to %s is in progress", ErrInvalid, c.To)
+	}
+	if r.Phase != PhaseTrust {
+		return fmt.Errorf("%w: the rotation to %s is in its %s phase, where nodes already use the new CA; it can only go on (start or remove the members it waits for)",
+			ErrRotating, r.To, r.Phase)
+	}
+	e := editTrust(tx)
+	if i := slices.IndexFunc(t.CAs, func(ca TrustedCA) bool { return ca.Hash == r.From }); i >= 0 {
+		e.CAs = []TrustedCA{t.CAs[i]}
+	}
+	done := *r
+	done.Finished, done.Aborted = c.At, true
+	e.Rotation, e.LastRotation = nil, &done
 	return nil
 }
 

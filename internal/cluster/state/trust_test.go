@@ -110,6 +110,47 @@ func TestRemovalMovesRotationOn(t *testing.T) {
 	}
 }
 
+func TestAbortRotation(t *testing.T) {
+	both := []string{caHash(1), caHash(2)}
+	for _, tt := range []struct {
+		name    string
+		reports []Command
+		abort   AbortRotation
+		want    error
+	}{
+		{"in the trust phase", nil, AbortRotation{By: "node1", To: caHash(2), At: t0}, nil},
+		{"another rotation's", nil, AbortRotation{By: "node1", To: caHash(3), At: t0}, ErrInvalid},
+		{"in the reissue phase", []Command{
+			ReportCA{Name: "node1", Report: CAReport{Trusts: both, Keys: both, Cert: caHash(1)}},
+			ReportCA{Name: "node2", Report: CAReport{Trusts: both, Keys: both, Cert: caHash(1)}},
+			ReportCA{Name: "witness", Report: CAReport{Trusts: both, Cert: caHash(1)}},
+		}, AbortRotation{By: "node1", To: caHash(2), At: t0}, ErrRotating},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := threeNodes(t)
+			cmds := append([]Command{StartRotation{By: "node1", Old: trusted(1), New: trusted(2), At: t0}}, tt.reports...)
+			for i, c := range cmds {
+				if err := mustApply(t, m, uint64(10+i), c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := mustApply(t, m, 30, tt.abort); !errors.Is(err, tt.want) {
+				t.Fatalf("AbortRotation = %v; want %v", err, tt.want)
+			}
+			v := m.View()
+			if tt.want != nil {
+				if v.Rotation == nil {
+					t.Error("a refused abort ended the rotation")
+				}
+				return
+			}
+			if v.Rotation != nil || len(v.CAs) != 1 || v.CAs[0].Hash != caHash(1) || v.LastRotation == nil || !v.LastRotation.Aborted {
+				t.Errorf("after the abort: rotation %+v, CAs %v, last %+v; want the old CA alone", v.Rotation, v.CAs, v.LastRotation)
+			}
+		})
+	}
+}
+
 func TestTrustAuthorize(t *testing.T) {
 	app, witness := Member{Name: "node1", Role: RoleApp}, Member{Name: "witness", Role: RoleWitness}
 	for _, tt := range []struct {
@@ -124,6 +165,8 @@ func TestTrustAuthorize(t *testing.T) {
 		{witness, ReportCA{Name: "node1"}, false},
 		{app, ReportCA{Name: "node1"}, true},
 		{Member{}, ReportCA{Name: ""}, false},
+		{app, AbortRotation{By: "node1"}, true},
+		{witness, AbortRotation{By: "witness"}, false},
 	} {
 		b, _ := Encode(tt.cmd)
 		err := New().Authorize(tt.caller, b)
