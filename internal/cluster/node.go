@@ -187,6 +187,7 @@ type Node struct {
 	lchanged chan struct{}
 	rotKick  chan struct{} // wakes rotationLoop
 	upToDate atomic.Bool   // see caughtUp
+	certMu   sync.Mutex    // one renewal or reissue at a time
 	joinMu   sync.Mutex
 	joinGate *joinGate
 	// joinDelay is how long a refused join waits before its answer.

@@ -57,6 +57,8 @@ func (n *Node) renewLoop(ctx context.Context) {
 
 // renewCert renews this node's certificate, puts it in use and saves it.
 func (n *Node) renewCert(ctx context.Context) error {
+	n.certMu.Lock()
+	defer n.certMu.Unlock()
 	csr, err := n.creds.CSR()
 	if err != nil {
 		return err

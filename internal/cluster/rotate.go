@@ -209,7 +209,16 @@ func (n *Node) rotationStep(ctx context.Context, cleaned *bool) error {
 				return err
 			}
 		}
-	} else if !*cleaned && len(view.CAs) == 1 && n.creds.CA().Hash() == view.CAs[0].Hash {
+	} else if len(view.CAs) == 1 && n.creds.CA().Hash() != view.CAs[0].Hash {
+		// The cluster's CA is not this node's: it missed the reissue (its
+		// certificate was replaced by a renewal, say). Peers refuse it
+		// until it has one from the cluster's CA.
+		mine := n.creds.CA().Hash()
+		if err := n.reissue(ctx, view.CAs[0].Hash); err != nil {
+			return fmt.Errorf("this node's certificate is from CA %s, not the cluster's %s, so peers refuse it, and replacing it failed (if this persists, remove this node and join it again): %w",
+				mine, view.CAs[0].Hash, err)
+		}
+	} else if !*cleaned && len(view.CAs) == 1 {
 		n.creds.Forget()
 		if n.pkiDir != "" {
 			if err := pki.RemoveNext(n.pkiDir); err != nil {
@@ -342,6 +351,10 @@ func (n *Node) handleCAKey(w http.ResponseWriter, r *http.Request) {
 // same key, and saves it: the certificate first, then the CA files (Load
 // finds the issuer either way).
 func (n *Node) reissue(ctx context.Context, to string) error {
+	// Not at the same time as a renewal, whose certificate from the old CA
+	// could otherwise replace this one.
+	n.certMu.Lock()
+	defer n.certMu.Unlock()
 	csr, err := n.creds.CSR()
 	if err != nil {
 		return err
