@@ -159,3 +159,51 @@ func BenchmarkRaftGuard(b *testing.B) {
 type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
+
+// TestRaftGuardPassesRPCsThrough: what the guard passes on decodes as
+// what was sent, a snapshot's bytes included, in order.
+func TestRaftGuardPassesRPCsThrough(t *testing.T) {
+	hdr := raft.RPCHeader{ProtocolVersion: 3, ID: []byte("w"), Addr: []byte("10.0.0.3:7946")}
+	addrOf := func(string) (string, bool) { return "10.0.0.3:7946", true }
+	var in bytes.Buffer
+	enc := codec.NewEncoder(&in, &codec.MsgpackHandle{})
+	in.WriteByte(rpcInstallSnapshot)
+	_ = enc.Encode(&raft.InstallSnapshotRequest{RPCHeader: hdr, Term: 4, LastLogIndex: 99, Size: 5})
+	in.WriteString("hello")
+	in.WriteByte(rpcAppendEntries)
+	_ = enc.Encode(&raft.AppendEntriesRequest{RPCHeader: hdr, Term: 4, Entries: []*raft.Log{{Index: 100, Term: 4, Data: []byte("cmd")}}})
+	in.WriteByte(rpcRequestVote)
+	_ = enc.Encode(&raft.RequestVoteRequest{RPCHeader: hdr, Term: 5, LastLogIndex: 100})
+
+	var out bytes.Buffer
+	if err := pumpRaftRequests(&in, nopCloser{&out}, "w", addrOf); !errors.Is(err, io.EOF) {
+		t.Fatalf("pump = %v; want io.EOF at the end", err)
+	}
+	r := bufio.NewReader(&out)
+	dec := codec.NewDecoder(r, &codec.MsgpackHandle{})
+	if typ, _ := r.ReadByte(); typ != rpcInstallSnapshot {
+		t.Fatalf("first RPC type %d; want InstallSnapshot", typ)
+	}
+	var snap raft.InstallSnapshotRequest
+	if err := dec.Decode(&snap); err != nil || snap.LastLogIndex != 99 || snap.Size != 5 || string(snap.ID) != "w" {
+		t.Fatalf("snapshot request = %+v, %v", snap, err)
+	}
+	data := make([]byte, 5)
+	if _, err := io.ReadFull(r, data); err != nil || string(data) != "hello" {
+		t.Fatalf("snapshot bytes = %q, %v", data, err)
+	}
+	if typ, _ := r.ReadByte(); typ != rpcAppendEntries {
+		t.Fatalf("second RPC type %d; want AppendEntries", typ)
+	}
+	var ae raft.AppendEntriesRequest
+	if err := dec.Decode(&ae); err != nil || len(ae.Entries) != 1 || string(ae.Entries[0].Data) != "cmd" {
+		t.Fatalf("append entries = %+v, %v", ae, err)
+	}
+	if typ, _ := r.ReadByte(); typ != rpcRequestVote {
+		t.Fatalf("third RPC type %d; want RequestVote", typ)
+	}
+	var rv raft.RequestVoteRequest
+	if err := dec.Decode(&rv); err != nil || rv.Term != 5 {
+		t.Fatalf("request vote = %+v, %v", rv, err)
+	}
+}
