@@ -276,3 +276,48 @@ func mustLeaf(t *testing.T, certPEM []byte) *x509.Certificate {
 	}
 	return c
 }
+
+// TestCARotationResumesAfterRestarts: the node that started a rotation
+// restarts before any other app node has fetched the new key, and the
+// other app node was down all along: the initiator serves the key from its
+// disk after the restart, and the rotation finishes once both are up.
+func TestCARotationResumesAfterRestarts(t *testing.T) {
+	ctx := context.Background()
+	c, _, a := founded(t)
+	tok, _ := a.CreateToken(ctx, time.Hour, 2, "")
+	w, _ := c.join(a, tok.String(), "w", state.RoleWitness)
+	b, _ := c.join(a, tok.String(), "b", state.RoleApp)
+	eventually(t, 10*time.Second, "three voters", func() bool {
+		servers, err := a.Servers(ctx)
+		return err == nil && voters(servers) == 3 && len(a.Machine().View().Voters()) == 3
+	})
+	aaddr := a.Addr()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := b.RotateCA(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = c.restart("b")
+	if got := b.Credentials().KeyHashes(); !slices.Contains(got, r.To) {
+		t.Fatalf("b after its restart holds keys %v; want the new CA's %s from ca-next.key", got, r.To)
+	}
+	a = c.startAgain("a", aaddr)
+	nodes := []*Node{a, b, w}
+	eventually(t, 20*time.Second, "the rotation to finish on every node", func() bool {
+		for _, n := range nodes {
+			v := n.Machine().View()
+			if v.Rotation != nil || len(v.CAs) != 1 || v.CAs[0].Hash != r.To || n.Credentials().CA().Hash() != r.To {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range nodes {
+		n.Client().CloseIdleConnections()
+	}
+	if err := w.Apply(ctx, state.SetMemberPriority{Name: "w", Priority: 4}); err != nil {
+		t.Fatalf("Apply after the rotation: %v", err)
+	}
+}
