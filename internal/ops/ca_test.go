@@ -4,7 +4,10 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/pki"
@@ -58,6 +61,18 @@ func TestCAStatus(t *testing.T) {
 	}
 	if r := st.Rotation; r == nil || r.Phase != state.PhaseTrust || !slices.Equal(r.Waiting, []string{"node1", "node3", "witness"}) {
 		t.Errorf("rotation = %+v; want phase trust waiting for node1, node3, witness", r)
+	}
+	want := `
+# HELP tandem_ca_rotation_phase 1 for the phase of the CA rotation in progress (trust, reissue); every phase 0 when none.
+# TYPE tandem_ca_rotation_phase gauge
+tandem_ca_rotation_phase{phase="reissue"} 0
+tandem_ca_rotation_phase{phase="trust"} 1
+`
+	if err := testutil.CollectAndCompare(s.Collector(), strings.NewReader(want), "tandem_ca_rotation_phase"); err != nil {
+		t.Error(err)
+	}
+	if w := s.Status(ctx).StateWarning; !strings.Contains(w, "CA rotation is in progress (phase trust, waiting for node1, node3, witness)") {
+		t.Errorf("status warning %q; want the rotation named", w)
 	}
 	byName := map[string]int{}
 	for i, m := range st.Members {

@@ -136,6 +136,13 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 		}
 		out.Members = append(out.Members, mem)
 	}
+	if r := st.Rotation; r != nil {
+		w := fmt.Sprintf("a CA rotation is in progress (phase %s", r.Phase)
+		if waiting := st.Waiting(st.Membership); len(waiting) > 0 {
+			w += ", waiting for " + strings.Join(waiting, ", ")
+		}
+		warnings = append(warnings, w+"): see 'tandem ca status'")
+	}
 	out.StateWarning = strings.Join(warnings, "; ")
 	addFailures(&out, now, st, s.o.Policy, fs.Held)
 	for _, mv := range st.Moves[max(0, len(st.Moves)-10):] {
