@@ -21,8 +21,10 @@ func newCACmd(e *env) *cobra.Command {
 		Short: "Show the cluster CA, or rotate it",
 		Long: `The cluster CA signs every node's certificate. A certificate proves only
 that the CA signed it: each member's key is pinned in the cluster state and
-checked on every connection, so the CA key alone lets no one in. Rotate the CA
-when a node or its CA key may have leaked ('tandem ca rotate').`,
+checked on every connection, so the CA key alone lets no one in. But joining
+nodes trust the CA (their token pins it), so a leaked CA key lets its holder
+pose as the cluster to a node that joins: rotate the CA ('tandem ca rotate')
+when an app node or the CA key may have leaked, after removing that node.`,
 	}
 	cmd.AddCommand(newCAStatusCmd(e), newCARotateCmd(e))
 	return cmd
