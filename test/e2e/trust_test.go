@@ -116,6 +116,10 @@ func TestCARotationInLab(t *testing.T) {
 	ctx := testCtx(t, 5*time.Minute)
 	st := ready(t, ctx, c)
 	oldCA := labCA(t, ctx, c, "node1")
+	// The witness may not start one.
+	if r := c.MustExec(t, ctx, "witness", "tandem", "ca", "rotate", "--no-wait"); r.Code == 0 || !strings.Contains(r.Stderr, "app node") {
+		t.Errorf("tandem ca rotate on the witness: exit %d, %q; want refused, naming the app nodes", r.Code, r.Stderr)
+	}
 	tr := startTrial(t, ctx, c, 5*time.Second)
 	start := time.Now()
 	r := c.MustExec(t, ctx, "node2", "tandem", "ca", "rotate", "--timeout", "2m")
