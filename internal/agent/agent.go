@@ -41,6 +41,7 @@ type Agent struct {
 	checks  *health.Runner
 	hooks   *hooks.Runner
 	ops     *ops.Service
+	deliver *delivery
 }
 
 // InitOptions says how to found a cluster and which join tokens to print.
@@ -123,6 +124,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		_ = node.Shutdown(sctx)
 		return err
 	}
+	if a.deliver, err = a.buildDelivery(node); err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = node.Shutdown(sctx)
+		return err
+	}
 	a.ops = ops.New(ops.Options{
 		Node: a.cfg.Node.Name, Role: a.cfg.Node.Role, Version: a.version,
 		VIPAddress: a.cfg.VIP.Address, VIPProvider: a.cfg.VIP.Provider,
@@ -156,6 +163,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return a.mesh.Run(gctx) })
 	g.Go(func() error { return a.fo.Run(gctx) })
+	a.runDelivery(g, gctx)
 	if a.checks != nil {
 		g.Go(func() error { return a.checks.Run(gctx) })
 	}
@@ -180,7 +188,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // routes collects the local API endpoints each capability contributes.
 func (a *Agent) routes() []localapi.Route {
-	return a.ops.Routes()
+	return append(a.ops.Routes(), a.deliver.ops.Routes()...)
 }
 
 // policyOf is the placement policy in a node's configuration.

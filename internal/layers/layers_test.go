@@ -51,6 +51,7 @@ var layerOf = map[string]string{
 	"internal/debversion":            leaf,
 	"internal/webhook":               leaf,
 	"internal/artifact":              leaf,
+	"internal/forge":                 leaf, // asks a forge's API about a delivery and downloads it; imports only webhook and artifact
 	"packaging":                      leaf,
 	"examples":                       leaf,
 
@@ -60,6 +61,7 @@ var layerOf = map[string]string{
 	"internal/failover": controller,
 	"internal/health":   controller,
 	"internal/hooks":    controller,
+	"internal/deploy":   controller,
 
 	"internal/vip":                     provider,
 	"internal/vip/linux":               provider,

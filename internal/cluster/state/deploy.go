@@ -119,6 +119,9 @@ type Rollout struct {
 	Package  string `json:"package,omitempty"`
 	Version  string `json:"version,omitempty"`
 	Digest   string `json:"digest,omitempty"`
+	// Signature is the release's .sig (base64), re-checked by every node
+	// against its pinned keys before it installs.
+	Signature string `json:"signature,omitempty"`
 	// Previous is each app node's release when the rollout started: the
 	// rollback targets.
 	Previous map[string]Release `json:"previous,omitempty"`
@@ -296,6 +299,22 @@ func (d *Deploy) trimDeliveries() {
 	}
 }
 
+// leaderOnly refuses a command proposed through another node: only the
+// raft leader's own driver starts, journals and ends rollouts (its
+// commands are applied locally, without Authorize).
+func leaderOnly(caller Member, what string) error {
+	return fmt.Errorf("%w: only the raft leader drives rollouts; %s may not %s", ErrForbidden, caller.Name, what)
+}
+
+// Authorize implements Authorizer.
+func (StartRollout) Authorize(caller Member) error { return leaderOnly(caller, "start one") }
+
+// Authorize implements Authorizer.
+func (RolloutStep) Authorize(caller Member) error { return leaderOnly(caller, "journal one") }
+
+// Authorize implements Authorizer.
+func (FinishRollout) Authorize(caller Member) error { return leaderOnly(caller, "end one") }
+
 // ReceiveDelivery records an accepted delivery as queued. A delivery whose
 // ID or dedupe keys were seen is refused with ErrDuplicate, so a forge's
 // redelivery does nothing.
@@ -372,17 +391,18 @@ func (c StartRollout) Apply(tx *Tx) error {
 // targets. Only the rollout's current driver may write; a new leader first
 // takes the rollout over with TakeOver.
 type RolloutStep struct {
-	ID       string             `json:"id"`
-	Driver   string             `json:"driver"`
-	TakeOver bool               `json:"take_over,omitempty"`
-	Step     *Step              `json:"step,omitempty"`
-	Phase    string             `json:"phase,omitempty"`
-	Package  string             `json:"package,omitempty"`
-	Version  string             `json:"version,omitempty"`
-	Digest   string             `json:"digest,omitempty"`
-	Previous map[string]Release `json:"previous,omitempty"`
-	Targets  map[string]Release `json:"targets,omitempty"`
-	Failure  string             `json:"failure,omitempty"`
+	ID        string             `json:"id"`
+	Driver    string             `json:"driver"`
+	TakeOver  bool               `json:"take_over,omitempty"`
+	Step      *Step              `json:"step,omitempty"`
+	Phase     string             `json:"phase,omitempty"`
+	Package   string             `json:"package,omitempty"`
+	Version   string             `json:"version,omitempty"`
+	Digest    string             `json:"digest,omitempty"`
+	Signature string             `json:"signature,omitempty"`
+	Previous  map[string]Release `json:"previous,omitempty"`
+	Targets   map[string]Release `json:"targets,omitempty"`
+	Failure   string             `json:"failure,omitempty"`
 }
 
 // Type implements Command.
@@ -417,7 +437,7 @@ func (c RolloutStep) Apply(tx *Tx) error {
 		r.Phase = c.Phase
 	}
 	if c.Digest != "" {
-		r.Package, r.Version, r.Digest = c.Package, c.Version, c.Digest
+		r.Package, r.Version, r.Digest, r.Signature = c.Package, c.Version, c.Digest, c.Signature
 		d.setDelivery(r.ID, func(x *Delivery) { x.Package, x.Version, x.Digest = c.Package, c.Version, c.Digest })
 	}
 	if c.Previous != nil {
