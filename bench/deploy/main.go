@@ -385,12 +385,12 @@ func (b *bench) tandemDeploy(ctx context.Context, version string) (time.Time, er
 	return sent, nil
 }
 
-// waitIdle waits until the cluster runs no rollout, so the next deploy is
-// measured alone.
+// waitIdle waits until the cluster runs no rollout (`tandem releases
+// --json` shows the running one), so the next deploy is measured alone.
 func (b *bench) waitIdle(ctx context.Context) error {
 	deadline := time.Now().Add(b.o.timeout)
 	for {
-		out, err := labcluster.Sh(ctx, b.l, "node1", "tandem deploy status --json")
+		out, err := labcluster.Sh(ctx, b.l, "node1", "tandem releases --json")
 		if err == nil {
 			var st struct {
 				Rollout json.RawMessage `json:"rollout"`

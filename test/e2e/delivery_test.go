@@ -86,7 +86,7 @@ type rolloutView struct {
 // deployState reads the cluster's delivery state from node.
 func deployState(ctx context.Context, c *Labctl, node string) (deployView, error) {
 	var v deployView
-	r, err := c.Exec(ctx, node, "tandem", "deploy", "status", "--json")
+	r, err := c.Exec(ctx, node, "tandem", "releases", "--json")
 	if err != nil {
 		return v, err
 	}
@@ -94,6 +94,38 @@ func deployState(ctx context.Context, c *Labctl, node string) (deployView, error
 		return v, r.Err()
 	}
 	return v, json.Unmarshal([]byte(r.Stdout), &v)
+}
+
+// rolloutOf returns the rollout (running or finished) of the delivery the
+// forge sent with delivery ID id, from `tandem deploy status ID --json`.
+func rolloutOf(ctx context.Context, c *Labctl, id string) (*rolloutView, error) {
+	st, err := deployState(ctx, c, "node1")
+	if err != nil {
+		return nil, err
+	}
+	tid := ""
+	for _, d := range st.Deliveries {
+		if d.ID == id || slices.ContainsFunc(d.Keys, func(k string) bool { return strings.HasSuffix(k, "/id/"+id) }) {
+			tid = d.ID
+		}
+	}
+	if tid == "" {
+		return nil, fmt.Errorf("the cluster has no delivery %s", id)
+	}
+	r, err := c.Exec(ctx, "node1", "tandem", "deploy", "status", tid, "--json")
+	if err != nil {
+		return nil, err
+	}
+	if r.Code != 0 {
+		return nil, r.Err()
+	}
+	var v struct {
+		Rollout *rolloutView `json:"rollout"`
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &v); err != nil {
+		return nil, err
+	}
+	return v.Rollout, nil
 }
 
 // needDelivery skips the scenario while the binary under test has no
@@ -347,15 +379,19 @@ func TestDeliveryBrokenBuildRollsBack(t *testing.T) {
 	} else {
 		t.Logf("delivery %s: %s (%s)", res.Delivery, s, r)
 	}
-	st := waitIdle(t, ctx, c, rolloutBudget)
+	waitIdle(t, ctx, c, rolloutBudget)
 	waitAllOn(t, ctx, c, old, 30*time.Second)
 	tr.noFailures(from)
 	if seen := tr.servedVersions(from); len(seen) != 1 || seen[old] == 0 {
 		t.Errorf("the floating IP served %v, want only the old version %s", seen, old)
 	}
 	tr.finish(2)
-	if n := len(st.History); n == 0 || st.History[n-1].Version != v || st.History[n-1].Failure == "" {
-		t.Errorf("the last rollout does not record the failure of %s: %+v", v, st.History)
+	if r, err := rolloutOf(ctx, c, res.Delivery); err != nil {
+		t.Error(err)
+	} else if r == nil || r.Failure == "" {
+		t.Errorf("the rollout of %s does not record its failure: %+v", v, r)
+	} else {
+		t.Logf("rollout of %s failed: %s", v, r.Failure)
 	}
 	checkJournal(t, ctx, c)
 	// The same artifact is not auto-deployed again.
@@ -450,8 +486,8 @@ func TestDeliveryRefusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(after.History) != len(before.History) || after.Rollout != nil {
-			t.Errorf("a replay started a rollout: history %d -> %d, running %+v", len(before.History), len(after.History), after.Rollout)
+		if len(after.Deliveries) != len(before.Deliveries) || after.Rollout != nil {
+			t.Errorf("a replay was stored or started a rollout: deliveries %d -> %d, running %+v", len(before.Deliveries), len(after.Deliveries), after.Rollout)
 		}
 		old = v
 	})
@@ -537,7 +573,7 @@ func TestDeliveryHolderKilled(t *testing.T) {
 	holder := tr.obs.Current().Holders[0]
 	standby := other(holder)
 	v := nextVersion(ctx, c, 1)
-	c.mustPush(t, ctx, "--version", v)
+	res := c.mustPush(t, ctx, "--version", v)
 	// Standbys go first: once the standby runs v, the holder is next.
 	for deadline := time.Now().Add(rolloutBudget); installed(ctx, c, standby, "pysite") != v; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -554,12 +590,13 @@ func TestDeliveryHolderKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	ready(t, ctx, c)
-	st := waitIdle(t, ctx, c, 2*rolloutBudget)
+	waitIdle(t, ctx, c, 2*rolloutBudget)
 	vs := versions(ctx, c)
 	if vs["node1"] != vs["node2"] || (vs["node1"] != v && vs["node1"] != old) {
 		t.Errorf("after the rollout nodes run %v, want all on %s or all on %s", vs, v, old)
 	}
-	t.Logf("ended with %v; last rollout %+v", vs, st.History[len(st.History)-1])
+	r, err := rolloutOf(ctx, c, res.Delivery)
+	t.Logf("ended with %v; the rollout %+v (%v)", vs, r, err)
 	tr.finish(3)
 	checkJournal(t, ctx, c)
 }
@@ -583,11 +620,10 @@ func TestDeliveryTwoPushes(t *testing.T) {
 		t.Errorf("the second push ended %s (%s), want deployed", s, r)
 	}
 	// Rollouts never overlap in time.
-	h := st.History
-	for i := 1; i < len(h); i++ {
-		if h[i].StartedAt.Before(h[i-1].EndedAt) && h[i].StartedAt.After(from) {
-			t.Errorf("rollout %s started at %v, before %s ended at %v", h[i].ID, h[i].StartedAt, h[i-1].ID, h[i-1].EndedAt)
-		}
+	r1, err1 := rolloutOf(ctx, c, first.Delivery)
+	r2, err2 := rolloutOf(ctx, c, second.Delivery)
+	if err1 == nil && err2 == nil && r1 != nil && r2 != nil && r2.StartedAt.Before(r1.EndedAt) {
+		t.Errorf("the second rollout started at %v, before the first ended at %v", r2.StartedAt, r1.EndedAt)
 	}
 	tr.noFailures(from)
 	tr.finish(4)
