@@ -254,7 +254,9 @@ func newBench(ctx context.Context, l *lab.Lab, o options, out io.Writer) (*bench
 		}
 		b.nodes[m.Name] = c
 	}
-	b.vip, err = labprobe.NewClient(clientNS, labcluster.VIPURL+"healthz", 10*time.Millisecond, time.Second)
+	// 5 s, as a browser's patience: during a planned move's drain a new
+	// connection's SYN is dropped and retransmitted after TCP's 1 s timeout.
+	b.vip, err = labprobe.NewClient(clientNS, labcluster.VIPURL+"healthz", 10*time.Millisecond, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}

@@ -308,8 +308,14 @@ func deliveryTrial(t *testing.T, ctx context.Context, c *Labctl) (*trial, string
 	needDelivery(t, ctx, c)
 	waitIdle(t, ctx, c, rolloutBudget)
 	old := sameVersion(t, ctx, c)
-	return startTrial(t, ctx, c, time.Second), old
+	return startTrial(t, ctx, c, clientTimeout), old
 }
+
+// clientTimeout is the client's patience per request. A planned move drains:
+// the old holder silently drops new connections' SYNs, so their clients
+// retransmit after TCP's initial 1 s timeout and reach the new holder, as a
+// browser does. A request that takes that second is slow, not failed.
+const clientTimeout = 5 * time.Second
 
 // noFailures checks that no request through the floating IP failed.
 func (tr *trial) noFailures(from time.Time) {
