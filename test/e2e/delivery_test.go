@@ -330,6 +330,15 @@ func (tr *trial) noFailures(from time.Time) {
 		}
 		tr.t.Errorf("%d of %d requests through the floating IP failed; want 0", n, len(rs))
 	}
+	slow, worst := 0, time.Duration(0)
+	for _, r := range rs {
+		if d := r.End.Sub(r.Start); r.OK && !r.Start.Before(from) && d > 900*time.Millisecond {
+			slow, worst = slow+1, max(worst, d)
+		}
+	}
+	if slow > 0 {
+		tr.t.Logf("%d requests took over 0.9s (a drained SYN retried), the slowest %v", slow, worst.Round(time.Millisecond))
+	}
 }
 
 // servedVersions returns the versions the client saw through the floating
