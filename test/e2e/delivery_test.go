@@ -60,6 +60,7 @@ type deployView struct {
 	// Installed is node → package → release, as the journal records it.
 	Installed map[string]map[string]struct {
 		Version string `json:"version"`
+		Digest  string `json:"digest"`
 	} `json:"installed"`
 }
 
@@ -274,10 +275,16 @@ func checkJournal(t *testing.T, ctx context.Context, c *Labctl) {
 	}
 }
 
-// nextVersion returns a version newer than any app node runs: the minor
-// of the newest one plus step.
-func nextVersion(ctx context.Context, c *Labctl, step int) string {
-	minor := 1
+// pushedMinor is the minor of the newest version a scenario pushed: every
+// push gets a version never used before in the lab, so that no two builds
+// with different contents share a version (TestDeliverySameVersionRebuild
+// does that on purpose).
+var pushedMinor int
+
+// nextVersion returns a version newer than any app node runs and than any
+// pushed before: 0.<minor+1>.0.
+func nextVersion(ctx context.Context, c *Labctl) string {
+	minor := max(1, pushedMinor)
 	for _, v := range versions(ctx, c) {
 		parts := strings.Split(strings.SplitN(v, "-", 2)[0], ".")
 		if len(parts) >= 2 {
@@ -286,7 +293,8 @@ func nextVersion(ctx context.Context, c *Labctl, step int) string {
 			}
 		}
 	}
-	return fmt.Sprintf("0.%d.0", minor+step)
+	pushedMinor = minor + 1
+	return fmt.Sprintf("0.%d.0", pushedMinor)
 }
 
 // sameVersion returns the one version every app node has, or fails.
@@ -362,7 +370,7 @@ func TestDeliveryPush(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 5*time.Minute)
 	tr, _ := deliveryTrial(t, ctx, c)
-	v := nextVersion(ctx, c, 1)
+	v := nextVersion(ctx, c)
 	from := time.Now()
 	res := c.mustPush(t, ctx, "--version", v)
 	hooked := time.Now() // the webhook was answered (within a second of being sent)
@@ -386,7 +394,7 @@ func TestDeliveryBrokenBuildRollsBack(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 5*time.Minute)
 	tr, old := deliveryTrial(t, ctx, c)
-	v := nextVersion(ctx, c, 1)
+	v := nextVersion(ctx, c)
 	from := time.Now()
 	res := c.mustPush(t, ctx, "--version", v, "--broken")
 	if s, r := waitDelivery(t, ctx, c, res.Delivery, rolloutBudget, "deployed", "failed", "rolled_back"); s == "deployed" {
@@ -438,7 +446,7 @@ func TestDeliveryRefusals(t *testing.T) {
 		}
 	}
 	t.Run("bad signature on the webhook", func(t *testing.T) {
-		res := c.mustPush(t, ctx, "--version", nextVersion(ctx, c, 1), "--wrong-secret")
+		res := c.mustPush(t, ctx, "--version", nextVersion(ctx, c), "--wrong-secret")
 		if res.Webhook == nil || res.Webhook.Status != 401 {
 			t.Errorf("answered %+v, want 401", res.Webhook)
 		}
@@ -451,7 +459,7 @@ func TestDeliveryRefusals(t *testing.T) {
 		unchanged(t)
 	})
 	t.Run("oversized body", func(t *testing.T) {
-		res := c.mustPush(t, ctx, "--version", nextVersion(ctx, c, 1), "--oversize")
+		res := c.mustPush(t, ctx, "--version", nextVersion(ctx, c), "--oversize")
 		if res.Webhook == nil || res.Webhook.Status != 413 {
 			t.Errorf("answered %+v, want 413", res.Webhook)
 		}
@@ -467,7 +475,7 @@ func TestDeliveryRefusals(t *testing.T) {
 		{"a package the cluster does not run", []string{"--package", "othersite"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			res := c.mustPush(t, ctx, append([]string{"--version", nextVersion(ctx, c, 1)}, tc.flags...)...)
+			res := c.mustPush(t, ctx, append([]string{"--version", nextVersion(ctx, c)}, tc.flags...)...)
 			if res.Webhook == nil || res.Webhook.Status != 202 {
 				t.Fatalf("answered %+v, want 202 (refused later, when the artifact is verified)", res.Webhook)
 			}
@@ -481,7 +489,7 @@ func TestDeliveryRefusals(t *testing.T) {
 		})
 	}
 	t.Run("replay", func(t *testing.T) {
-		v := nextVersion(ctx, c, 1)
+		v := nextVersion(ctx, c)
 		res := c.mustPush(t, ctx, "--version", v)
 		waitAllOn(t, ctx, c, v, rolloutBudget)
 		waitIdle(t, ctx, c, rolloutBudget)
@@ -518,7 +526,7 @@ func TestDeliveryDriverKilled(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 6*time.Minute)
 	tr, old := deliveryTrial(t, ctx, c)
-	v := nextVersion(ctx, c, 1)
+	v := nextVersion(ctx, c)
 	from := time.Now()
 	res := c.mustPush(t, ctx, "--version", v)
 	driver := waitFirstInstall(t, ctx, c, v)
@@ -587,7 +595,7 @@ func TestDeliveryHolderKilled(t *testing.T) {
 	tr, old := deliveryTrial(t, ctx, c)
 	holder := tr.obs.Current().Holders[0]
 	standby := other(holder)
-	v := nextVersion(ctx, c, 1)
+	v := nextVersion(ctx, c)
 	res := c.mustPush(t, ctx, "--version", v)
 	// Standbys go first: once the standby runs v, the holder is next.
 	for deadline := time.Now().Add(rolloutBudget); installed(ctx, c, standby, "pysite") != v; time.Sleep(100 * time.Millisecond) {
@@ -622,7 +630,7 @@ func TestDeliveryTwoPushes(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 6*time.Minute)
 	tr, _ := deliveryTrial(t, ctx, c)
-	v1, v2 := nextVersion(ctx, c, 1), nextVersion(ctx, c, 2)
+	v1, v2 := nextVersion(ctx, c), nextVersion(ctx, c)
 	from := time.Now()
 	first := c.mustPush(t, ctx, "--version", v1)
 	second := c.mustPush(t, ctx, "--version", v2, "--source", "github")
@@ -650,7 +658,7 @@ func TestDeliveryPollFallback(t *testing.T) {
 	c := suite(t)
 	ctx := testCtx(t, 5*time.Minute)
 	tr, _ := deliveryTrial(t, ctx, c)
-	v := nextVersion(ctx, c, 1)
+	v := nextVersion(ctx, c)
 	from := time.Now()
 	c.mustPush(t, ctx, "--version", v, "--source", "github", "--no-webhook")
 	// The lab polls every 30 s.
@@ -672,7 +680,7 @@ func TestDeliveryRollback(t *testing.T) {
 	from := time.Now()
 	var prev, last string
 	for i := 0; i < 2; i++ {
-		prev, last = last, nextVersion(ctx, c, 1)
+		prev, last = last, nextVersion(ctx, c)
 		c.mustPush(t, ctx, "--version", last)
 		waitAllOn(t, ctx, c, last, rolloutBudget)
 		waitIdle(t, ctx, c, rolloutBudget)
@@ -683,4 +691,41 @@ func TestDeliveryRollback(t *testing.T) {
 	tr.noFailures(from)
 	tr.finish(3) // one planned move per rollout
 	checkJournal(t, ctx, c)
+}
+
+// A build that failed its gate is fixed and rebuilt with the same version:
+// the rebuild (another digest) deploys, and the journal records the digest
+// each node really installed. Last, because a cluster that gets this wrong
+// may never finish the rollout.
+func TestDeliverySameVersionRebuild(t *testing.T) {
+	c := suite(t)
+	ctx := testCtx(t, 5*time.Minute)
+	tr, old := deliveryTrial(t, ctx, c)
+	v := nextVersion(ctx, c)
+	from := time.Now()
+	broken := c.mustPush(t, ctx, "--version", v, "--broken")
+	if s, r := waitDelivery(t, ctx, c, broken.Delivery, rolloutBudget, "deployed", "failed", "rolled_back"); s == "deployed" {
+		t.Fatalf("the broken build was deployed (%s)", r)
+	}
+	waitIdle(t, ctx, c, rolloutBudget)
+	waitAllOn(t, ctx, c, old, 30*time.Second)
+	fixed := c.mustPush(t, ctx, "--version", v)
+	if fixed.SHA256 == broken.SHA256 {
+		t.Fatal("the fixed build has the broken one's digest")
+	}
+	waitAllOn(t, ctx, c, v, rolloutBudget)
+	if s, r := waitDelivery(t, ctx, c, fixed.Delivery, rolloutBudget, "deployed", "failed", "rolled_back"); s != "deployed" {
+		t.Errorf("the rebuild ended %s (%s), want deployed", s, r)
+	}
+	st, err := deployState(ctx, c, "node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range apps {
+		if d := st.Installed[n]["pysite"].Digest; d != fixed.SHA256 {
+			t.Errorf("the journal says %s runs digest %s, it installed %s", n, d, fixed.SHA256)
+		}
+	}
+	tr.noFailures(from)
+	tr.finish(2)
 }
