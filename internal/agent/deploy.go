@@ -34,6 +34,7 @@ type delivery struct {
 	local  *deploy.Local
 	intake *deploy.Intake
 	poller *deploy.Poller
+	notify *deploy.Notifier
 	ops    *ops.Delivery
 }
 
@@ -144,6 +145,17 @@ func (a *Agent) buildDelivery(creds clusterCaller) (*delivery, error) {
 			defer cancel()
 			return f.Poll(pctx, 1)
 		}}
+	if len(dc.NotifyURLs) > 0 {
+		b, err := os.ReadFile(dc.NotifySecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("deploy.notify_secret_file: %w", err)
+		}
+		key, err := deploy.ParseNotifySecret(b)
+		if err != nil {
+			return nil, fmt.Errorf("deploy.notify_secret_file %s: %w", dc.NotifySecretFile, err)
+		}
+		d.notify = &deploy.Notifier{Name: cfg.Node.Name, Machine: a.machine, URLs: dc.NotifyURLs, Key: key, Logger: log}
+	}
 	for pattern, h := range d.local.Handlers(callerAdapter{a.node}) {
 		a.node.Handle(pattern, h)
 	}
@@ -318,6 +330,9 @@ func (a *Agent) runDelivery(g *errgroup.Group, ctx context.Context) {
 	}
 	g.Go(func() error { return d.local.Run(ctx) })
 	g.Go(func() error { return d.poller.Run(ctx) })
+	if d.notify != nil {
+		g.Go(func() error { return d.notify.Run(ctx) })
+	}
 	if dc := a.cfg.Deploy; dc.Listen != "" {
 		g.Go(func() error { return d.intake.Serve(ctx, dc.Listen, dc.TLSCert, dc.TLSKey) })
 	}

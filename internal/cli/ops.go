@@ -89,6 +89,9 @@ func printStatus(w io.Writer, st localapi.Status) {
 	if st.StateWarning != "" {
 		fmt.Fprintf(w, "state:   %s\n", st.StateWarning)
 	}
+	if d := st.Delivery; d != nil {
+		printDeliveryStatus(w, d)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tROLE\tADDRESS\tVOTER\tREACHABLE\tHEALTHY\tHOLDS IP\tFAILURES")
@@ -366,5 +369,29 @@ failures is fixed, rather than waiting for failover.failure_window to pass.`,
 			fmt.Fprintf(e.stdout, "cleared the failure count of %s\n", args[0])
 			return nil
 		},
+	}
+}
+
+func printDeliveryStatus(w io.Writer, d *localapi.DeliveryStatus) {
+	var parts []string
+	for _, n := range sortedNames(d.Installed) {
+		for _, p := range sortedNames(d.Installed[n]) {
+			parts = append(parts, fmt.Sprintf("%s %s %s", n, p, d.Installed[n][p].Version))
+		}
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "release: %s\n", strings.Join(parts, ", "))
+	}
+	if r := d.Rollout; r != nil {
+		fmt.Fprintf(w, "rollout: %s %s %s (%s phase, driven by %s, %s): %s\n", r.Delivery, r.Package, r.Version, r.Phase, r.Driver,
+			time.Since(r.Started).Round(time.Second), orDash(r.Step))
+	} else if d.LastOutcome != "" {
+		fmt.Fprintf(w, "last rollout: %s: %s\n", d.LastOutcome, d.LastReason)
+	}
+	if d.Queued > 0 {
+		fmt.Fprintf(w, "queued:  %d deliveries ('tandem deploy plan')\n", d.Queued)
+	}
+	if d.Locked != "" {
+		fmt.Fprintf(w, "deploys locked: %s\n", d.Locked)
 	}
 }

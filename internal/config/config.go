@@ -469,7 +469,7 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 	}
 	d := &c.Deploy
 	if d.Soak == 0 && !set("deploy.soak") {
-		d.Soak = Duration(5 * time.Second)
+		d.Soak = Duration(3 * time.Second)
 	}
 	if d.GateTimeout == 0 {
 		d.GateTimeout = Duration(2 * time.Minute)
@@ -669,7 +669,7 @@ func (c *Config) validateDeploy() Errors {
 		}
 	}
 	if d.Soak.D() < 0 || d.Soak.D() > time.Hour {
-		bad("deploy.soak", "%s is out of range; use 0s to 1h (default 5s)", d.Soak.D())
+		bad("deploy.soak", "%s is out of range; use 0s to 1h (default 3s)", d.Soak.D())
 	}
 	if g := d.GateTimeout.D(); g < time.Second || g > time.Hour {
 		bad("deploy.gate_timeout", "%s is out of range; use 1s to 1h (default 2m)", g)

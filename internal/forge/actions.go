@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -96,13 +97,12 @@ func (r ghRun) normalize(kind webhook.Source) run {
 		n.State = r.Status
 	}
 	n.Ref = r.HeadBranch
-	if kind == webhook.Gitea && n.Ref != "" {
-		n.RefKind = webhook.RefBranch // Gitea fills head_branch for branches only
-	}
 	if kind == webhook.Forgejo && n.Ref == "" {
 		n.Ref = r.PrettyRef
 	}
-	// Gitea's path ends with the full ref; Forgejo's event payload has it.
+	// Gitea's path ends with the full ref (its head_branch is empty for a
+	// tag's run); Forgejo's event payload has it. GitHub says neither: the
+	// kind stays unknown and the rules settle it.
 	full := ""
 	if _, after, ok := strings.Cut(r.Path, "@"); ok {
 		full = after
@@ -320,8 +320,8 @@ func (c *conn) artifacts(ctx context.Context, repo string, id int64) ([]ghArtifa
 		var raw json.RawMessage
 		if _, err := c.getJSON(ctx, u, &raw); err != nil {
 			var ae *APIError
-			if c.s.Kind == webhook.Forgejo && errors.As(err, &ae) && ae.Status == 404 {
-				ae.Hint += "; this Forgejo may lack the actions artifacts API (GET /repos/{owner}/{repo}/actions/runs/{run}/artifacts): upgrade it, or deliver with the generic source (a signed release URL)"
+			if c.s.Kind != webhook.GitHub && errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+				ae.Hint += fmt.Sprintf("; this %s may lack the actions artifacts API (GET /repos/{owner}/{repo}/actions/runs/{run}/artifacts; Gitea has it since 1.24): upgrade it, or announce builds through the generic source (a signed release URL)", c.s.Kind)
 			}
 			return nil, err
 		}

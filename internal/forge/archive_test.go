@@ -75,7 +75,9 @@ func TestExtract(t *testing.T) {
 		{name: "dot-dot", zip: func(t testing.TB) []byte { return makeZip(t, entry{"dist/../../x.deb", "x"}) }, want: ErrBadArchive},
 		{name: "backslash", zip: func(t testing.TB) []byte { return makeZip(t, entry{`..\x.deb`, "x"}) }, want: ErrBadArchive},
 		{name: "duplicate", zip: func(t testing.TB) []byte { return makeZip(t, entry{deb, "a"}, entry{"dist//" + debFile, "b"}) }, want: ErrBadArchive, msg: "twice"},
-		{name: "odd deb name", zip: func(t testing.TB) []byte { return makeZip(t, entry{"dist/.hidden.deb", "x"}, entry{"dist/.hidden.deb.sha256", sum("x")}) }, want: ErrBadArchive},
+		{name: "odd deb name", zip: func(t testing.TB) []byte {
+			return makeZip(t, entry{"dist/.hidden.deb", "x"}, entry{"dist/.hidden.deb.sha256", sum("x")})
+		}, want: ErrBadArchive},
 		{name: "bomb", zip: func(t testing.TB) []byte {
 			return makeZip(t, entry{deb, big}, entry{deb + ".sha256", sum(big)})
 		}, max: 1000, want: ErrTooLarge},

@@ -205,6 +205,7 @@ func (f *fakeForge) serveAPI(w http.ResponseWriter, r *http.Request) {
 	f.apiPaths = append(f.apiPaths, path)
 	// Gitea's signed raw download needs no token.
 	if f.kind == webhook.Gitea && strings.HasSuffix(path, "/zip/raw") {
+		f.blobAuth = append(f.blobAuth, r.Header.Get("Authorization"))
 		if r.URL.Query().Get("sig") != "signed" {
 			writeJSON(w, 401, map[string]string{"message": "invalid signature"})
 			return

@@ -24,18 +24,24 @@
 //	gitea    Authorization: token <token>; the same paths under /api/v1. Gitea pages
 //	         with page/limit, answers the zip with a 302 to a signed URL, and
 //	         leaves head_branch empty for a tag's run: the ref is then read
-//	         from the run's path ("build.yml@refs/tags/v1").
+//	         from the run's path ("build.yml@refs/tags/v1"). The artifacts
+//	         API came with Gitea 1.24 (go-gitea/gitea#33510) and lists only
+//	         artifacts uploaded with actions/upload-artifact@v4.
 //	forgejo  Authorization: token <token>; the same paths under /api/v1, but
 //	         a run is Forgejo's own shape (status "success", prettyref,
-//	         commit_sha, is_fork_pull_request, event_payload). Forgejo
-//	         versions without the actions artifacts API answer 404 there:
-//	         Fetch says so, and such a forge should use the generic source.
+//	         commit_sha, is_fork_pull_request, event_payload), and an
+//	         artifact list may be a bare array. Forgejo added the actions
+//	         artifacts API late (forgejo#12140); a version without it
+//	         answers 404 there: Fetch says so, and such a forge should
+//	         announce its builds through the generic source instead.
 //	generic  GET the delivery's Release.URL and SignatureURL, no token; the
 //	         SHA-256 comes from the (signed) delivery. Nothing to poll.
 //
-// The Authorization (or PRIVATE-TOKEN) header is sent only to the API's own
-// origin: a redirect to another host (GitHub's artifact storage, a CDN)
-// is followed without it, and a redirect from https to http is refused.
+// The Authorization (or PRIVATE-TOKEN) header is sent only in the first
+// request, to the API's own origin: a redirect (GitHub's artifact storage,
+// GitLab's object storage, Gitea's signed raw URL) is followed without it,
+// since the redirect's URL carries its own short-lived credential; a
+// redirect from https to http is refused.
 package forge
 
 import (
@@ -45,6 +51,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -103,6 +110,25 @@ type Source struct {
 	MaxSize int64        // cap on the .deb; 0 = artifact.DefaultMaxSize
 }
 
+// String describes the source without its token, so %v and %+v cannot
+// print it.
+func (s Source) String() string {
+	token := "no token"
+	if s.Token != "" {
+		token = "token set"
+	}
+	return fmt.Sprintf("%s source %s at %s (%s)", s.Kind, s.Project, s.APIURL, token)
+}
+
+// GoString redacts too, for %#v.
+func (s Source) GoString() string { return "forge.Source{" + s.String() + "}" }
+
+// LogValue is the source for slog, without its token.
+func (s Source) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("kind", string(s.Kind)), slog.String("project", s.Project),
+		slog.String("api_url", s.APIURL), slog.Bool("token", s.Token != ""))
+}
+
 // Build is a fetched, not yet verified, release: the .deb in the directory
 // Fetch was given, and what its pipeline published to verify it against.
 type Build struct {
@@ -123,6 +149,8 @@ const (
 	maxRedirect = 5
 	zipSlack    = 1 << 20 // the archive's own overhead over MaxSize
 	errBodyLen  = 300
+	apiTries    = 3
+	retryDelay  = 300 * time.Millisecond // before the second try; doubles after
 )
 
 // Validate checks a configured source when the configuration is loaded.
@@ -293,8 +321,8 @@ func (c *conn) authorize(h http.Header) {
 }
 
 // get GETs rawURL, following up to maxRedirect redirects itself: the
-// credentials go only to the API's origin (auth), never to another host,
-// and https never redirects to http. The caller closes the body of a
+// credentials (auth) go only to the API's origin and only before the first
+// redirect, and https never redirects to http. The caller closes the body of a
 // returned response, whose status is 200.
 func (c *conn) get(ctx context.Context, rawURL string, auth bool) (*http.Response, error) {
 	cur := rawURL
@@ -303,8 +331,12 @@ func (c *conn) get(ctx context.Context, rawURL string, auth bool) (*http.Respons
 		if err != nil {
 			return nil, fmt.Errorf("%w: GET %s: %v", ErrForgeAPI, redact(cur), err)
 		}
-		if auth && sameOrigin(req.URL, c.origin) {
+		if auth && hop == 0 && sameOrigin(req.URL, c.origin) {
 			c.authorize(req.Header)
+		} else if auth {
+			c.authorize(req.Header)
+			req.Header.Del("Authorization")
+			req.Header.Del("PRIVATE-TOKEN")
 		}
 		req.Header.Set("User-Agent", "tandem")
 		resp, err := c.hc.Do(req)
@@ -334,7 +366,11 @@ func (c *conn) get(ctx context.Context, rawURL string, auth bool) (*http.Respons
 		default:
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, errBodyLen))
 			drain(resp)
-			return nil, &APIError{Method: "GET", URL: redact(cur), Status: resp.StatusCode, Body: oneLine(string(body)), Hint: c.hint(resp.StatusCode)}
+			hint := c.hint(resp.StatusCode)
+			if hop > 0 {
+				hint = fmt.Sprintf("after %s redirected here; credentials are never forwarded on a redirect, so if api_url itself redirects (http to https, a moved host), set it to the final URL", redact(rawURL))
+			}
+			return nil, &APIError{Method: "GET", URL: redact(cur), Status: resp.StatusCode, Body: oneLine(string(body)), Hint: hint}
 		}
 	}
 }
@@ -361,10 +397,40 @@ func (c *conn) hint(status int) string {
 	return ""
 }
 
-// getJSON GETs an API endpoint and decodes its JSON answer into v. It
-// returns the response headers (for pagination).
+// retryable reports whether a failed API GET may succeed when repeated:
+// the forge was unreachable, overloaded or rate limiting.
+func retryable(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		switch ae.Status {
+		case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, ErrForgeAPI) // a transport error
+}
+
+// getJSON GETs an API endpoint and decodes its JSON answer into v, trying
+// up to apiTries times while the forge answers 429 or 5xx or cannot be
+// reached. It returns the response headers (for pagination).
 func (c *conn) getJSON(ctx context.Context, rawURL string, v any) (http.Header, error) {
-	resp, err := c.get(ctx, rawURL, true)
+	var resp *http.Response
+	var err error
+	for try := 1; ; try++ {
+		resp, err = c.get(ctx, rawURL, true)
+		if err == nil || try == apiTries || !retryable(err) || ctx.Err() != nil {
+			break
+		}
+		t := time.NewTimer(retryDelay << (try - 1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (then: %w)", err, ctx.Err())
+		case <-t.C:
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

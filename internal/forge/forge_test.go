@@ -2,6 +2,8 @@ package forge
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -221,6 +223,19 @@ func TestGitHubRedirectDropsToken(t *testing.T) {
 	}
 }
 
+// TestGiteaRedirectDropsToken: Gitea redirects to a signed URL on its own
+// host; the signature is the credential there.
+func TestGiteaRedirectDropsToken(t *testing.T) {
+	f := newFakeForge(t, webhook.Gitea)
+	f.add(fakeBuild{ID: 7, Ref: "main", Arts: []fakeArt{{ID: 70, Name: "package", Zip: goodZip(t, false)}}})
+	if _, err := f.source(rules).Fetch(t.Context(), deliveryFor(webhook.Gitea, *f.builds[7]), t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.blobAuth) != 1 || f.blobAuth[0] != "" {
+		t.Fatalf("the signed URL was sent credentials %q", f.blobAuth)
+	}
+}
+
 func TestGitLabRedirectDropsToken(t *testing.T) {
 	f := newFakeForge(t, webhook.GitLab)
 	f.redirectGitLab = true
@@ -348,7 +363,7 @@ func TestGeneric(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen = append(seen, r.Header.Get("Authorization"))
 		switch r.URL.Path {
-		case "/dl/" + debFile:
+		case "/dl/" + debFile, "/download":
 			w.Write([]byte(debBody))
 		case "/dl/" + debFile + ".sig":
 			w.Write([]byte("c2ln\n"))
@@ -383,6 +398,20 @@ func TestGeneric(t *testing.T) {
 			}
 		}},
 		{name: "ref not allowed", edit: func(r *webhook.Release) { r.Ref = "dev" }, want: ErrRefNotAllowed},
+		{name: "operator's tandem deploy URL: no ref, no rules", src: func(s *Source) { s.Rules = webhook.Rules{} }, edit: func(r *webhook.Release) {
+			*r = webhook.Release{URL: srv.URL + "/dl/" + debFile + "?token=x", SHA256: sum(debBody)}
+		}, check: func(t *testing.T, b Build) {
+			if filepath.Base(b.DebPath) != debFile || b.Ref != "" || b.Expect.SHA256 != sum(debBody) {
+				t.Errorf("build %+v", b)
+			}
+		}},
+		{name: "URL naming no .deb", src: func(s *Source) { s.Rules = webhook.Rules{} }, edit: func(r *webhook.Release) {
+			*r = webhook.Release{URL: srv.URL + "/download?id=3", SHA256: sum(debBody)}
+		}, check: func(t *testing.T, b Build) {
+			if filepath.Base(b.DebPath) != "release.deb" {
+				t.Errorf("saved as %s", b.DebPath)
+			}
+		}},
 		{name: "bad digest", edit: func(r *webhook.Release) { r.SHA256 = "abc" }, want: ErrNoArtifact},
 		{name: "not http", edit: func(r *webhook.Release) { r.URL = "file:///etc/passwd" }, want: ErrNoArtifact},
 		{name: "404", edit: func(r *webhook.Release) { r.URL = srv.URL + "/dl/missing.deb" }, want: ErrForgeAPI},
@@ -474,5 +503,50 @@ func TestValidate(t *testing.T) {
 		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 			t.Errorf("Validate(%+v) = %v, want %q", tt.s, err, tt.want)
 		}
+	}
+}
+
+func TestSourceRedactsToken(t *testing.T) {
+	s := Source{Kind: webhook.GitHub, APIURL: "https://api.github.example", Token: "ghp_secret", Project: "o/r"}
+	var buf strings.Builder
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "source", s)
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%+v", s), fmt.Sprintf("%#v", s), buf.String()} {
+		if strings.Contains(out, "ghp_secret") {
+			t.Errorf("token printed: %s", out)
+		}
+		if !strings.Contains(out, "o/r") {
+			t.Errorf("project missing: %s", out)
+		}
+	}
+}
+
+// TestRetry: a 502 or 429 from the API is tried again; a 404 is not.
+func TestRetry(t *testing.T) {
+	f := newFakeForge(t, webhook.GitHub)
+	f.add(fakeBuild{ID: 7, Ref: "main", Arts: []fakeArt{{ID: 70, Name: "package", Zip: goodZip(t, false)}}})
+	var calls int
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+		switch {
+		case calls == 1:
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+		case calls == 2:
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+		default:
+			f.api.Config.Handler.ServeHTTP(w, r)
+		}
+	}))
+	defer flaky.Close()
+	src := f.source(rules)
+	src.APIURL = flaky.URL
+	if _, err := src.Fetch(t.Context(), deliveryFor(webhook.GitHub, *f.builds[7]), t.TempDir()); err != nil {
+		t.Fatalf("Fetch after a 502 and a 429: %v", err)
+	}
+	calls = 10
+	d := deliveryFor(webhook.GitHub, *f.builds[7])
+	d.RunID = 404
+	before := len(f.apiPaths)
+	if _, err := src.Fetch(t.Context(), d, t.TempDir()); !errors.Is(err, ErrForgeAPI) || len(f.apiPaths) != before+1 {
+		t.Fatalf("404: %v after %d requests", err, len(f.apiPaths)-before)
 	}
 }

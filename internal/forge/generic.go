@@ -19,8 +19,10 @@ import (
 const maxSig = 4 << 10
 
 // fetchGeneric downloads the .deb a generic (Standard Webhooks) delivery
-// announced. The delivery was signed with the source's secret, so its
-// SHA-256 is what the .deb must hash to; the URL is only where to get it.
+// announced, or an operator named with `tandem deploy URL --sha256`. The
+// delivery was signed with the source's secret (or came from the
+// operator), so its SHA-256 is what the .deb must hash to; the URL is only
+// where to get it.
 func (c *conn) fetchGeneric(ctx context.Context, d webhook.Delivery, dir string) (Build, error) {
 	rel := d.Release
 	if rel == nil {
@@ -42,8 +44,13 @@ func (c *conn) fetchGeneric(ctx context.Context, d webhook.Delivery, dir string)
 	}
 	b := Build{Ref: rel.Ref, Commit: strings.ToLower(rel.Commit), Project: rel.Project, WebURL: redact(rel.URL)}
 	var err error
-	if b.RefKind, err = settleRef(c.s.Rules, rel.Ref, kind, "release "+rel.Package+" "+rel.Version); err != nil {
-		return Build{}, err
+	// A release announced by a webhook always names its ref (the intake
+	// requires it) and must be allowed; an operator's `tandem deploy URL`
+	// names none and is not subject to the source's ref rules.
+	if rel.Ref != "" {
+		if b.RefKind, err = settleRef(c.s.Rules, rel.Ref, kind, "release "+rel.Package+" "+rel.Version); err != nil {
+			return Build{}, err
+		}
 	}
 	u, err := httpURL(rel.URL, "url")
 	if err != nil {
@@ -57,7 +64,7 @@ func (c *conn) fetchGeneric(ctx context.Context, d webhook.Delivery, dir string)
 		}
 		name = rel.Package + "_" + ver + ".deb"
 		if !debName.MatchString(name) {
-			return Build{}, fmt.Errorf("%w: cannot name the .deb of release %q %q", ErrNoArtifact, rel.Package, rel.Version)
+			name = "release.deb" // the control file names it; Verify reads that
 		}
 	}
 	out := filepath.Join(dir, name)

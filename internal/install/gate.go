@@ -117,8 +117,10 @@ func (gt Gater) gate(ctx context.Context, g GateSpec, log *slog.Logger) error {
 	// 1. The unit runs the new code: active, and entered active after Since.
 	var u unitState
 	for {
-		var err error
-		u, err = gt.unit(ctx, g.Unit)
+		nu, err := gt.unit(ctx, g.Unit)
+		if err == nil {
+			u = nu
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("health gate of %s: %w (last state: %s)", g.Unit, ctx.Err(), u)
 		}
@@ -143,6 +145,7 @@ func (gt Gater) gate(ctx context.Context, g GateSpec, log *slog.Logger) error {
 
 	// 2. Health answers 200 with the new version, continuously for Soak.
 	want := Upstream(g.Version)
+	hc := gt.client()
 	var passedAt time.Time
 	var last probe
 	for {
@@ -152,10 +155,11 @@ func (gt Gater) gate(ctx context.Context, g GateSpec, log *slog.Logger) error {
 				passedAt = time.Now()
 			}
 		} else {
-			last = gt.probe(ctx, g.HealthURL, want)
-			if ctx.Err() != nil {
+			p := probeOnce(ctx, hc, g.HealthURL, want)
+			if ctx.Err() != nil { // p was cut short: report the one before
 				return fmt.Errorf("health gate of %s: %w (last probe of %s: %s)", g.Unit, ctx.Err(), g.HealthURL, last)
 			}
+			last = p
 			switch {
 			case last.ok && passedAt.IsZero():
 				passedAt = time.Now()
@@ -274,8 +278,10 @@ func parseTimestamp(v string) (time.Time, error) {
 		}
 		return time.Unix(n, ns), nil
 	}
+	// "UTC" parses as UTC anywhere; another zone name (a systemctl that
+	// ignored --timestamp) is read in the node's own zone.
 	for _, layout := range []string{"Mon 2006-01-02 15:04:05.999999 MST", "Mon 2006-01-02 15:04:05 MST"} {
-		if t, err := time.Parse(layout, v); err == nil {
+		if t, err := time.ParseInLocation(layout, v, time.Local); err == nil {
 			return t, nil
 		}
 	}
@@ -308,8 +314,8 @@ func (p probe) String() string {
 	return s
 }
 
-// probe GETs the health URL once.
-func (gt Gater) probe(ctx context.Context, url, want string) probe {
+// probeOnce GETs the health URL once.
+func probeOnce(ctx context.Context, hc *http.Client, url, want string) probe {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -317,7 +323,7 @@ func (gt Gater) probe(ctx context.Context, url, want string) probe {
 		return probe{err: fmt.Errorf("bad health URL %q: %v", url, err)}
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := gt.client().Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return probe{err: err}
 	}

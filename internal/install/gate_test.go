@@ -71,7 +71,8 @@ func TestGate(t *testing.T) {
 		unit    func(n int) (string, time.Time)
 		health  func(n int) (int, string) // nil: no health URL
 		spec    GateSpec
-		cancel  time.Duration // cancel the context after this long
+		cancelU int // cancel the context at this systemctl call (1-based)
+		cancelH int // cancel the context at this health probe (1-based)
 		wantErr []string
 		gateErr bool // errors.Is(err, ErrGate)
 	}{
@@ -174,20 +175,39 @@ func TestGate(t *testing.T) {
 			unit:    restarted,
 			health:  func(n int) (int, string) { return 503, "starting" },
 			spec:    GateSpec{Timeout: time.Minute},
-			cancel:  50 * time.Millisecond,
+			cancelH: 3,
 			wantErr: []string{"context canceled", "status 503"},
 		},
 		{
 			name:    "context cancelled waiting for the unit",
 			unit:    func(n int) (string, time.Time) { return "failed", time.Time{} },
 			spec:    GateSpec{Timeout: time.Minute},
-			cancel:  50 * time.Millisecond,
+			cancelU: 3,
 			wantErr: []string{"context canceled", "failed/failed"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sd := &fakeSystemd{state: tt.unit}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			unit, probe := tt.unit, tt.health
+			if tt.cancelU > 0 {
+				unit = func(n int) (string, time.Time) {
+					if n+1 == tt.cancelU {
+						cancel()
+					}
+					return tt.unit(n)
+				}
+			}
+			if tt.cancelH > 0 {
+				probe = func(n int) (int, string) {
+					if n+1 == tt.cancelH {
+						cancel()
+					}
+					return tt.health(n)
+				}
+			}
+			sd := &fakeSystemd{state: unit}
 			g := tt.spec
 			g.Unit, g.Since = "pysite.service", since
 			if g.Version == "" {
@@ -196,21 +216,15 @@ func TestGate(t *testing.T) {
 			if g.Soak == 0 {
 				g.Soak = 30 * time.Millisecond
 			}
-			if tt.health != nil {
-				g.HealthURL = health(t, tt.health).URL + "/healthz"
-			}
-			ctx := t.Context()
-			if tt.cancel > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithCancel(ctx)
-				time.AfterFunc(tt.cancel, cancel)
+			if probe != nil {
+				g.HealthURL = health(t, probe).URL + "/healthz"
 			}
 			err := Gater{Run: sd.run, Interval: 5 * time.Millisecond}.Gate(ctx, g)
 			checkErr(t, err, tt.wantErr, nil)
 			if err != nil && errors.Is(err, ErrGate) != tt.gateErr {
 				t.Errorf("errors.Is(err, ErrGate) = %v, want %v", !tt.gateErr, tt.gateErr)
 			}
-			if tt.cancel > 0 && !errors.Is(err, context.Canceled) {
+			if tt.cancelU+tt.cancelH > 0 && !errors.Is(err, context.Canceled) {
 				t.Errorf("error %v does not wrap context.Canceled", err)
 			}
 		})

@@ -7,6 +7,8 @@ package labcluster
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -408,7 +410,32 @@ func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, s
 	if _, err := run(ctx, l, n.Name, args...); err != nil {
 		return fmt.Errorf("%s: install: %w", n.Name, err)
 	}
+	if n.Role == lab.RoleApp {
+		// The first release goes into the release store too, as a deploy
+		// would have put it there, so the first rollback has a target.
+		sum, err := fileSHA256(siteDeb)
+		if err != nil {
+			return err
+		}
+		dst := "/var/lib/tandem/releases/sha256/" + sum + ".deb"
+		if _, err := run(ctx, l, n.Name, "sh", "-c", "install -d -m 700 /var/lib/tandem/releases/sha256 && install -m 600 /root/"+filepath.Base(siteDeb)+" "+dst); err != nil {
+			return fmt.Errorf("%s: store the first release: %w", n.Name, err)
+		}
+	}
 	return nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hash %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Sh runs a shell script in a node of l and returns its output; a non-zero

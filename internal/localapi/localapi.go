@@ -42,8 +42,39 @@ type Status struct {
 	HoldingBack string `json:"holding_back,omitempty"`
 	// StateWarning says when this node could not apply committed entries,
 	// or a member runs an older state level than this node (upgrade it).
-	StateWarning string    `json:"state_warning,omitempty"`
-	GeneratedAt  time.Time `json:"generated_at"`
+	StateWarning string `json:"state_warning,omitempty"`
+	// Delivery is null when no delivery has happened or been configured.
+	Delivery    *DeliveryStatus `json:"delivery,omitempty"`
+	GeneratedAt time.Time       `json:"generated_at"`
+}
+
+// DeliveryStatus is delivery's part of 'tandem status': what each node
+// runs and the rollout in progress. Field names are stable.
+type DeliveryStatus struct {
+	// Installed is node → package → release.
+	Installed   map[string]map[string]ReleaseStatus `json:"installed"`
+	Rollout     *RolloutStatus                      `json:"rollout"` // null when none runs
+	Queued      int                                 `json:"queued"`
+	Locked      string                              `json:"locked,omitempty"` // the lock's message
+	LastOutcome string                              `json:"last_outcome,omitempty"`
+	LastReason  string                              `json:"last_reason,omitempty"`
+}
+
+// ReleaseStatus is one installed release.
+type ReleaseStatus struct {
+	Version string `json:"version"`
+	SHA256  string `json:"sha256,omitempty"`
+}
+
+// RolloutStatus is the rollout in progress.
+type RolloutStatus struct {
+	Delivery string    `json:"delivery"`
+	Package  string    `json:"package"`
+	Version  string    `json:"version"`
+	Phase    string    `json:"phase"`
+	Driver   string    `json:"driver"`
+	Step     string    `json:"step"` // the latest journal step, e.g. "#2 install node2 started"
+	Started  time.Time `json:"started"`
 }
 
 // RaftStatus is this node's raft view.

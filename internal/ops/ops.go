@@ -135,6 +135,7 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 		out.Members = append(out.Members, mem)
 	}
 	out.StateWarning = strings.Join(warnings, "; ")
+	out.Delivery = deliveryStatus(st.Deploy())
 	addFailures(&out, now, st, s.o.Policy, fs.Held)
 	for _, mv := range st.Moves[max(0, len(st.Moves)-10):] {
 		out.Moves = append(out.Moves, toFailover(mv))
@@ -351,4 +352,38 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 		return fmt.Errorf("remove: %q is not a member (see 'tandem status')", name)
 	}
 	return s.o.Cluster.RemoveServer(ctx, name)
+}
+
+// deliveryStatus summarises the delivery state for 'tandem status'.
+func deliveryStatus(dep *state.Deploy) *localapi.DeliveryStatus {
+	if len(dep.Installed) == 0 && len(dep.Deliveries) == 0 {
+		return nil
+	}
+	ds := &localapi.DeliveryStatus{Installed: map[string]map[string]localapi.ReleaseStatus{}}
+	for node, rels := range dep.Installed {
+		m := map[string]localapi.ReleaseStatus{}
+		for p, r := range rels {
+			m[p] = localapi.ReleaseStatus{Version: r.Version, SHA256: r.Digest}
+		}
+		ds.Installed[node] = m
+	}
+	for _, d := range dep.Deliveries {
+		if d.Status == state.DeliveryQueued {
+			ds.Queued++
+		}
+	}
+	if dep.Lock != nil {
+		ds.Locked = dep.Lock.Message
+	}
+	if r := dep.Rollout; r != nil {
+		rs := &localapi.RolloutStatus{Delivery: r.ID, Package: r.Package, Version: r.Version, Phase: r.Phase, Driver: r.Driver, Started: r.StartedAt}
+		if st, ok := r.LastStep(); ok {
+			rs.Step = fmt.Sprintf("#%d %s %s %s", st.N, st.Action, st.Node, st.State)
+		}
+		ds.Rollout = rs
+	}
+	if n := len(dep.History); n > 0 {
+		ds.LastOutcome, ds.LastReason = dep.History[n-1].Outcome, dep.History[n-1].Reason
+	}
+	return ds
 }

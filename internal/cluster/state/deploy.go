@@ -190,8 +190,14 @@ func (d *Deploy) Delivery(id string) (Delivery, bool) {
 }
 
 // Duplicate returns the delivery already received under one of keys.
+// A delivery that failed before its release was even identified (the
+// forge was down, its pipeline not finished yet) does not count, so a
+// redelivery or the poll fallback tries again.
 func (d *Deploy) Duplicate(keys []string) (Delivery, bool) {
 	for _, x := range slices.Backward(d.Deliveries) {
+		if x.Status == DeliveryFailed && x.Digest == "" {
+			continue
+		}
 		for _, k := range keys {
 			if slices.Contains(x.Keys, k) {
 				return x, true

@@ -28,6 +28,9 @@ func TestDeployCommands(t *testing.T) {
 		}},
 		{"same delivery ID is a duplicate", []Command{del("d-1", "k1"), del("d-1", "k9")}, ErrDuplicate, nil},
 		{"same dedupe key is a duplicate", []Command{del("d-1", "gitlab/commit/p@abc"), del("d-2", "gitlab/id/x", "gitlab/commit/p@abc")}, ErrDuplicate, nil},
+		{"a delivery that failed before its release was known may come again", []Command{del("d-1", "k1"), del("d-9", "k9"),
+			StartRollout{Rollout: Rollout{ID: "d-1", Phase: PhaseFetch, Driver: "node1", StartedAt: t0}},
+			FinishRollout{ID: "d-1", Driver: "node1", Outcome: DeliveryFailed, Reason: "forge: 503", At: t0}, del("d-2", "k1")}, nil, nil},
 		{"a delivery without ID is invalid", []Command{ReceiveDelivery{Delivery: Delivery{ReceivedAt: t0}}}, ErrInvalid, nil},
 		{"starting supersedes older queued deliveries", []Command{del("d-1", "a"), del("d-2", "b"), start}, nil, func(t *testing.T, d *Deploy) {
 			if d.Deliveries[0].Status != DeliverySuperseded || d.Deliveries[1].Status != DeliveryRunning {
