@@ -488,6 +488,8 @@ var wireErrors = []struct {
 	{"invalid", state.ErrInvalid, http.StatusBadRequest},
 	{"upgrade_needed", state.ErrUpgradeNeeded, http.StatusConflict},
 	{"forbidden", state.ErrForbidden, http.StatusForbidden},
+	{"duplicate", state.ErrDuplicate, http.StatusConflict},
+	{"busy", state.ErrBusy, http.StatusConflict},
 	{"not_leader", ErrNotLeader, http.StatusServiceUnavailable},
 	{"no_leader", ErrNoLeader, http.StatusServiceUnavailable},
 	{"cannot_sign", ErrCannotSign, http.StatusServiceUnavailable},
