@@ -490,6 +490,8 @@ var wireErrors = []struct {
 	{"upgrade_needed", state.ErrUpgradeNeeded, http.StatusConflict},
 	{"forbidden", state.ErrForbidden, http.StatusForbidden},
 	{"rotating", state.ErrRotating, http.StatusConflict},
+	{"duplicate", state.ErrDuplicate, http.StatusConflict},
+	{"busy", state.ErrBusy, http.StatusConflict},
 	{"not_leader", ErrNotLeader, http.StatusServiceUnavailable},
 	{"no_leader", ErrNoLeader, http.StatusServiceUnavailable},
 	{"cannot_sign", ErrCannotSign, http.StatusServiceUnavailable},
