@@ -103,7 +103,6 @@ are printed, to be pasted into CI at once and not kept.`,
 	return cmd
 }
 
-
 func newReleaseSignCmd(e *env) *cobra.Command {
 	var keyFile string
 	cmd := &cobra.Command{

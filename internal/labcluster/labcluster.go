@@ -430,7 +430,6 @@ func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, s
 	return nil
 }
 
-
 // Sh runs a shell script in a node of l and returns its output; a non-zero
 // exit is an error naming the node and quoting the output.
 func Sh(ctx context.Context, l *lab.Lab, node, script string) (string, error) {
