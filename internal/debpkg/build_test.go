@@ -501,13 +501,13 @@ func TestRelocateTrampoline(t *testing.T) {
 }
 
 func TestCopyrightAndChangelog(t *testing.T) {
-	c := RenderCopyright(CopyrightParams{Name: "x", Year: 2024, Holders: []string{"A", "B"}, License: "GPL-3.0-or-later"})
+	c := RenderCopyright(CopyrightParams{Name: "x", Year: 2024, Holders: []string{"A", "B"}, License: ResolveLicense("GPL-3.0-or-later", nil)})
 	for _, want := range []string{"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n", "Copyright: 2024 A\n           2024 B\n", "License: GPL-3+\n", "/usr/share/common-licenses/GPL-3"} {
 		if !strings.Contains(c, want) {
 			t.Errorf("copyright lacks %q:\n%s", want, c)
 		}
 	}
-	c = RenderCopyright(CopyrightParams{Name: "x", Year: 2024, License: "Expat", Text: "Line one\n\nLine two\n"})
+	c = RenderCopyright(CopyrightParams{Name: "x", Year: 2024, License: ResolveLicense("MIT", []LicenseFile{{Path: "LICENSE", Text: "Line one\n\nLine two\n"}})})
 	if !strings.HasSuffix(c, "License: Expat\n Line one\n .\n Line two\n") {
 		t.Errorf("license text block:\n%s", c)
 	}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -128,50 +129,6 @@ func (b *build) runEnv(ctx context.Context, extra []string, argv ...string) ([]b
 	return b.run(ctx, argv...)
 }
 
-// maintainer picks [tool.tandem].maintainer, else the first maintainer or
-// author with an email address.
-func maintainer(p *pyproject.Project) (string, error) {
-	if p.Tandem.Maintainer != "" {
-		if err := ValidateMaintainer(p.Tandem.Maintainer); err != nil {
-			return "", &BuildError{Msg: "pyproject.toml: tool.tandem.maintainer: " + err.Error()}
-		}
-		return p.Tandem.Maintainer, nil
-	}
-	for _, who := range append(append([]pyproject.Person{}, p.Maintainers...), p.Authors...) {
-		if who.Name != "" && who.Email != "" {
-			return who.String(), nil
-		}
-	}
-	return "", &BuildError{Msg: "no maintainer: set maintainer = \"Full Name <email@example.org>\" in [tool.tandem], or give [project].authors a name and an email"}
-}
-
-// licenseText finds the license's full text in the project.
-func (b *build) licenseText() (string, string) {
-	l := b.proj.License
-	if l.Text != "" {
-		// {text = "MIT"} is common shorthand for an identifier.
-		if t := strings.TrimSpace(l.Text); !strings.ContainsAny(t, "\n ") && len(t) < 64 {
-			return t, ""
-		}
-		return "", l.Text
-	}
-	candidates := append([]string{}, b.proj.LicenseFiles...)
-	if l.File != "" {
-		candidates = append([]string{l.File}, candidates...)
-	}
-	candidates = append(candidates, "LICENSE", "LICENSE.txt", "LICENSE.md", "COPYING", "LICENCE")
-	for _, c := range candidates {
-		if strings.ContainsAny(c, "*?[") {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(b.opt.Dir, c))
-		if err == nil {
-			return guessSPDX(l.SPDX, string(data)), string(data)
-		}
-	}
-	return l.SPDX, ""
-}
-
 // guessSPDX names common license texts when the project gives only a file.
 func guessSPDX(spdx, text string) string {
 	if spdx != "" {
@@ -188,26 +145,6 @@ func guessSPDX(spdx, text string) string {
 	return "other"
 }
 
-// readmeParagraph returns the README's first prose paragraph, for the
-// extended description.
-func (b *build) readmeParagraph() string {
-	if b.proj.Readme == "" {
-		return ""
-	}
-	data, err := os.ReadFile(filepath.Join(b.opt.Dir, b.proj.Readme))
-	if err != nil {
-		return ""
-	}
-	for _, para := range strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n\n") {
-		para = strings.TrimSpace(para)
-		if para == "" || strings.HasPrefix(para, "#") || strings.HasPrefix(para, "    ") || strings.HasPrefix(para, "```") || strings.HasPrefix(para, "[!") || strings.HasPrefix(para, "<") {
-			continue
-		}
-		return strings.Join(strings.Fields(para), " ")
-	}
-	return ""
-}
-
 func (b *build) addMeta(context.Context) error {
 	p := b.proj
 	t := p.Tandem
@@ -216,6 +153,9 @@ func (b *build) addMeta(context.Context) error {
 		return err
 	}
 	b.maint = maint
+	if err := b.describe(); err != nil {
+		return err
+	}
 	etc := "/etc/" + b.name
 	var envFiles []string
 	conf := append([]string{}, t.ConfigFiles...)
@@ -251,7 +191,7 @@ func (b *build) addMeta(context.Context) error {
 	}
 	unit := AppUnit{
 		Name:          b.name,
-		Description:   b.summary(),
+		Description:   b.synopsis,
 		Documentation: doc,
 		ExecStart:     b.exec,
 		DataDir:       t.DataDir,
@@ -272,9 +212,16 @@ func (b *build) addMeta(context.Context) error {
 		return err
 	}
 
-	spdx, text := b.licenseText()
+	lic, err := b.license()
+	if err != nil {
+		return err
+	}
 	var holders []string
-	for _, a := range p.Authors {
+	people := p.Authors
+	if len(people) == 0 {
+		people = p.Maintainers
+	}
+	for _, a := range people {
 		if a.Name != "" {
 			holders = append(holders, a.Name)
 		} else if a.Email != "" {
@@ -283,7 +230,7 @@ func (b *build) addMeta(context.Context) error {
 	}
 	doc = "/usr/share/doc/" + b.name
 	b.files = append(b.files, File{Dest: doc + "/copyright", Mode: 0o644, Data: []byte(RenderCopyright(CopyrightParams{
-		Name: p.Name, Contact: maint, Source: b.homepage(), Year: b.mtime.Year(), Holders: holders, License: spdx, Text: text,
+		Name: p.Name, Contact: maint, Source: b.homepage(), Year: b.mtime.Year(), Holders: holders, License: lic,
 	}))})
 	note := "Built by tandem package"
 	if b.gitDesc != "" {
@@ -378,21 +325,10 @@ func (b *build) homepage() string {
 	return ""
 }
 
-func (b *build) summary() string {
-	s := strings.TrimSuffix(strings.Join(strings.Fields(b.proj.Description), " "), ".")
-	if s == "" {
-		s = b.name + " web application"
-	}
-	if len(s) > 80 {
-		s = s[:77] + "..."
-	}
-	return s
-}
-
 func (b *build) spec() *Spec {
 	var desc []string
-	if para := b.readmeParagraph(); para != "" {
-		desc = append(desc, para, "")
+	if b.longDesc != "" {
+		desc = append(desc, b.longDesc, "")
 	}
 	where := "a virtualenv in " + b.finalVenv()
 	if b.proj.Tandem.Mode == "system" {
@@ -418,7 +354,7 @@ func (b *build) spec() *Spec {
 		Version:     b.version,
 		Arch:        b.arch,
 		Maintainer:  b.maint,
-		Summary:     b.summary(),
+		Summary:     b.synopsis,
 		Description: wrapText(strings.Join(desc, "\n"), 78),
 		Section:     section,
 		Priority:    "optional",
@@ -431,26 +367,102 @@ func (b *build) spec() *Spec {
 	}
 }
 
-// wrapText wraps each line of text at width columns (paragraphs are
-// separated by empty lines), for the Description field.
-func wrapText(text string, width int) string {
-	var out []string
-	for _, para := range strings.Split(text, "\n") {
-		words := strings.Fields(para)
-		if len(words) == 0 {
-			out = append(out, "")
+// maintainer picks [tool.tandem].maintainer, else the first of
+// [project].maintainers, then [project].authors, that has a name and an
+// email address Debian accepts.
+func maintainer(p *pyproject.Project) (string, error) {
+	if p.Tandem.Maintainer != "" {
+		if err := ValidateMaintainer(p.Tandem.Maintainer); err != nil {
+			return "", &BuildError{Msg: "pyproject.toml: tool.tandem.maintainer: " + err.Error()}
+		}
+		return p.Tandem.Maintainer, nil
+	}
+	var rejected []string
+	for _, who := range append(append([]pyproject.Person{}, p.Maintainers...), p.Authors...) {
+		if who.Name == "" || who.Email == "" {
 			continue
 		}
-		line := words[0]
-		for _, w := range words[1:] {
-			if len(line)+1+len(w) > width {
-				out = append(out, line)
-				line = w
-				continue
-			}
-			line += " " + w
+		m := who.String()
+		if err := ValidateMaintainer(m); err != nil || strings.ContainsAny(who.Name, ",<>\"") {
+			rejected = append(rejected, fmt.Sprintf("%q", m))
+			continue
 		}
-		out = append(out, line)
+		return m, nil
 	}
-	return strings.Join(out, "\n")
+	msg := "no maintainer: give [project].maintainers or [project].authors an entry with both name and email, or set maintainer = \"Full Name <email@example.org>\" in [tool.tandem]"
+	if len(rejected) > 0 {
+		msg += " (" + strings.Join(rejected, ", ") + " cannot be a Debian Maintainer field: the name may not contain commas, quotes or angle brackets)"
+	}
+	return "", &BuildError{Msg: msg}
+}
+
+// license resolves the copyright file's license from [project].license
+// (a PEP 639 expression, or a PEP 621 table) and license-files.
+func (b *build) license() (CopyrightLicense, error) {
+	l := b.proj.License
+	if l.Text != "" {
+		// {text = "MIT"} is common shorthand for an identifier.
+		if t := strings.TrimSpace(l.Text); isSPDXExpr(t) {
+			files, err := FindLicenseFiles(b.opt.Dir, b.proj.LicenseFiles, "")
+			if err != nil {
+				return CopyrightLicense{}, fmt.Errorf("find license files: %w", err)
+			}
+			return ResolveLicense(t, files), nil
+		}
+		return CopyrightLicense{Expr: "other", Text: l.Text}, nil
+	}
+	files, err := FindLicenseFiles(b.opt.Dir, b.proj.LicenseFiles, l.File)
+	if err != nil {
+		return CopyrightLicense{}, fmt.Errorf("find license files: %w", err)
+	}
+	if len(b.proj.LicenseFiles) > 0 && len(files) == 0 {
+		return CopyrightLicense{}, &BuildError{Msg: fmt.Sprintf("pyproject.toml: project.license-files: %q matches no file in the project", b.proj.LicenseFiles)}
+	}
+	if l.File != "" && len(files) == 0 {
+		return CopyrightLicense{}, &BuildError{Msg: fmt.Sprintf("pyproject.toml: project.license: file %q not found in the project", l.File)}
+	}
+	return ResolveLicense(l.SPDX, files), nil
+}
+
+var spdxExprRe = regexp.MustCompile(`^\(?[A-Za-z0-9.+-]+\)?( (AND|OR|WITH) \(?[A-Za-z0-9.+-]+\)?)*$`)
+
+// isSPDXExpr reports whether s looks like an SPDX license expression
+// rather than a license text.
+func isSPDXExpr(s string) bool { return len(s) < 100 && spdxExprRe.MatchString(s) }
+
+// readme returns the declared readme's text ("" when none is declared).
+func (b *build) readme() (string, error) {
+	if b.proj.ReadmeText != "" {
+		return b.proj.ReadmeText, nil
+	}
+	if b.proj.Readme == "" {
+		return "", nil
+	}
+	data, err := os.ReadFile(filepath.Join(b.opt.Dir, b.proj.Readme))
+	if err != nil {
+		return "", &BuildError{Msg: fmt.Sprintf("pyproject.toml: project.readme: %v", err)}
+	}
+	return string(data), nil
+}
+
+// describe sets the synopsis and the extended description.
+func (b *build) describe() error {
+	if s := b.proj.Tandem.Synopsis; s != "" {
+		if err := CheckSynopsis(s, b.name); err != nil {
+			return &BuildError{Msg: "pyproject.toml: tool.tandem.synopsis: " + err.Error()}
+		}
+		b.synopsis = s
+	} else {
+		var notes []string
+		b.synopsis, notes = DeriveSynopsis(b.proj.Description, b.name, b.proj.Name)
+		for _, n := range notes {
+			b.log.Info(n)
+		}
+	}
+	readme, err := b.readme()
+	if err != nil {
+		return err
+	}
+	b.longDesc = LongDescription(readme, b.synopsis)
+	return nil
 }

@@ -78,6 +78,8 @@ type build struct {
 	iso      string // isolation actually used
 	wheel    string // the project's own wheel
 	maint    string
+	synopsis string
+	longDesc string
 	scripts  Scripts
 	extraEnv []string
 	// sysDepends are Debian packages for dependencies a venv with

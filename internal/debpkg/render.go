@@ -334,6 +334,8 @@ var commonLicenses = map[string]string{
 func debianLicenseName(spdx string) string {
 	r := strings.NewReplacer(".0-or-later", "+", ".0-only", "", "-or-later", "+", "-only", "")
 	switch {
+	case spdx == "MIT":
+		return "Expat"
 	case strings.HasPrefix(spdx, "GPL-"), strings.HasPrefix(spdx, "LGPL-"), strings.HasPrefix(spdx, "AGPL-"), strings.HasPrefix(spdx, "GFDL-"):
 		return r.Replace(spdx)
 	}
@@ -347,8 +349,7 @@ type CopyrightParams struct {
 	Source  string
 	Year    int
 	Holders []string
-	License string // SPDX or short name; "" when unknown
-	Text    string // full license text, if known
+	License CopyrightLicense
 }
 
 // RenderCopyright writes a machine-readable (DEP-5) copyright file.
@@ -362,11 +363,6 @@ func RenderCopyright(p CopyrightParams) string {
 	if p.Source != "" {
 		fmt.Fprintf(&b, "Source: %s\n", p.Source)
 	}
-	lic := p.License
-	short := debianLicenseName(lic)
-	if lic == "" {
-		short = "other"
-	}
 	holders := p.Holders
 	if len(holders) == 0 {
 		holders = []string{"the " + p.Name + " authors"}
@@ -378,16 +374,17 @@ func RenderCopyright(p CopyrightParams) string {
 		}
 		fmt.Fprintf(&b, " %d %s", p.Year, h)
 	}
-	fmt.Fprintf(&b, "\nLicense: %s\n", short)
-	switch {
-	case p.Text != "":
-		b.WriteString(indentLicense(p.Text))
-	case commonLicenses[lic] != "":
-		fmt.Fprintf(&b, " On Debian systems, the complete text of this license can be found in\n /usr/share/common-licenses/%s.\n", commonLicenses[lic])
-	case lic == "":
-		b.WriteString(" No license was declared in pyproject.toml ([project].license).\n")
-	default:
-		fmt.Fprintf(&b, " See the %s license; its text was not found in the project.\n", lic)
+	lic := p.License
+	if lic.Expr == "" {
+		lic = ResolveLicense("", nil)
+	}
+	fmt.Fprintf(&b, "\nLicense: %s\n", lic.Expr)
+	if lic.Text != "" {
+		b.WriteString(indentLicense(lic.Text))
+	}
+	for _, para := range lic.Paragraphs {
+		fmt.Fprintf(&b, "\nLicense: %s\n", para.Name)
+		b.WriteString(indentLicense(para.Text))
 	}
 	return b.String()
 }
