@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -61,21 +62,38 @@ func (b *build) interpreter() string {
 // checkService resolves [tool.tandem].service to an ExecStart that runs
 // through the interpreter (never through a script's shebang) and fails if
 // the command does not exist in what the package ships.
+// The setup commands ([tool.tandem].setup) are resolved the same way.
 func (b *build) checkService(ctx context.Context) error {
-	words, err := SplitCommand(b.proj.Tandem.Service)
+	var err error
+	if b.exec, err = b.resolveCommand(ctx, "tool.tandem.service", "service command", b.proj.Tandem.Service); err != nil {
+		return err
+	}
+	b.setup = nil
+	for i, c := range b.proj.Tandem.Setup {
+		line, err := b.resolveCommand(ctx, fmt.Sprintf("tool.tandem.setup[%d]", i), "setup command", c)
+		if err != nil {
+			return err
+		}
+		b.setup = append(b.setup, line)
+	}
+	return nil
+}
+
+// resolveCommand turns a command line of the project into an ExecStart=
+// value run by the package's interpreter.
+func (b *build) resolveCommand(ctx context.Context, key, what, cmdline string) (string, error) {
+	words, err := SplitCommand(cmdline)
 	if err != nil || len(words) == 0 {
-		return &BuildError{Msg: fmt.Sprintf("pyproject.toml: tool.tandem.service: %q: %v", b.proj.Tandem.Service, err)}
+		return "", &BuildError{Msg: fmt.Sprintf("pyproject.toml: %s: %q: %v", key, cmdline, err)}
 	}
 	first, args := words[0], words[1:]
 	py := b.interpreter()
 	switch {
 	case first == "python" || first == "python3" || strings.HasPrefix(first, "python3."):
-		b.exec = JoinCommand(append([]string{py}, args...))
-		return nil
+		return JoinCommand(append([]string{py}, args...)), nil
 	case filepath.IsAbs(first):
-		b.log.Info("service command is an absolute path; not checked", "command", first)
-		b.exec = JoinCommand(words)
-		return nil
+		b.log.Info(what+" is an absolute path; not checked", "command", first)
+		return JoinCommand(words), nil
 	}
 	var argv []string
 	var env []string
@@ -83,11 +101,11 @@ func (b *build) checkService(ctx context.Context) error {
 		argv = []string{b.opt.Python, "-c", checkScript, first}
 		env = append(env, "PYTHONPATH="+filepath.Join(b.work, "stage", "usr", "lib", "python3", "dist-packages"))
 	} else {
-		argv = []string{filepath.Join(b.work, "stage", "opt", "venvs", b.name, "bin", "python"), "-c", checkScript, first}
+		argv = []string{filepath.Join(b.stagedVenv(), "bin", "python"), "-c", checkScript, first}
 	}
 	out, err := b.runEnv(ctx, env, argv...)
 	if err != nil {
-		return fmt.Errorf("check service command: %w: %s", err, tail(string(out), 10))
+		return "", fmt.Errorf("check %s: %w: %s", what, err, tail(string(out), 10))
 	}
 	res := strings.TrimSpace(string(out))
 	if i := strings.LastIndex(res, "\n"); i >= 0 {
@@ -96,27 +114,26 @@ func (b *build) checkService(ctx context.Context) error {
 	kind, value, _ := strings.Cut(res, " ")
 	switch kind {
 	case "module":
-		b.exec = JoinCommand(append([]string{py, "-m", value}, args...))
+		return JoinCommand(append([]string{py, "-m", value}, args...)), nil
 	case "entry":
 		modPath, attr, ok := strings.Cut(value, ":")
 		modPath, attr = strings.TrimSpace(modPath), strings.TrimSpace(attr)
 		if !ok || attr == "" {
-			return &BuildError{Msg: fmt.Sprintf("entry point %s = %q is not module:function", first, value)}
+			return "", &BuildError{Msg: fmt.Sprintf("entry point %s = %q is not module:function", first, value)}
 		}
 		code := fmt.Sprintf("import sys, %s; sys.argv[0] = %q; sys.exit(%s.%s())", modPath, first, modPath, attr)
-		b.exec = JoinCommand(append([]string{py, "-c", code}, args...))
+		return JoinCommand(append([]string{py, "-c", code}, args...)), nil
 	default:
 		pkgs, _ := DebianName(first, b.proj.Tandem.DebianNames)
 		if b.proj.Tandem.Mode == "system" {
-			return &BuildError{Msg: fmt.Sprintf("service command %q is not installed for %s: install Debian's %s on the build machine and list it in [project].dependencies so that the package depends on it", first, b.opt.Python, pkgs[0])}
+			return "", &BuildError{Msg: fmt.Sprintf(what+" %q is not installed for %s: install Debian's %s on the build machine and list it in [project].dependencies so that the package depends on it", first, b.opt.Python, pkgs[0])}
 		}
 		hint := fmt.Sprintf("add the project that provides it to [project].dependencies (with its wheel in --wheels), or set system-site-packages = true in [tool.tandem], apt-get install %s here and add %q to [tool.tandem].depends", pkgs[0], pkgs[0])
 		if b.proj.Tandem.SystemSitePackages {
 			hint = fmt.Sprintf("add the project that provides it to [project].dependencies, or apt-get install %s on this machine and add %q to [tool.tandem].depends", pkgs[0], pkgs[0])
 		}
-		return &BuildError{Msg: fmt.Sprintf("service command %q does not exist in the venv: %s", first, hint)}
+		return "", &BuildError{Msg: fmt.Sprintf(what+" %q does not exist in the venv: %s", first, hint)}
 	}
-	return nil
 }
 
 func (b *build) runEnv(ctx context.Context, extra []string, argv ...string) ([]byte, error) {
@@ -156,6 +173,16 @@ func (b *build) addMeta(context.Context) error {
 	if err := b.describe(); err != nil {
 		return err
 	}
+	b.user = t.User
+	if b.user == "" {
+		b.user = b.name
+	}
+	if err := CheckUser(b.user); err != nil {
+		return &BuildError{Msg: "pyproject.toml: " + err.Error()}
+	}
+	if err := CheckDataDir(t.DataDir, b.opt.AllowDataDirs); err != nil {
+		return &BuildError{Msg: "pyproject.toml: tool.tandem." + err.Error()}
+	}
 	etc := "/etc/" + b.name
 	var envFiles []string
 	conf := append([]string{}, t.ConfigFiles...)
@@ -191,6 +218,7 @@ func (b *build) addMeta(context.Context) error {
 	}
 	unit := AppUnit{
 		Name:          b.name,
+		User:          b.user,
 		Description:   b.synopsis,
 		Documentation: doc,
 		ExecStart:     b.exec,
@@ -198,16 +226,37 @@ func (b *build) addMeta(context.Context) error {
 		Environment:   env,
 		EnvFiles:      envFiles,
 		Overrides:     t.Unit,
+		Setup:         b.setup,
+	}
+	sp := ScriptParams{
+		Package: b.name, Unit: b.name + ".service", User: b.user, DataDir: t.DataDir,
+		Mode: t.Mode, VenvDir: b.finalVenv(), StartCheck: 3,
+	}
+	if t.Mode != "venv" {
+		sp.VenvDir = ""
+	}
+	if b.usesFlask() {
+		// Flask puts an installed app's instance folder in PREFIX/var
+		// (sys.prefix: /usr, or the venv), read-only in the sandbox: it
+		// is the data directory's var/ instead.
+		prefix := "/usr"
+		if t.Mode == "venv" {
+			prefix = b.finalVenv()
+			b.files = append(b.files, File{Dest: prefix + "/var", Dir: true, Mode: 0o755})
+		} else {
+			sp.MountPoints = append(sp.MountPoints, prefix+"/var")
+		}
+		src := t.DataDir + "/var"
+		sp.DataSubdirs = append(sp.DataSubdirs, src)
+		unit.BindPaths = append(unit.BindPaths, src+":"+prefix+"/var")
+		b.log.Info("Flask app: its instance folder is in the data directory", "instance_folder", src+"/NAME-instance")
 	}
 	b.files = append(b.files, File{Dest: "/usr/lib/systemd/system/" + b.name + ".service", Data: []byte(unit.Render()), Mode: 0o644})
-
-	pyc := []string{b.finalVenv()}
-	if t.Mode == "system" {
-		pyc = b.systemModuleDirs()
+	if len(b.setup) > 0 {
+		sp.SetupUnit = SetupUnitName(b.name)
+		b.files = append(b.files, File{Dest: "/usr/lib/systemd/system/" + sp.SetupUnit, Data: []byte(unit.RenderSetup()), Mode: 0o644})
 	}
-	b.scripts, err = RenderScripts(ScriptParams{
-		Package: b.name, Unit: b.name + ".service", User: b.name, DataDir: t.DataDir, PycacheDirs: pyc,
-	})
+	b.scripts, err = RenderScripts(sp)
 	if err != nil {
 		return err
 	}
@@ -258,10 +307,13 @@ func (b *build) addMeta(context.Context) error {
 			"The environment file is where secrets such as database passwords go.\nsystemd reads it as root before starting the service, so no one else\nneeds to read it."})
 	}
 	if t.Mode == "venv" {
-		ov = append(ov, lintianOverride{"dir-or-file-in-opt [opt/venvs/*]",
-			"The application is a self-contained virtualenv at /opt/venvs/" + b.name + ",\nthe location dh-virtualenv established for such packages; it is\nnot a Debian-policy Python module and does not belong under /usr."})
+		venv := b.finalVenv()
+		if strings.HasPrefix(venv, "/opt/") {
+			ov = append(ov, lintianOverride{"dir-or-file-in-opt [" + strings.TrimPrefix(path.Dir(venv), "/") + "/*]",
+				"The application is a self-contained virtualenv at " + venv + ",\nthe location dh-virtualenv established for such packages, chosen with\nvenv-dir in [tool.tandem] (the default is /usr/lib/" + b.name + ")."})
+		}
 		if b.hasVenvScripts() {
-			ov = append(ov, lintianOverride{"unusual-interpreter /opt/venvs/" + b.name + "/bin/python [opt/venvs/" + b.name + "/bin/*]",
+			ov = append(ov, lintianOverride{"unusual-interpreter " + venv + "/bin/python [" + strings.TrimPrefix(venv, "/") + "/bin/*]",
 				"Entry-point scripts installed by pip run with the virtualenv's python,\nwhich is how a virtualenv isolates its dependencies."})
 		}
 	}
@@ -272,6 +324,16 @@ func (b *build) addMeta(context.Context) error {
 	b.depends = append(b.depends, "adduser")
 	b.depends = append(b.depends, t.Depends...)
 	return nil
+}
+
+// usesFlask reports whether the project depends on Flask.
+func (b *build) usesFlask() bool {
+	for _, r := range b.proj.Dependencies {
+		if r.Normalized() == "flask" {
+			return true
+		}
+	}
+	return false
 }
 
 // changelogName is changelog.Debian.gz, except for native versions

@@ -40,6 +40,9 @@ type Options struct {
 	Progress func(stage string, took time.Duration) // called after each stage
 	// WorkDir is a scratch directory; "" creates (and removes) a temporary one.
 	WorkDir string
+	// AllowDataDirs are roots, besides /var/lib and /srv, that the
+	// operator allows a data directory below (tandem package --allow-data-dir).
+	AllowDataDirs []string
 }
 
 // BuildError is a problem with the project or the build inputs, reported
@@ -74,7 +77,9 @@ type build struct {
 	files    []File
 	depends  []string
 	arch     string
-	exec     string // ExecStart
+	exec     string   // ExecStart
+	setup    []string // ExecStart= lines of the setup unit
+	user     string
 	iso      string // isolation actually used
 	wheel    string // the project's own wheel
 	maint    string
