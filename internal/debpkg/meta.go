@@ -124,7 +124,7 @@ func (b *build) resolveCommand(ctx context.Context, key, what, cmdline string) (
 		code := fmt.Sprintf("import sys, %s; sys.argv[0] = %q; sys.exit(%s.%s())", modPath, first, modPath, attr)
 		return JoinCommand(append([]string{py, "-c", code}, args...)), nil
 	default:
-		pkgs, _ := DebianName(first, b.proj.Tandem.DebianNames)
+		pkgs := []string{b.hintNames(ctx).Guess(first)}
 		if b.proj.Tandem.Mode == "system" {
 			return "", &BuildError{Msg: fmt.Sprintf(what+" %q is not installed for %s: install Debian's %s on the build machine and list it in [project].dependencies so that the package depends on it", first, b.opt.Python, pkgs[0])}
 		}

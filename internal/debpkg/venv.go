@@ -178,7 +178,7 @@ func (b *build) installVenv(ctx context.Context) error {
 		if strings.Contains(string(out), "no such option: --python") {
 			return &prereq.Error{What: "pip is too old (needs --python, pip >= 22.3)", Fix: "use Debian 12's python3-pip"}
 		}
-		return b.pipFailure(out)
+		return b.pipFailure(ctx, out)
 	}
 	if err := b.normalizeVenv(stageVenv, venv); err != nil {
 		return err
@@ -198,9 +198,16 @@ func (b *build) installVenv(ctx context.Context) error {
 				fromSystem = append(fromSystem, r)
 			}
 		}
-		deps, notes := SystemDepends(fromSystem, b.proj.Tandem.DebianNames, b.pyVer)
+		names, err := b.debianNames(ctx)
+		if err != nil {
+			return err
+		}
+		deps, notes, err := SystemDepends(fromSystem, names, b.pyVer)
 		for _, n := range notes {
 			b.log.Info("dependency", "note", n)
+		}
+		if err != nil {
+			return &BuildError{Msg: "pyproject.toml: project.dependencies: " + err.Error()}
 		}
 		b.sysDepends = deps
 	}
