@@ -90,7 +90,7 @@ type build struct {
 	longDesc string
 	scripts  Scripts
 	extraEnv []string
-	names *DebianNames
+	names    *DebianNames
 	// sysDepends are Debian packages for dependencies a venv with
 	// system-site-packages takes from the system.
 	sysDepends []string
