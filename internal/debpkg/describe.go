@@ -142,6 +142,7 @@ var (
 	mdRefRe    = regexp.MustCompile(`\[([^\]]+)\]\[[^\]]*\]`)
 	mdEmphRe   = regexp.MustCompile(`(\*\*|__)(\S(?:.*?\S)?)(\*\*|__)`)
 	rstLinkRe  = regexp.MustCompile("`([^`<]+?)\\s*<[^>]*>`_+")
+	rstRefRe   = regexp.MustCompile("`([^`]+)`_+")
 	rstRoleRe  = regexp.MustCompile(":[a-z]+:`([^`]+)`")
 	rstUnderRe = regexp.MustCompile(`^([=\-~^"'*+#]){3,}\s*$`)
 	listItemRe = regexp.MustCompile(`^(\s*)([-*+]|\d+[.)])\s+`)
@@ -156,8 +157,7 @@ const maxLongDesc = 1200
 // text) into paragraphs for the extended description: the prose before
 // the second heading, without markup, code blocks, tables or images,
 // skipping a first paragraph that only repeats the synopsis. Paragraphs
-// are separated by empty lines; list items are kept one per line,
-// indented (verbatim for dpkg).
+// are separated by empty lines; list items are kept one per line.
 func LongDescription(readme, synopsis string) string {
 	lines := strings.Split(strings.ReplaceAll(readme, "\r\n", "\n"), "\n")
 	var paras [][]string
@@ -289,6 +289,7 @@ func inline(s string) string {
 	s = mdLinkRe.ReplaceAllString(s, "$1")
 	s = mdRefRe.ReplaceAllString(s, "$1")
 	s = rstLinkRe.ReplaceAllString(s, "$1")
+	s = rstRefRe.ReplaceAllString(s, "$1")
 	s = rstRoleRe.ReplaceAllString(s, "$1")
 	s = mdEmphRe.ReplaceAllString(s, "$2")
 	s = strings.ReplaceAll(s, "``", "")
@@ -307,8 +308,7 @@ func fuzzyAlnum(s string) string {
 }
 
 // wrapText wraps text for the Description field: paragraphs (separated by
-// empty lines) are filled to width columns, list items start with "  - "
-// and continue indented. No line starts with "." (dpkg would read it as
+// empty lines) are filled to width columns, list items start with "• ". No line starts with "." (dpkg would read it as
 // a control statement) and words longer than a line are dropped, so every
 // line stays within lintian's 80 columns once dpkg adds its leading space.
 func wrapText(text string, width int) string {
@@ -316,7 +316,10 @@ func wrapText(text string, width int) string {
 	for _, para := range strings.Split(text, "\n") {
 		first, indent := "", ""
 		if rest, ok := strings.CutPrefix(para, listMark); ok {
-			para, first, indent = rest, "  - ", "    "
+			// nfpm strips the indentation of Description lines, and a
+			// line starting with "-" or "*" reads as an unindented list
+			// to lintian: a bullet marks the item instead.
+			para, first = rest, "• "
 		}
 		var words []string
 		for _, w := range strings.Fields(para) {

@@ -79,8 +79,8 @@ func TestLongDescription(t *testing.T) {
 			"basic blog app", "The basic blog app built in the Flask tutorial.\n\nIt keeps posts in SQLite."},
 		{"first paragraph repeats the synopsis", "Blog app\n\nUsers register and post.\n", "blog app", "Users register and post."},
 		{"list", "Features:\n\n- register\n- log in\n  and out\n* post\n", "x", "Features:\n\n\x00- register\n\x00- log in and out\n\x00- post"},
-		{"rst", "Flaskr\n======\n\nA blog, see `the docs <https://example.org>`_.\n\n.. code-block:: sh\n\n    flask run\n\nEnd :code:`here`.\n\nUsage\n-----\n\nNo.\n",
-			"x", "A blog, see the docs.\n\nEnd here."},
+		{"rst", "Flaskr\n======\n\nA blog, see `the docs <https://example.org>`_ and the `tutorial`_.\n\n.. code-block:: sh\n\n    flask run\n\nEnd :code:`here`.\n\nUsage\n-----\n\nNo.\n",
+			"x", "A blog, see the docs and the tutorial.\n\nEnd here."},
 		{"html and quotes", "<p align=center><img src=x></p>\n\n> note\n\nText.\n", "x", "Text."},
 		{"empty", "", "x", ""},
 	} {
@@ -108,8 +108,8 @@ func TestWrapTextWithinLintianWidth(t *testing.T) {
 			t.Errorf("line %d starts with a dot: %q", i, l)
 		}
 	}
-	if !strings.Contains(out, "\n  - item item") || !strings.Contains(out, "\n    item") {
-		t.Errorf("list item not indented:\n%s", out)
+	if !strings.Contains(out, "\n• item item") {
+		t.Errorf("list item not marked:\n%s", out)
 	}
 	if strings.Contains(out, "xxxxx") {
 		t.Errorf("over-long word kept:\n%s", out)

@@ -379,9 +379,9 @@ fi
 {{if .SetupUnit}}
 # Whether policy-rc.d (as deb-systemd-invoke honours it) allows starting $1.
 may_start() {
-	if [ -x /usr/sbin/policy-rc.d ]; then
+	if command -v policy-rc.d >/dev/null 2>&1; then
 		rc=0
-		/usr/sbin/policy-rc.d "$1" start >/dev/null 2>&1 || rc=$?
+		policy-rc.d "$1" start >/dev/null 2>&1 || rc=$?
 		if [ "$rc" = 101 ]; then
 			return 1
 		fi
