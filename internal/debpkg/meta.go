@@ -9,7 +9,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 
 	"github.com/tandem-ha/tandem/internal/pyproject"
@@ -357,25 +356,6 @@ func (b *build) hasVenvScripts() bool {
 		}
 	}
 	return false
-}
-
-// systemModuleDirs lists the app's top-level directories in dist-packages.
-func (b *build) systemModuleDirs() []string {
-	set := map[string]bool{}
-	prefix := "/usr/lib/python3/dist-packages/"
-	for _, f := range b.files {
-		if rest, ok := strings.CutPrefix(f.Dest, prefix); ok {
-			if top, _, ok := strings.Cut(rest, "/"); ok && !strings.HasSuffix(top, ".dist-info") {
-				set[prefix+top] = true
-			}
-		}
-	}
-	var out []string
-	for d := range set {
-		out = append(out, d)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func (b *build) homepage() string {
