@@ -56,6 +56,12 @@ func DeriveSynopsis(description, pkg, project string) (synopsis string, notes []
 	if utf8.RuneCountInString(s) > maxDescWidth {
 		s = truncateWords(s, maxDescWidth)
 	}
+	for _, fallback := range []string{"Python web application " + project, "web application packaged by tandem"} {
+		if CheckSynopsis(s, pkg) == nil {
+			break
+		}
+		s = fallback
+	}
 	if s != orig {
 		notes = append(notes, fmt.Sprintf("synopsis %q derived from [project].description %q (set [tool.tandem].synopsis to choose it)", s, orig))
 	}
@@ -323,9 +329,12 @@ func wrapText(text string, width int) string {
 		}
 		var words []string
 		for _, w := range strings.Fields(para) {
-			if len(indent)+utf8.RuneCountInString(w) <= width {
+			if len(indent)+utf8.RuneCountInString(w)+2 <= width {
 				words = append(words, w)
 			}
+		}
+		if len(words) > 0 && strings.HasPrefix(words[0], ".") {
+			words[0] = `"` + words[0] + `"`
 		}
 		if len(words) == 0 {
 			out = append(out, "")
@@ -336,11 +345,8 @@ func wrapText(text string, width int) string {
 			w := words[i]
 			if utf8.RuneCountInString(line)+1+utf8.RuneCountInString(w) > width {
 				if strings.HasPrefix(w, ".") {
-					// Take the previous word along, so that no line starts with ".".
-					if j := strings.LastIndexByte(line, ' '); j > len(indent) && j > len(first) {
-						w = line[j+1:] + " " + w
-						line = line[:j]
-					}
+					// No line may start with "." (a dpkg control statement).
+					w = `"` + w + `"`
 				}
 				out = append(out, line)
 				line = indent + w
