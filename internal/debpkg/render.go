@@ -428,8 +428,9 @@ if [ "$1" = "configure" ] && [ -d /run/systemd/system ]; then
 			sleep 0.5
 			i=$((i + 1))
 			state=$(systemctl show -p ActiveState --value {{q .Unit}} || true)
+			sub=$(systemctl show -p SubState --value {{q .Unit}} || true)
 			restarts=$(systemctl show -p NRestarts --value {{q .Unit}} || true)
-			if [ "$state" = failed ] || [ "${restarts:-0}" != 0 ]; then
+			if [ "$state" = failed ] || [ "$sub" = auto-restart ] || [ "${restarts:-0}" != 0 ]; then
 				echo {{q (sprintf "%s: %s failed to start; the end of its journal:" .Package .Unit)}} >&2
 				journalctl --no-pager -o cat -n 25 -u {{q .Unit}} >&2 || true
 				deb-systemd-invoke stop {{q .Unit}} >/dev/null || true
