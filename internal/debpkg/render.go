@@ -255,7 +255,8 @@ type ScriptParams struct {
 	StartCheck int
 }
 
-// UserMarker is the GECOS field of the users packages create, so that a
+// UserMarker is the GECOS full name (its first comma-separated field;
+// adduser appends ",,,") of the users packages create, so that a
 // package recognises its own user and never adopts (or, on purge, deletes)
 // a user it did not create.
 func UserMarker(pkg string) string { return "tandem package " + pkg }
@@ -286,7 +287,7 @@ set -e
 # package would delete it.
 if [ "$1" = install ] && [ -z "$2" ]; then
 	if getent passwd {{q .User}} >/dev/null; then
-		if [ "$(getent passwd {{q .User}} | cut -d: -f5)" != {{q (marker .Package)}} ]; then
+		if [ "$(getent passwd {{q .User}} | cut -d: -f5 | cut -d, -f1)" != {{q (marker .Package)}} ]; then
 			echo {{q (sprintf "%s: the system user %s already exists and was not created by this package; refusing to adopt it (purging the package would delete it). Set another user with user = \"...\" in [tool.tandem] and rebuild, or remove that user." .Package .User)}} >&2
 			exit 1
 		fi
@@ -309,7 +310,7 @@ set -e
 {{if .User}}
 if [ "$1" = "configure" ]; then
 	if getent passwd {{q .User}} >/dev/null; then
-		if [ "$(getent passwd {{q .User}} | cut -d: -f5)" != {{q (marker .Package)}} ]; then
+		if [ "$(getent passwd {{q .User}} | cut -d: -f5 | cut -d, -f1)" != {{q (marker .Package)}} ]; then
 			if [ -z "$2" ]; then
 				echo {{q (sprintf "%s: the system user %s already exists and was not created by this package; refusing to adopt it (purging the package would delete it)." .Package .User)}} >&2
 				exit 1
@@ -473,7 +474,7 @@ fi
 # Mount points shared with other packages' units go with the last of them.
 if [ "$1" = remove ]; then
 {{- range .MountPoints}}
-	if ! grep -qsx {{q (print "BindPaths=.*:" .)}} /dev/null $(ls /usr/lib/systemd/system/*.service 2>/dev/null | grep -vx {{q (print "/usr/lib/systemd/system/" $.Unit)}}); then
+	if ! grep -qsx {{q (print "BindPaths=.*:" .)}} /dev/null $(ls /usr/lib/systemd/system/*.service 2>/dev/null | grep -vx -e {{q (print "/usr/lib/systemd/system/" $.Unit)}} -e {{q (print "/usr/lib/systemd/system/" $.SetupUnit)}}); then
 		rmdir {{q .}} 2>/dev/null || true
 	fi
 {{- end}}
@@ -523,7 +524,7 @@ if [ "$1" = "purge" ]; then
 	if [ -d {{q .DataDir}} ] && [ "$(stat -c %U {{q .DataDir}})" = {{q .User}} ]; then
 		rm -rf {{q .DataDir}}
 	fi
-	if getent passwd {{q .User}} >/dev/null && [ "$(getent passwd {{q .User}} | cut -d: -f5)" = {{q (marker .Package)}} ]; then
+	if getent passwd {{q .User}} >/dev/null && [ "$(getent passwd {{q .User}} | cut -d: -f5 | cut -d, -f1)" = {{q (marker .Package)}} ]; then
 		if command -v deluser >/dev/null; then
 			deluser --system --quiet {{q .User}} || true
 		else

@@ -51,18 +51,67 @@ func installDebianPackages(t *testing.T, ctx context.Context, c *Labctl, node st
 	for _, p := range strings.Fields(c.MustSh(t, ctx, node, "dpkg-query -W -f '${Package}\\n'")) {
 		installed[p] = true
 	}
-	args := append([]string{"depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances"}, pkgs...)
-	out, err := exec.CommandContext(ctx, "apt-cache", args...).Output()
-	if err != nil {
-		t.Fatalf("apt-cache depends %s: %v", pkgs, err)
-	}
+	// Walk the dependencies as apt would: a group of alternatives is met
+	// by any installed one, else the first is taken.
 	var need []string
 	seen := map[string]bool{}
-	for _, l := range strings.Split(string(out), "\n") {
-		if debName.MatchString(l) && !installed[l] && !seen[l] {
-			seen[l] = true
-			need = append(need, l)
+	queue := append([]string{}, pkgs...)
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if seen[p] || installed[p] {
+			continue
 		}
+		seen[p] = true
+		need = append(need, p)
+		out, err := exec.CommandContext(ctx, "apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+			"--no-breaks", "--no-replaces", "--no-enhances", p).Output()
+		if err != nil {
+			t.Fatalf("apt-cache depends %s: %v", p, err)
+		}
+		var group []string // alternatives; a virtual name is replaced by its providers
+		flush := func() {
+			for _, g := range group {
+				if installed[g] {
+					group = nil
+					return
+				}
+			}
+			if len(group) > 0 {
+				queue = append(queue, group[0])
+			}
+			group = nil
+		}
+		alt := false
+		for _, l := range strings.Split(string(out), "\n") {
+			switch {
+			case strings.HasPrefix(l, "    "): // a provider of the virtual package above
+				if n := strings.TrimSpace(l); debName.MatchString(n) {
+					group = append(group, n)
+				}
+				continue
+			case strings.HasPrefix(l, "  |Depends: "), strings.HasPrefix(l, "  |PreDepends: "):
+				if !alt {
+					flush()
+				}
+				alt = true
+			case strings.HasPrefix(l, "  Depends: "), strings.HasPrefix(l, "  PreDepends: "):
+				if !alt {
+					flush()
+				}
+				alt = false
+			default:
+				continue
+			}
+			_, n, _ := strings.Cut(l, ": ")
+			if strings.HasPrefix(n, "<") {
+				continue // virtual: its providers follow, indented
+			}
+			if n, _, _ = strings.Cut(n, ":"); debName.MatchString(n) {
+				group = append(group, n)
+			}
+		}
+		flush()
 	}
 	if len(need) == 0 {
 		return
@@ -184,7 +233,7 @@ func TestPackageFrameworks(t *testing.T) {
 		if !strings.Contains(mig, "[X] 0001_initial") {
 			t.Errorf("migrations did not run:\n%s", mig)
 		}
-		c.MustSh(t, ctx, node, "dpkg --purge djsite")
+		c.MustSh(t, ctx, node, "dpkg --purge djsite && ! getent passwd djsite && test ! -e /var/lib/djsite")
 	})
 
 	t.Run("asgi", func(t *testing.T) {
@@ -202,6 +251,14 @@ func TestPackageFrameworks(t *testing.T) {
 		if st, _ := c.Sh(ctx, node, "systemctl is-active asgisite"); strings.TrimSpace(st) == "active" {
 			t.Error("the failing service was left running")
 		}
-		c.MustSh(t, ctx, node, "dpkg --purge asgisite")
+		c.MustSh(t, ctx, node, "dpkg --purge asgisite && ! getent passwd asgisite")
+		// A user of that name that the package did not create is refused,
+		// and left alone.
+		c.MustSh(t, ctx, node, "adduser --system --quiet --group asgisite")
+		res, err = c.Sh(ctx, node, "dpkg -i /tmp/asgisite_1.0.0_all.deb 2>&1")
+		if err == nil || !strings.Contains(res, "already exists and was not created by this package; refusing to adopt it") {
+			t.Errorf("dpkg -i with a foreign user asgisite: %v\n%s", err, res)
+		}
+		c.MustSh(t, ctx, node, "dpkg --purge asgisite; getent passwd asgisite && deluser --system --quiet asgisite && delgroup --system --quiet asgisite 2>/dev/null; true")
 	})
 }
