@@ -346,6 +346,13 @@ if [ "$1" = "configure" ]; then
 fi
 {{end}}
 {{- if .Mode}}
+# Packages built before the venv moved to /usr/lib shipped it in /opt, and
+# dpkg removes /opt with the last of them, here while upgrading from one:
+# /opt belongs to the system (base-files creates it).
+if [ "$1" = "configure" ] && [ -n "$2" ] && [ ! -d /opt ]; then
+	mkdir -m 0755 /opt
+fi
+
 # Byte-compile the Python modules; prerm removes the bytecode.
 if [ "$1" = "configure" ]; then
 {{- if eq .Mode "system"}}
