@@ -17,7 +17,7 @@ const fixtures = "../../internal/debpkg/testdata/apps"
 
 // packageApp packages a copy of the fixture app (modified by edit, if
 // any) on the host at version v in system mode.
-func packageApp(t *testing.T, ctx context.Context, app, v, out string, edit func(pyproject string) string) string {
+func packageApp(t *testing.T, ctx context.Context, app, v, out string, edit func(pyproject string) string, args ...string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), app)
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(fixtures, app))); err != nil {
@@ -33,7 +33,7 @@ func packageApp(t *testing.T, ctx context.Context, app, v, out string, edit func
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.CommandContext(ctx, *tandemBin, "package", dir, "--version", v, "--out", out)
+	cmd := exec.CommandContext(ctx, *tandemBin, append([]string{"package", dir, "--version", v, "--out", out}, args...)...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("tandem package %s --version %s: %v\n%s", app, v, err, b)
 	}
@@ -174,14 +174,19 @@ func TestPackageFrameworks(t *testing.T) {
 	badStart := packageApp(t, ctx, "asgisite", "1.1.0", out, func(s string) string {
 		return strings.Replace(s, "asgisite.app:app", "asgisite.app:missing_app", 1)
 	})
+	venvOut := t.TempDir()
+	flaskVenv := packageApp(t, ctx, "flaskr", "2.0.0", venvOut, nil, "--mode", "venv", "--system-site-packages")
 	installDebianPackages(t, ctx, c, node, "python3-flask", "python3-django", "python3-starlette", "python3-uvicorn")
+	if err := c.CopyIn(ctx, flaskVenv, node, "/tmp/flaskr-venv.deb"); err != nil {
+		t.Fatal(err)
+	}
 	for _, deb := range []string{flask1, flask2, dj, asgi, badSetup, badStart} {
 		if err := c.CopyIn(ctx, deb, node, "/tmp/"+filepath.Base(deb)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Cleanup(func() {
-		_, _ = c.Sh(context.Background(), node, "dpkg --purge flaskr djsite asgisite >/dev/null 2>&1; rm -f /tmp/flaskr_*.deb /tmp/djsite_*.deb /tmp/asgisite_*.deb /tmp/jar")
+		_, _ = c.Sh(context.Background(), node, "dpkg --purge flaskr djsite asgisite >/dev/null 2>&1; rm -f /tmp/flaskr_*.deb /tmp/djsite_*.deb /tmp/asgisite_*.deb /tmp/flaskr-venv.deb /tmp/jar")
 	})
 
 	t.Run("flask", func(t *testing.T) {
@@ -219,6 +224,16 @@ func TestPackageFrameworks(t *testing.T) {
 		}
 		c.MustSh(t, ctx, node, "dpkg --purge flaskr")
 		c.MustSh(t, ctx, node, "test ! -e /var/lib/flaskr && test ! -e /usr/var && ! getent passwd flaskr && test ! -e /usr/lib/python3/dist-packages/flaskr")
+	})
+
+	// The same app in venv mode (reusing Debian's Flask): the instance
+	// folder, in the venv's prefix, is bound from the data directory too.
+	t.Run("flask-venv", func(t *testing.T) {
+		c.MustSh(t, ctx, node, "dpkg -i /tmp/flaskr-venv.deb")
+		waitHTTP(t, ctx, c, node, "http://127.0.0.1:8010/health", `"version":"2.0.0"`, "flaskr")
+		c.MustSh(t, ctx, node, "test -f /var/lib/flaskr/var/flaskr-instance/flaskr.sqlite && test -d /usr/lib/flaskr/var && test ! -e /usr/var")
+		c.MustSh(t, ctx, node, "curl -fsS -o /dev/null http://127.0.0.1:8010/auth/register -d username=bob -d password=pw")
+		c.MustSh(t, ctx, node, "dpkg --purge flaskr && test ! -e /usr/lib/flaskr && test ! -e /var/lib/flaskr && ! getent passwd flaskr")
 	})
 
 	t.Run("django", func(t *testing.T) {
