@@ -25,6 +25,7 @@ func TestPiuparts(t *testing.T) {
 	}
 	testenv.NeedRoot(t, "piuparts runs in a chroot")
 	testenv.NeedCommand(t, "piuparts", "piuparts")
+	testenv.NeedCommand(t, "adequate", "adequate") // piuparts runs it: bytecode, copyright, ...
 	needPython(t)
 	image := lab.ImagePath(lab.DefaultCacheDir)
 	if _, err := os.Stat(filepath.Join(image, "usr", "bin", "dpkg")); err != nil {
@@ -93,6 +94,10 @@ func TestPiuparts(t *testing.T) {
 				t.Errorf("piuparts %s: %v\n%s", filepath.Base(deb), err, tail(out.String(), 60))
 			} else if !strings.Contains(out.String(), "PASS: All tests.") {
 				t.Errorf("piuparts %s did not pass:\n%s", filepath.Base(deb), tail(out.String(), 30))
+			}
+			// piuparts runs adequate when it is installed and only warns.
+			if i := strings.Index(out.String(), "Inadequate results"); i >= 0 {
+				t.Errorf("adequate (run by piuparts) on %s:\n%s", filepath.Base(deb), out.String()[i:min(len(out.String()), i+2000)])
 			}
 		})
 	}
