@@ -131,7 +131,7 @@ func (a AppUnit) render(setup bool) string {
 	u.Add("Unit", "Wants", "network-online.target")
 	if !setup {
 		// A service that keeps failing ends up failed instead of looping.
-		u.Add("Unit", "StartLimitIntervalSec", "60")
+		u.Add("Unit", "StartLimitIntervalSec", "20")
 		u.Add("Unit", "StartLimitBurst", "5")
 	}
 
