@@ -62,6 +62,7 @@ var layerOf = map[string]string{
 	"internal/health":   controller,
 	"internal/hooks":    controller,
 	"internal/deploy":   controller,
+	"internal/files":    controller, // replication of declared directories, following the holder and its epoch
 
 	"internal/vip":                     provider,
 	"internal/vip/linux":               provider,
