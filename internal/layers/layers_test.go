@@ -75,8 +75,8 @@ var layerOf = map[string]string{
 	"internal/vip/digitalocean/dofake": provider,
 	"internal/vip/hetzner/hcloudfake":  provider,
 	"internal/vip/aws/ec2fake":         provider,
-	"internal/files/rsync":            provider, // Debian's rsync carried over the cluster's mTLS streams
-	"internal/files/inotify":          provider, // file events through fsnotify
+	"internal/files/rsync":             provider, // Debian's rsync carried over the cluster's mTLS streams
+	"internal/files/inotify":           provider, // file events through fsnotify
 	"internal/install":                 provider, // the OS side of a release install: apt, dpkg-query, systemctl
 
 	"internal/cluster": cluster,

@@ -266,4 +266,3 @@ func TestLargeFileStreams(t *testing.T) {
 		t.Fatalf("big.bin: %d bytes, %v, stats %+v", len(got), err, st)
 	}
 }
-
