@@ -145,6 +145,7 @@ var subcommands = []func(*env) *cobra.Command{
 	newLeaveCmd,
 	newRemoveCmd,
 	newResetCmd,
+	newFilesCmd,
 	newLabCmd,
 }
 

@@ -89,3 +89,21 @@ func TestQuarantineFor(t *testing.T) {
 		})
 	}
 }
+
+func FuzzParseFact(f *testing.F) {
+	f.Add([]byte(`{"e":3,"d":[{"d":"/srv/up","p":[{"n":"b","l":120,"b":5,"e":true}]}]}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, dirs, err := ParseFact(b)
+		if err != nil {
+			return
+		}
+		for _, peers := range dirs {
+			for _, p := range peers {
+				if p.Lag < 0 {
+					t.Fatalf("negative lag %v", p.Lag)
+				}
+			}
+		}
+	})
+}

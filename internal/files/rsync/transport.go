@@ -22,6 +22,9 @@ import (
 	"time"
 )
 
+// ALPN is the protocol of the streams that carry pulls between agents.
+const ALPN = "tandem-files"
+
 // maxHeader bounds a header line.
 const maxHeader = 64 << 10
 
