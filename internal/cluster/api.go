@@ -510,6 +510,10 @@ type RemoteError struct {
 
 func (e *RemoteError) Error() string { return e.Message }
 
+// HTTPStatus is the status the peer answered with: the peer was reached
+// and refused, as opposed to a transport failure.
+func (e *RemoteError) HTTPStatus() int { return e.Status }
+
 // Unwrap returns the sentinel error named by Code, if any.
 func (e *RemoteError) Unwrap() error {
 	for _, w := range wireErrors {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -114,7 +115,14 @@ type DriverOptions struct {
 type Driver struct {
 	o   DriverOptions
 	log *slog.Logger
+	// waiting records since when the driver waits for an unreachable
+	// node before installing on it.
+	waiting map[string]time.Time
 }
+
+// errWaiting is a step the driver retries later: a node it must install
+// on is unreachable, for less than the gate timeout so far.
+var errWaiting = errors.New("waiting for a node to come back")
 
 // NewDriver returns a driver; nothing runs until Run.
 func NewDriver(o DriverOptions) *Driver {
@@ -127,7 +135,7 @@ func NewDriver(o DriverOptions) *Driver {
 	if o.MoveTimeout == 0 {
 		o.MoveTimeout = time.Minute
 	}
-	return &Driver{o: o, log: o.Logger}
+	return &Driver{o: o, log: o.Logger, waiting: map[string]time.Time{}}
 }
 
 // Run drives rollouts while this node leads, until ctx ends.
@@ -164,6 +172,9 @@ func (d *Driver) step(ctx context.Context) time.Duration {
 	dep := s.Deploy()
 	if r := dep.Rollout; r != nil {
 		if err := d.drive(ctx, r); err != nil {
+			if errors.Is(err, errWaiting) {
+				return d.o.Retry
+			}
 			if ctx.Err() == nil {
 				d.log.Warn("rollout interrupted; retrying", "rollout", r.ID, "err", err)
 			}
@@ -266,6 +277,15 @@ func (d *Driver) journal(ctx context.Context, r *state.Rollout, action, node, de
 	return err
 }
 
+// releaseFault reports whether err is a node's refusal of the release
+// (its install, gate or hook failed: the node answered 422), as opposed
+// to the node being unreachable or the driver losing its connection. Only
+// the release's own faults mark it bad.
+func releaseFault(err error) bool {
+	var se interface{ HTTPStatus() int }
+	return errors.As(err, &se) && se.HTTPStatus() == http.StatusUnprocessableEntity
+}
+
 // errJournal is a failed commit: the driver stops (it may have lost
 // leadership) and whoever leads next resumes from the journal.
 type errJournal struct{ err error }
@@ -303,11 +323,11 @@ func (d *Driver) drive(ctx context.Context, r *state.Rollout) error {
 		}
 		if err != nil {
 			var je errJournal
-			if errors.As(err, &je) || ctx.Err() != nil {
+			if errors.As(err, &je) || errors.Is(err, errWaiting) || ctx.Err() != nil {
 				return err
 			}
 			if r.Phase == state.PhaseRollback {
-				return d.finish(ctx, r, state.DeliveryFailed, fmt.Sprintf("%s; rollback failed: %v", r.Failure, err), true)
+				return d.finish(ctx, r, state.DeliveryFailed, fmt.Sprintf("%s; rollback failed: %v", r.Failure, err), blameRelease(r))
 			}
 			if err := d.rollback(ctx, s, r, err); err != nil {
 				return err
@@ -475,12 +495,36 @@ func (d *Driver) reconcile(ctx context.Context, s state.Snapshot, r *state.Rollo
 	if forward {
 		return d.finish(ctx, r, state.DeliveryDeployed, fmt.Sprintf("%s %s on %s", r.Package, r.Version, strings.Join(nodes, ", ")), false)
 	}
-	return d.finish(ctx, r, state.DeliveryRolledBack, r.Failure, true)
+	return d.finish(ctx, r, state.DeliveryRolledBack, r.Failure, blameRelease(r))
+}
+
+// blameRelease reports whether the rollout failed because of the release
+// (see releaseFault): only then is it kept from being deployed again.
+func blameRelease(r *state.Rollout) bool {
+	return !strings.HasPrefix(r.Failure, "not the release's fault: ")
 }
 
 func (d *Driver) install(ctx context.Context, s state.Snapshot, r *state.Rollout, node string) error {
 	t := r.Targets[node]
 	dep := s.Deploy()
+	// A node that is down may be rebooting: wait for it up to the gate
+	// timeout before the install is tried (and fails).
+	if h := d.o.Health(d.o.Now()); !h[node].Reachable {
+		since, ok := d.waiting[node]
+		if !ok {
+			since = d.o.Now()
+			d.waiting[node] = since
+			d.log.Warn("waiting for an unreachable node before installing on it", "rollout", r.ID, "node", node)
+		}
+		limit := time.Minute
+		if dep.Policy != nil && dep.Policy.GateTimeout > 0 {
+			limit = dep.Policy.GateTimeout
+		}
+		if d.o.Now().Sub(since) < limit {
+			return errWaiting
+		}
+	}
+	delete(d.waiting, node)
 	// Peers that have the release: those already on it, and the fetcher.
 	var from []string
 	for _, n := range AppNodes(s) {
@@ -504,7 +548,14 @@ func (d *Driver) install(ctx context.Context, s state.Snapshot, r *state.Rollout
 		action = "rollback"
 	}
 	return d.journal(ctx, r, action, node, fmt.Sprintf("%s %s -> %s", t.Package, orNone(cur.Version), t.Version), func(ctx context.Context) (string, error) {
-		res, err := d.o.Nodes.Install(ctx, node, req)
+		// The node bounds its own install; this bounds a lost connection.
+		budget := 15 * time.Minute
+		if p := dep.Policy; p != nil {
+			budget += p.GateTimeout + p.Soak
+		}
+		ictx, cancel := context.WithTimeout(ctx, budget)
+		defer cancel()
+		res, err := d.o.Nodes.Install(ictx, node, req)
 		if err != nil {
 			return "", err
 		}
@@ -531,6 +582,9 @@ func (d *Driver) rollback(ctx context.Context, s state.Snapshot, r *state.Rollou
 		if prev.Version != "" {
 			targets[n] = prev
 		}
+	}
+	if !releaseFault(cause) {
+		failure = "not the release's fault: " + failure
 	}
 	if err := d.apply(ctx, state.RolloutStep{ID: r.ID, Driver: d.o.Name, Phase: state.PhaseRollback, Targets: targets, Failure: failure}); err != nil {
 		return errJournal{err}

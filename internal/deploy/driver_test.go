@@ -19,21 +19,23 @@ import (
 // commands apply at once, nodes "install" by reporting a new release, and
 // the IP moves by committing a new holder.
 type sim struct {
-	t       *testing.T
-	m       *state.Machine
-	idx     uint64
-	now     time.Time
-	mu      sync.Mutex
-	leader  bool
-	calls   []string                   // "install node2 0.2.0", "move node2", "hook pre node2"
-	store   map[string]map[string]bool // node → digests it has
-	fail    map[string]error           // "install node2 0.2.0" → error
-	down    map[string]bool            // unreachable nodes
-	failAt  int                        // fail the Nth apply (0: never), to kill the driver
-	applies int
-	healthy map[string]bool
-	fetched FetchResult
-	release map[string]map[string]string // node → package → version, as "dpkg" has it
+	t      *testing.T
+	m      *state.Machine
+	idx    uint64
+	now    time.Time
+	mu     sync.Mutex
+	leader bool
+	calls  []string                   // "install node2 0.2.0", "move node2", "hook pre node2"
+	store  map[string]map[string]bool // node → digests it has
+	fail   map[string]error           // "install node2 0.2.0" → error
+	down   map[string]bool            // unreachable nodes
+	// downAfterMove makes a node unreachable once the IP moved off it.
+	downAfterMove string
+	failAt        int // fail the Nth apply (0: never), to kill the driver
+	applies       int
+	healthy       map[string]bool
+	fetched       FetchResult
+	release       map[string]map[string]string // node → package → version, as "dpkg" has it
 }
 
 func newSim(t *testing.T, apps ...string) *sim {
@@ -113,7 +115,7 @@ func (s *sim) Install(_ context.Context, node string, req InstallRequest) (Insta
 	s.release[node]["site"] = req.Version
 	s.must(state.SetInstalled{Node: node, Releases: map[string]state.Release{"site": {Package: "site", Version: req.Version, Digest: req.Digest}}})
 	if err := s.fail[call]; err != nil {
-		return InstallResult{}, err
+		return InstallResult{}, refused{err}
 	}
 	return InstallResult{Version: req.Version, Took: time.Second}, nil
 }
@@ -121,13 +123,25 @@ func (s *sim) Install(_ context.Context, node string, req InstallRequest) (Insta
 func (s *sim) Hook(_ context.Context, node string, req HookRequest) error {
 	call := "hook " + req.Hook + " " + node
 	s.calls = append(s.calls, call)
-	return s.fail[call]
+	if err := s.fail[call]; err != nil {
+		return refused{err}
+	}
+	return nil
 }
+
+// refused is a node's answer that the release failed (HTTP 422).
+type refused struct{ err error }
+
+func (r refused) Error() string   { return r.err.Error() }
+func (r refused) HTTPStatus() int { return 422 }
 
 // Mover.
 func (s *sim) Switchover(_ context.Context, to string, _ time.Duration) error {
 	s.calls = append(s.calls, "move "+to)
 	h := s.m.View().Holder
+	if h.Node == s.downAfterMove {
+		s.down[h.Node] = true
+	}
 	s.must(state.SetHolder{Node: to, PrevEpoch: h.Epoch, Active: true, At: s.now, Drain: true})
 	return nil
 }
@@ -162,6 +176,7 @@ func (s *sim) run(d *Driver) {
 		if !s.IsLeader() {
 			return
 		}
+		s.now = s.now.Add(5 * time.Second)
 		if wait := d.step(context.Background()); wait > time.Minute {
 			return
 		}
@@ -242,6 +257,17 @@ func TestRollouts(t *testing.T) {
 			},
 			wantCalls: []string{"fetch node1", "install node2 0.2.0-1", "hook pre node2", "install node2 0.1.0-1"},
 			wantOut:   state.DeliveryRolledBack, wantVers: "node1=0.1.0-1 node2=0.1.0-1", wantHold: "node1", wantBad: true,
+		},
+		{
+			name: "the former holder unreachable after the move: rolled back as far as possible, the release not blamed",
+			apps: []string{"node1", "node2", "node3"},
+			setup: func(s *sim) {
+				s.fail["install node1 0.2.0-1"] = nil
+				s.downAfterMove = "node1"
+			},
+			wantCalls: []string{"fetch node1", "install node2 0.2.0-1", "install node3 0.2.0-1", "move node2", "install node1 0.2.0-1",
+				"install node3 0.1.0-1", "move node3", "install node2 0.1.0-1"},
+			wantOut: state.DeliveryRolledBack, wantVers: "node1=0.1.0-1 node2=0.1.0-1 node3=0.1.0-1", wantHold: "node3", wantBad: false,
 		},
 		{
 			name:      "an older version is refused before any install",
