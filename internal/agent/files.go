@@ -162,8 +162,8 @@ func (p peers) Sync(ctx context.Context, peer string, r files.SyncRequest) (file
 type watcher struct{ w inotify.Watcher }
 
 func (w watcher) Watch(ctx context.Context, dir string, changed func(files.Change)) error {
-	return w.w.Watch(ctx, dir, func(at time.Time, size int64, overflow bool) {
-		changed(files.Change{At: at, Bytes: size, Overflow: overflow})
+	return w.w.Watch(ctx, dir, func(path string, at time.Time, size int64, overflow bool) {
+		changed(files.Change{Path: path, At: at, Bytes: size, Overflow: overflow})
 	})
 }
 

@@ -94,6 +94,8 @@ type Peers interface {
 
 // Change is one batch of file events under a declared directory.
 type Change struct {
+	// Path is the changed file ("" when unknown).
+	Path  string
 	At    time.Time
 	Bytes int64 // size of the changed files, when known
 	// Overflow says events were lost: only a full sync is safe.
@@ -329,10 +331,26 @@ func poke(ch chan struct{}) {
 // touch records a change under dir; only the source replicates its own
 // changes (a receiver's changes are its pulls).
 func (c *Controller) touch(dir string, ch Change) {
+	// A database found by its event is left out before the sync that the
+	// event triggers, not only from the next full scan on.
+	db, isDB := "", false
+	if ch.Path != "" {
+		db, isDB = SQLiteFile(dir, ch.Path)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.paths[dir]
-	if p == nil || !c.sending {
+	if p == nil {
+		return
+	}
+	if isDB && !slices.Contains(p.sqlite, db) {
+		p.sqlite = append(slices.Clone(p.sqlite), db)
+		slices.Sort(p.sqlite)
+		p.skip = SkipPatterns(p.sqlite)
+		c.log.Warn("a SQLite database in a replicated directory is not copied: a copy taken mid-write is corrupt; keep it outside the directory and back it up with its own tools",
+			"dir", dir, "database", db)
+	}
+	if !c.sending {
 		return
 	}
 	p.gen++

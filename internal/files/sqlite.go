@@ -54,6 +54,27 @@ func FindSQLite(dir string) ([]string, error) {
 	return out, err
 }
 
+// SQLiteFile reports whether path, a file under dir, is a SQLite
+// database or one of its journals, and names the database relative to dir.
+func SQLiteFile(dir, path string) (string, bool) {
+	rel, err := filepath.Rel(dir, path)
+	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		return "", false
+	}
+	for _, s := range sqliteSuffixes {
+		if db, ok := strings.CutSuffix(rel, s); ok && db != "" {
+			return db, true
+		}
+	}
+	if fi, err := os.Lstat(path); err != nil || !fi.Mode().IsRegular() || fi.Size() < int64(len(sqliteMagic)) {
+		return "", false
+	}
+	if !isSQLite(path) {
+		return "", false
+	}
+	return rel, true
+}
+
 func isSQLite(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {

@@ -23,10 +23,10 @@ type Watcher struct {
 }
 
 // Watch calls changed for every change under dir (recursively) until ctx
-// ends: at is when the event arrived, size the file's size when the event
+// ends: path is the file changed (when known), at is when the event arrived, size the file's size when the event
 // is a write or a create, and overflow says events were lost, so only a
 // full comparison is safe. A dir that does not exist yet is waited for.
-func (w Watcher) Watch(ctx context.Context, dir string, changed func(at time.Time, size int64, overflow bool)) error {
+func (w Watcher) Watch(ctx context.Context, dir string, changed func(path string, at time.Time, size int64, overflow bool)) error {
 	retry := w.Retry
 	if retry <= 0 {
 		retry = time.Second
@@ -49,7 +49,7 @@ func (w Watcher) Watch(ctx context.Context, dir string, changed func(at time.Tim
 	if err := addTree(fw, dir); err != nil {
 		return err
 	}
-	changed(time.Now(), 0, true) // what happened before the watch began
+	changed("", time.Now(), 0, true) // what happened before the watch began
 	for {
 		select {
 		case <-ctx.Done():
@@ -68,7 +68,7 @@ func (w Watcher) Watch(ctx context.Context, dir string, changed func(at time.Tim
 						if err := addTree(fw, ev.Name); err != nil && w.Logger != nil {
 							w.Logger.Warn("inotify: cannot watch a new directory; full scans still cover it", "dir", ev.Name, "err", err)
 						}
-						changed(now, 0, true)
+						changed(ev.Name, now, 0, true)
 						continue
 					}
 					if fi.Mode().IsRegular() {
@@ -76,13 +76,13 @@ func (w Watcher) Watch(ctx context.Context, dir string, changed func(at time.Tim
 					}
 				}
 			}
-			changed(now, size, false)
+			changed(ev.Name, now, size, false)
 		case err, ok := <-fw.Errors:
 			if !ok {
 				return nil
 			}
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
-				changed(time.Now(), 0, true)
+				changed("", time.Now(), 0, true)
 				continue
 			}
 			if w.Logger != nil {

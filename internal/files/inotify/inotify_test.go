@@ -18,7 +18,7 @@ func TestWatchSeesWritesInNewSubdirectories(t *testing.T) {
 	var bytes int64
 	done := make(chan error, 1)
 	go func() {
-		done <- Watcher{Retry: 10 * time.Millisecond}.Watch(ctx, dir, func(at time.Time, size int64, overflow bool) {
+		done <- Watcher{Retry: 10 * time.Millisecond}.Watch(ctx, dir, func(path string, at time.Time, size int64, overflow bool) {
 			mu.Lock()
 			defer mu.Unlock()
 			events++
@@ -63,7 +63,7 @@ func TestWatchWaitsForMissingDirectory(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	got := make(chan struct{}, 100)
-	go Watcher{Retry: 10 * time.Millisecond}.Watch(ctx, dir, func(time.Time, int64, bool) { got <- struct{}{} })
+	go Watcher{Retry: 10 * time.Millisecond}.Watch(ctx, dir, func(string, time.Time, int64, bool) { got <- struct{}{} })
 	time.Sleep(30 * time.Millisecond)
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
