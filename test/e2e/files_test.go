@@ -221,3 +221,161 @@ func TestFilesSwitchoverMidUploads(t *testing.T) {
 	t.Logf("scenario 5: all %d accepted uploads served after the switchover (flush logged %s times on %s)", len(names), strings.TrimSpace(journal), holder)
 	waitConverged(t, ctx, c, other(holder), 30*time.Second)
 }
+
+// TestFilesPartitionedHolder is issue 11's scenario 4: the holder is cut
+// off while uploads continue through the floating IP (which moves); no
+// node that lost the lease sends, and after healing every copy converges
+// to the new holder's, with what only the old holder wrote in quarantine.
+func TestFilesPartitionedHolder(t *testing.T) {
+	c := suite(t)
+	ctx := testCtx(t, 5*time.Minute)
+	holder := ready(t, ctx, c).Holder.Node
+	standby := other(holder)
+	prefix := fmt.Sprintf("part%d", time.Now().Unix())
+	if err := c.Partition(ctx, holder); err != nil {
+		t.Fatal(err)
+	}
+	// The cut-off holder keeps writing locally (a request in flight, a
+	// cron job): none of it may reach the others.
+	c.MustSh(t, ctx, holder, "for i in 1 2 3; do echo cut-off > "+labcluster.SiteDataDir+"/"+prefix+"-cut-$i.txt; sleep 0.3; done")
+	waitHealthyHolder(t, ctx, c, standby)
+	names := accepted(c.MustSh(t, ctx, "client", uploadScript(prefix, 10, 20*time.Millisecond)))
+	if err := c.Heal(ctx, holder); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, ctx, c, standby, 60*time.Second)
+	if out := c.MustSh(t, ctx, standby, "ls "+labcluster.SiteDataDir); strings.Contains(out, prefix+"-cut") {
+		t.Fatalf("a file the cut-off holder wrote reached %s", standby)
+	}
+	st, err := filesStatus(ctx, c, holder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var quarantined int
+	for _, q := range st.Paths[0].Quarantine {
+		out := c.MustSh(t, ctx, holder, "ls "+q.Dir)
+		quarantined += strings.Count(out, prefix+"-cut")
+		c.MustSh(t, ctx, holder, q.Discard)
+	}
+	if quarantined != 3 {
+		t.Errorf("the old holder's quarantine holds %d of its 3 cut-off files", quarantined)
+	}
+	if missing := missingThroughVIP(t, ctx, c, names); len(missing) > 0 {
+		t.Errorf("uploads lost: %v", missing)
+	}
+}
+
+// TestFilesSQLiteNotCopied is issue 11's scenario 7: a SQLite database in
+// the path is reported, not copied.
+func TestFilesSQLiteNotCopied(t *testing.T) {
+	c := suite(t)
+	ctx := testCtx(t, 3*time.Minute)
+	holder := ready(t, ctx, c).Holder.Node
+	db := labcluster.SiteDataDir + "/site.sqlite3"
+	c.MustSh(t, ctx, holder, `python3 -c "
+import sqlite3
+c = sqlite3.connect('`+db+`')
+c.execute('pragma journal_mode=wal')
+c.execute('create table t (x)')
+c.execute('insert into t values (1)')
+c.commit()
+"`)
+	marker := fmt.Sprintf("after-db-%d.txt", time.Now().Unix())
+	c.MustSh(t, ctx, holder, "echo x > "+labcluster.SiteDataDir+"/"+marker)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(c.MustSh(t, ctx, other(holder), "ls "+labcluster.SiteDataDir), marker) {
+		if time.Now().After(deadline) {
+			t.Fatal("the marker file written after the database never arrived")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out := c.MustSh(t, ctx, other(holder), "ls "+labcluster.SiteDataDir); strings.Contains(out, "site.sqlite3") {
+		t.Errorf("the SQLite database (or its WAL) was copied: %s", out)
+	}
+	st, err := filesStatus(ctx, c, holder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Paths) != 1 || len(st.Paths[0].SQLite) != 1 || st.Paths[0].SQLite[0] != "site.sqlite3" {
+		t.Errorf("files status does not report the database: %+v", st.Paths)
+	}
+	text := c.MustSh(t, ctx, holder, "tandem files status")
+	if !strings.Contains(text, "WARNING: SQLite") {
+		t.Errorf("'tandem files status' prints no warning:\n%s", text)
+	}
+	c.MustSh(t, ctx, holder, "rm -f "+db+" "+db+"-wal "+db+"-shm")
+}
+
+// TestFilesManySmallOneLargeDegraded is issue 11's scenario 6: 10,000
+// small files and one large file replicate; deletes and renames
+// propagate; under 50±20 ms delay and 2% loss replication keeps up and
+// converges.
+func TestFilesManySmallOneLargeDegraded(t *testing.T) {
+	c := suite(t)
+	ctx := testCtx(t, 10*time.Minute)
+	holder := ready(t, ctx, c).Holder.Node
+	standby := other(holder)
+	bulk := labcluster.SiteDataDir + "/bulk"
+	count := func(node string) string {
+		return strings.TrimSpace(c.MustSh(t, ctx, node, "find "+bulk+" -type f 2>/dev/null | wc -l"))
+	}
+	waitCount := func(want string, within time.Duration) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for count(standby) != want {
+			if time.Since(start) > within {
+				t.Fatalf("%s has %s files in bulk/ after %v; want %s", standby, count(standby), within, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return time.Since(start)
+	}
+	defer c.Sh(context.Background(), holder, "rm -rf "+bulk)
+	start := time.Now()
+	c.MustSh(t, ctx, holder, `python3 -c "
+import os
+os.makedirs('`+bulk+`', exist_ok=True)
+for i in range(10000):
+    with open('`+bulk+`/f%05d.txt' % i, 'w') as f:
+        f.write('small file %d\n' % i)
+"`)
+	wrote := time.Since(start)
+	took := waitCount("10000", 2*time.Minute)
+	t.Logf("10,000 small files: written in %v, on %s %v later", wrote.Round(time.Millisecond), standby, took.Round(time.Millisecond))
+
+	c.MustSh(t, ctx, holder, "dd if=/dev/urandom of="+bulk+"/large.bin bs=1M count=1024 status=none")
+	start = time.Now()
+	sum := strings.Fields(c.MustSh(t, ctx, holder, "md5sum "+bulk+"/large.bin"))[0]
+	for {
+		out, _ := c.Sh(ctx, standby, "md5sum "+bulk+"/large.bin 2>/dev/null")
+		if f := strings.Fields(out); len(f) > 0 && f[0] == sum {
+			break
+		}
+		if time.Since(start) > 3*time.Minute {
+			t.Fatal("the 1 GiB file did not arrive intact within 3 minutes")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Logf("1 GiB file intact on %s %v after it was written", standby, time.Since(start).Round(time.Millisecond))
+
+	// Deletes and renames.
+	c.MustSh(t, ctx, holder, "cd "+bulk+" && rm -f large.bin f000*.txt && for i in 1 2 3 4 5 6 7 8 9; do mv f0010$i.txt renamed-$i.txt; done")
+	want := strings.TrimSpace(count(holder))
+	waitCount(want, time.Minute)
+	if out := c.MustSh(t, ctx, standby, "ls "+bulk+" | grep -c renamed- || true"); strings.TrimSpace(out) != "9" {
+		t.Errorf("renames did not propagate: %s renamed files", strings.TrimSpace(out))
+	}
+
+	// Degraded network on the holder's link.
+	if err := c.Netem(ctx, holder, "--delay", "50ms", "--jitter", "20ms", "--loss", "2%"); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Netem(context.Background(), holder, "--clear")
+	c.MustSh(t, ctx, holder, "cd "+bulk+" && for i in $(seq 1 100); do echo degraded $i > d-$i.txt; sleep 0.05; done")
+	want = strings.TrimSpace(count(holder))
+	took = waitCount(want, 2*time.Minute)
+	t.Logf("under 50±20 ms delay and 2%% loss: converged %v after the last of 100 writes", took.Round(time.Millisecond))
+	if err := c.Netem(ctx, holder, "--clear"); err != nil {
+		t.Fatal(err)
+	}
+}
