@@ -102,6 +102,7 @@ var layerOf = map[string]string{
 	"bench/chaos":    harness,
 	"bench/failover": harness,
 	"bench/package":  harness,
+	"bench/files":    harness,
 	"test/e2e":       harness,
 }
 
