@@ -195,10 +195,10 @@ func (b *bench) holder(ctx context.Context) (string, error) {
 
 // row is one system's figures.
 type row struct {
-	name             string
-	lags             []float64 // seconds
-	missing          int
-	small            time.Duration
-	smallOK          bool
-	written, arrived int
+	name    string
+	lags    []float64 // seconds
+	missing int
+	small   time.Duration
+	smallOK bool
+	written int
 }
