@@ -22,7 +22,7 @@ define install-missing
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 endef
 
-.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e deb bench bench-failover bench-files bench-idle bench-package chaos clean deps test-deps
+.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e deb bench bench-failover bench-files bench-idle bench-package bench-deploy chaos clean deps test-deps
 
 all: build
 
@@ -105,6 +105,18 @@ bench-files: build test-deps
 IDLE_WINDOW ?= 60s
 bench-idle: build test-deps
 	$(GO) run ./bench/failover -tandem-bin $(CURDIR)/bin/tandem -trials 0 -idle $(IDLE_WINDOW) $(BENCH_FAILOVER_FLAGS)
+
+# Measures delivery in a lab of its own ("bench-deploy"): DEPLOYS builds of
+# the example site delivered by tandem (lab forge, webhook, rollout through
+# the floating IP), then DEPLOYS by the naive receiver (dpkg -i on every
+# node at once), with a client requesting the site through the floating IP
+# every 10 ms; prints failed requests and webhook-to-all-updated times
+# (median, p95, max), the ratios and issue 9's goals (exit 1 if one fails).
+# Needs root. BENCH_DEPLOY_FLAGS adds flags, e.g. -json bench-deploy.json.
+DEPLOYS ?= 10
+BENCH_DEPLOY_FLAGS ?=
+bench-deploy: build deps
+	$(GO) run ./bench/deploy -tandem-bin $(CURDIR)/bin/tandem -deploys $(DEPLOYS) $(BENCH_DEPLOY_FLAGS)
 
 # A randomized fault campaign in a lab of its own ("chaos"): FAULTS faults
 # drawn from SEED (the same seed replays the same campaign), one at a time,

@@ -138,7 +138,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ops = ops.New(ops.Options{
 		Node: a.cfg.Node.Name, Role: a.cfg.Node.Role, Version: a.version,
 		VIPAddress: a.cfg.VIP.Address, VIPProvider: a.cfg.VIP.Provider,
-		Machine: a.machine, Cluster: a.node, Failover: a.fo, Policy: policyOf(a.cfg), Files: a.filesOps(),
+		Machine: a.machine, Cluster: a.node, Failover: a.fo, Policy: policyOf(a.cfg), CA: a.node, Files: a.filesOps(),
 	})
 	if err := a.metrics.reg.Register(a.ops.Collector()); err != nil {
 		return fmt.Errorf("metrics: %w", err)

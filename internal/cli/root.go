@@ -140,6 +140,7 @@ var subcommands = []func(*env) *cobra.Command{
 	newRollbackCmd,
 	newWebhookCmd,
 	newTokenCmd,
+	newCACmd,
 	newMaintenanceCmd,
 	newSwitchoverCmd,
 	newLeaveCmd,

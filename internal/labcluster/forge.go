@@ -256,7 +256,8 @@ const (
 // DeployConfig is an app node's [deploy] section in the lab: the example
 // site, delivered from both of the forge's sources (GitLab and GitHub),
 // a plain-HTTP webhook listener on WebhookPort (lab only: in production
-// it is TLS or behind a proxy), a 2 s soak, a 30 s poll and the lab's
+// it is TLS or behind a proxy), a 2 s soak, a 20 s gate timeout, a 30 s
+// poll and the lab's
 // signing key pinned, so that every push is signed and a wrong signature
 // is refused.
 func DeployConfig(fc labforge.Config) config.Deploy {
@@ -269,7 +270,8 @@ func DeployConfig(fc labforge.Config) config.Deploy {
 		Listen:       fmt.Sprintf(":%d", WebhookPort),
 		InsecureHTTP: true,
 		Soak:         config.Duration(2 * time.Second),
-		// A broken build (lab push --broken) rolls back after this.
+		// A broken build (lab push --broken) never passes its gate: it
+		// rolls back after this, not the default 2 minutes.
 		GateTimeout:  config.Duration(20 * time.Second),
 		PollInterval: config.Duration(30 * time.Second),
 		SigningKeys:  []string{fc.SigningPublic},

@@ -100,6 +100,7 @@ var layerOf = map[string]string{
 	"cmd/tandem":   binary,
 
 	"bench/chaos":    harness,
+	"bench/deploy":   harness,
 	"bench/failover": harness,
 	"bench/package":  harness,
 	"bench/files":    harness,

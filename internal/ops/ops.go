@@ -45,6 +45,8 @@ type Options struct {
 	Machine             *state.Machine
 	Cluster             Cluster
 	Failover            Failover
+	// CA, when set, serves the CA status and rotation.
+	CA CA
 	// Policy is this node's configured placement policy, which counts
 	// failures until the cluster's is published.
 	Policy state.Policy
@@ -68,7 +70,7 @@ func New(o Options) *Service {
 
 // Routes are the local API endpoints of the cluster operations.
 func (s *Service) Routes() []localapi.Route {
-	return []localapi.Route{
+	return append(s.caRoutes(), []localapi.Route{
 		{Pattern: "GET /v1/status", Handler: localapi.Endpoint(func(ctx context.Context, _ localapi.Empty) (localapi.Status, error) {
 			return s.Status(ctx), nil
 		})},
@@ -92,7 +94,7 @@ func (s *Service) Routes() []localapi.Route {
 		{Pattern: "POST /v1/reset", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.ResetRequest) (localapi.Empty, error) {
 			return localapi.Empty{}, s.ResetFailures(ctx, r.Node)
 		})},
-	}
+	}...)
 }
 
 // peerFresh is how old a peer's last probe reply may be for status to call
@@ -135,6 +137,13 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 			warnings = append(warnings, fmt.Sprintf("%s runs state level %d (this node %d): upgrade %s", name, mem.StateLevel, s.o.Machine.Level(), name))
 		}
 		out.Members = append(out.Members, mem)
+	}
+	if r := st.Rotation; r != nil {
+		w := fmt.Sprintf("a CA rotation is in progress (phase %s", r.Phase)
+		if waiting := st.Waiting(st.Membership); len(waiting) > 0 {
+			w += ", waiting for " + strings.Join(waiting, ", ")
+		}
+		warnings = append(warnings, w+"): see 'tandem ca status'")
 	}
 	out.StateWarning = strings.Join(warnings, "; ")
 	out.Delivery = deliveryStatus(st.Deploy())
