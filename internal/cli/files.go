@@ -142,7 +142,11 @@ func printFilesStatus(w io.Writer, st *localapi.FilesStatus, detail bool) {
 			fmt.Fprintf(w, "      keep them outside %s and back them up with 'sqlite3 DB .backup', or move to a database server\n", p.Path)
 		}
 		for _, q := range p.Quarantine {
-			fmt.Fprintf(w, "    QUARANTINE: %d files only this node had when epoch %d began, in %s\n", q.Files, q.Epoch, q.Dir)
+			noun := "files"
+			if q.Files == 1 {
+				noun = "file"
+			}
+			fmt.Fprintf(w, "    QUARANTINE: %d %s only this node had (or had in another version) when it first caught up in epoch %d, in %s\n", q.Files, noun, q.Epoch, q.Dir)
 			fmt.Fprintf(w, "      restore: %s\n      discard: %s\n", q.Restore, q.Discard)
 		}
 	}
