@@ -266,3 +266,40 @@ func TestLargeFileStreams(t *testing.T) {
 		t.Fatalf("big.bin: %d bytes, %v, stats %+v", len(got), err, st)
 	}
 }
+
+func TestClientArgs(t *testing.T) {
+	tr := &Transport{Exe: "/usr/bin/tandem", Socket: "/run/tandem/files.sock", IOTimeout: 30 * time.Second}
+	tests := []struct {
+		name string
+		o    PullOptions
+		want []string
+		not  []string
+	}{
+		{"plain", PullOptions{Peer: "node1", Dir: "/srv/up"},
+			[]string{"-rlptgoD", "--timeout=30", "node1:/srv/up/", "/srv/up/", "/usr/bin/tandem files pipe --socket /run/tandem/files.sock --token T"},
+			[]string{"--delete", "--backup", "--bwlimit"}},
+		{"delete, quarantine, limit, excludes", PullOptions{Peer: "node1", Dir: "/srv/up/", Delete: true, Backup: "/srv/up.tandem-quarantine/epoch-3",
+			BWLimit: 500, Exclude: []string{"*.tmp", "/app.db"}},
+			[]string{"--delete", "--backup", "--backup-dir=/srv/up.tandem-quarantine/epoch-3", "--bwlimit=500", "--exclude=*.tmp", "--exclude=/app.db"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tr.clientArgs(tt.o, "T")
+			for _, w := range tt.want {
+				if !slices.Contains(got, w) {
+					t.Errorf("args %q lack %q", got, w)
+				}
+			}
+			for _, n := range tt.not {
+				for _, a := range got {
+					if strings.HasPrefix(a, n) {
+						t.Errorf("args %q have %q", got, a)
+					}
+				}
+			}
+		})
+	}
+	if q := shellQuote("/opt/my tandem/tandem"); q != "'/opt/my tandem/tandem'" {
+		t.Errorf("shellQuote = %s", q)
+	}
+}
