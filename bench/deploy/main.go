@@ -168,7 +168,9 @@ func run(ctx context.Context, o options, out io.Writer) (err error) {
 	if upErr != nil {
 		return fmt.Errorf("lab up: %w", upErr)
 	}
-	if err := labcluster.Provision(ctx, l, labcluster.Options{Exe: o.tandemBin, Progress: out, Logger: logger}); err != nil {
+	if err := labcluster.Provision(ctx, l, labcluster.Options{Exe: o.tandemBin, Progress: out, Logger: logger,
+		// The goal is stated for tandem's default soak, not the lab's shorter one.
+		Config: labcluster.DefaultSoakConfig()}); err != nil {
 		return fmt.Errorf("provision tandem: %w", err)
 	}
 	b, err := newBench(ctx, l, o, out)

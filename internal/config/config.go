@@ -256,6 +256,10 @@ type Source struct {
 	Job          string   `toml:"job"`
 }
 
+// DefaultSoak is deploy.soak's default: how long a node's health must pass
+// after its install.
+const DefaultSoak = 3 * time.Second
+
 // SourceTypes are the accepted deploy.source types.
 var SourceTypes = []string{"gitlab", "github", "gitea", "forgejo", "generic"}
 
@@ -488,7 +492,7 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 	}
 	d := &c.Deploy
 	if d.Soak == 0 && !set("deploy.soak") {
-		d.Soak = Duration(3 * time.Second)
+		d.Soak = Duration(DefaultSoak)
 	}
 	if d.GateTimeout == 0 {
 		d.GateTimeout = Duration(2 * time.Minute)

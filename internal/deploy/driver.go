@@ -269,7 +269,7 @@ func (d *Driver) journal(ctx context.Context, r *state.Rollout, action, node, de
 		st.Detail = out
 	}
 	if err != nil {
-		st.State, st.Detail = state.StepFailed, err.Error()
+		st.State, st.Detail = state.StepFailed, clip(err.Error(), 1500)
 	}
 	if cerr := d.apply(ctx, state.RolloutStep{ID: r.ID, Driver: d.o.Name, Step: &st}); cerr != nil {
 		return errJournal{cerr}
@@ -299,7 +299,15 @@ func (e errJournal) Unwrap() error { return e.err }
 func (d *Driver) drive(ctx context.Context, r *state.Rollout) error {
 	if r.Driver != d.o.Name {
 		d.log.Info("taking over the rollout", "rollout", r.ID, "from", r.Driver, "phase", r.Phase)
-		if err := d.apply(ctx, state.RolloutStep{ID: r.ID, Driver: d.o.Name, TakeOver: true}); err != nil {
+		take := state.RolloutStep{ID: r.ID, Driver: d.o.Name, TakeOver: true}
+		if last, ok := r.LastStep(); ok && last.State == state.StepStarted {
+			// The previous driver stopped mid-step; the state says what
+			// the step achieved, and the next decision starts from there.
+			last.State, last.EndedAt = state.StepInterrupted, d.o.Now()
+			last.Detail = strings.TrimSpace(last.Detail + "; " + r.Driver + " stopped driving; " + d.o.Name + " went on from the state")
+			take.Step = &last
+		}
+		if err := d.apply(ctx, take); err != nil {
 			return err
 		}
 	}
@@ -538,8 +546,9 @@ func (d *Driver) install(ctx context.Context, s state.Snapshot, r *state.Rollout
 		}
 	}
 	cur, _ := dep.Running(node, t.Package)
+	del, _ := dep.Delivery(r.ID)
 	req := InstallRequest{Rollout: r.ID, Package: t.Package, Version: t.Version, Digest: t.Digest, From: from,
-		Rollback: r.Phase == state.PhaseRollback}
+		Rollback: r.Phase == state.PhaseRollback || del.Source == SourceRollback}
 	if t.Digest == r.Digest {
 		req.Signature = r.Signature
 	}
@@ -558,6 +567,14 @@ func (d *Driver) install(ctx context.Context, s state.Snapshot, r *state.Rollout
 		res, err := d.o.Nodes.Install(ictx, node, req)
 		if err != nil {
 			return "", err
+		}
+		// The node reported what it installed before answering; a step
+		// that succeeds without the node reaching its target would be
+		// repeated forever.
+		if now := d.o.Machine.View().Deploy(); !onTarget(now, r, node) {
+			got, _ := now.Running(node, t.Package)
+			return "", fmt.Errorf("%s answered that %s %s is installed, but it reports %s (sha256:%s), not sha256:%s",
+				node, t.Package, t.Version, orNone(got.Version), short(got.Digest), short(t.Digest))
 		}
 		return fmt.Sprintf("%s %s healthy after %s", t.Package, res.Version, res.Took.Round(time.Millisecond)), nil
 	})
@@ -603,6 +620,14 @@ func (d *Driver) finish(ctx context.Context, r *state.Rollout, outcome, reason s
 		d.o.OnFinish(fin)
 	}
 	return nil
+}
+
+// clip bounds a step's detail kept in the replicated state.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + " …"
 }
 
 func short(s string) string {

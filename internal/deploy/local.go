@@ -352,6 +352,9 @@ func (l *Local) install(ctx context.Context, req InstallRequest) (InstallResult,
 		}
 	}
 	pinned := l.o.Policy
+	if req.Rollback && !l.ranBefore(req.Digest) {
+		return InstallResult{}, fmt.Errorf("release sha256:%s was never installed in this cluster: a rollback installs only a release some node ran", short(req.Digest))
+	}
 	if req.Rollback {
 		// A rollback target was verified when it was deployed; it may
 		// predate the pinned keys.
@@ -369,9 +372,16 @@ func (l *Local) install(ctx context.Context, req InstallRequest) (InstallResult,
 		return InstallResult{}, err
 	}
 	since := l.o.Now()
-	if cur != req.Version {
+	installedDigest := l.digestOf(req.Package, cur)
+	if cur != req.Version || (installedDigest != "" && installedDigest != req.Digest) {
 		l.log.Info("installing release", "package", req.Package, "from", orNone(cur), "to", req.Version, "rollback", req.Rollback)
 		err := l.o.Installer.Install(ctx, l.o.Store.Path(req.Digest))
+		if err == nil {
+			// Several builds may carry one version: remember which one runs.
+			l.mu.Lock()
+			l.byVersion[req.Package+" "+req.Version] = req.Digest
+			l.mu.Unlock()
+		}
 		// Report what is installed now, whatever happened.
 		if rerr := l.report(ctx); rerr != nil {
 			l.log.Warn("report installed releases", "err", rerr)
@@ -398,6 +408,35 @@ func (l *Local) install(ctx context.Context, req InstallRequest) (InstallResult,
 	}
 	l.prune()
 	return InstallResult{Version: req.Version, Took: l.o.Now().Sub(start)}, nil
+}
+
+// ranBefore reports whether the state records some node running the
+// release, now or before a rollout: only such a release is installed
+// without its signature (a rollback).
+func (l *Local) ranBefore(digest string) bool {
+	dep := l.o.Machine.View().Deploy()
+	for _, rels := range dep.Installed {
+		for _, r := range rels {
+			if r.Digest == digest {
+				return true
+			}
+		}
+	}
+	rollouts := append([]*state.Rollout{dep.Rollout}, dep.History...)
+	for _, r := range rollouts {
+		if r == nil {
+			continue
+		}
+		for _, p := range r.Previous {
+			if p.Digest == digest {
+				return true
+			}
+		}
+		if r.Outcome == state.DeliveryDeployed && r.Digest == digest {
+			return true
+		}
+	}
+	return false
 }
 
 // pull copies a release from the first peer that has it.

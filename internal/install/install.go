@@ -100,7 +100,8 @@ var aptEnv = []string{"DEBIAN_FRONTEND=noninteractive"}
 // the dpkg lock (unattended-upgrades may hold it) instead of failing.
 func installArgs(debPath string) []string {
 	return []string{
-		"install", "-y", "--allow-downgrades",
+		// --reinstall: a rebuild may carry the version that runs.
+		"install", "-y", "--allow-downgrades", "--reinstall",
 		"-o", "Dpkg::Options::=--force-confdef",
 		"-o", "Dpkg::Options::=--force-confold",
 		"-o", "DPkg::Lock::Timeout=60",

@@ -295,3 +295,10 @@ func writeDeployFiles(ctx context.Context, l *lab.Lab, node string, fc labforge.
 	}
 	return nil
 }
+
+// DefaultSoakConfig is extra configuration that gives the lab tandem's
+// default deploy soak instead of its own shorter one (benchmarks state
+// their goals for the default).
+func DefaultSoakConfig() string {
+	return fmt.Sprintf("[deploy]\nsoak = %q\n", config.Duration(config.DefaultSoak).D().String())
+}

@@ -386,6 +386,12 @@ func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, s
 		}
 		if c.Deploy.Packages == nil { // unless the extra configuration set its own
 			c.Deploy = DeployConfig(forge)
+			// The extra configuration may still tune it ([deploy] soak).
+			if extra != "" {
+				if err := toml.NewDecoder(strings.NewReader(extra)).Decode(&c); err != nil {
+					return fmt.Errorf("the lab's extra configuration: %w", err)
+				}
+			}
 		}
 	}
 	data, err := RenderConfig(c)

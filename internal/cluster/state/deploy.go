@@ -48,6 +48,9 @@ const (
 	StepStarted = "started"
 	StepDone    = "done"
 	StepFailed  = "failed"
+	// StepInterrupted is a step whose driver stopped before it ended;
+	// what it achieved is in the state, and the next driver went on.
+	StepInterrupted = "interrupted"
 )
 
 // ErrDuplicate is a delivery already received (same forge delivery ID, or
