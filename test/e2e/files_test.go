@@ -379,3 +379,73 @@ for i in range(10000):
 		t.Fatal(err)
 	}
 }
+
+// TestFilesRecoveryPoint is issue 11's scenario 2, in brief (make
+// bench-files runs it with 20 trials): during a stream of uploads the
+// holder loses power at a random moment; of the uploads the site had
+// accepted before, the new holder may lack only those of the last second.
+func TestFilesRecoveryPoint(t *testing.T) {
+	c := suite(t)
+	ctx := testCtx(t, 8*time.Minute)
+	for trial := range 3 {
+		holder := ready(t, ctx, c).Holder.Node
+		standby := other(holder)
+		prefix := fmt.Sprintf("rpo%d-%d", time.Now().Unix(), trial)
+		script := fmt.Sprintf(`i=0; while :; do i=$((i+1)); name=%s-$i.txt
+  code=$(printf 'content of %%s' "$name" | curl -sS -o /dev/null -w '%%{http_code}' --max-time 2 -F "file=@-;filename=$name" %supload 2>/dev/null)
+  [ "$code" = 303 ] && echo "ok $name $(date +%%s.%%N)"
+  [ $i -ge 200 ] && break
+  sleep 0.03
+done; true`, prefix, labcluster.VIPURL)
+		type result struct {
+			out string
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			out, err := c.Sh(ctx, "client", script)
+			done <- result{out, err}
+		}()
+		time.Sleep(time.Duration(1500+trial*700) * time.Millisecond)
+		kill := time.Now()
+		if err := c.Kill(ctx, holder); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		var before []string
+		at := map[string]time.Time{}
+		for _, l := range strings.Split(r.out, "\n") {
+			f := strings.Fields(l)
+			if len(f) != 3 || f[0] != "ok" {
+				continue
+			}
+			var sec, nsec int64
+			if _, err := fmt.Sscanf(f[2], "%d.%d", &sec, &nsec); err != nil {
+				continue
+			}
+			if ts := time.Unix(sec, nsec); ts.Before(kill) {
+				before = append(before, f[1])
+				at[f[1]] = ts
+			}
+		}
+		waitHealthyHolder(t, ctx, c, standby)
+		missing := missingThroughVIP(t, ctx, c, before)
+		rpo := time.Duration(0)
+		for _, m := range missing {
+			rpo = max(rpo, kill.Sub(at[m]))
+		}
+		t.Logf("trial %d: %d uploads accepted before %s lost power, %d missing on %s, recovery point %v",
+			trial+1, len(before), holder, len(missing), standby, rpo.Round(time.Millisecond))
+		if rpo > time.Second {
+			t.Errorf("trial %d: lost uploads accepted %v before the kill (%v); want at most 1s", trial+1, rpo, missing)
+		}
+		if err := c.Start(ctx, holder); err != nil {
+			t.Fatal(err)
+		}
+		waitConverged(t, ctx, c, standby, 60*time.Second)
+		c.MustSh(t, ctx, holder, "rm -rf "+labcluster.SiteDataDir+".tandem-quarantine")
+	}
+}
