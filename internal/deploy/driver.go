@@ -524,15 +524,10 @@ func (d *Driver) install(ctx context.Context, s state.Snapshot, r *state.Rollout
 			d.waiting[node] = since
 			d.log.Warn("waiting for an unreachable node before installing on it", "rollout", r.ID, "node", node)
 		}
-		limit := time.Minute
-		if dep.Policy != nil && dep.Policy.GateTimeout > 0 {
-			limit = dep.Policy.GateTimeout
-		}
-		if d.o.Now().Sub(since) < limit {
+		if d.o.Now().Sub(since) < d.gateTimeout(dep) {
 			return errWaiting
 		}
 	}
-	delete(d.waiting, node)
 	// Peers that have the release: those already on it, and the fetcher.
 	var from []string
 	for _, n := range AppNodes(s) {
@@ -556,7 +551,7 @@ func (d *Driver) install(ctx context.Context, s state.Snapshot, r *state.Rollout
 	if req.Rollback {
 		action = "rollback"
 	}
-	return d.journal(ctx, r, action, node, fmt.Sprintf("%s %s -> %s", t.Package, orNone(cur.Version), t.Version), func(ctx context.Context) (string, error) {
+	err := d.journal(ctx, r, action, node, fmt.Sprintf("%s %s -> %s", t.Package, orNone(cur.Version), t.Version), func(ctx context.Context) (string, error) {
 		// The node bounds its own install; this bounds a lost connection.
 		budget := 15 * time.Minute
 		if p := dep.Policy; p != nil {
@@ -578,6 +573,31 @@ func (d *Driver) install(ctx context.Context, s state.Snapshot, r *state.Rollout
 		}
 		return fmt.Sprintf("%s %s healthy after %s", t.Package, res.Version, res.Took.Round(time.Millisecond)), nil
 	})
+	var je errJournal
+	if err == nil || errors.As(err, &je) || releaseFault(err) || ctx.Err() != nil {
+		delete(d.waiting, node)
+		return err
+	}
+	// The node did not answer for itself (unreachable, restarting, not
+	// yet aware of this leader): try again until the gate timeout.
+	since, ok := d.waiting[node]
+	if !ok {
+		since = d.o.Now()
+		d.waiting[node] = since
+	}
+	if d.o.Now().Sub(since) < d.gateTimeout(dep) {
+		d.log.Warn("install could not reach the node; retrying", "rollout", r.ID, "node", node, "err", err)
+		return errWaiting
+	}
+	delete(d.waiting, node)
+	return err
+}
+
+func (d *Driver) gateTimeout(dep *state.Deploy) time.Duration {
+	if dep.Policy != nil && dep.Policy.GateTimeout > 0 {
+		return dep.Policy.GateTimeout
+	}
+	return time.Minute
 }
 
 func (d *Driver) hook(ctx context.Context, r *state.Rollout, node, hook string) error {

@@ -29,7 +29,7 @@ func (l *Local) Handlers(c Caller) map[string]http.Handler {
 	leaderOnly := func(h func(w http.ResponseWriter, r *http.Request, rollout string) error) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			caller := c.PeerName(r)
-			if leader, _ := c.Leader(); caller == "" || caller != leader {
+			if caller == "" || !waitLeader(r.Context(), c, caller) {
 				rpcError(w, http.StatusForbidden, fmt.Errorf("only the raft leader drives rollouts; %q is not the leader", caller))
 				return
 			}
@@ -109,6 +109,21 @@ func (l *Local) Handlers(c Caller) map[string]http.Handler {
 			}
 			_, _ = io.Copy(w, f)
 		}),
+	}
+}
+
+// waitLeader reports whether caller is the raft leader, waiting briefly:
+// a new leader's first call may arrive before this node heard of it.
+func waitLeader(ctx context.Context, c Caller, caller string) bool {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if leader, _ := c.Leader(); leader == caller {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

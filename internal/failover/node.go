@@ -132,6 +132,9 @@ type Node struct {
 	backoff time.Duration
 	// lastKick is when the holder loop last asked the leader for a view.
 	lastKick time.Time
+	// contradictedAt is when the holder loop first saw the leader announce
+	// an epoch its log had not applied while it held the IP.
+	contradictedAt time.Time
 }
 
 // New builds a Node.
@@ -426,6 +429,10 @@ func (n *Node) holderLoop(ctx context.Context) error {
 	}
 }
 
+// logCatchUp bounds how long a holder whose log lags behind a newer epoch
+// waits for it before releasing (see reconcile).
+const logCatchUp = 150 * time.Millisecond
+
 // idleCheck bounds the holder loop's sleep when nothing is due.
 const idleCheck = 250 * time.Millisecond
 
@@ -474,7 +481,21 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) time.Time {
 	n.setHoldBack(holdBackReason(mine, holding, lease, confirmed, contradicted, h.Epoch, seen, now.Before(n.retryAt)))
 
 	var next time.Time
+	// The leader announced a newer epoch than this node's log holds: it
+	// may be a planned move, which this node must see to drain first.
+	// While the lease holds, nobody else may act on the IP before this
+	// node confirms its release, so it waits briefly for its log.
+	waitLog := holding && lease && contradicted && mine && n.o.DrainTimeout > 0
+	if waitLog && n.contradictedAt.IsZero() {
+		n.contradictedAt = now
+	}
+	if !waitLog || now.Sub(n.contradictedAt) >= logCatchUp {
+		n.contradictedAt = time.Time{}
+		waitLog = false
+	}
 	switch {
+	case waitLog:
+		next = n.contradictedAt.Add(logCatchUp)
 	case holding && (!mine || !lease || contradicted):
 		reason := "holder moved"
 		if !lease {
