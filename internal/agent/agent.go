@@ -295,6 +295,7 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 	}
 	a.mesh, a.fo = mesh, fo
 	if a.files != nil {
+		fo.Subscribe(a.files) // who may send changes when the IP is configured or released
 		if err := mesh.Contribute(liveness.Source{Name: files.FactName, Value: a.files.Fact}); err != nil {
 			return err
 		}

@@ -122,8 +122,10 @@ func (n *fakeNet) setHeld(node string, epoch uint64) {
 	for name, fn := range n.nodes {
 		if name == node {
 			fn.held = Held{Holding: true, Epoch: epoch}
+			fn.c.Promote(epoch) // as failover's events do
 		} else {
 			fn.held = Held{}
+			fn.c.Demote(epoch)
 		}
 	}
 }

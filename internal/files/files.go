@@ -252,10 +252,21 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-scan.C:
 			c.scan()
 			c.markAll()
-		case <-time.After(200 * time.Millisecond): // failover's hold changes without a commit
+		case <-time.After(time.Second): // in case a Kick was missed
 		}
 	}
 }
+
+// Kick makes the controller look at the state and at what failover holds
+// now: failover calls it (through its events) when it configures or
+// releases the IP, which changes who may send without a commit.
+func (c *Controller) Kick() { poke(c.wakeMain) }
+
+// Promote, Demote and Fault make the controller a failover.Events
+// subscriber.
+func (c *Controller) Promote(uint64)       { c.Kick() }
+func (c *Controller) Demote(uint64)        { c.Kick() }
+func (c *Controller) Fault(uint64, string) { c.Kick() }
 
 // reconcile follows the committed state: which peers receive, and whether
 // this node sends.
