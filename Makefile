@@ -22,7 +22,7 @@ define install-missing
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 endef
 
-.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e deb bench bench-failover bench-files bench-idle bench-package bench-deploy chaos clean deps test-deps
+.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e piuparts deb bench bench-failover bench-files bench-idle bench-package bench-deploy chaos clean deps test-deps
 
 all: build
 
@@ -54,7 +54,7 @@ staticcheck:
 	$(GO) tool staticcheck ./...
 
 unit:
-	CGO_ENABLED=1 $(GO) test -race -shuffle=on -count=1 ./...
+	CGO_ENABLED=1 $(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
 
 # Runs every fuzz target briefly; see .ci/fuzz for how failures are reported.
 fuzz:
@@ -63,7 +63,13 @@ fuzz:
 e2e: build
 	$(GO) test -count=1 -timeout 40m -v ./test/e2e/... -tandem-bin=$(CURDIR)/bin/tandem
 
-test: test-deps vet staticcheck unit fuzz e2e
+# Debian's piuparts (install, upgrade from the previous version, purge;
+# adequate's checks) on the packages tandem builds, in the lab's cached base
+# image (built by make lab or make e2e). About ten minutes.
+piuparts:
+	TANDEM_PIUPARTS=1 $(GO) test -count=1 -timeout 30m -v -run '^TestPiuparts$$' ./internal/debpkg/
+
+test: test-deps vet staticcheck unit fuzz e2e piuparts
 
 # tandem's own .deb (binary, hardened agent unit, /etc/tandem/tandem.toml
 # conffile), built with the same internal/debpkg code as app packages.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/tandem-ha/tandem/internal/debpkg"
 	"github.com/tandem-ha/tandem/internal/pyproject"
 )
 
@@ -112,10 +113,25 @@ func DataFor(forge, dir string) Data {
 	}
 	if p, err := pyproject.Load(dir); err == nil {
 		d.Name = p.Name
-		for _, r := range p.Dependencies {
-			if r.Normalized() == "gunicorn" && p.Tandem.SystemSitePackages {
-				d.Apt += " python3-gunicorn"
+		if p.Tandem.SystemSitePackages || p.Tandem.Mode == "system" {
+			// The build maps the dependencies with dh-python's data and
+			// checks the service command against Debian's packages.
+			dist, _ := debpkg.LoadDistMap(debpkg.DHPythonFallback) // without it, Debian's usual names
+			names := debpkg.DebianNames{Overrides: p.Tandem.DebianNames, Dist: dist}
+			d.Apt += " dh-python"
+			for _, r := range p.Dependencies {
+				if r.Marker == nil {
+					d.Apt += " " + names.Guess(r.Name)
+				}
 			}
+		}
+		switch backend, _, _ := strings.Cut(p.BuildBackend, ":"); {
+		case strings.HasPrefix(backend, "flit_core"):
+			d.Apt += " flit"
+		case strings.HasPrefix(backend, "hatchling"):
+			d.Apt += " python3-hatchling"
+		case strings.HasPrefix(backend, "poetry.core"):
+			d.Apt += " python3-poetry-core"
 		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "src")); err == nil {

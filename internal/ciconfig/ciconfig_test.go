@@ -34,6 +34,7 @@ func TestDataFor(t *testing.T) {
 		{"src layout", "[project]\nname = \"a\"\n", true, "github", "PYTHONPATH=src python3 -m unittest", "python3-wheel", "debian:bookworm"},
 		{"pytest", "[project]\nname = \"a\"\n[tool.pytest.ini_options]\n", false, "gitea", "python3 -m pytest", "python3-pytest", "node:20-bookworm"},
 		{"debian gunicorn", "[project]\nname = \"a\"\ndependencies = [\"gunicorn\"]\n[tool.tandem]\nsystem-site-packages = true\n", false, "forgejo", "unittest", "python3-gunicorn", "node:20-bookworm"},
+		{"system mode, flit", "[build-system]\nbuild-backend = \"flit_core.buildapi\"\n[project]\nname = \"a\"\ndependencies = [\"Flask\"]\n[tool.tandem]\nmode = \"system\"\n", false, "gitlab", "unittest", " dh-python python3-flask flit", "debian:bookworm"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,12 +2,9 @@ package cli
 
 import (
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 
@@ -106,20 +103,6 @@ are printed, to be pasted into CI at once and not kept.`,
 	return cmd
 }
 
-// debDigest streams a file through SHA-256.
-func debDigest(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 func newReleaseSignCmd(e *env) *cobra.Command {
 	var keyFile string
 	cmd := &cobra.Command{
@@ -150,7 +133,7 @@ passes a secret). Publish the .sig next to the .deb and its .sha256.`,
 				if !strings.HasSuffix(path, ".deb") {
 					return &UsageError{Err: fmt.Errorf("%s is not a .deb file", path)}
 				}
-				digest, err := debDigest(path)
+				digest, err := artifact.FileSHA256(path)
 				if err != nil {
 					return fmt.Errorf("sign %s: %w", path, err)
 				}
@@ -192,7 +175,7 @@ over the .deb's SHA-256. Exits 1 when it is not.`,
 				pubs = append(pubs, p)
 			}
 			path := args[0]
-			digest, err := debDigest(path)
+			digest, err := artifact.FileSHA256(path)
 			if err != nil {
 				return err
 			}

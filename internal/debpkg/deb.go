@@ -136,7 +136,7 @@ func Write(spec *Spec, outDir, tmp string) (*Result, error) {
 		text string
 		dst  *string
 		name string
-	}{{spec.Scripts.PostInst, &scripts.PostInstall, "postinst"}, {spec.Scripts.PreRm, &scripts.PreRemove, "prerm"}, {spec.Scripts.PostRm, &scripts.PostRemove, "postrm"}} {
+	}{{spec.Scripts.PreInst, &scripts.PreInstall, "preinst"}, {spec.Scripts.PostInst, &scripts.PostInstall, "postinst"}, {spec.Scripts.PreRm, &scripts.PreRemove, "prerm"}, {spec.Scripts.PostRm, &scripts.PostRemove, "postrm"}} {
 		if s.text == "" {
 			continue
 		}

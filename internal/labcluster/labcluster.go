@@ -7,8 +7,6 @@ package labcluster
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandem-ha/tandem/examples"
+	"github.com/tandem-ha/tandem/internal/artifact"
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/debpkg"
 	"github.com/tandem-ha/tandem/internal/lab"
@@ -426,7 +425,7 @@ func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, s
 	if n.Role == lab.RoleApp {
 		// The first release goes into the release store too, as a deploy
 		// would have put it there, so the first rollback has a target.
-		sum, err := fileSHA256(siteDeb)
+		sum, err := artifact.FileSHA256(siteDeb)
 		if err != nil {
 			return err
 		}
@@ -436,19 +435,6 @@ func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, s
 		}
 	}
 	return nil
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Sh runs a shell script in a node of l and returns its output; a non-zero
