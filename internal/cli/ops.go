@@ -92,6 +92,9 @@ func printStatus(w io.Writer, st localapi.Status) {
 	if d := st.Delivery; d != nil {
 		printDeliveryStatus(w, d)
 	}
+	if f := st.Files; f != nil {
+		printFilesStatus(w, f, false)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tROLE\tADDRESS\tVOTER\tREACHABLE\tHEALTHY\tHOLDS IP\tFAILURES")

@@ -146,6 +146,7 @@ var subcommands = []func(*env) *cobra.Command{
 	newLeaveCmd,
 	newRemoveCmd,
 	newResetCmd,
+	newFilesCmd,
 	newLabCmd,
 }
 

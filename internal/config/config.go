@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -57,6 +58,9 @@ type Config struct {
 	Metrics  Metrics  `toml:"metrics"`
 	Failover Failover `toml:"failover"`
 	Deploy   Deploy   `toml:"deploy"`
+	// Files are the directories replicated from the IP holder to the
+	// other app nodes (see README, Shared files).
+	Files []FilesPath `toml:"files"`
 	// Warnings are problems that do not stop the agent, such as a
 	// deprecated key; the agent logs them and 'config validate' prints them.
 	Warnings Errors `toml:"-"`
@@ -220,6 +224,21 @@ type Deploy struct {
 	NotifySecretFile string   `toml:"notify_secret_file"`
 	Sources          []Source `toml:"source"`
 }
+
+// FilesPath is one replicated directory: the holder's copy is sent to
+// every other app node.
+type FilesPath struct {
+	Path    string   `toml:"path"`    // absolute directory, e.g. "/var/lib/pysite/uploads"
+	Exclude []string `toml:"exclude"` // rsync patterns, e.g. ["*.tmp", "cache/"]
+	// Delete propagates the holder's deletes (default true). Files only a
+	// returning old holder has are quarantined, never deleted.
+	Delete *bool `toml:"delete"`
+	// BWLimit caps each transfer, in KiB/s (0: no limit).
+	BWLimit int `toml:"bwlimit"`
+}
+
+// DeletesPropagate reports whether the holder's deletes are replicated.
+func (f FilesPath) DeletesPropagate() bool { return f.Delete == nil || *f.Delete }
 
 // Enabled reports whether delivery is configured.
 func (d Deploy) Enabled() bool { return len(d.Packages) > 0 }
@@ -633,7 +652,61 @@ func (c *Config) validate() Errors {
 		bad("failover.drain_timeout", "%s is out of range; use 0s to 1m (clients whose new connections are held back retry after 1s, 3s, 7s)", d)
 	}
 	errs = append(errs, c.validateDeploy()...)
+	errs = append(errs, c.validateFiles()...)
 	return errs
+}
+
+func (c *Config) validateFiles() Errors {
+	var errs Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if len(c.Files) > 0 && c.Node.Role == RoleWitness {
+		bad("files", "a witness runs no app and receives no files; remove the [[files]] sections from this node")
+		return errs
+	}
+	var clean []string
+	for i, f := range c.Files {
+		key := fmt.Sprintf("files[%d]", i)
+		p := filepath.Clean(f.Path)
+		switch {
+		case f.Path == "":
+			bad(key+".path", "missing: the directory to replicate, e.g. \"/var/lib/mysite/uploads\"")
+			continue
+		case !strings.HasPrefix(f.Path, "/"):
+			bad(key+".path", "%q must be an absolute path", f.Path)
+			continue
+		case strings.ContainsAny(f.Path, "\n\x00"):
+			bad(key+".path", "%q contains a newline or NUL; rename the directory", f.Path)
+			continue
+		case slices.Contains([]string{"/", "/etc", "/usr", "/var", "/var/lib", "/home", "/root", "/boot", "/proc", "/sys", "/dev", "/run", "/tmp"}, p):
+			bad(key+".path", "%q is a system directory; name the application's own data directory, e.g. \"/var/lib/mysite/uploads\"", f.Path)
+			continue
+		case within(p, filepath.Clean(c.Node.DataDir)) || within(filepath.Clean(c.Node.DataDir), p):
+			bad(key+".path", "%q overlaps node.data_dir (%s), which holds this node's own raft log and keys; replicate the application's directory instead", f.Path, c.Node.DataDir)
+			continue
+		}
+		for j, o := range clean {
+			if within(p, o) || within(o, p) {
+				bad(key+".path", "%q overlaps files[%d].path (%s); declare each directory once, with excludes for what to leave out", f.Path, j, o)
+			}
+		}
+		clean = append(clean, p)
+		for k, e := range f.Exclude {
+			if strings.TrimSpace(e) == "" || strings.ContainsAny(e, "\n\r\x00") {
+				bad(fmt.Sprintf("%s.exclude[%d]", key, k), "%q is not an rsync pattern; write e.g. \"*.tmp\" or \"cache/\"", e)
+			}
+		}
+		if f.BWLimit < 0 || f.BWLimit > 10<<20 {
+			bad(key+".bwlimit", "%d is out of range; use 0 (no limit) to 10485760 KiB/s", f.BWLimit)
+		}
+	}
+	return errs
+}
+
+// within reports whether p is dir or below it (both clean).
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
 }
 
 var packageName = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)

@@ -103,6 +103,13 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"deploy inline secret", minimal + "[deploy]\npackages = [\"site\"]\n[[deploy.source]]\ntype = \"generic\"\nbranches = [\"main\"]\n", "deploy.source[0].secret_file", 13, "never written inline"},
 		{"deploy gitlab without api", minimal + "[deploy]\npackages = [\"site\"]\n[[deploy.source]]\ntype = \"gitlab\"\nsecret_file = \"/s\"\nproject = \"g/p\"\nbranches = [\"main\"]\napi_token_file = \"/t\"\n", "deploy.source[0].api_url", 13, "API base URL"},
 		{"deploy no refs", minimal + "[deploy]\npackages = [\"site\"]\n[[deploy.source]]\ntype = \"generic\"\nsecret_file = \"/s\"\n", "deploy.source[0].branches", 13, "no branch or tag"},
+		{"files relative path", minimal + "[[files]]\npath = \"uploads\"\n", "files[0].path", 12, "absolute"},
+		{"files system dir", minimal + "[[files]]\npath = \"/var/lib\"\n", "files[0].path", 12, "system directory"},
+		{"files data dir", minimal + "[[files]]\npath = \"/var/lib/tandem/x\"\n", "files[0].path", 12, "node.data_dir"},
+		{"files overlap", minimal + "[[files]]\npath = \"/srv/a\"\n[[files]]\npath = \"/srv/a/b\"\n", "files[1].path", 14, "overlaps files[0].path"},
+		{"files empty exclude", minimal + "[[files]]\npath = \"/srv/a\"\nexclude = [\"\"]\n", "files[0].exclude[0]", 13, "rsync pattern"},
+		{"files bwlimit", minimal + "[[files]]\npath = \"/srv/a\"\nbwlimit = -1\n", "files[0].bwlimit", 13, "out of range"},
+		{"files missing path", minimal + "[[files]]\ndelete = false\n", "files[0].path", 11, "missing"},
 		{"deploy notify unsigned", minimal + "[deploy]\npackages = [\"site\"]\nnotify_urls = [\"https://chat.example/hook\"]\n", "deploy.notify_secret_file", 11, "signed"},
 	}
 	for _, tt := range tests {
@@ -120,6 +127,20 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 				t.Errorf("error %q does not name the file", e.Error())
 			}
 		})
+	}
+}
+
+func TestFilesDefaults(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal+"[[files]]\npath = \"/var/lib/site/uploads/\"\nexclude = [\"*.tmp\"]\n[[files]]\npath = \"/srv/media\"\ndelete = false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Files) != 2 || !c.Files[0].DeletesPropagate() || c.Files[1].DeletesPropagate() {
+		t.Errorf("files = %+v; want deletes on for the first (default), off for the second", c.Files)
+	}
+	w := "[node]\nname = \"witness\"\nrole = \"witness\"\n[cluster]\nlisten = \"10.0.0.10:7946\"\n[[files]]\npath = \"/srv/a\"\n"
+	if _, err := Parse("w.toml", []byte(w)); err == nil || !strings.Contains(err.Error(), "witness runs no app") {
+		t.Errorf("witness with files: %v; want an error", err)
 	}
 }
 

@@ -46,6 +46,7 @@ type Spec struct {
 	Priority    string
 	Homepage    string
 	Depends     []string
+	Recommends  []string
 	Files       []File
 	Scripts     Scripts
 	MTime       time.Time
@@ -164,10 +165,11 @@ func Write(spec *Spec, outDir, tmp string) (*Result, error) {
 		MTime:           spec.MTime,
 		DisableGlobbing: true,
 		Overridables: nfpm.Overridables{
-			Depends:  spec.Depends,
-			Contents: contents,
-			Scripts:  scripts,
-			Deb:      nfpm.Deb{Compression: spec.Compression},
+			Depends:    spec.Depends,
+			Recommends: spec.Recommends,
+			Contents:   contents,
+			Scripts:    scripts,
+			Deb:        nfpm.Deb{Compression: spec.Compression},
 		},
 	}
 	if epoch > 0 {

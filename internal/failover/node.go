@@ -61,6 +61,14 @@ type Drainer interface {
 	InFlight(ctx context.Context) (int, error)
 }
 
+// Flusher is implemented by capabilities whose data must reach the next
+// holder before a planned move releases the IP (file replication). Flush
+// returns once node to has everything this node had when it was called,
+// or with an error when ctx ends first.
+type Flusher interface {
+	Flush(ctx context.Context, to string) error
+}
+
 // Options configures a Node.
 type Options struct {
 	Name     string
@@ -86,6 +94,10 @@ type Options struct {
 	// DrainTimeout bounds how long a planned move waits for connections in
 	// flight to finish (see Drainer); 0 releases at once.
 	DrainTimeout time.Duration
+	// Flushers run after the drain of a planned move and before the
+	// release, each for at most FlushTimeout (default 30s).
+	Flushers     []Flusher
+	FlushTimeout time.Duration
 	Logger       *slog.Logger
 }
 
@@ -491,6 +503,7 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) time.Time {
 		}
 		if lease && !contradicted && h.Drain && !h.Active && h.Previous == n.o.Name && h.Node != n.o.Name {
 			n.drain(ctx, h.Epoch)
+			n.flush(ctx, h.Node, h.Epoch)
 			if lease = n.mesh.LeaseValid(time.Now()); !lease {
 				reason = "lost quorum lease" // while draining: a fault after all
 			}
@@ -579,6 +592,48 @@ func (n *Node) drain(ctx context.Context, epoch uint64) {
 		return
 	}
 	n.log.Info("drained connections before the planned move", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// flush lets the Flushers catch the planned move's target up after the
+// drain, before the release. It gives up at FlushTimeout, or at once when
+// the lease is lost or the move is superseded: the IP must go then.
+func (n *Node) flush(ctx context.Context, to string, epoch uint64) {
+	if len(n.o.Flushers) == 0 {
+		return
+	}
+	timeout := n.o.FlushTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	fctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	go func() {
+		for fctx.Err() == nil {
+			if !n.mesh.LeaseValid(time.Now()) || n.o.Machine.View().Holder.Epoch != epoch {
+				cancel()
+				return
+			}
+			select {
+			case <-fctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	start := time.Now()
+	for _, f := range n.o.Flushers {
+		if err := f.Flush(fctx, to); err != nil {
+			n.log.Warn("planned move: could not flush to the next holder before releasing; it catches up afterwards, and what it lacks would be quarantined on this node, not lost",
+				"to", to, "err", err, "after", time.Since(start).Round(time.Millisecond))
+		}
+	}
+}
+
+// Held reports whether this node has the floating IP configured, and in
+// which epoch.
+func (n *Node) Held() (bool, uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.holding, n.heldEpoch
 }
 
 func (n *Node) acquire(ctx context.Context, epoch uint64) {

@@ -35,6 +35,10 @@ const Port = 7946
 // SitePort is where the example site listens on every app node.
 const SitePort = 8000
 
+// SiteDataDir is the example site's upload directory, replicated with
+// [[files]] on every app node.
+const SiteDataDir = "/var/lib/pysite"
+
 // VIPURL is the example site through the floating IP.
 var VIPURL = fmt.Sprintf("http://%s:%d/", lab.FloatingIP, SitePort)
 
@@ -289,6 +293,9 @@ func NodeConfig(n lab.NodeStatus, extra string) (config.Config, error) {
 			JSONPath: "status", JSONWant: "ok"}}
 		// Every transition is logged, so tests can check the hooks ran.
 		c.Hooks = config.Hooks{Promote: HookScript, Demote: HookScript, Fault: HookScript}
+		// The example site's uploads follow the IP (its temporary upload
+		// files, ".NAME.tmp", are renamed into place when complete).
+		c.Files = []config.FilesPath{{Path: SiteDataDir, Exclude: []string{".*.tmp"}}}
 	}
 	if extra != "" {
 		dec := toml.NewDecoder(strings.NewReader(extra)).DisallowUnknownFields()

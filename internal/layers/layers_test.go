@@ -62,6 +62,7 @@ var layerOf = map[string]string{
 	"internal/health":   controller,
 	"internal/hooks":    controller,
 	"internal/deploy":   controller,
+	"internal/files":    controller, // replication of declared directories, following the holder and its epoch
 
 	"internal/vip":                     provider,
 	"internal/vip/linux":               provider,
@@ -74,6 +75,8 @@ var layerOf = map[string]string{
 	"internal/vip/digitalocean/dofake": provider,
 	"internal/vip/hetzner/hcloudfake":  provider,
 	"internal/vip/aws/ec2fake":         provider,
+	"internal/files/rsync":             provider, // Debian's rsync carried over the cluster's mTLS streams
+	"internal/files/inotify":           provider, // file events through fsnotify
 	"internal/install":                 provider, // the OS side of a release install: apt, dpkg-query, systemctl
 
 	"internal/cluster": cluster,
@@ -100,6 +103,7 @@ var layerOf = map[string]string{
 	"bench/deploy":   harness,
 	"bench/failover": harness,
 	"bench/package":  harness,
+	"bench/files":    harness,
 	"test/e2e":       harness,
 }
 

@@ -50,7 +50,9 @@ type Options struct {
 	// Policy is this node's configured placement policy, which counts
 	// failures until the cluster's is published.
 	Policy state.Policy
-	Now    func() time.Time // time.Now when nil
+	// Files reports file replication; nil without it.
+	Files *Files
+	Now   func() time.Time // time.Now when nil
 }
 
 // Service carries out cluster operations for the local API.
@@ -145,6 +147,7 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 	}
 	out.StateWarning = strings.Join(warnings, "; ")
 	out.Delivery = deliveryStatus(st.Deploy())
+	out.Files = s.o.Files.Status()
 	addFailures(&out, now, st, s.o.Policy, fs.Held)
 	for _, mv := range st.Moves[max(0, len(st.Moves)-10):] {
 		out.Moves = append(out.Moves, toFailover(mv))
