@@ -193,7 +193,7 @@ func printDelivery(w io.Writer, d state.Delivery) {
 	}
 	fmt.Fprintf(w, "delivery %s (%s, from %s via %s): %s", d.ID, what, d.Source, d.ReceivedBy, d.Status)
 	if d.Reason != "" {
-		fmt.Fprintf(w, ": %s", d.Reason)
+		fmt.Fprintf(w, ": %s", printableLines(d.Reason, "  "))
 	}
 	fmt.Fprintln(w)
 }
@@ -203,7 +203,7 @@ func printStep(w io.Writer, st state.Step) {
 	if !st.EndedAt.IsZero() {
 		took = " (" + st.EndedAt.Sub(st.At).Round(10*time.Millisecond).String() + ")"
 	}
-	fmt.Fprintf(w, "  %s  #%d %-9s %-8s %-7s %s%s\n", st.At.Local().Format("15:04:05.000"), st.N, st.Action, st.Node, st.State, st.Detail, took)
+	fmt.Fprintf(w, "  %s  #%d %-9s %-8s %-7s %s%s\n", st.At.Local().Format("15:04:05.000"), st.N, st.Action, st.Node, st.State, printableLines(st.Detail, "      "), took)
 }
 
 func shortSHA(s string) string {
@@ -353,7 +353,7 @@ func newReleasesCmd(e *env) *cobra.Command {
 				if rel == "" {
 					rel = strings.TrimSpace(d.Ref + " " + shortSHA(d.Commit))
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ReceivedAt.Local().Format("01-02 15:04:05"), d.Source, rel, d.Status, d.Reason)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.ReceivedAt.Local().Format("01-02 15:04:05"), d.Source, printable(rel), d.Status, printable(d.Reason))
 			}
 			tw.Flush()
 			if dep.Lock != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -105,11 +107,12 @@ func printStatus(w io.Writer, st localapi.Status) {
 	tw.Flush()
 	for _, m := range st.Members {
 		for _, c := range m.Checks {
-			out := strings.TrimSpace(c.Output)
+			// Peers' check output is not trusted: no terminal escapes.
+			out := printable(strings.TrimSpace(c.Output))
 			if len(out) > 120 {
 				out = out[:120] + "…"
 			}
-			fmt.Fprintf(w, "  %s check %s (%s): %s %s\n", m.Name, c.Name, c.Type, passFail(c.Healthy), out)
+			fmt.Fprintf(w, "  %s check %s (%s): %s %s\n", m.Name, printable(c.Name), printable(c.Type), passFail(c.Healthy), out)
 		}
 	}
 }
@@ -397,4 +400,29 @@ func printDeliveryStatus(w io.Writer, d *localapi.DeliveryStatus) {
 	if d.Locked != "" {
 		fmt.Fprintf(w, "deploys locked: %s\n", d.Locked)
 	}
+}
+
+// printable replaces control characters (terminal escapes, carriage
+// returns) in text that came from another node with '?', so a peer cannot
+// drive the operator's terminal.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\t' {
+			return ' '
+		}
+		if unicode.IsControl(r) || r == utf8.RuneError || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// printableLines is printable for multi-line text: each line is cleaned
+// and the lines after the first are indented by indent.
+func printableLines(s, indent string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = printable(strings.TrimRight(l, "\r"))
+	}
+	return strings.Join(lines, "\n"+indent)
 }
