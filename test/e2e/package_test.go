@@ -62,9 +62,26 @@ func TestPackageLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The cluster's site runs on the node: put that very release back at
+	// the end (it is in the node's release store), so the tests after this
+	// one find the site they expect, even when a step failed.
+	was := strings.TrimSpace(c.MustSh(t, ctx, node, "dpkg-query -W -f='${Version}' pysite"))
 	t.Cleanup(func() {
-		// Leave the node as it was even when a step failed.
-		_, _ = c.Sh(context.Background(), node, "dpkg --purge pysite >/dev/null 2>&1; rm -f /tmp/pysite_*.deb")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		_, _ = c.Sh(ctx, node, "dpkg --purge pysite >/dev/null 2>&1; rm -f /tmp/pysite_*.deb")
+		restore := `for f in /var/lib/tandem/releases/sha256/*.deb; do
+  if [ "$(dpkg-deb -f "$f" Package)" = pysite ] && [ "$(dpkg-deb -f "$f" Version)" = "` + was + `" ]; then
+    DEBIAN_FRONTEND=noninteractive dpkg --force-confold -i "$f" >/dev/null && exit 0
+  fi
+done
+echo "no stored release of pysite ` + was + `" >&2; exit 1`
+		if _, err := c.Sh(ctx, node, restore); err != nil {
+			t.Errorf("could not put the cluster's pysite %s back on %s: %v", was, node, err)
+			return
+		}
+		upstream, _, _ := strings.Cut(was[strings.Index(was, ":")+1:], "-")
+		waitHealth(t, ctx, c, node, upstream)
 	})
 
 	// Install: the unit is enabled and active, /healthz answers.
