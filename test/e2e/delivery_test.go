@@ -627,6 +627,8 @@ func TestDeliveryPollFallback(t *testing.T) {
 	// The lab polls every 30 s.
 	done := waitAllOn(t, ctx, c, v, 30*time.Second+rolloutBudget)
 	t.Logf("published without a webhook: every node on %s after %v", v, done.Sub(from).Round(100*time.Millisecond))
+	// dpkg has the release before the node reports it and its gate ends.
+	waitIdle(t, ctx, c, rolloutBudget)
 	tr.noFailures(from)
 	tr.finish(1)
 	checkJournal(t, ctx, c)
