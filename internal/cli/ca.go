@@ -148,6 +148,7 @@ func (e *env) waitRotation(ctx context.Context, to string, quiet bool) (localapi
 	defer t.Stop()
 	var last localapi.CAStatus
 	var said string
+	var seen bool
 	for {
 		st, err := e.caStatus(ctx)
 		if err == nil {
@@ -164,7 +165,12 @@ func (e *env) waitRotation(ctx context.Context, to string, quiet bool) (localapi
 					said = line
 				}
 			}
-			if st.Rotation == nil && (st.LastRotation == nil || st.LastRotation.To != to) {
+			if r := st.Rotation; r != nil && r.To == to {
+				seen = true
+			}
+			// Until this node has applied the start (it may lag the leader
+			// by a moment), an absent rotation is not yet a lost one.
+			if seen && st.Rotation == nil && (st.LastRotation == nil || st.LastRotation.To != to) {
 				return st, fmt.Errorf("ca rotate: the rotation to %s is no longer in progress, yet did not finish; see 'tandem ca status'", to)
 			}
 		}
