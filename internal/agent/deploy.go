@@ -70,14 +70,7 @@ func (a *Agent) buildDelivery(creds clusterCaller) (*delivery, error) {
 	d.driver = deploy.NewDriver(deploy.DriverOptions{
 		Name: cfg.Node.Name, Cluster: clusterAdapter{a.node}, Machine: a.machine,
 		Nodes: deploy.RemoteNodes{C: a.node}, Mover: mover{a.fo},
-		Health: func(now time.Time) map[string]deploy.NodeHealth {
-			views := a.fo.Views(now, a.machine.View().Holder.Epoch)
-			out := make(map[string]deploy.NodeHealth, len(views))
-			for n, v := range views {
-				out[n] = deploy.NodeHealth{Reachable: v.Reachable && !v.Dead, Healthy: v.Healthy}
-			}
-			return out
-		},
+		Health: a.nodeHealth,
 		Logger: log,
 		OnFinish: func(r state.Rollout) {
 			m.rollouts.WithLabelValues(r.Outcome).Inc()
@@ -85,14 +78,7 @@ func (a *Agent) buildDelivery(creds clusterCaller) (*delivery, error) {
 		},
 	})
 	d.ops = &ops.Delivery{Name: cfg.Node.Name, Cluster: clusterAdapter{a.node}, Machine: a.machine,
-		Health: func(now time.Time) map[string]deploy.NodeHealth {
-			views := a.fo.Views(now, a.machine.View().Holder.Epoch)
-			out := make(map[string]deploy.NodeHealth, len(views))
-			for n, v := range views {
-				out[n] = deploy.NodeHealth{Reachable: v.Reachable && !v.Dead, Healthy: v.Healthy}
-			}
-			return out
-		}}
+		Health: a.nodeHealth}
 	dc := cfg.Deploy
 	if cfg.Node.Role != config.RoleApp || !dc.Enabled() {
 		return d, nil
@@ -336,4 +322,14 @@ func (a *Agent) runDelivery(g *errgroup.Group, ctx context.Context) {
 	if dc := a.cfg.Deploy; dc.Listen != "" {
 		g.Go(func() error { return d.intake.Serve(ctx, dc.Listen, dc.TLSCert, dc.TLSKey) })
 	}
+}
+
+// nodeHealth is the DC's view of every member, as delivery reads it.
+func (a *Agent) nodeHealth(now time.Time) map[string]deploy.NodeHealth {
+	views := a.fo.Views(now, a.machine.View().Holder.Epoch)
+	out := make(map[string]deploy.NodeHealth, len(views))
+	for n, v := range views {
+		out[n] = deploy.NodeHealth{Reachable: v.Reachable && !v.Dead, Healthy: v.Healthy}
+	}
+	return out
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -338,8 +339,8 @@ func newReleasesCmd(e *env) *cobra.Command {
 			}
 			tw := tabwriter.NewWriter(e.stdout, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NODE\tPACKAGE\tVERSION\tSHA256")
-			for _, n := range sortedNames(dep.Installed) {
-				for _, p := range sortedNames(dep.Installed[n]) {
+			for _, n := range slices.Sorted(maps.Keys(dep.Installed)) {
+				for _, p := range slices.Sorted(maps.Keys(dep.Installed[n])) {
 					r := dep.Installed[n][p]
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n, p, r.Version, shortSHA(r.Digest))
 				}
@@ -364,15 +365,6 @@ func newReleasesCmd(e *env) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 func newRollbackCmd(e *env) *cobra.Command {

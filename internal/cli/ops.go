@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -380,8 +382,8 @@ failures is fixed, rather than waiting for failover.failure_window to pass.`,
 
 func printDeliveryStatus(w io.Writer, d *localapi.DeliveryStatus) {
 	var parts []string
-	for _, n := range sortedNames(d.Installed) {
-		for _, p := range sortedNames(d.Installed[n]) {
+	for _, n := range slices.Sorted(maps.Keys(d.Installed)) {
+		for _, p := range slices.Sorted(maps.Keys(d.Installed[n])) {
 			parts = append(parts, fmt.Sprintf("%s %s %s", n, p, d.Installed[n][p].Version))
 		}
 	}

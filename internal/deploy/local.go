@@ -207,20 +207,18 @@ func (l *Local) apply(ctx context.Context, cmd state.Command) error {
 // waitDelivery returns a rollout's delivery, waiting briefly for this
 // node to apply the commit that created it.
 func (l *Local) waitDelivery(ctx context.Context, id string) (state.Delivery, error) {
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if del, ok := l.o.Machine.View().Deploy().Delivery(id); ok {
-			return del, nil
+	var del state.Delivery
+	if !await(ctx, 5*time.Second, func() bool {
+		var ok bool
+		del, ok = l.o.Machine.View().Deploy().Delivery(id)
+		return ok
+	}) {
+		if err := ctx.Err(); err != nil {
+			return state.Delivery{}, err
 		}
-		if time.Now().After(deadline) {
-			return state.Delivery{}, fmt.Errorf("delivery %s is not in this node's state", id)
-		}
-		select {
-		case <-ctx.Done():
-			return state.Delivery{}, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+		return state.Delivery{}, fmt.Errorf("delivery %s is not in this node's state", id)
 	}
+	return del, nil
 }
 
 // Fetch fetches, verifies and stores a delivery's release.

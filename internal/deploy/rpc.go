@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,7 +50,7 @@ func (l *Local) Handlers(c Caller) map[string]http.Handler {
 				rpcError(w, http.StatusConflict, fmt.Errorf("rollout %q is not in progress (current: %q)", probe.Rollout, id))
 				return
 			}
-			r.Body = io.NopCloser(&jsonBody{b: body})
+			r.Body = io.NopCloser(bytes.NewReader(body))
 			if err := h(w, r, probe.Rollout); err != nil {
 				rpcError(w, http.StatusUnprocessableEntity, err)
 			}
@@ -115,45 +116,33 @@ func (l *Local) Handlers(c Caller) map[string]http.Handler {
 // waitLeader reports whether caller is the raft leader, waiting briefly:
 // a new leader's first call may arrive before this node heard of it.
 func waitLeader(ctx context.Context, c Caller, caller string) bool {
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		if leader, _ := c.Leader(); leader == caller {
-			return true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return await(ctx, 2*time.Second, func() bool { leader, _ := c.Leader(); return leader == caller })
 }
 
 // waitRollout reports whether id is the rollout in progress, waiting
 // briefly for this node to apply the commit that started it.
 func (l *Local) waitRollout(ctx context.Context, id string) bool {
-	deadline := time.Now().Add(3 * time.Second)
-	for {
-		if r := l.o.Machine.View().Deploy().Rollout; r != nil && r.ID == id {
-			return true
-		}
+	return await(ctx, 3*time.Second, func() bool {
+		r := l.o.Machine.View().Deploy().Rollout
+		return r != nil && r.ID == id
+	})
+}
+
+// await polls cond until it holds (true) or within passes or ctx ends
+// (false): for state this node learns a moment after a peer does.
+func await(ctx context.Context, within time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(within)
+	for !cond() {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return false
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-}
-
-type jsonBody struct {
-	b []byte
-	i int
-}
-
-func (j *jsonBody) Read(p []byte) (int, error) {
-	if j.i >= len(j.b) {
-		return 0, io.EOF
-	}
-	n := copy(p, j.b[j.i:])
-	j.i += n
-	return n, nil
+	return true
 }
 
 func rpcError(w http.ResponseWriter, status int, err error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -136,7 +137,7 @@ func (o *Delivery) Rollback(ctx context.Context, r localapi.DeployRequest) (loca
 // replaced.
 func rollbackTarget(dep *state.Deploy, version string) (state.Release, string) {
 	stores := func(rel state.Release) string {
-		for _, name := range sortedKeys(dep.Installed) {
+		for _, name := range slices.Sorted(maps.Keys(dep.Installed)) {
 			for _, r := range dep.Installed[name] {
 				if r.Digest == rel.Digest {
 					return name
@@ -150,7 +151,7 @@ func rollbackTarget(dep *state.Deploy, version string) (state.Release, string) {
 		node string
 	}
 	for _, r := range slices.Backward(dep.History) {
-		for _, node := range sortedKeys(r.Previous) {
+		for _, node := range slices.Sorted(maps.Keys(r.Previous)) {
 			p := r.Previous[node]
 			if p.Digest != "" {
 				candidates = append(candidates, struct {
@@ -187,22 +188,13 @@ func rollbackTarget(dep *state.Deploy, version string) (state.Release, string) {
 		if r.Outcome != state.DeliveryDeployed {
 			continue
 		}
-		for _, node := range sortedKeys(r.Previous) {
+		for _, node := range slices.Sorted(maps.Keys(r.Previous)) {
 			if p := r.Previous[node]; p.Digest != "" && p.Version != r.Version {
 				return p, node
 			}
 		}
 	}
 	return state.Release{}, ""
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // localapi.Plan says what the driver would do now, changing nothing.
