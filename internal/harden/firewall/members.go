@@ -1,0 +1,53 @@
+package firewall
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+)
+
+// Members keeps the cluster port's allow-list current: the members file
+// (read at boot through the script's include) and the live sets. The agent
+// calls Sync on every membership change.
+type Members struct {
+	File string // default DefaultMembers
+	Root string // tests
+	Run  Runner
+}
+
+// Sync writes the members file when it changed and loads it into the live
+// table when the firewall is loaded; without the table it only records
+// the members for the next apply or boot.
+func (m Members) Sync(ctx context.Context, members []netip.Addr) error {
+	file := m.File
+	if file == "" {
+		file = DefaultMembers
+	}
+	path := file
+	if m.Root != "" {
+		path = filepath.Join(m.Root, file)
+	}
+	want := MembersScript(members)
+	if old, err := os.ReadFile(path); err != nil || !bytes.Equal(old, want) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return fmt.Errorf("firewall members: %w", err)
+		}
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, want, 0o644); err != nil {
+			return fmt.Errorf("firewall members: %w", err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return fmt.Errorf("firewall members: %w", err)
+		}
+	}
+	if _, err := m.Run.Run(ctx, "nft", "list", "set", "inet", Table, "members4"); err != nil {
+		return nil // no firewall loaded: nothing live to update
+	}
+	if _, err := m.Run.Run(ctx, "nft", "-f", file); err != nil {
+		return fmt.Errorf("firewall members: load %s: %w", file, err)
+	}
+	return nil
+}
