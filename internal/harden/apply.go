@@ -265,7 +265,6 @@ func (h *Host) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-
 // backup creates the pending directory with the previous content of every
 // file, the manifest and the revert script.
 func (h *Host) backup(plans []check.Plan, risky bool, confirm time.Duration) (Manifest, string, error) {

@@ -29,6 +29,7 @@ const (
 	ops        = "ops"        // cluster operations and status over the local API
 	agent      = "agent"      // the composition root: wires everything, decides nothing
 	tooling    = "tooling"    // lab, packaging and CI tooling the CLI drives, never the agent
+	host       = "host"       // the host baseline: its areas (firewall, sshd, ...) and their audit/apply transaction
 	cli        = "cli"        // subcommands, flags, exit codes
 	binary     = "main"       // cmd/tandem
 	harness    = "harness"    // benchmarks and the end-to-end suite
@@ -56,6 +57,13 @@ var layerOf = map[string]string{
 	"examples":                       leaf,
 
 	"internal/cluster/state": state,
+
+	"internal/harden/check":     leaf, // the shape of a check's result and an area's plan
+	"internal/harden":           host,
+	"internal/harden/firewall":  host,
+	"internal/harden/sshd":      host,
+	"internal/harden/updates":   host,
+	"internal/harden/integrity": host,
 
 	"internal/liveness": controller,
 	"internal/failover": controller,
@@ -118,9 +126,10 @@ var mayImport = map[string][]string{
 	cfg:        {leaf},
 	api:        {leaf, state},
 	ops:        {leaf, state, controller, cluster, api},
-	agent:      {leaf, state, controller, provider, cluster, cfg, api, ops},
+	host:       {leaf, host},
+	agent:      {leaf, state, controller, provider, cluster, cfg, api, ops, host},
 	tooling:    {leaf, tooling, cfg, api},
-	cli:        {leaf, state, cfg, api, agent, tooling},
+	cli:        {leaf, state, cfg, api, agent, tooling, host},
 	binary:     {cli},
 	harness:    {leaf, tooling, api},
 }

@@ -7,6 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
 )
 
 // Members keeps the cluster port's allow-list current: the members file
@@ -50,4 +53,30 @@ func (m Members) Sync(ctx context.Context, members []netip.Addr) error {
 		return fmt.Errorf("firewall members: load %s: %w", file, err)
 	}
 	return nil
+}
+
+var addrToken = regexp.MustCompile(`[0-9a-fA-F:.]+`)
+
+// ParseMembers reads the addresses back from a members file (the CLI's
+// fallback when the agent does not answer). Anything that is not an
+// address is ignored.
+func ParseMembers(data []byte) []netip.Addr {
+	var out []netip.Addr
+	for _, line := range strings.Split(string(data), "\n") {
+		_, set, ok := strings.Cut(line, "add element inet "+Table+" ")
+		if !ok {
+			continue
+		}
+		_, elems, ok := strings.Cut(set, "{")
+		if !ok {
+			continue
+		}
+		for _, tok := range addrToken.FindAllString(elems, -1) {
+			if a, err := netip.ParseAddr(tok); err == nil {
+				out = append(out, a.Unmap())
+			}
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }
