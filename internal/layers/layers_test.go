@@ -58,12 +58,9 @@ var layerOf = map[string]string{
 
 	"internal/cluster/state": state,
 
-	"internal/harden/check":     leaf, // the shape of a check's result and an area's plan
-	"internal/harden":           host,
-	"internal/harden/firewall":  host,
-	"internal/harden/sshd":      host,
-	"internal/harden/updates":   host,
-	"internal/harden/integrity": host,
+	"internal/harden/check":    leaf, // the shape of a check's result and an area's plan
+	"internal/harden":          host,
+	"internal/harden/firewall": host,
 
 	"internal/liveness": controller,
 	"internal/failover": controller,
