@@ -42,6 +42,9 @@ func (m Members) Sync(ctx context.Context, members []netip.Addr) error {
 		if err := os.WriteFile(tmp, want, 0o644); err != nil {
 			return fmt.Errorf("firewall members: %w", err)
 		}
+		if err := os.Chmod(tmp, 0o644); err != nil { // the agent's umask is 0077; apply writes it 0644
+			return fmt.Errorf("firewall members: %w", err)
+		}
 		if err := os.Rename(tmp, path); err != nil {
 			return fmt.Errorf("firewall members: %w", err)
 		}
