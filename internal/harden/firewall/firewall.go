@@ -23,6 +23,7 @@ const (
 	DefaultScript  = "/etc/tandem/firewall.nft"
 	DefaultUnit    = "/etc/systemd/system/tandem-firewall.service"
 	DefaultMembers = "/var/lib/tandem/harden/fw-members.nft"
+	DefaultPending = "/var/lib/tandem/harden/pending" // harden's unconfirmed applies
 	UnitName       = "tandem-firewall.service"
 )
 
@@ -55,6 +56,9 @@ type Options struct {
 	MetricsCIDRs []netip.Prefix
 
 	Script, Unit, MembersFile string // default DefaultScript, DefaultUnit, DefaultMembers
+	// PendingDir holds unconfirmed applies; the unit reverts them at boot
+	// (a reboot inside the confirmation window). Default DefaultPending.
+	PendingDir string
 	// Root prefixes the paths the area reads (tests); plans name host paths.
 	Root string
 }
@@ -75,6 +79,9 @@ func New(o Options, run Runner) *Area {
 	}
 	if o.MembersFile == "" {
 		o.MembersFile = DefaultMembers
+	}
+	if o.PendingDir == "" {
+		o.PendingDir = DefaultPending
 	}
 	return &Area{o: o, run: run}
 }
@@ -211,6 +218,8 @@ func MembersScript(members []netip.Addr) []byte {
 // UnitFile loads the script at boot, before the network comes up. With no
 // ExecStop the rules stay when the unit stops; if the script fails to load,
 // nothing is loaded (the host stays reachable) and the unit shows failed.
+// First it runs the revert of any apply left unconfirmed by a reboot inside
+// its confirmation window (its transient timer did not survive).
 func (a *Area) UnitFile() []byte {
 	return []byte(fmt.Sprintf(`# Written by 'tandem harden apply'.
 [Unit]
@@ -225,11 +234,12 @@ RequiresMountsFor=%s %s
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+ExecStartPre=-/bin/sh -c 'for s in %s/*/revert.sh; do [ -f "$$s" ] && /bin/sh "$$s"; done; true'
 ExecStart=/usr/sbin/nft -f %s
 
 [Install]
 WantedBy=sysinit.target
-`, Table, dirOf(a.o.Script), dirOf(a.o.MembersFile), a.o.Script))
+`, Table, dirOf(a.o.Script), dirOf(a.o.MembersFile), a.o.PendingDir, a.o.Script))
 }
 
 func dirOf(p string) string { return p[:strings.LastIndex(p, "/")] }

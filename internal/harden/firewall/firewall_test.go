@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -185,5 +186,44 @@ func TestParseRuleset(t *testing.T) {
 	}
 	for _, junk := range []string{"", "}}}", "chain input {\n", "set x {\nelements = { a,", strings.Repeat("table inet tandem-fw {\n", 100)} {
 		ParseRuleset(junk) // must not panic
+	}
+}
+
+// A reboot inside the confirmation window: the unit's ExecStartPre runs
+// every pending revert before the firewall loads.
+func TestUnitRevertsPendingAtBoot(t *testing.T) {
+	dir := t.TempDir()
+	pending := filepath.Join(dir, "pending")
+	for _, id := range []string{"a", "b"} {
+		os.MkdirAll(filepath.Join(pending, id), 0o700)
+		os.WriteFile(filepath.Join(pending, id, "revert.sh"), []byte("echo "+id+" >> "+filepath.Join(dir, "reverted")+"\n"), 0o700)
+	}
+	a := New(Options{PendingDir: pending}, nil)
+	var pre string
+	for _, line := range strings.Split(string(a.UnitFile()), "\n") {
+		if v, ok := strings.CutPrefix(line, "ExecStartPre=-"); ok {
+			pre = v
+		}
+	}
+	if pre == "" {
+		t.Fatalf("no ExecStartPre in\n%s", a.UnitFile())
+	}
+	// systemd turns $$ into $; the command line is then split like sh's
+	// for this simple quoting.
+	pre = strings.ReplaceAll(pre, "$$", "$")
+	script, ok := strings.CutPrefix(pre, "/bin/sh -c '")
+	if !ok || !strings.HasSuffix(script, "'") {
+		t.Fatalf("ExecStartPre = %q", pre)
+	}
+	if out, err := exec.Command("/bin/sh", "-c", strings.TrimSuffix(script, "'")).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "reverted")); string(b) != "a\nb\n" {
+		t.Errorf("reverts run at boot: %q; want a and b", b)
+	}
+	// With nothing pending it succeeds and does nothing.
+	os.RemoveAll(pending)
+	if out, err := exec.Command("/bin/sh", "-c", strings.TrimSuffix(script, "'")).CombinedOutput(); err != nil {
+		t.Fatalf("nothing pending: %v: %s", err, out)
 	}
 }
