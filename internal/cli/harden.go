@@ -46,8 +46,8 @@ tandem was killed or upgraded meanwhile. Established sessions are kept.`,
 	return cmd
 }
 
-func needRoot(what string) error {
-	if os.Geteuid() != 0 {
+func (e *env) needRoot(what string) error {
+	if e.euid() != 0 {
 		return &prereq.Error{What: what + " needs root: it reads the live firewall and sshd's effective settings", Fix: "run it with sudo"}
 	}
 	return nil
@@ -112,7 +112,7 @@ fails, 5 when none fails but at least one could not run, 1-3 as usual
 (tandem error, usage, prerequisite). --json prints stable field names.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := needRoot("tandem harden audit"); err != nil {
+			if err := e.needRoot("tandem harden audit"); err != nil {
 				return err
 			}
 			cfg, areas, err := e.hardenAreas(cmd.Context())
@@ -179,7 +179,7 @@ so it happens even if tandem is killed or upgraded. A second apply with
 nothing to change says so and changes nothing. --dry-run prints the diff.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := needRoot("tandem harden apply"); err != nil {
+			if err := e.needRoot("tandem harden apply"); err != nil {
 				return err
 			}
 			_, areas, err := e.hardenAreas(cmd.Context())
@@ -247,7 +247,7 @@ func newHardenConfirmCmd(e *env) *cobra.Command {
 		Short: "Keep the pending apply: cancel its revert timer and drop the backup",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := needRoot("tandem harden confirm"); err != nil {
+			if err := e.needRoot("tandem harden confirm"); err != nil {
 				return err
 			}
 			host := &harden.Host{Root: "/", Run: harden.ExecRunner{}, Log: e.logger}
@@ -270,7 +270,7 @@ func newHardenRevertCmd(e *env) *cobra.Command {
 		Short: "Undo the pending apply now: put the previous files back and reload",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := needRoot("tandem harden revert"); err != nil {
+			if err := e.needRoot("tandem harden revert"); err != nil {
 				return err
 			}
 			host := &harden.Host{Root: "/", Run: harden.ExecRunner{}, Log: e.logger}
