@@ -29,7 +29,6 @@ const (
 	ops        = "ops"        // cluster operations and status over the local API
 	agent      = "agent"      // the composition root: wires everything, decides nothing
 	tooling    = "tooling"    // lab, packaging and CI tooling the CLI drives, never the agent
-	host       = "host"       // the host baseline: its areas (firewall, sshd, ...) and their audit/apply transaction
 	cli        = "cli"        // subcommands, flags, exit codes
 	binary     = "main"       // cmd/tandem
 	harness    = "harness"    // benchmarks and the end-to-end suite
@@ -53,14 +52,16 @@ var layerOf = map[string]string{
 	"internal/webhook":               leaf,
 	"internal/artifact":              leaf,
 	"internal/forge":                 leaf, // asks a forge's API about a delivery and downloads it; imports only webhook and artifact
-	"packaging":                      leaf,
-	"examples":                       leaf,
+	// tandem harden: the check contract, the areas (each reads the host
+	// through a command seam and returns checks and a plan) and the
+	// audit/apply transaction; the CLI and the agent compose them.
+	"internal/harden/check":    leaf,
+	"internal/harden":          leaf,
+	"internal/harden/firewall": leaf,
+	"packaging":                leaf,
+	"examples":                 leaf,
 
 	"internal/cluster/state": state,
-
-	"internal/harden/check":    leaf, // the shape of a check's result and an area's plan
-	"internal/harden":          host,
-	"internal/harden/firewall": host,
 
 	"internal/liveness": controller,
 	"internal/failover": controller,
@@ -123,10 +124,9 @@ var mayImport = map[string][]string{
 	cfg:        {leaf},
 	api:        {leaf, state},
 	ops:        {leaf, state, controller, cluster, api},
-	host:       {leaf, host},
-	agent:      {leaf, state, controller, provider, cluster, cfg, api, ops, host},
+	agent:      {leaf, state, controller, provider, cluster, cfg, api, ops},
 	tooling:    {leaf, tooling, cfg, api},
-	cli:        {leaf, state, cfg, api, agent, tooling, host},
+	cli:        {leaf, state, cfg, api, agent, tooling},
 	binary:     {cli},
 	harness:    {leaf, tooling, api},
 }
