@@ -13,17 +13,22 @@ import (
 	"strings"
 )
 
-// Func runs a command and returns its standard output. A command that
-// cannot start or exits non-zero returns an error that quotes the tail of
-// its standard error.
-type Func func(ctx context.Context, name string, args ...string) ([]byte, error)
+// Func runs a command (argv[0] looked up in PATH) and returns its standard
+// output. A command that cannot start or exits non-zero returns an error
+// that quotes the tail of its standard error. harden.ExecRunner{}.Run has
+// this shape.
+type Func func(ctx context.Context, argv ...string) ([]byte, error)
 
 // maxStderr is how much of a failing command's standard error an error
 // quotes: the tail, where tools put the reason.
 const maxStderr = 2048
 
 // Exec is the real Func: os/exec with the process's environment.
-func Exec(ctx context.Context, name string, args ...string) ([]byte, error) {
+func Exec(ctx context.Context, argv ...string) ([]byte, error) {
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("run: empty command")
+	}
+	name, args := argv[0], argv[1:]
 	cmd := exec.CommandContext(ctx, name, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
