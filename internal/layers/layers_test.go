@@ -52,8 +52,17 @@ var layerOf = map[string]string{
 	"internal/webhook":               leaf,
 	"internal/artifact":              leaf,
 	"internal/forge":                 leaf, // asks a forge's API about a delivery and downloads it; imports only webhook and artifact
-	"packaging":                      leaf,
-	"examples":                       leaf,
+	// tandem harden's result contract and the host areas: each reads the
+	// host through a command seam and returns checks and a plan, applying
+	// nothing itself, so the CLI (audit, apply) and the agent (metrics)
+	// both compose them.
+	"internal/harden/check":            leaf,
+	"internal/harden/internal/hostrun": leaf,
+	"internal/harden/sshd":             leaf,
+	"internal/harden/updates":          leaf,
+	"internal/harden/integrity":        leaf,
+	"packaging":                        leaf,
+	"examples":                         leaf,
 
 	"internal/cluster/state": state,
 
