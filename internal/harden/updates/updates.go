@@ -325,7 +325,12 @@ func ParseAptConfig(out []byte) (AptConfig, error) {
 		if !ok || name == "" || !strings.HasPrefix(rest, `"`) || !strings.HasSuffix(rest, `";`) || len(rest) < 3 {
 			return nil, fmt.Errorf("apt-config dump line %d: %q is not `Name \"value\";`", n, line)
 		}
-		name = strings.TrimSuffix(name, "::")
+		for strings.HasSuffix(name, "::") {
+			name = strings.TrimSuffix(name, "::")
+		}
+		if name == "" {
+			return nil, fmt.Errorf("apt-config dump line %d: %q has no option name", n, line)
+		}
 		conf[name] = append(conf[name], rest[1:len(rest)-2])
 	}
 	if err := sc.Err(); err != nil {
