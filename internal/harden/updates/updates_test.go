@@ -121,9 +121,12 @@ func TestAudit(t *testing.T) {
 			substr: map[string]string{"updates.periodic": `Unattended-Upgrade "0"`},
 		},
 		{
-			name:  "only the legacy Allowed-Origins, with security",
-			setup: func(h *host) { h.dropLines("Origins-Pattern"); h.dump += "Unattended-Upgrade::Allowed-Origins:: \"${distro_id}:${distro_codename}-security\";\n" },
-			want:  map[string]check.Status{"updates.security-origin": check.Pass},
+			name: "only the legacy Allowed-Origins, with security",
+			setup: func(h *host) {
+				h.dropLines("Origins-Pattern")
+				h.dump += "Unattended-Upgrade::Allowed-Origins:: \"${distro_id}:${distro_codename}-security\";\n"
+			},
+			want: map[string]check.Status{"updates.security-origin": check.Pass},
 		},
 		{
 			name:  "origins without security",
