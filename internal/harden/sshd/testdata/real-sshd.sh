@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs TestRealSSHD against the real OpenSSH of a Debian 12 root (the lab's
+# cached base image) without changing it: in a private mount namespace,
+# /etc/ssh, /etc/passwd, /home, /tmp and /run are replaced by writable
+# copies, host keys and an admin user with a key are added, and the test
+# writes its drop-in there, runs sshd -t and audits sshd -T.
+#
+#   go test -c -o /tmp/sshd.test ./internal/harden/sshd
+#   unshare -m --propagation private bash internal/harden/sshd/testdata/real-sshd.sh \
+#       /var/cache/tandem/lab/bookworm-XXXX /tmp/sshd.test
+set -euo pipefail
+img=${1:?usage: real-sshd.sh DEBIAN_ROOT TEST_BINARY}
+bin=${2:?usage: real-sshd.sh DEBIAN_ROOT TEST_BINARY}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mount -t tmpfs none "$img/tmp"
+mount -t tmpfs none "$img/run"
+mkdir -p "$img/run/sshd"
+cp -a "$img/etc/ssh" "$work/ssh"
+mount --bind "$work/ssh" "$img/etc/ssh"
+ssh-keygen -q -t ed25519 -N '' -f "$img/etc/ssh/ssh_host_ed25519_key"
+ssh-keygen -q -t rsa -b 3072 -N '' -f "$img/etc/ssh/ssh_host_rsa_key"
+ssh-keygen -q -t ecdsa -N '' -f "$img/etc/ssh/ssh_host_ecdsa_key"
+cp "$img/etc/passwd" "$work/passwd"
+echo 'admin:x:1000:1000:Admin:/home/admin:/bin/bash' >>"$work/passwd"
+mount --bind "$work/passwd" "$img/etc/passwd"
+mount -t tmpfs none "$img/home"
+mkdir -p "$img/home/admin/.ssh"
+ssh-keygen -q -t ed25519 -N '' -f "$work/adminkey"
+cp "$work/adminkey.pub" "$img/home/admin/.ssh/authorized_keys"
+TANDEM_SSHD_ROOT=$img "$bin" -test.run '^TestRealSSHD$' -test.v
