@@ -29,9 +29,9 @@ debsums' daily runs did, and saves the findings in
 integrity.packages and integrity.last-scan), 'tandem status' and /metrics
 read them without scanning again.
 
-Conffiles are not checked (they are yours to change), nor files dpkg's
-path-exclude kept off the disk; a diverted file is checked where it now
-lives. 'tandem harden apply' installs tandem-integrity.timer, which runs
+Conffiles are yours to change: the edited ones are listed for
+information and do not fail the scan. Files dpkg's path-exclude kept off
+the disk are not checked; a diverted file is checked where it now lives. 'tandem harden apply' installs tandem-integrity.timer, which runs
 this daily at idle CPU and IO priority; run by hand it uses normal
 priority (prefix 'ionice -c3 nice' to lower it).
 
@@ -58,6 +58,9 @@ Exits 1 when a file changed or is missing.`,
 					r.Files, r.Packages, r.Finished.Sub(r.Started).Round(time.Millisecond), r.Bytes>>20)
 				for _, f := range r.Findings {
 					fmt.Fprintf(e.stdout, "%-10s %s (%s)\n", f.Kind, f.Path, f.Package)
+				}
+				for _, f := range r.Conffiles {
+					fmt.Fprintf(e.stdout, "conffile   %s %s (%s; yours to change, for information)\n", f.Path, f.Kind, f.Package)
 				}
 				for _, msg := range r.Errors {
 					fmt.Fprintf(e.stdout, "unreadable checksums: %s\n", msg)

@@ -245,3 +245,68 @@ func fnmatchRegexp(glob string) (*regexp.Regexp, error) {
 	b.WriteString(`$`)
 	return regexp.Compile(b.String())
 }
+
+// conffile is one conffile of an installed package with the checksum dpkg
+// recorded when it installed it.
+type conffile struct {
+	pkg  string
+	path string
+	sum  [16]byte
+}
+
+// readConffiles reads the conffiles of installed packages from dpkg's
+// status file. Obsolete conffiles and ones dpkg has not installed yet
+// ("newconffile") are left out.
+func readConffiles(root string) ([]conffile, error) {
+	data, err := os.ReadFile(hostrun.Under(root, "/var/lib/dpkg/status"))
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var (
+		out       []conffile
+		pkg       string
+		installed bool
+		pending   []conffile
+		inConf    bool
+	)
+	flush := func() {
+		if installed {
+			out = append(out, pending...)
+		}
+		pkg, installed, pending, inConf = "", false, nil, false
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		switch {
+		case line == "":
+			flush()
+		case strings.HasPrefix(line, " ") && inConf:
+			f := strings.Fields(line)
+			if len(f) < 2 || (len(f) > 2 && f[2] == "obsolete") {
+				continue
+			}
+			var c conffile
+			if _, err := hex.Decode(c.sum[:], []byte(f[1])); err != nil || len(f[1]) != 32 {
+				continue // "newconffile" or damage: nothing to compare with
+			}
+			c.pkg, c.path = pkg, filepath.Clean(f[0])
+			pending = append(pending, c)
+		default:
+			inConf = false
+			name, value, _ := strings.Cut(line, ":")
+			value = strings.TrimSpace(value)
+			switch name {
+			case "Package":
+				pkg = value
+			case "Status":
+				installed = strings.HasSuffix(value, " installed")
+			case "Conffiles":
+				inConf = true
+			}
+		}
+	}
+	flush()
+	return out, nil
+}

@@ -2,9 +2,10 @@
 // the job rkhunter's daily scan did: every file an installed Debian
 // package shipped is checked against the package's md5sums
 // (/var/lib/dpkg/info/*.md5sums), and changed or missing files are
-// reported per package. Conffiles (expected to change), files dpkg's
-// path-exclude kept off the disk and diverted files (checked where they
-// now live) are handled as dpkg does.
+// reported per package. Conffiles are the admin's to change: the edited
+// ones (against the checksums in dpkg's status) are listed for information
+// and never fail the check. Files dpkg's path-exclude kept off the disk are
+// skipped, and diverted files are checked where they now live.
 //
 // A scan runs daily from a systemd timer (`tandem harden scan`, at idle
 // CPU and IO priority) and saves its findings, so the audit, `tandem
@@ -131,6 +132,10 @@ type Report struct {
 	Findings []Finding `json:"findings"`
 	// Errors are md5sums files that could not be read or parsed.
 	Errors []string `json:"errors,omitempty"`
+	// Conffiles are the configuration files that differ from what their
+	// package installed: for information only (they are the admin's to
+	// change), so an unexpected edit can be spotted.
+	Conffiles []Finding `json:"conffiles"`
 }
 
 // ChangedPackages returns the packages with findings, sorted.
@@ -150,6 +155,7 @@ type job struct {
 	pkg  string
 	path string // where to read it
 	sum  [16]byte
+	conf bool // a conffile: its finding is information
 }
 
 // Scan checks every installed package's files and saves the report.
@@ -167,11 +173,16 @@ func (a *Area) Scan(ctx context.Context) (Report, error) {
 	if err != nil {
 		return r, err
 	}
+	conffiles, err := readConffiles(a.root)
+	if err != nil {
+		return r, fmt.Errorf("reading dpkg's status: %w", err)
+	}
 	slices.Sort(lists)
 	jobs := make(chan job, 256)
 	var (
 		mu       sync.Mutex
 		findings []Finding
+		confs    []Finding
 		files    int
 		bytes    int64
 		wg       sync.WaitGroup
@@ -184,10 +195,15 @@ func (a *Area) Scan(ctx context.Context) (Report, error) {
 			for j := range jobs {
 				n, f := a.checkFile(j, buf)
 				mu.Lock()
-				files++
 				bytes += n
-				if f != nil {
+				switch {
+				case j.conf && f != nil:
+					confs = append(confs, *f)
+				case f != nil:
 					findings = append(findings, *f)
+				}
+				if !j.conf {
+					files++
 				}
 				mu.Unlock()
 			}
@@ -222,6 +238,16 @@ func (a *Area) Scan(ctx context.Context) (Report, error) {
 			}
 			r.Errors = append(r.Errors, fmt.Sprintf("%s: %v", filepath.Base(list), err))
 		}
+		for _, c := range conffiles {
+			if filter.excluded(c.path) {
+				continue
+			}
+			select {
+			case jobs <- job{pkg: c.pkg, path: location(div, c.pkg, c.path), sum: c.sum, conf: true}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		return nil
 	}
 	err = send()
@@ -229,15 +255,20 @@ func (a *Area) Scan(ctx context.Context) (Report, error) {
 	if err != nil {
 		return r, fmt.Errorf("integrity scan interrupted: %w", err)
 	}
-	slices.SortFunc(findings, func(x, y Finding) int {
+	byPackage := func(x, y Finding) int {
 		if c := strings.Compare(x.Package, y.Package); c != 0 {
 			return c
 		}
 		return strings.Compare(x.Path, y.Path)
-	})
-	r.Findings, r.Files, r.Bytes = findings, files, bytes
+	}
+	slices.SortFunc(findings, byPackage)
+	slices.SortFunc(confs, byPackage)
+	r.Findings, r.Conffiles, r.Files, r.Bytes = findings, confs, files, bytes
 	if r.Findings == nil {
 		r.Findings = []Finding{}
+	}
+	if r.Conffiles == nil {
+		r.Conffiles = []Finding{}
 	}
 	r.Finished = a.now().UTC()
 	if err := a.save(r); err != nil {
@@ -397,6 +428,9 @@ const maxListed = 5
 func summarize(r Report) string {
 	if len(r.Findings) == 0 {
 		s := fmt.Sprintf("all %d files of %d packages match", r.Files, r.Packages)
+		if len(r.Conffiles) > 0 {
+			s += fmt.Sprintf("; %d conffiles edited (expected; listed in %s)", len(r.Conffiles), DefaultStatePath)
+		}
 		if len(r.Errors) > 0 {
 			s += fmt.Sprintf(" (%d md5sums files unreadable: %s)", len(r.Errors), r.Errors[0])
 		}

@@ -366,3 +366,34 @@ func TestFnmatch(t *testing.T) {
 		}
 	}
 }
+
+func TestScanConffilesAreInformation(t *testing.T) {
+	tr := newTree(t)
+	sum := func(s string) string { h := md5.Sum([]byte(s)); return hex.EncodeToString(h[:]) }
+	tr.pkg("bash", map[string]string{"/bin/bash": "ELF bash"}, "/etc/bash.bashrc")
+	tr.write("/etc/bash.bashrc", "edited by the admin")
+	tr.write("/etc/skel/.bashrc", "as shipped")
+	tr.write("/etc/old.conf", "anything")
+	tr.write("/etc/removed.conf", "anything")
+	tr.write("/var/lib/dpkg/status", "Package: bash\nStatus: install ok installed\nConffiles:\n"+
+		" /etc/bash.bashrc "+sum("as shipped")+"\n"+
+		" /etc/skel/.bashrc "+sum("as shipped")+"\n"+
+		" /etc/old.conf "+sum("x")+" obsolete\n"+
+		" /etc/new.conf newconffile\n"+
+		"Description: shell\n continued\n\n"+
+		"Package: gone\nStatus: deinstall ok config-files\nConffiles:\n /etc/removed.conf "+sum("x")+"\n")
+	r, err := tr.area(enabledTimer).Scan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Findings) != 0 {
+		t.Errorf("findings %+v: an edited conffile is not a finding", r.Findings)
+	}
+	want := []Finding{{Package: "bash", Path: "/etc/bash.bashrc", Kind: Changed}}
+	if !slices.Equal(r.Conffiles, want) {
+		t.Errorf("conffiles %+v, want %+v", r.Conffiles, want)
+	}
+	if r.Files != 1 {
+		t.Errorf("files %d: conffiles are not counted as package files", r.Files)
+	}
+}
