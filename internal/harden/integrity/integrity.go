@@ -461,7 +461,6 @@ func (a *Area) serviceUnit() string {
 # against their checksums; the audit reads the saved result.
 [Unit]
 Description=tandem integrity scan of installed packages' files
-Documentation=man:tandem(1)
 After=local-fs.target
 
 [Service]
