@@ -184,13 +184,21 @@ func (a *Area) read(ctx context.Context) (state, error) {
 }
 
 // overrides reads the configuration as sshd would with the drop-in d in
-// place and returns what keeps its values from taking effect.
-func (a *Area) overrides(d dropIn) ([]conflict, error) {
+// place and says what keeps its values from taking effect: a main
+// configuration that never includes it, an earlier line, a Match block.
+func (a *Area) overrides(d dropIn) ([]string, error) {
 	settings, err := scanConfig(a.root, MainConfig, map[string][]byte{DropIn: d.render()})
 	if err != nil {
 		return nil, err
 	}
-	return conflicts(settings, DropIn, d.values()), nil
+	if !slices.ContainsFunc(settings, func(s setting) bool { return s.File == DropIn }) {
+		return []string{MainConfig + " does not include " + DropIn + ": add `Include /etc/ssh/sshd_config.d/*.conf` as its first line"}, nil
+	}
+	var out []string
+	for _, c := range conflicts(settings, DropIn, d.values()) {
+		out = append(out, c.String())
+	}
+	return out, nil
 }
 
 // auditIDs are the checks Audit always returns, in order.
@@ -276,13 +284,9 @@ func (a *Area) Audit(ctx context.Context) []check.Result {
 	if over, err := a.overrides(a.dropInSettings(ctx, st)); err != nil {
 		eff.Status, eff.Current = check.Error, err.Error()
 	} else {
-		var found []string
-		for _, c := range over {
-			found = append(found, c.String())
-		}
 		eff.Current = "nothing overrides it"
-		if len(found) > 0 {
-			eff.Status, eff.Current = check.Fail, strings.Join(found, "; ")
+		if len(over) > 0 {
+			eff.Status, eff.Current = check.Fail, strings.Join(over, "; ")
 		}
 	}
 	res = append(res, eff)
@@ -462,7 +466,7 @@ func (a *Area) Plan(ctx context.Context) (check.Plan, error) {
 		// Written anyway: the drop-in still sets what nothing overrides,
 		// and ssh.drop-in-effective fails until the admin removes the
 		// override.
-		a.log.Warn("sshd settings override tandem's drop-in", "first", over[0].String(), "count", len(over))
+		a.log.Warn("sshd settings override tandem's drop-in", "first", over[0], "count", len(over))
 	}
 	old, err := os.ReadFile(hostrun.Under(a.root, DropIn))
 	if err == nil && string(old) == string(content) {

@@ -256,6 +256,25 @@ func TestAudit(t *testing.T) {
 				`/etc/ssh/sshd_config:10 sets passwordauthentication yes inside "Match User backup"`},
 		},
 		{
+			name: "a main configuration without the Include",
+			setup: func(h *host) {
+				h.write("/home/admin/.ssh/authorized_keys", edKey)
+				h.write("/etc/ssh/sshd_config", strings.Replace(debianMain, "Include /etc/ssh/sshd_config.d/*.conf\n", "", 1))
+			},
+			want:   map[string]check.Status{"ssh.drop-in-effective": check.Fail},
+			substr: map[string]string{"ssh.drop-in-effective": "does not include /etc/ssh/sshd_config.d/00-tandem.conf"},
+		},
+		{
+			name: "a relative Include inside a Match block",
+			setup: func(h *host) {
+				h.write("/home/admin/.ssh/authorized_keys", edKey)
+				h.write("/etc/ssh/sshd_config", debianMain+"Match Address 192.0.2.0/24\nInclude extra/*.conf\n")
+				h.write("/etc/ssh/extra/a.conf", "KbdInteractiveAuthentication yes\n")
+			},
+			want:   map[string]check.Status{"ssh.drop-in-effective": check.Fail},
+			substr: map[string]string{"ssh.drop-in-effective": `/etc/ssh/extra/a.conf:1 sets kbdinteractiveauthentication yes inside "Match Address 192.0.2.0/24"`},
+		},
+		{
 			name: "sshd -T fails",
 			setup: func(h *host) {
 				h.sshdErr = errors.New("sshd -T: exit status 255: /etc/ssh/sshd_config line 3: Bad configuration option: Foo")
