@@ -528,3 +528,14 @@ func (a *Area) Plan(ctx context.Context) (check.Plan, error) {
 	}
 	return plan, nil
 }
+
+// StatusLine is the report in one line for `tandem status`: the findings
+// and the scan's age at now.
+func (r Report) StatusLine(now time.Time) string {
+	age := now.Sub(r.Finished).Round(time.Minute)
+	if len(r.Findings) == 0 {
+		return fmt.Sprintf("all %d package files match (scanned %s ago)", r.Files, age)
+	}
+	return fmt.Sprintf("%d package files changed or missing in %d packages (scanned %s ago; tandem harden audit names them)",
+		len(r.Findings), len(r.ChangedPackages()), age)
+}

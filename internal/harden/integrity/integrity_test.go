@@ -397,3 +397,14 @@ func TestScanConffilesAreInformation(t *testing.T) {
 		t.Errorf("files %d: conffiles are not counted as package files", r.Files)
 	}
 }
+
+func TestStatusLine(t *testing.T) {
+	r := Report{Finished: fixedNow.Add(-90 * time.Minute), Files: 9472}
+	if got := r.StatusLine(fixedNow); got != "all 9472 package files match (scanned 1h30m0s ago)" {
+		t.Errorf("clean: %q", got)
+	}
+	r.Findings = []Finding{{Package: "bash", Path: "/bin/bash", Kind: Changed}, {Package: "bash", Path: "/bin/sh", Kind: Missing}}
+	if got := r.StatusLine(fixedNow); !strings.HasPrefix(got, "2 package files changed or missing in 1 packages") {
+		t.Errorf("dirty: %q", got)
+	}
+}
