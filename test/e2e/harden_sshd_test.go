@@ -58,11 +58,15 @@ func TestHardenSSHD(t *testing.T) {
 	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
 	c.MustSh(t, ctx, node, "id hadmin >/dev/null 2>&1 || useradd -m -s /bin/bash hadmin; echo hadmin:secret-pw | chpasswd; "+
 		"install -d -o hadmin -m 700 /home/hadmin/.ssh; echo '"+authorized+"' > /home/hadmin/.ssh/authorized_keys; "+
-		"chown hadmin /home/hadmin/.ssh/authorized_keys; mkdir -p /root/.ssh; echo '"+authorized+"' > /root/.ssh/authorized_keys")
+		"chown hadmin /home/hadmin/.ssh/authorized_keys; mkdir -p /root/.ssh; "+
+		"if [ -e /root/.ssh/authorized_keys ]; then cp -a /root/.ssh/authorized_keys /root/.ssh/authorized_keys.e2e-saved; fi; "+
+		"echo '"+authorized+"' >> /root/.ssh/authorized_keys")
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if _, err := c.Sh(ctx, node, "rm -f "+sshd.DropIn+" /root/.ssh/authorized_keys; systemctl reload ssh; userdel -r hadmin"); err != nil {
+		if _, err := c.Sh(ctx, node, "rm -f "+sshd.DropIn+" /root/.ssh/authorized_keys; "+
+			"if [ -e /root/.ssh/authorized_keys.e2e-saved ]; then mv /root/.ssh/authorized_keys.e2e-saved /root/.ssh/authorized_keys; fi; "+
+			"systemctl reload ssh; userdel -r hadmin"); err != nil {
 			t.Errorf("putting node1's sshd back: %v", err)
 		}
 	})
