@@ -66,7 +66,7 @@ func TestHardenSSHD(t *testing.T) {
 		defer cancel()
 		if _, err := c.Sh(ctx, node, "rm -f "+sshd.DropIn+" /root/.ssh/authorized_keys; "+
 			"if [ -e /root/.ssh/authorized_keys.e2e-saved ]; then mv /root/.ssh/authorized_keys.e2e-saved /root/.ssh/authorized_keys; fi; "+
-			"systemctl reload ssh; userdel -r hadmin"); err != nil {
+			"systemctl reload ssh; userdel -rf hadmin"); err != nil {
 			t.Errorf("putting node1's sshd back: %v", err)
 		}
 	})
