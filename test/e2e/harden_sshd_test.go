@@ -142,12 +142,17 @@ func TestHardenSSHD(t *testing.T) {
 			t.Errorf("key exchange %s refused: %v", kex, err)
 		}
 	}
+	// The client asks for a password only when sshd offers password logins.
+	asked := false
+	askPassword := ssh.PasswordCallback(func() (string, error) { asked = true; return "secret-pw", nil })
+	if err := dial("hadmin", ssh.ClientConfig{Auth: []ssh.AuthMethod{askPassword}}); err == nil || asked {
+		t.Errorf("password login: err %v, password asked %v; want refused, sshd offering no passwords", err, asked)
+	}
 	refused := []struct {
 		what string
 		user string
 		cfg  ssh.ClientConfig
 	}{
-		{"a password login", "hadmin", ssh.ClientConfig{Auth: []ssh.AuthMethod{ssh.Password("secret-pw")}}},
 		{"root with a key", "root", key},
 		{"NIST-curve key exchange", "hadmin", ssh.ClientConfig{Auth: key.Auth, Config: ssh.Config{KeyExchanges: []string{"ecdh-sha2-nistp256"}}}},
 		{"an encrypt-and-MAC MAC with a CTR cipher", "hadmin", ssh.ClientConfig{Auth: key.Auth, Config: ssh.Config{
