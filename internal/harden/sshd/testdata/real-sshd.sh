@@ -13,7 +13,9 @@ set -euo pipefail
 img=${1:?usage: real-sshd.sh DEBIAN_ROOT TEST_BINARY}
 bin=${2:?usage: real-sshd.sh DEBIAN_ROOT TEST_BINARY}
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# Never let rm cross into a mount (nothing is mounted under $work, but a
+# removal that followed a bind mount would delete the host's files).
+trap 'rm -rf --one-file-system "$work"' EXIT
 mount -t tmpfs none "$img/tmp"
 mount -t tmpfs none "$img/run"
 mkdir -p "$img/run/sshd"
