@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,18 +17,25 @@ import (
 	"github.com/tandem-ha/tandem/internal/harden"
 	"github.com/tandem-ha/tandem/internal/harden/check"
 	"github.com/tandem-ha/tandem/internal/harden/firewall"
+	"github.com/tandem-ha/tandem/internal/harden/integrity"
+	"github.com/tandem-ha/tandem/internal/harden/sshd"
+	"github.com/tandem-ha/tandem/internal/harden/updates"
 	"github.com/tandem-ha/tandem/internal/localapi"
 )
 
 // HardenAreas builds the baseline areas the policy asks for, in audit
 // order; members are the cluster's addresses the firewall lets reach the
 // cluster port. The CLI and the agent's periodic audit share it.
-func HardenAreas(cfg *config.Config, members []netip.Addr, run harden.Runner) []harden.Area {
+func HardenAreas(cfg *config.Config, members []netip.Addr, run harden.Runner, log *slog.Logger) []harden.Area {
 	var areas []harden.Area
 	if cfg.Harden.FirewallEnabled() {
 		areas = append(areas, firewall.New(FirewallOptions(cfg, members), run))
 	}
-	return areas
+	return append(areas,
+		sshd.New(sshd.Options{Port: cfg.Harden.SSHPort, Run: run.Run, Log: log}),
+		updates.New(updates.Options{Run: run.Run, Log: log}),
+		integrity.New(integrity.Options{Run: run.Run, Log: log}),
+	)
 }
 
 // FirewallOptions is the firewall's policy from the configuration.
@@ -137,7 +145,7 @@ func (w *hardenWatch) Run(ctx context.Context) error {
 func (w *hardenWatch) runAudit(ctx context.Context, members []netip.Addr) {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	r := harden.Audit(actx, HardenAreas(w.a.cfg, members, w.run), w.a.cfg.Harden.Skip)
+	r := harden.Audit(actx, HardenAreas(w.a.cfg, members, w.run, w.a.log.With("component", "harden")), w.a.cfg.Harden.Skip)
 	st := &localapi.HardenStatus{CheckedAt: time.Now(), Passed: r.Passed, Failed: r.Failed, Skipped: r.Skipped, Errors: r.Errors, FailedByArea: r.FailedByArea()}
 	for _, f := range r.Findings {
 		if f.Status == check.Fail || f.Status == check.Error {

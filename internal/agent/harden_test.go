@@ -7,6 +7,7 @@ import (
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/config"
+	"github.com/tandem-ha/tandem/internal/harden"
 )
 
 func TestFirewallOptions(t *testing.T) {
@@ -26,8 +27,17 @@ func TestFirewallOptions(t *testing.T) {
 		}
 	}
 	off := false
-	if areas := HardenAreas(&config.Config{Harden: config.Harden{Firewall: &off}}, nil, nil); len(areas) != 0 {
-		t.Errorf("firewall = false still builds %d areas", len(areas))
+	for _, a := range HardenAreas(&config.Config{Harden: config.Harden{Firewall: &off}}, nil, harden.ExecRunner{}, nil) {
+		if a.Name() == "firewall" {
+			t.Error("firewall = false still builds the firewall area")
+		}
+	}
+	var names []string
+	for _, a := range HardenAreas(&config.Config{}, nil, harden.ExecRunner{}, nil) {
+		names = append(names, a.Name())
+	}
+	if !slices.Equal(names, []string{"firewall", "sshd", "updates", "integrity"}) {
+		t.Errorf("areas = %v", names)
 	}
 }
 

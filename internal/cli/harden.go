@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -42,7 +43,7 @@ confirm' runs within 60 s (from a NEW session, proving you can still get
 in), a systemd timer puts the previous files back and reloads them, even if
 tandem was killed or upgraded meanwhile. Established sessions are kept.`,
 	}
-	cmd.AddCommand(newHardenAuditCmd(e), newHardenApplyCmd(e), newHardenConfirmCmd(e), newHardenRevertCmd(e))
+	cmd.AddCommand(newHardenAuditCmd(e), newHardenApplyCmd(e), newHardenConfirmCmd(e), newHardenRevertCmd(e), newHardenScanCmd(e))
 	return cmd
 }
 
@@ -56,7 +57,7 @@ func (e *env) needRoot(what string) error {
 // hardenAreas loads the policy and builds the areas with the cluster's
 // current members: from the agent, or, when it does not answer, from the
 // firewall's members file (the last members the agent recorded).
-func (e *env) hardenAreas(ctx context.Context) (*config.Config, []harden.Area, error) {
+func (e *env) hardenAreas(ctx context.Context, only []string) (*config.Config, []harden.Area, error) {
 	cfg, err := config.Load(e.configPath)
 	if err != nil {
 		return nil, nil, &UsageError{Err: err}
@@ -65,7 +66,23 @@ func (e *env) hardenAreas(ctx context.Context) (*config.Config, []harden.Area, e
 	if err != nil {
 		return nil, nil, err
 	}
-	return cfg, agent.HardenAreas(cfg, members, harden.ExecRunner{}), nil
+	all := agent.HardenAreas(cfg, members, harden.ExecRunner{}, e.logger)
+	if len(only) == 0 {
+		return cfg, all, nil
+	}
+	var names []string
+	for _, a := range all {
+		names = append(names, a.Name())
+	}
+	var areas []harden.Area
+	for _, name := range only {
+		i := slices.Index(names, name)
+		if i < 0 {
+			return nil, nil, &UsageError{Err: fmt.Errorf("--area %q is not an area of this policy; use %s", name, strings.Join(names, ", "))}
+		}
+		areas = append(areas, all[i])
+	}
+	return cfg, areas, nil
 }
 
 func (e *env) currentMembers(ctx context.Context, cfg *config.Config) ([]netip.Addr, error) {
@@ -100,6 +117,7 @@ func (a *auditExit) ExitStatus() int { return a.code }
 
 func newHardenAuditCmd(e *env) *cobra.Command {
 	var asJSON bool
+	var only []string
 	cmd := &cobra.Command{
 		Use:   "audit [--json]",
 		Short: "Run every baseline check; exit 4 when one fails, 5 when one could not run",
@@ -115,7 +133,7 @@ fails, 5 when none fails but at least one could not run, 1-3 as usual
 			if err := e.needRoot("tandem harden audit"); err != nil {
 				return err
 			}
-			cfg, areas, err := e.hardenAreas(cmd.Context())
+			cfg, areas, err := e.hardenAreas(cmd.Context(), only)
 			if err != nil {
 				return err
 			}
@@ -137,6 +155,7 @@ fails, 5 when none fails but at least one could not run, 1-3 as usual
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (stable field names) instead of text")
+	cmd.Flags().StringSliceVar(&only, "area", nil, "audit only this area (firewall, sshd, updates, integrity); repeatable")
 	return cmd
 }
 
@@ -165,6 +184,7 @@ func printAudit(w io.Writer, r harden.Report) {
 func newHardenApplyCmd(e *env) *cobra.Command {
 	var dryRun, asJSON bool
 	var confirm time.Duration
+	var only []string
 	cmd := &cobra.Command{
 		Use:   "apply [--dry-run] [--confirm 60s]",
 		Short: "Bring the host to the baseline; risky changes revert unless confirmed",
@@ -182,7 +202,7 @@ nothing to change says so and changes nothing. --dry-run prints the diff.`,
 			if err := e.needRoot("tandem harden apply"); err != nil {
 				return err
 			}
-			_, areas, err := e.hardenAreas(cmd.Context())
+			_, areas, err := e.hardenAreas(cmd.Context(), only)
 			if err != nil {
 				return err
 			}
@@ -212,6 +232,7 @@ nothing to change says so and changes nothing. --dry-run prints the diff.`,
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the plan (a diff of every file) and change nothing")
 	cmd.Flags().DurationVar(&confirm, "confirm", 60*time.Second, "how long risky changes wait for 'tandem harden confirm' before they revert")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (stable field names) instead of text")
+	cmd.Flags().StringSliceVar(&only, "area", nil, "apply only this area (firewall, sshd, updates, integrity); repeatable")
 	return cmd
 }
 
