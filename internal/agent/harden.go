@@ -145,8 +145,12 @@ func (w *hardenWatch) Run(ctx context.Context) error {
 func (w *hardenWatch) runAudit(ctx context.Context, members []netip.Addr) {
 	actx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	r := harden.Audit(actx, HardenAreas(w.a.cfg, members, w.run, w.a.log.With("component", "harden")), w.a.cfg.Harden.Skip)
-	st := &localapi.HardenStatus{CheckedAt: time.Now(), Passed: r.Passed, Failed: r.Failed, Skipped: r.Skipped, Errors: r.Errors, FailedByArea: r.FailedByArea()}
+	w.record(harden.Audit(actx, HardenAreas(w.a.cfg, members, w.run, w.a.log.With("component", "harden")), w.a.cfg.Harden.Skip), time.Now())
+}
+
+// record publishes an audit's summary to the metric and to status.
+func (w *hardenWatch) record(r harden.Report, at time.Time) {
+	st := &localapi.HardenStatus{CheckedAt: at, Passed: r.Passed, Failed: r.Failed, Skipped: r.Skipped, Errors: r.Errors, FailedByArea: r.FailedByArea()}
 	for _, f := range r.Findings {
 		if f.Status == check.Fail || f.Status == check.Error {
 			st.Failing = append(st.Failing, f.ID)

@@ -4,10 +4,14 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/harden"
+	"github.com/tandem-ha/tandem/internal/harden/check"
 )
 
 func TestFirewallOptions(t *testing.T) {
@@ -49,5 +53,27 @@ func TestMemberAddrs(t *testing.T) {
 	want := []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")}
 	if !slices.Equal(got, want) {
 		t.Errorf("MemberAddrs = %v; want %v (pending included, mapped unmapped, junk dropped)", got, want)
+	}
+}
+
+func TestHardenWatchRecords(t *testing.T) {
+	w := newHardenWatch(&Agent{metrics: newMetrics()})
+	if w.Status() != nil {
+		t.Fatal("status before the first audit")
+	}
+	w.record(harden.Report{Findings: []harden.Finding{
+		{Area: "firewall", Result: check.Result{ID: "fw.default-deny", Status: check.Fail}},
+		{Area: "firewall", Result: check.Result{ID: "fw.icmp-needed", Status: check.Pass}},
+		{Area: "sshd", Result: check.Result{ID: "ssh.x", Status: check.Error}},
+	}, Failed: 1, Passed: 1, Errors: 1}, time.Unix(100, 0))
+	st := w.Status()
+	if st == nil || st.Failed != 1 || st.Errors != 1 || !slices.Equal(st.Failing, []string{"fw.default-deny", "ssh.x"}) {
+		t.Fatalf("status = %+v", st)
+	}
+	if got := testutil.ToFloat64(w.gauge.WithLabelValues("firewall")); got != 1 {
+		t.Errorf("tandem_harden_failing_checks{area=firewall} = %v; want 1", got)
+	}
+	if got := testutil.ToFloat64(w.gauge.WithLabelValues("sshd")); got != 0 {
+		t.Errorf("tandem_harden_failing_checks{area=sshd} = %v; want 0 (an error is not a failure)", got)
 	}
 }
