@@ -163,7 +163,7 @@ func TestHardenApplyConfirmRevert(t *testing.T) {
 		t.Error("the cluster port is reachable from the client, which is no member")
 	}
 	// The site through the VIP on the hardened node, and failover to it.
-	c.MustExec(t, ctx, other(node), "tandem", "switchover", "--to", node)
+	c.MustExec(t, ctx, node, "tandem", "switchover", "--to", node)
 	moved := time.Now()
 	tr.servedBy(node, moved, 5*time.Second)
 	if st := waitHealthy(t, ctx, c, node); st.Holder.Node != node {
