@@ -60,6 +60,11 @@ func ParseMD5Sums(data []byte) ([]Entry, error) {
 		if strings.IndexByte(path, 0) >= 0 {
 			return nil, fmt.Errorf("md5sums line %d: the path holds a NUL byte", n)
 		}
+		// Lines may end in CRLF, so a carriage return in a name cannot
+		// be told from a line end.
+		if strings.IndexByte(path, '\r') >= 0 {
+			return nil, fmt.Errorf("md5sums line %d: the path holds a carriage return", n)
+		}
 		clean := filepath.Clean("/" + path)
 		for part := range strings.SplitSeq(path, "/") {
 			if part == ".." {
