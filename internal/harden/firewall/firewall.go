@@ -61,6 +61,9 @@ type Options struct {
 	PendingDir string
 	// Root prefixes the paths the area reads (tests); plans name host paths.
 	Root string
+	// Nft and Systemctl are the commands the reload's shell script runs,
+	// default "nft" and "systemctl"; tests run nft in a namespace.
+	Nft, Systemctl string
 }
 
 // Area is the firewall area.
@@ -82,6 +85,12 @@ func New(o Options, run Runner) *Area {
 	}
 	if o.PendingDir == "" {
 		o.PendingDir = DefaultPending
+	}
+	if o.Nft == "" {
+		o.Nft = "nft"
+	}
+	if o.Systemctl == "" {
+		o.Systemctl = "systemctl"
 	}
 	return &Area{o: o, run: run}
 }
@@ -250,9 +259,9 @@ func dirOf(p string) string { return p[:strings.LastIndex(p, "/")] }
 func (a *Area) reload() []string {
 	unitLink := "/etc/systemd/system/sysinit.target.wants/" + UnitName
 	return []string{"/bin/sh", "-c", fmt.Sprintf(`set -e
-if [ -f %[1]s ]; then nft -f %[1]s; else nft delete table inet %[2]s 2>/dev/null || true; fi
-if [ -f %[3]s ]; then systemctl daemon-reload; systemctl enable %[4]s 2>/dev/null; else rm -f %[5]s; systemctl daemon-reload; fi`,
-		a.o.Script, Table, a.o.Unit, UnitName, unitLink)}
+if [ -f %[1]s ]; then %[6]s -f %[1]s; else %[6]s delete table inet %[2]s 2>/dev/null || true; fi
+if [ -f %[3]s ]; then %[7]s daemon-reload; %[7]s enable %[4]s 2>/dev/null; else rm -f %[5]s; %[7]s daemon-reload; fi`,
+		a.o.Script, Table, a.o.Unit, UnitName, unitLink, a.o.Nft, a.o.Systemctl)}
 }
 
 // Plan implements harden.Area: the script, the members file and the unit;
