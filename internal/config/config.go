@@ -585,6 +585,9 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 	}
 	if c.Harden.OpenPorts == nil && !set("harden.open_ports") {
 		c.Harden.OpenPorts = []int{80, 443}
+		if c.Node.Role == RoleWitness {
+			c.Harden.OpenPorts = []int{} // a witness serves no site
+		}
 	}
 	for i := range d.Sources {
 		if d.Sources[i].Name == "" {

@@ -17,6 +17,13 @@ func TestHardenDefaults(t *testing.T) {
 	if h.SSHPort != 22 || !slices.Equal(h.OpenPorts, []int{80, 443}) || !h.FirewallEnabled() || len(h.AdminPrefixes()) != 0 {
 		t.Errorf("defaults = %+v; want ssh 22, open 80 and 443, firewall on, no admin CIDRs", h)
 	}
+	w, err := Parse("t.toml", []byte("[node]\nname = \"w\"\nrole = \"witness\"\n[cluster]\nlisten = \"10.0.0.3:7946\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.Harden.OpenPorts) != 0 {
+		t.Errorf("a witness opens %v by default; it serves no site", w.Harden.OpenPorts)
+	}
 	off, err := Parse("t.toml", []byte(minimal+"[harden]\nfirewall = false\nopen_ports = []\n"))
 	if err != nil {
 		t.Fatal(err)
