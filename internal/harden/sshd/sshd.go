@@ -171,6 +171,10 @@ func (a *Area) read(ctx context.Context) (state, error) {
 	var st state
 	out, err := a.run(ctx, "sshd", "-T")
 	if err != nil {
+		if strings.Contains(err.Error(), "privilege separation directory") {
+			// ssh.service makes /run/sshd when it starts.
+			return st, fmt.Errorf("reading sshd's effective configuration: %w (is ssh.service running? systemctl start ssh)", err)
+		}
 		return st, fmt.Errorf("reading sshd's effective configuration: %w", err)
 	}
 	if st.eff, err = ParseEffective(out); err != nil {

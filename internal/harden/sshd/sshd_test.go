@@ -283,6 +283,14 @@ func TestAudit(t *testing.T) {
 			substr: map[string]string{"ssh.root-login": "Bad configuration option"},
 		},
 		{
+			name: "ssh.service not running",
+			setup: func(h *host) {
+				h.sshdErr = errors.New("sshd -T: exit status 255: Missing privilege separation directory: /run/sshd")
+			},
+			want:   map[string]check.Status{"ssh.password-auth": check.Error},
+			substr: map[string]string{"ssh.password-auth": "is ssh.service running?"},
+		},
+		{
 			name:   "sshd -T prints something else",
 			setup:  func(h *host) { h.sshdT = "port 22\n" },
 			want:   map[string]check.Status{"ssh.password-auth": check.Error},
