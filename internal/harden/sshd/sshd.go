@@ -171,6 +171,10 @@ func (a *Area) read(ctx context.Context) (state, error) {
 	var st state
 	out, err := a.run(ctx, "sshd", "-T")
 	if err != nil {
+		if strings.Contains(err.Error(), "privilege separation directory") {
+			// ssh.service makes /run/sshd when it starts.
+			return st, fmt.Errorf("reading sshd's effective configuration: %w (is ssh.service running? systemctl start ssh)", err)
+		}
 		return st, fmt.Errorf("reading sshd's effective configuration: %w", err)
 	}
 	if st.eff, err = ParseEffective(out); err != nil {
@@ -220,12 +224,12 @@ func (a *Area) Audit(ctx context.Context) []check.Result {
 	var res []check.Result
 
 	// The lockout guard first: the password checks refer to it.
-	keysCur := st.keys.String()
-	if st.keysErr != nil {
-		keysCur = "cannot read users: " + st.keysErr.Error()
-	}
-	keyStatus := check.Pass
-	if len(st.keys.Users) == 0 {
+	keysCur, keyStatus := st.keys.String(), check.Pass
+	switch {
+	case st.keysErr != nil:
+		// Nobody counts as having a key: passwords stay on.
+		keysCur, keyStatus = "cannot read the users: "+st.keysErr.Error(), check.Error
+	case len(st.keys.Users) == 0:
 		keyStatus = check.Fail
 	}
 	res = append(res, check.Result{

@@ -283,6 +283,20 @@ func TestAudit(t *testing.T) {
 			substr: map[string]string{"ssh.root-login": "Bad configuration option"},
 		},
 		{
+			name:   "no /etc/passwd",
+			setup:  func(h *host) { h.remove("/etc/passwd") },
+			want:   map[string]check.Status{"ssh.admin-has-key": check.Error, "ssh.password-auth": check.Fail},
+			substr: map[string]string{"ssh.admin-has-key": "cannot read the users"},
+		},
+		{
+			name: "ssh.service not running",
+			setup: func(h *host) {
+				h.sshdErr = errors.New("sshd -T: exit status 255: Missing privilege separation directory: /run/sshd")
+			},
+			want:   map[string]check.Status{"ssh.password-auth": check.Error},
+			substr: map[string]string{"ssh.password-auth": "is ssh.service running?"},
+		},
+		{
 			name:   "sshd -T prints something else",
 			setup:  func(h *host) { h.sshdT = "port 22\n" },
 			want:   map[string]check.Status{"ssh.password-auth": check.Error},
