@@ -45,6 +45,7 @@ type Agent struct {
 	hooks   *hooks.Runner
 	ops     *ops.Service
 	deliver *delivery
+	harden  *hardenWatch
 	files   *files.Controller // nil without [[files]]
 	filesTr *rsync.Transport
 }
@@ -135,10 +136,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		_ = node.Shutdown(sctx)
 		return err
 	}
+	a.harden = newHardenWatch(a)
 	a.ops = ops.New(ops.Options{
 		Node: a.cfg.Node.Name, Role: a.cfg.Node.Role, Version: a.version,
 		VIPAddress: a.cfg.VIP.Address, VIPProvider: a.cfg.VIP.Provider,
 		Machine: a.machine, Cluster: a.node, Failover: a.fo, Policy: policyOf(a.cfg), CA: a.node, Files: a.filesOps(),
+		Harden: a.harden.Status,
 	})
 	if err := a.metrics.reg.Register(a.ops.Collector()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -169,6 +172,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.mesh.Run(gctx) })
 	g.Go(func() error { return a.fo.Run(gctx) })
 	a.runDelivery(g, gctx)
+	g.Go(func() error { return a.harden.Run(gctx) })
 	if a.files != nil {
 		g.Go(func() error { return a.files.Run(gctx) })
 		g.Go(func() error { return a.filesTr.Listen(gctx) })

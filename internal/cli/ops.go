@@ -99,6 +99,9 @@ func printStatus(w io.Writer, st localapi.Status) {
 	if f := st.Files; f != nil {
 		printFilesStatus(w, f, false)
 	}
+	if h := st.Harden; h != nil {
+		printHardenStatus(w, h)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tROLE\tADDRESS\tVOTER\tREACHABLE\tHEALTHY\tHOLDS IP\tFAILURES")

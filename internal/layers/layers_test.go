@@ -52,8 +52,19 @@ var layerOf = map[string]string{
 	"internal/webhook":               leaf,
 	"internal/artifact":              leaf,
 	"internal/forge":                 leaf, // asks a forge's API about a delivery and downloads it; imports only webhook and artifact
-	"packaging":                      leaf,
-	"examples":                       leaf,
+	// tandem harden: the check contract, the areas (each reads the host
+	// through a command seam and returns checks and a plan, applying
+	// nothing itself) and the audit/apply transaction; the CLI (audit,
+	// apply) and the agent (members set, metrics) compose them.
+	"internal/harden/check":            leaf,
+	"internal/harden":                  leaf,
+	"internal/harden/firewall":         leaf,
+	"internal/harden/internal/hostrun": leaf,
+	"internal/harden/sshd":             leaf,
+	"internal/harden/updates":          leaf,
+	"internal/harden/integrity":        leaf,
+	"packaging":                        leaf,
+	"examples":                         leaf,
 
 	"internal/cluster/state": state,
 

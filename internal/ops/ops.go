@@ -52,7 +52,9 @@ type Options struct {
 	Policy state.Policy
 	// Files reports file replication; nil without it.
 	Files *Files
-	Now   func() time.Time // time.Now when nil
+	// Harden returns the last baseline audit's summary; nil without one.
+	Harden func() *localapi.HardenStatus
+	Now    func() time.Time // time.Now when nil
 }
 
 // Service carries out cluster operations for the local API.
@@ -148,6 +150,9 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 	out.StateWarning = strings.Join(warnings, "; ")
 	out.Delivery = deliveryStatus(st.Deploy())
 	out.Files = s.o.Files.Status()
+	if s.o.Harden != nil {
+		out.Harden = s.o.Harden()
+	}
 	addFailures(&out, now, st, s.o.Policy, fs.Held)
 	for _, mv := range st.Moves[max(0, len(st.Moves)-10):] {
 		out.Moves = append(out.Moves, toFailover(mv))
