@@ -8,7 +8,7 @@ type Status string
 const (
 	Pass    Status = "pass"
 	Fail    Status = "fail"
-	Skipped Status = "skipped" // the policy skips it; Reason says why
+	Skipped Status = "skipped" // the policy skips it; the audit shows the policy's reason
 	Error   Status = "error"   // the check could not run; Current says why
 )
 
