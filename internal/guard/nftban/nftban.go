@@ -62,6 +62,19 @@ func (e *Enforcer) Enforce(_ context.Context, bans map[netip.Addr]time.Duration)
 		}
 		e.conn = c
 	}
+	var err error
+	// A failure may mean the table was deleted by hand: rebuild it and
+	// try once more.
+	for range 2 {
+		if err = e.enforce(bans); err == nil {
+			return nil
+		}
+		e.ready = false
+	}
+	return err
+}
+
+func (e *Enforcer) enforce(bans map[netip.Addr]time.Duration) error {
 	if !e.ready {
 		if err := e.conn.EnsureDropSources(Table, nft.InputBefore(Chain), v4, v6); err != nil {
 			return err
@@ -70,8 +83,6 @@ func (e *Enforcer) Enforce(_ context.Context, bans map[netip.Addr]time.Duration)
 	}
 	for _, s := range []nft.AddrSet{v4, v6} {
 		if err := e.sync(s, bans); err != nil {
-			// The table may have been deleted by hand: recreate it next time.
-			e.ready = false
 			return err
 		}
 	}
