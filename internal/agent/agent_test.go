@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,6 +78,7 @@ listen = %q
 }
 
 type running struct {
+	kernel *memKernel
 	cfg    *config.Config
 	cancel context.CancelFunc
 	done   chan error
@@ -87,9 +91,11 @@ func start(t *testing.T, cfg *config.Config) *running {
 	}
 	log := slog.New(slog.NewTextHandler(out, nil)).With("node", cfg.Node.Name)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cfg: cfg, cancel: cancel, done: make(chan error, 1)}
+	r := &running{cfg: cfg, cancel: cancel, done: make(chan error, 1), kernel: &memKernel{}}
 	go func() {
-		err := New(cfg, log, "test").Run(ctx)
+		ag := New(cfg, log, "test")
+		ag.banKernel = r.kernel // never the host's nftables
+		err := ag.Run(ctx)
 		if err != nil && ctx.Err() == nil {
 			t.Errorf("agent %s stopped: %v", cfg.Node.Name, err)
 		}
@@ -169,6 +175,7 @@ func TestThreeAgents(t *testing.T) {
 		t.Fatalf("second Init = %v; want 'already part of a cluster'", err)
 	}
 	a1 := start(t, n1)
+	runs := map[string]*running{}
 	waitFor(t, 10*time.Second, "node1 to hold", func() bool { return status(n1).Holder.Node == "node1" })
 
 	// A token for another CA is refused and changes nothing.
@@ -201,7 +208,7 @@ func TestThreeAgents(t *testing.T) {
 		if i < 0 || members[i].Suffrage != "pending" {
 			t.Fatalf("%s before its agent starts: %+v; want it listed as pending", c.Node.Name, members)
 		}
-		start(t, c)
+		runs[c.Node.Name] = start(t, c)
 	}
 	waitFor(t, 15*time.Second, "three voters, all reachable", func() bool {
 		st := status(n2)
@@ -230,7 +237,7 @@ func TestThreeAgents(t *testing.T) {
 	}
 
 	// node1 comes back as a standby with the history intact.
-	start(t, n1)
+	runs["node1"] = start(t, n1)
 	waitFor(t, 15*time.Second, "node1 back and caught up", func() bool {
 		st := status(n1)
 		return st.Holder.Node == "node2" && st.Holder.Epoch == epoch+1 && len(st.Moves) >= 2
@@ -270,6 +277,46 @@ func TestThreeAgents(t *testing.T) {
 	}
 	if err := c2.Remove(ctx, "nobody"); err == nil {
 		t.Fatal("removing a non-member succeeded")
+	}
+
+	// A ban on node2 reaches every node's kernel; the witness may not
+	// ban; unban lifts it everywhere.
+	attacker := netip.MustParseAddr("203.0.113.7")
+	b, err := localapi.Call[localapi.BanInfo](ctx, c2, http.MethodPost, "/v1/guard/ban", localapi.BanRequest{Addr: attacker.String(), For: "1h", Reason: "test"})
+	if err != nil || b.By != "node2" {
+		t.Fatalf("guard ban on node2 = %+v, %v", b, err)
+	}
+	inKernels := func(want bool) func() bool {
+		return func() bool {
+			for _, r := range runs {
+				k, _ := r.kernel.Banned()
+				if _, ok := k[attacker]; ok != want {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, 2*time.Second, "the ban in every node's kernel", inKernels(true))
+	if g := status(n1).Guard; g == nil || g.Active != 1 || g.IPv4 != 1 || g.Enforced != 1 {
+		t.Errorf("node1's status guard = %+v; want 1 IPv4 ban, enforced", g)
+	}
+	cw := localapi.NewClient(w.Cluster.Socket)
+	if _, err := localapi.Call[localapi.BanInfo](ctx, cw, http.MethodPost, "/v1/guard/ban", localapi.BanRequest{Addr: "203.0.113.8"}); err == nil || !strings.Contains(err.Error(), "app node") {
+		t.Errorf("guard ban on the witness = %v; want refused, naming app nodes", err)
+	}
+	for _, bad := range []string{"10.0.0.0/8", "not-an-ip", "127.0.0.1"} {
+		if _, err := localapi.Call[localapi.BanInfo](ctx, c2, http.MethodPost, "/v1/guard/ban", localapi.BanRequest{Addr: bad}); err == nil {
+			t.Errorf("guard ban %q succeeded; want refused", bad)
+		}
+	}
+	if _, err := localapi.Call[localapi.Empty](ctx, localapi.NewClient(n1.Cluster.Socket), http.MethodPost, "/v1/guard/unban", localapi.UnbanRequest{Addr: attacker.String()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the ban gone from every kernel", inKernels(false))
+	if body := fetch(t, "http://"+n2.Metrics.Listen+"/metrics"); !strings.Contains(body, `tandem_guard_active_bans{family="ipv4"} 0`) ||
+		!strings.Contains(body, "tandem_guard_enforce_latency_seconds_count") {
+		t.Errorf("/metrics lacks the guard's metrics")
 	}
 }
 
@@ -343,4 +390,23 @@ func TestPreemptionFromConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// memKernel stands in for the kernel's ban sets.
+type memKernel struct {
+	mu   sync.Mutex
+	bans map[netip.Addr]time.Duration
+}
+
+func (k *memKernel) Enforce(_ context.Context, b map[netip.Addr]time.Duration) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.bans = maps.Clone(b)
+	return nil
+}
+
+func (k *memKernel) Banned() (map[netip.Addr]time.Duration, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return maps.Clone(k.bans), nil
 }

@@ -46,7 +46,10 @@ type Status struct {
 	// Delivery is null when no delivery has happened or been configured.
 	Delivery *DeliveryStatus `json:"delivery,omitempty"`
 	// Files is null on a node without [[files]].
-	Files       *FilesStatus `json:"files,omitempty"`
+	Files *FilesStatus `json:"files,omitempty"`
+	// Guard counts the cluster's bans in force; null when none is and the
+	// guard does not run here.
+	Guard       *GuardStatus `json:"guard,omitempty"`
 	GeneratedAt time.Time    `json:"generated_at"`
 }
 

@@ -191,6 +191,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	resync := time.NewTicker(c.o.Resync)
 	defer resync.Stop()
 	failing := false
+	backoff := 100 * time.Millisecond
 	for {
 		// Take the notification before reading, so a commit during the
 		// sync wakes the next round: a burst costs one more sync, not one
@@ -204,10 +205,13 @@ func (c *Controller) Run(ctx context.Context) error {
 				c.o.Log.Error("guard: cannot bring the kernel's ban sets in line with the cluster's bans; retrying", "err", err)
 			}
 			failing = true
-			retry = time.After(200 * time.Millisecond)
-		} else if failing {
-			c.o.Log.Info("guard: the kernel's ban sets are in line again")
-			failing = false
+			backoff = min(2*backoff, 5*time.Second)
+			retry = time.After(backoff)
+		} else {
+			if failing {
+				c.o.Log.Info("guard: the kernel's ban sets are in line again")
+			}
+			failing, backoff = false, 100*time.Millisecond
 		}
 		select {
 		case <-ctx.Done():

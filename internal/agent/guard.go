@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tandem-ha/tandem/internal/cluster/state"
+	"github.com/tandem-ha/tandem/internal/guard/bans"
+	"github.com/tandem-ha/tandem/internal/guard/nftban"
+	"github.com/tandem-ha/tandem/internal/ops"
+)
+
+// guardParts are guard's running pieces on this node: the ban controller
+// (every node enforces; app nodes also propose) and its kernel sets.
+type guardParts struct {
+	bans *bans.Controller
+	ops  *ops.Guard
+}
+
+// banKernel is the kernel side of the bans: nftables in this node's
+// namespace (nftban). The agent's tests put a fake in its place, so they
+// never touch the host's firewall.
+type banKernel interface {
+	bans.Enforcer
+	ops.Kernel
+}
+
+func defaultBanKernel() banKernel { return nftban.New(-1) }
+
+// buildGuard wires the ban controller to the cluster and the kernel.
+func (a *Agent) buildGuard() (*guardParts, error) {
+	kernel := a.banKernel
+	obs, err := newGuardMetrics(a.metrics.reg, a.machine)
+	if err != nil {
+		return nil, err
+	}
+	ctrl := bans.New(bans.Options{
+		Name: a.cfg.Node.Name, Cluster: a.node, Machine: a.machine, Enforcer: kernel, Observer: obs,
+		Log: a.log.With("component", "guard"),
+	})
+	return &guardParts{bans: ctrl, ops: &ops.Guard{
+		Node: a.cfg.Node.Name, Role: a.cfg.Node.Role, Machine: a.machine, Bans: ctrl, Kernel: kernel,
+	}}, nil
+}
+
+func (a *Agent) runGuard(g *errgroup.Group, ctx context.Context) {
+	g.Go(func() error { return a.guard.bans.Run(ctx) })
+}
+
+// guardMetrics is the ban controller's Observer.
+type guardMetrics struct {
+	decided *prometheus.CounterVec
+	latency prometheus.Histogram
+	syncs   *prometheus.HistogramVec
+}
+
+func newGuardMetrics(reg *prometheus.Registry, m *state.Machine) (*guardMetrics, error) {
+	gm := &guardMetrics{
+		decided: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_guard_decisions_total",
+			Help: "Ban decisions taken on this node, by jail and outcome (banned, already, protected, dropped, error).",
+		}, []string{"jail", "result"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tandem_guard_enforce_latency_seconds",
+			Help:    "Time from a ban's decision (on any node) to its element in this node's kernel set.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		}),
+		syncs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "tandem_guard_sync_duration_seconds",
+			Help:    "Duration of each reconciliation of the kernel's ban sets with the cluster's bans, by result.",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1},
+		}, []string{"result"}),
+	}
+	active := func(v6 bool) func() float64 {
+		return func() float64 {
+			n := 0
+			for _, b := range m.View().Guard().ActiveBans(time.Now()) {
+				if b.Addr.Is6() == v6 {
+					n++
+				}
+			}
+			return float64(n)
+		}
+	}
+	for _, c := range []prometheus.Collector{gm.decided, gm.latency, gm.syncs,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tandem_guard_active_bans", Help: "Bans in force on the cluster, by address family.",
+			ConstLabels: prometheus.Labels{"family": "ipv4"}}, active(false)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tandem_guard_active_bans", Help: "Bans in force on the cluster, by address family.",
+			ConstLabels: prometheus.Labels{"family": "ipv6"}}, active(true)),
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return gm, nil
+}
+
+func (gm *guardMetrics) Decided(jail, result string) { gm.decided.WithLabelValues(jail, result).Inc() }
+func (gm *guardMetrics) Enforced(d time.Duration)    { gm.latency.Observe(d.Seconds()) }
+func (gm *guardMetrics) Synced(d time.Duration, err error) {
+	gm.syncs.WithLabelValues(map[bool]string{true: "ok", false: "error"}[err == nil]).Observe(d.Seconds())
+}
