@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"testing"
 	"time"
 )
@@ -238,4 +239,70 @@ func TestGuardSnapshotRoundTrip(t *testing.T) {
 	if b, _ := again.Save(); string(b) != string(saved) {
 		t.Errorf("round trip differs:\n%s\n%s", saved, b)
 	}
+}
+
+// FuzzBanCommand applies arbitrary ban and unban entries, as a hostile
+// member could commit them: Apply never panics, a refused entry changes
+// nothing, and what is accepted keeps the domain's rules (no member's
+// address, a valid address, a ban that ends after it starts and within
+// MaxBantime).
+func FuzzBanCommand(f *testing.F) {
+	for _, c := range []Command{
+		jailBan(attacker, "node1", t0),
+		BanAddr{Addr: netip.MustParseAddr("2001:db8::1"), Jail: "manual", By: "node2", At: t0, Bantime: time.Hour, Manual: true},
+		UnbanAddr{Addr: attacker, By: "node1", At: t0},
+		jailBan(netip.MustParseAddr("198.51.100.1"), "node1", t0),
+	} {
+		b, _ := Encode(c)
+		f.Add(b)
+	}
+	f.Add([]byte(`{"type":"ban_addr","data":{"addr":"::ffff:1.2.3.4","by":"node1","bantime":-1}}`))
+	f.Add([]byte(`{"type":"ban_addr","data":{"addr":"203.0.113.9","jail":"x","by":"node1","at":"2026-11-25T12:00:00Z","bantime":1,"factor":1e308,"max_bantime":9e18}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m := threeNodes(t)
+		if err := mustApply(t, m, 4, AddMember{Member: Member{Name: "node1", Role: RoleApp, Address: "198.51.100.1:7946"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Apply(5, mustEncodeBytes(t, jailBan(attacker, "node1", t0))); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := m.Save()
+		err := m.Apply(6, data)
+		after, _ := m.Save()
+		if err != nil {
+			// Only the index may move.
+			if string(stripIndex(before)) != string(stripIndex(after)) {
+				t.Fatalf("a refused entry (%v) changed the state", err)
+			}
+			return
+		}
+		g := m.View().Guard()
+		if len(g.Bans) > activeBanLimit {
+			t.Fatalf("%d bans; the limit is %d", len(g.Bans), activeBanLimit)
+		}
+		for a, b := range g.Bans {
+			if ValidBanAddr(a) != nil || a != b.Addr {
+				t.Fatalf("ban of an invalid address %v (%v)", a, b.Addr)
+			}
+			if _, ok := m.View().MemberHolding(a); ok {
+				t.Fatalf("ban of a member's address %v", a)
+			}
+			if !b.Until.After(b.At) || b.Until.Sub(b.At) > MaxBantime {
+				t.Fatalf("ban %+v: until must be after at, within %v", b, MaxBantime)
+			}
+		}
+	})
+}
+
+func mustEncodeBytes(t *testing.T, c Command) []byte {
+	b, err := Encode(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// stripIndex removes the snapshot's index, which a rejected entry moves.
+func stripIndex(b []byte) []byte {
+	return regexp.MustCompile(`"index":\d+,`).ReplaceAll(b, nil)
 }
