@@ -52,6 +52,7 @@ var layerOf = map[string]string{
 	"internal/webhook":               leaf,
 	"internal/artifact":              leaf,
 	"internal/forge":                 leaf, // asks a forge's API about a delivery and downloads it; imports only webhook and artifact
+	"internal/guard":                 leaf, // log sources, filters and jails deciding bans; imports nothing of ours, so config compiles its filters
 	"packaging":                      leaf,
 	"examples":                       leaf,
 
