@@ -47,6 +47,9 @@ var (
 // N" before sshd's own suffix is the one taken.
 const sshRemote = `(?:(?:authenticating|invalid) user .* )?<HOST> port \d+`
 
+// probeRequest is a request line for a path bots probe for on any site.
+const probeRequest = `(?:GET|POST|HEAD|PUT) /+(?:[^ "?]*/)?(?i:wp-login\.php|wp-admin|xmlrpc\.php|wp-content|wp-includes|wordpress|\.env|\.git|\.svn|\.aws|\.ds_store|phpmyadmin|pma|myadmin|mysqladmin|adminer\.php|admin\.php|cgi-bin|boaform|hnap1|actuator|vendor/phpunit|owa|autodiscover|setup\.php|shell\.php|config\.php|server-status|solr|jenkins|manager/html|console)(?:[/?.][^ "]*)? HTTP/\d(?:\.\d)?`
+
 var builtins = map[string]builtinFilter{
 	"sshd": {
 		programs: []string{"sshd", "sshd-session"},
@@ -96,8 +99,8 @@ var builtins = map[string]builtinFilter{
 		doc:   "requests for well-known probe paths answered 4xx in nginx's access.log (combined format); aggressive counts every 404",
 		rules: []builtinRule{
 			// $remote_addr starts the line: nothing the client sends comes first.
-			{[]string{modeNormal, modeAggressive}, `<HOST> - .* "(?:GET|POST|HEAD|PUT) /+(?:[^ "?]*/)?(?i:wp-login\.php|wp-admin|xmlrpc\.php|wp-content|wp-includes|wordpress|\.env|\.git|\.svn|\.aws|\.ds_store|phpmyadmin|pma|myadmin|mysqladmin|adminer\.php|admin\.php|cgi-bin|boaform|hnap1|actuator|vendor/phpunit|owa|autodiscover|setup\.php|shell\.php|config\.php|server-status|solr|jenkins|manager/html|console)(?:[/?.][^ "]*)? HTTP/\d(?:\.\d)?" 4\d\d `},
-			{[]string{modeAggressive}, `<HOST> - .* "[A-Z]+ [^ "]* HTTP/\d(?:\.\d)?" 404 `},
+			{[]string{modeNormal}, `<HOST> - .* "` + probeRequest + `" 4\d\d `},
+			{[]string{modeAggressive}, `<HOST> - .* "(?:` + probeRequest + `" 4\d\d|[A-Z]+ [^ "]* HTTP/\d(?:\.\d)?" 404) `},
 		},
 	},
 	"tandem-webhook": {
