@@ -131,7 +131,7 @@ func (s *fileSource) run(ctx context.Context, emit func(line []byte)) {
 			switch {
 			case err != nil && !missing:
 				s.log.Warn("log file not readable yet; waiting for it", "err", err)
-				missing = true
+				missing, seekEnd = true, false // a file created later is new: read it whole
 			case err == nil:
 				if missing {
 					s.log.Info("log file appeared")
