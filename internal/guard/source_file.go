@@ -85,6 +85,9 @@ func (lr *LineReader) Rest() []byte {
 	}
 	line := lr.buf[lr.start:lr.end]
 	lr.start, lr.end = 0, 0
+	if n := len(line); line[n-1] == '\r' {
+		line = line[:n-1]
+	}
 	return line
 }
 
