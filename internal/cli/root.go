@@ -147,6 +147,7 @@ var subcommands = []func(*env) *cobra.Command{
 	newRemoveCmd,
 	newResetCmd,
 	newFilesCmd,
+	newGuardCmd,
 	newLabCmd,
 }
 
