@@ -105,6 +105,7 @@ var layerOf = map[string]string{
 	"bench/failover": harness,
 	"bench/package":  harness,
 	"bench/files":    harness,
+	"bench/guard":    harness,
 	"test/e2e":       harness,
 }
 
