@@ -34,7 +34,7 @@ type Config struct {
 	// Journalctl is the journalctl binary (default "journalctl").
 	Journalctl string
 	// PollInterval is how often a followed file is checked for new lines,
-	// rotation and truncation (default 25ms).
+	// rotation and truncation besides inotify's wake-ups (default 250ms).
 	PollInterval time.Duration
 	// Now is the clock (default time.Now); tests inject theirs.
 	Now func() time.Time
@@ -84,7 +84,7 @@ func New(cfg Config, log *slog.Logger) (*Engine, error) {
 		cfg.Journalctl = "journalctl"
 	}
 	if cfg.PollInterval <= 0 {
-		cfg.PollInterval = 25 * time.Millisecond
+		cfg.PollInterval = 250 * time.Millisecond
 	}
 	e := &Engine{cfg: cfg, log: log, now: cfg.Now}
 	e.static = append(slices.Clone(loopback), cfg.Ignore...)

@@ -7,7 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 )
 
 // LineReader splits a stream into lines without allocating per line. A
@@ -123,6 +126,7 @@ func (s *fileSource) run(ctx context.Context, emit func(line []byte)) {
 			emit(line)
 		}
 	}
+	wake := s.watch(ctx)
 	tick := time.NewTicker(s.poll)
 	defer tick.Stop()
 	for {
@@ -159,8 +163,53 @@ func (s *fileSource) run(ctx context.Context, emit func(line []byte)) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-wake:
 		}
 	}
+}
+
+// watch wakes the follower as soon as the file is written, created or
+// renamed (inotify on its directory), so a line is read within
+// milliseconds; the ticker stays as the fallback (a directory that does not
+// exist yet, a file system without inotify). The channel is never closed.
+func (s *fileSource) watch(ctx context.Context) <-chan struct{} {
+	wake := make(chan struct{}, 1)
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		s.log.Debug("no inotify; polling the log file", "err", err)
+		return wake
+	}
+	if err := w.Add(filepath.Dir(s.path)); err != nil {
+		s.log.Debug("cannot watch the log file's directory; polling it", "err", err)
+		w.Close()
+		return wake
+	}
+	name := filepath.Base(s.path)
+	go func() {
+		defer w.Close()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if filepath.Base(ev.Name) != name {
+					continue
+				}
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			case _, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+			}
+		}
+	}()
+	return wake
 }
 
 // rotated reports whether the path now names another file. A file
