@@ -61,9 +61,13 @@ type Config struct {
 	// Files are the directories replicated from the IP holder to the
 	// other app nodes (see README, Shared files).
 	Files []FilesPath `toml:"files"`
+	// Guard is the cluster-wide ban daemon (see README, Guard).
+	Guard Guard `toml:"guard"`
 	// Warnings are problems that do not stop the agent, such as a
 	// deprecated key; the agent logs them and 'config validate' prints them.
 	Warnings Errors `toml:"-"`
+
+	guardSSHDefault bool // the sshd jail was added by the defaults
 }
 
 // Node describes this machine.
@@ -512,6 +516,7 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 	if d.HookTimeout == 0 {
 		d.HookTimeout = Duration(10 * time.Minute)
 	}
+	c.applyGuardDefaults(set)
 	for i := range d.Sources {
 		if d.Sources[i].Name == "" {
 			d.Sources[i].Name = d.Sources[i].Type
@@ -653,6 +658,7 @@ func (c *Config) validate() Errors {
 	}
 	errs = append(errs, c.validateDeploy()...)
 	errs = append(errs, c.validateFiles()...)
+	errs = append(errs, c.validateGuard()...)
 	return errs
 }
 

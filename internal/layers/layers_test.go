@@ -52,6 +52,7 @@ var layerOf = map[string]string{
 	"internal/webhook":               leaf,
 	"internal/artifact":              leaf,
 	"internal/forge":                 leaf, // asks a forge's API about a delivery and downloads it; imports only webhook and artifact
+	"internal/guard":                 leaf, // log sources, filters and jails deciding bans; imports nothing of ours, so config compiles its filters
 	"packaging":                      leaf,
 	"examples":                       leaf,
 
@@ -62,7 +63,6 @@ var layerOf = map[string]string{
 	"internal/health":     controller,
 	"internal/hooks":      controller,
 	"internal/deploy":     controller,
-	"internal/guard":      controller, // log sources, filters, jails: decides which sources to ban
 	"internal/guard/bans": controller, // turns decisions into cluster bans and keeps the kernel's ban sets in line
 	"internal/files":      controller, // replication of declared directories, following the holder and its epoch
 
@@ -107,6 +107,7 @@ var layerOf = map[string]string{
 	"bench/failover": harness,
 	"bench/package":  harness,
 	"bench/files":    harness,
+	"bench/guard":    harness,
 	"test/e2e":       harness,
 }
 
