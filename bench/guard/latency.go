@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -81,11 +80,3 @@ func engineLatency(ctx context.Context, dir string, n int) (*latencyFigures, err
 	return figures(ms), nil
 }
 
-// labLatency is the other half of issue 12's latency goal: in a lab, a
-// failure line written on a node until the address is in every app node's
-// nftables ban set. It belongs with the cluster side of guard (the ban
-// controller and its nftables sets) and is not written yet.
-func labLatency(ctx context.Context, o options, tandem string, out io.Writer) (*latencyFigures, error) {
-	_, _, _, _ = ctx, o, tandem, out
-	return nil, errors.New("not implemented yet: the lab's ban latency comes with the cluster side of guard")
-}

@@ -69,6 +69,8 @@ address = "10.0.0.100/24"
 interface = "eth0"
 [metrics]
 listen = %q
+[guard]
+enabled = false
 `, name, role, filepath.Join(dir, name), freePort(t), filepath.Join(dir, name+".sock"), provider, freePort(t)) + extra
 	c, err := config.Parse(name+".toml", []byte(doc))
 	if err != nil {

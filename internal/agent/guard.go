@@ -2,12 +2,15 @@ package agent
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
+	"github.com/tandem-ha/tandem/internal/config"
+	"github.com/tandem-ha/tandem/internal/guard"
 	"github.com/tandem-ha/tandem/internal/guard/bans"
 	"github.com/tandem-ha/tandem/internal/guard/nftban"
 	"github.com/tandem-ha/tandem/internal/ops"
@@ -16,8 +19,9 @@ import (
 // guardParts are guard's running pieces on this node: the ban controller
 // (every node enforces; app nodes also propose) and its kernel sets.
 type guardParts struct {
-	bans *bans.Controller
-	ops  *ops.Guard
+	bans   *bans.Controller
+	engine *guard.Engine // nil where the guard is off (a witness, [guard] enabled = false)
+	ops    *ops.Guard
 }
 
 // banKernel is the kernel side of the bans: nftables in this node's
@@ -41,13 +45,47 @@ func (a *Agent) buildGuard() (*guardParts, error) {
 		Name: a.cfg.Node.Name, Cluster: a.node, Machine: a.machine, Enforcer: kernel, Observer: obs,
 		Log: a.log.With("component", "guard"),
 	})
-	return &guardParts{bans: ctrl, ops: &ops.Guard{
+	gp := &guardParts{bans: ctrl, ops: &ops.Guard{
 		Node: a.cfg.Node.Name, Role: a.cfg.Node.Role, Machine: a.machine, Bans: ctrl, Kernel: kernel,
-	}}, nil
+	}}
+	ecfg := a.cfg.GuardEngine()
+	ctrl.SetIgnore(ecfg.Ignore)
+	if a.cfg.GuardEnabled() && a.cfg.Node.Role == config.RoleApp {
+		if gp.engine, err = guard.New(ecfg, a.log.With("component", "guard")); err != nil {
+			return nil, err
+		}
+	}
+	return gp, nil
 }
 
 func (a *Agent) runGuard(g *errgroup.Group, ctx context.Context) {
 	g.Go(func() error { return a.guard.bans.Run(ctx) })
+	if e := a.guard.engine; e != nil {
+		g.Go(func() error { return e.Run(ctx, a.guard.bans.Decide) })
+		g.Go(func() error { a.ignoreMembers(ctx, e); return nil })
+	}
+}
+
+// ignoreMembers keeps the engine's ignore list equal to the members'
+// addresses, so a member failing logins is never even decided on (the
+// controller refuses it as well).
+func (a *Agent) ignoreMembers(ctx context.Context, e *guard.Engine) {
+	for {
+		changed := a.machine.Changed(state.MembershipDomain)
+		var prefixes []netip.Prefix
+		s := a.machine.View()
+		for _, name := range s.Names() {
+			if ap, err := netip.ParseAddrPort(s.Members[name].Address); err == nil {
+				prefixes = append(prefixes, netip.PrefixFrom(ap.Addr().Unmap(), ap.Addr().Unmap().BitLen()))
+			}
+		}
+		e.SetIgnore(prefixes)
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
 }
 
 // guardMetrics is the ban controller's Observer.
