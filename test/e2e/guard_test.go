@@ -16,6 +16,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tandem-ha/tandem/internal/lab"
+	"github.com/tandem-ha/tandem/internal/labcluster"
 	"github.com/tandem-ha/tandem/internal/labprobe"
 	"github.com/tandem-ha/tandem/internal/localapi"
 )
@@ -185,7 +186,7 @@ func TestGuardNewHolderBlocks(t *testing.T) {
 	})
 	t.Logf("%s took over %v after %s lost power", standby, time.Since(fault).Round(time.Millisecond), holder)
 	vip := lab.FloatingIP.String()
-	if reachable(ctx, c, vip, 80) {
+	if reachable(ctx, c, vip, labcluster.SitePort) {
 		t.Error("the banned client reached the site through the new holder")
 	}
 	if ok, left, err := kernelBan(ctx, c, standby, clientAddr); err != nil || !ok || left < 4*time.Minute {
@@ -193,7 +194,7 @@ func TestGuardNewHolderBlocks(t *testing.T) {
 	}
 	// The unban, issued on the surviving node, opens the site again.
 	c.MustSh(t, ctx, standby, "tandem guard unban "+clientAddr)
-	waitUntil(t, 2*time.Second, "the client served again through the VIP", func() bool { return reachable(ctx, c, vip, 80) })
+	waitUntil(t, 2*time.Second, "the client served again through the VIP", func() bool { return reachable(ctx, c, vip, labcluster.SitePort) })
 	tr.finish(1)
 	if err := c.Start(ctx, holder); err != nil {
 		t.Fatal(err)
