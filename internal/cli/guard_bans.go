@@ -58,14 +58,17 @@ func printBans(w io.Writer, l localapi.BanList) {
 		if b.Protected != "" {
 			here = "protected"
 		}
+		// The log line is an attacker's text: never let it reach the
+		// terminal raw.
 		reason := b.Reason
 		if reason == "" {
 			reason = b.Line
 		}
-		if len(reason) > 60 {
-			reason = reason[:57] + "..."
+		reason = printable(reason)
+		if r := []rune(reason); len(r) > 60 {
+			reason = string(r[:57]) + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.Addr, b.Jail, b.By, b.At.Local().Format(time.DateTime),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", b.Addr, printable(b.Jail), b.By, b.At.Local().Format(time.DateTime),
 			b.Until.Sub(l.GeneratedAt).Round(time.Second), b.Offence, here, reason)
 	}
 	tw.Flush()
