@@ -69,9 +69,11 @@ address = "10.0.0.100/24"
 interface = "eth0"
 [metrics]
 listen = %q
-[guard]
-enabled = false
 `, name, role, filepath.Join(dir, name), freePort(t), filepath.Join(dir, name+".sock"), provider, freePort(t)) + extra
+	if !strings.Contains(extra, "[guard]") {
+		// The engine's default sshd jail would follow the host's journal.
+		doc += "\n[guard]\nenabled = false\n"
+	}
 	c, err := config.Parse(name+".toml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -411,4 +413,73 @@ func (k *memKernel) Banned() (map[netip.Addr]time.Duration, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return maps.Clone(k.bans), nil
+}
+
+// TestGuardEngineToKernel runs the whole chain in one agent: failure lines
+// in a followed log file, the jail's decision, the ban committed through
+// the cluster and put in the (in-memory) kernel; an ignored network's
+// failures are not.
+func TestGuardEngineToKernel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an agent")
+	}
+	dir := t.TempDir()
+	authLog := filepath.Join(dir, "auth.log")
+	if err := os.WriteFile(authLog, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n1 := testConfigWith(t, dir, "node1", "app", "none", fmt.Sprintf(`
+[guard]
+ignore = ["198.51.100.0/24"]
+[[guard.jail]]
+name = "sshd"
+enabled = false
+[[guard.jail]]
+name = "bench"
+filter = "sshd"
+files = [%q]
+maxretry = 2
+findtime = "1m"
+bantime = "1h"
+`, authLog))
+	ctx := context.Background()
+	if _, err := Init(ctx, n1, slog.New(slog.NewTextHandler(io.Discard, nil)), twoTokens); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, n1)
+	waitFor(t, 10*time.Second, "node1 to hold", func() bool { return status(n1).Holder.Node == "node1" })
+	time.Sleep(300 * time.Millisecond) // the follower opens the file
+	f, err := os.OpenFile(authLog, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	attacker, ignored := netip.MustParseAddr("203.0.113.50"), netip.MustParseAddr("198.51.100.9")
+	for range 2 {
+		for _, a := range []netip.Addr{ignored, attacker} {
+			fmt.Fprintf(f, "Nov 28 21:00:00 node1 sshd[42]: Failed password for root from %s port 50022 ssh2\n", a)
+		}
+	}
+	waitFor(t, 5*time.Second, "the attacker in the kernel", func() bool {
+		k, _ := r.kernel.Banned()
+		_, ok := k[attacker]
+		return ok
+	})
+	k, _ := r.kernel.Banned()
+	if _, ok := k[ignored]; ok || len(k) != 1 {
+		t.Errorf("kernel bans = %v; want only %v (%v is ignored)", k, attacker, ignored)
+	}
+	if d := k[attacker]; d < 59*time.Minute || d > time.Hour {
+		t.Errorf("the ban has %v left; want the jail's hour", d)
+	}
+	if g := status(n1).Guard; g == nil || g.Active != 1 {
+		t.Errorf("status guard = %+v; want one ban", g)
+	}
+	body := fetch(t, "http://"+n1.Metrics.Listen+"/metrics")
+	for _, want := range []string{`tandem_guard_jail_decisions_total{jail="bench"} 1`, `tandem_guard_decisions_total{jail="bench",result="banned"} 1`,
+		`tandem_guard_active_bans{family="ipv4"} 1`, "tandem_guard_enforce_latency_seconds_count 1"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }

@@ -54,6 +54,9 @@ func (a *Agent) buildGuard() (*guardParts, error) {
 		if gp.engine, err = guard.New(ecfg, a.log.With("component", "guard")); err != nil {
 			return nil, err
 		}
+		if err := a.metrics.reg.Register(jailCollector{gp.engine}); err != nil {
+			return nil, err
+		}
 	}
 	return gp, nil
 }
@@ -140,4 +143,31 @@ func (gm *guardMetrics) Decided(jail, result string) { gm.decided.WithLabelValue
 func (gm *guardMetrics) Enforced(d time.Duration)    { gm.latency.Observe(d.Seconds()) }
 func (gm *guardMetrics) Synced(d time.Duration, err error) {
 	gm.syncs.WithLabelValues(map[bool]string{true: "ok", false: "error"}[err == nil]).Observe(d.Seconds())
+}
+
+// jailCollector exports the engine's per-jail counters at scrape time.
+type jailCollector struct{ e *guard.Engine }
+
+var (
+	jailLines     = prometheus.NewDesc("tandem_guard_lines_total", "Log lines read by each jail's sources.", []string{"jail"}, nil)
+	jailMatches   = prometheus.NewDesc("tandem_guard_failures_total", "Failures each jail counted.", []string{"jail"}, nil)
+	jailIgnored   = prometheus.NewDesc("tandem_guard_ignored_total", "Failures of ignored hosts (members, ignore list) or exempted lines.", []string{"jail"}, nil)
+	jailDecisions = prometheus.NewDesc("tandem_guard_jail_decisions_total", "Bans each jail decided on this node.", []string{"jail"}, nil)
+	jailTracked   = prometheus.NewDesc("tandem_guard_tracked_hosts", "Hosts with failures in each jail's window now.", []string{"jail"}, nil)
+)
+
+func (jailCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{jailLines, jailMatches, jailIgnored, jailDecisions, jailTracked} {
+		ch <- d
+	}
+}
+
+func (c jailCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, j := range c.e.Counters() {
+		ch <- prometheus.MustNewConstMetric(jailLines, prometheus.CounterValue, float64(j.Lines), j.Jail)
+		ch <- prometheus.MustNewConstMetric(jailMatches, prometheus.CounterValue, float64(j.Matches), j.Jail)
+		ch <- prometheus.MustNewConstMetric(jailIgnored, prometheus.CounterValue, float64(j.Ignored), j.Jail)
+		ch <- prometheus.MustNewConstMetric(jailDecisions, prometheus.CounterValue, float64(j.Decisions), j.Jail)
+		ch <- prometheus.MustNewConstMetric(jailTracked, prometheus.GaugeValue, float64(j.Tracked), j.Jail)
+	}
 }
