@@ -260,15 +260,17 @@ func enforcedLatencies(t *testing.T, ctx context.Context, c *Labctl, addr string
 // banned.
 func TestGuardBruteForce(t *testing.T) {
 	c := suite(t)
-	ctx := testCtx(t, 5*time.Minute)
+	ctx := testCtx(t, 8*time.Minute)
 	ready(t, ctx, c)
 	unbanAll(t, ctx, c)
+	// One node at a time, so the cluster keeps its quorum.
 	for _, n := range apps {
 		c.MustSh(t, ctx, n, "cp /etc/tandem/tandem.toml /etc/tandem/tandem.toml.e2e-guard && cat >> /etc/tandem/tandem.toml <<'EOF'"+guardJail+"EOF\nsystemctl restart tandem")
+		waitHealthy(t, ctx, c, n)
 	}
 	t.Cleanup(func() {
 		for _, n := range apps {
-			_, _ = c.Sh(context.Background(), n, "mv /etc/tandem/tandem.toml.e2e-guard /etc/tandem/tandem.toml && systemctl restart tandem")
+			_, _ = c.Sh(context.Background(), n, "mv /etc/tandem/tandem.toml.e2e-guard /etc/tandem/tandem.toml && systemctl restart tandem && sleep 3")
 		}
 	})
 	ready(t, ctx, c)
