@@ -39,7 +39,6 @@ var (
 	sshNormal = []string{modeNormal, modeAggressive}
 	sshDDoS   = []string{modeDDoS, modeAggressive}
 	sshExtra  = []string{modeExtra, modeAggressive}
-	sshAll    = []string{modeNormal, modeDDoS, modeExtra, modeAggressive}
 )
 
 // sshd's remote id in 9.2's packet.c: "[authenticating user U |invalid
