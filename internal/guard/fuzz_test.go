@@ -167,7 +167,7 @@ func FuzzSSHDInjection(f *testing.F) {
 	f.Add("::1 port 1")
 	f.Add("")
 	families := []struct {
-		mode, format string // %[1]s the user text, %[2]s the real host
+		mode, format   string // %[1]s the user text, %[2]s the real host
 		needsPrintable bool
 	}{
 		{"normal", "Failed password for invalid user %[1]s from %[2]s port 40000 ssh2", true},
