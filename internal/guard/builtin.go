@@ -22,6 +22,7 @@ type builtinRule struct {
 
 type builtinFilter struct {
 	programs []string // syslog identifiers; nil: any
+	prefix   string   // a regex every rule starts with
 	modes    []string // accepted modes, the first is the default
 	rules    []builtinRule
 	ignore   []string
@@ -39,7 +40,6 @@ var (
 	sshNormal = []string{modeNormal, modeAggressive}
 	sshDDoS   = []string{modeDDoS, modeAggressive}
 	sshExtra  = []string{modeExtra, modeAggressive}
-	sshAll    = []string{modeNormal, modeDDoS, modeExtra, modeAggressive}
 )
 
 // sshd's remote id in 9.2's packet.c: "[authenticating user U |invalid
@@ -53,13 +53,16 @@ const probeRequest = `(?:GET|POST|HEAD|PUT) /+(?:[^ "?]*/)?(?i:wp-login\.php|wp-
 var builtins = map[string]builtinFilter{
 	"sshd": {
 		programs: []string{"sshd", "sshd-session"},
-		modes:    []string{modeNormal, modeDDoS, modeExtra, modeAggressive},
-		doc:      "OpenSSH's sshd (journal identifier sshd); modes normal, ddos, extra, aggressive as in fail2ban",
+		// sshd's log.c writes "error: " or "fatal: " before messages of
+		// those levels on some paths (the monitor relaying its child).
+		prefix: `(?:(?:error|fatal): )?`,
+		modes:  []string{modeNormal, modeDDoS, modeExtra, modeAggressive},
+		doc:    "OpenSSH's sshd (journal identifier sshd); modes normal, ddos, extra, aggressive as in fail2ban",
 		rules: []builtinRule{
 			// auth2.c auth_log: every failed attempt of a method but
 			// publickey (a client offers its keys in turn; those count
 			// in aggressive mode only, as fail2ban's publickey=nofail).
-			{sshNormal, `(?:error: )?Failed (?:password|keyboard-interactive/pam|keyboard-interactive|none|hostbased|gssapi-with-mic) for .* from <HOST> port \d+ ssh2$`},
+			{sshNormal, `Failed (?:password|keyboard-interactive/pam|keyboard-interactive|none|hostbased|gssapi-with-mic) for .* from <HOST> port \d+ ssh2$`},
 			{[]string{modeAggressive}, `Failed publickey for .* from <HOST> port \d+ ssh2(?:: \S+ \S+)?$`},
 			// auth2.c input_userauth_request: an unknown user name.
 			{sshNormal, `Invalid user .* from <HOST> port \d+$`},
@@ -67,19 +70,19 @@ var builtins = map[string]builtinFilter{
 			// (the user is an existing account's name).
 			{sshNormal, `User \S+ from <HOST> not allowed because (?:not listed in AllowUsers|listed in DenyUsers|not in any group|a group is listed in DenyGroups|none of user's groups are listed in AllowGroups)$`},
 			// auth-pam.c: PAM refused (keyboard-interactive through PAM).
-			{sshNormal, `(?:error: )?PAM: (?:Authentication failure|User not known to the underlying authentication module|Maximum number of tries exceeded|Authentication token is no longer valid; new one required|User account has expired|Permission denied) for .* from <HOST>$`},
+			{sshNormal, `PAM: (?:Authentication failure|User not known to the underlying authentication module|Maximum number of tries exceeded|Authentication token is no longer valid; new one required|User account has expired|Permission denied) for .* from <HOST>$`},
 			// auth.c auth_maxtries_exceeded.
-			{sshNormal, `(?:error: )?maximum authentication attempts exceeded for .* from <HOST> port \d+ ssh2 \[preauth\]$`},
+			{sshNormal, `maximum authentication attempts exceeded for .* from <HOST> port \d+ ssh2 \[preauth\]$`},
 			// A client that gives up with an authentication error (jsch's "Auth fail").
-			{sshNormal, `(?:error: )?Received disconnect from <HOST> port \d+:3: .*Auth fail(?:ed)?(?: \[preauth\])?$`},
+			{sshNormal, `Received disconnect from <HOST> port \d+:3: .*Auth fail(?:ed)?(?: \[preauth\])?$`},
 			// ddos: connections that never get to authenticate.
 			{sshDDoS, `Connection (?:closed|reset) by ` + sshRemote + `(?: \[preauth\])?$`},
 			{sshDDoS, `Timeout before authentication for <HOST> port \d+$`},
-			{sshDDoS, `(?:error: )?(?:banner exchange|ssh_dispatch_run_fatal|kex_protocol_error|send_error): Connection from ` + sshRemote + `: .*$`},
+			{sshDDoS, `(?:banner exchange|ssh_dispatch_run_fatal|kex_protocol_error|send_error): Connection from ` + sshRemote + `: .*$`},
 			{sshDDoS, `Did not receive identification string from <HOST>(?: port \d+)?$`},
 			{sshDDoS, `Disconnected from ` + sshRemote + ` \[preauth\]$`},
 			// extra: a client that cannot or will not negotiate.
-			{sshExtra, `Unable to negotiate with <HOST> port \d+: no matching \S+(?: \S+)* found\.(?: Their offer: .*)?$`},
+			{sshExtra, `Unable to negotiate with ` + sshRemote + `: no matching \S+(?: \S+)* found\.(?: Their offer: .*)?$`},
 			{sshExtra, `Received disconnect from <HOST> port \d+:14: .*$`},
 			{[]string{modeExtra}, `Disconnected from invalid user .* <HOST> port \d+ \[preauth\]$`},
 		},
@@ -152,7 +155,7 @@ func Builtin(name, mode string) (*Filter, error) {
 		if !slices.Contains(r.modes, mode) {
 			continue
 		}
-		c, err := compileFail(r.re)
+		c, err := compileFail(b.prefix + r.re)
 		if err != nil {
 			panic(fmt.Sprintf("built-in filter %s: %q: %v", name, r.re, err)) // a bug caught by the tests
 		}

@@ -80,6 +80,9 @@ func New(cfg Config, log *slog.Logger) (*Engine, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if cfg.Journalctl == "" {
 		cfg.Journalctl = "journalctl"
 	}
@@ -145,12 +148,15 @@ func ResolveFilter(name, mode string, specs []FilterSpec) (*Filter, error) {
 	if IsBuiltin(name) {
 		return Builtin(name, mode)
 	}
-	user := make([]string, 0, len(specs))
-	for _, s := range specs {
-		user = append(user, s.Name)
+	msg := fmt.Sprintf("no filter %q: the built-in filters are %s", name, strings.Join(BuiltinNames(), ", "))
+	if len(specs) > 0 {
+		user := make([]string, 0, len(specs))
+		for _, s := range specs {
+			user = append(user, s.Name)
+		}
+		msg += "; the configured ones " + strings.Join(user, ", ")
 	}
-	return nil, fmt.Errorf("no filter %q: the built-in filters are %s%s", name, strings.Join(BuiltinNames(), ", "),
-		map[bool]string{true: "", false: "; the configured ones " + strings.Join(user, ", ")}[len(user) == 0])
+	return nil, errors.New(msg)
 }
 
 // SetIgnore replaces the networks ignored besides the configured ones and
@@ -212,7 +218,6 @@ func (e *Engine) Run(ctx context.Context, decide func(Decision)) error {
 			files[p] = append(files[p], j)
 		}
 		if len(j.cfg.JournalUnits)+len(j.cfg.JournalIdentifiers) > 0 {
-			j := j
 			wg.Go(func() {
 				src := &journalSource{bin: e.cfg.Journalctl, units: j.cfg.JournalUnits, identifiers: j.cfg.JournalIdentifiers,
 					fromStart: e.cfg.FromStart, log: e.log.With("jail", j.cfg.Name)}

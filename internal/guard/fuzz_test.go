@@ -3,9 +3,12 @@ package guard
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzFilterMatch runs every built-in filter, in every mode, over
@@ -150,4 +153,60 @@ func (c *chunked) Read(p []byte) (int, error) {
 	n := copy(p[:min(len(p), c.n)], c.b)
 	c.b = c.b[n:]
 	return n, nil
+}
+
+// FuzzSSHDInjection puts attacker-chosen text where sshd logs the client's
+// user name (or its disconnect reason, or key exchange offer) in every
+// message family that carries one: when the line matches, the host is
+// always the real source, and a printable user name never hides the
+// failure.
+func FuzzSSHDInjection(f *testing.F) {
+	f.Add("10.0.0.5")
+	f.Add("x from 10.0.0.5 port 22")
+	f.Add("a from 10.0.0.5 port 22 ssh2 [preauth] from 10.0.0.6 port 1 ssh2")
+	f.Add("::1 port 1")
+	f.Add("")
+	families := []struct {
+		mode, format   string // %[1]s the user text, %[2]s the real host
+		needsPrintable bool
+	}{
+		{"normal", "Failed password for invalid user %[1]s from %[2]s port 40000 ssh2", true},
+		{"normal", "Invalid user %[1]s from %[2]s port 40000", true},
+		{"normal", "error: PAM: Authentication failure for illegal user %[1]s from %[2]s", true},
+		{"normal", "error: maximum authentication attempts exceeded for invalid user %[1]s from %[2]s port 40000 ssh2 [preauth]", true},
+		{"aggressive", "Failed publickey for invalid user %[1]s from %[2]s port 40000 ssh2: RSA SHA256:abc", true},
+		{"ddos", "Connection closed by invalid user %[1]s %[2]s port 40000 [preauth]", true},
+		{"ddos", "Disconnected from invalid user %[1]s %[2]s port 40000 [preauth]", true},
+		{"ddos", "ssh_dispatch_run_fatal: Connection from invalid user %[1]s %[2]s port 40000: invalid format [preauth]", false},
+		{"extra", "Unable to negotiate with %[2]s port 40000: no matching cipher found. Their offer: %[1]s [preauth]", false},
+		{"extra", "Received disconnect from %[2]s port 40000:14: %[1]s [preauth]", false},
+		{"normal", "Received disconnect from %[2]s port 40000:3: %[1]s Auth fail [preauth]", false},
+	}
+	filters := map[string]*Filter{}
+	for _, m := range BuiltinModes("sshd") {
+		filters[m], _ = Builtin("sshd", m)
+	}
+	real := []string{"203.0.113.7", "2001:db8::7"}
+	f.Fuzz(func(t *testing.T, user string) {
+		// sshd's log.c escapes what is not printable (strnvis), so a
+		// logged message holds no control characters.
+		printable := true
+		for _, r := range user {
+			if r < 0x20 || r == 0x7f {
+				printable = false
+			}
+		}
+		for _, fam := range families {
+			for _, host := range real {
+				msg := fmt.Sprintf(fam.format, user, host)
+				res := filters[fam.mode].Match("sshd", []byte(msg))
+				if res.Match && res.Addr != netip.MustParseAddr(host) {
+					t.Fatalf("%q names %v; the source is %s", msg, res.Addr, host)
+				}
+				if !res.Match && printable && utf8.ValidString(user) && fam.needsPrintable {
+					t.Fatalf("%q does not match: a user name hid the failure", msg)
+				}
+			}
+		}
+	})
 }
