@@ -79,4 +79,3 @@ func engineLatency(ctx context.Context, dir string, n int) (*latencyFigures, err
 	}
 	return figures(ms), nil
 }
-
