@@ -15,9 +15,13 @@
 //
 // Latency (-latency N): N lines appended one at a time to a followed log
 // file, each a failure that decides a ban (maxretry 1), timed from the
-// write to the engine's decide callback, in process (p50, p99, max). The
-// lab half — from the line written on a node to the address being in every
-// node's nftables ban set — plugs in at labLatency (see latency.go).
+// write to the engine's decide callback, in process (p50, p99, max).
+//
+// Lab latency (-lab-latency, root): in a lab of two app nodes and a
+// witness, -lab-trials failure lines written on node1 (each a new source,
+// maxretry 1), timed from the write until the address is in the nftables
+// ban set of every app node, and fail2ban's figure in the same lab
+// (Debian's package on node1 with its nftables action): see lablatency.go.
 //
 // It is a benchmark, not a timed test; it exits 1 when a goal is missed.
 package main
