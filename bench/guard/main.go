@@ -40,6 +40,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -158,7 +159,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	r := report{Lines: o.lines, Runs: o.runs}
 	r.Tandem.Tool = "tandem guard test sshd"
 	if f2b != nil {
-		r.Fail2ban = &throughput{Tool: "fail2ban-regex (Debian " + f2b.version + ") sshd.conf"}
+		r.Fail2ban = &throughput{Tool: "fail2ban-regex sshd.conf (Debian " + f2b.version + ")"}
 	}
 	// Warm the page cache, then alternate the tools so neither gets the
 	// quieter moments of the machine.
@@ -314,7 +315,7 @@ func findFail2ban(ctx context.Context, given, cache string, out io.Writer) (*fai
 	}
 	version := "?"
 	if debs, _ := filepath.Glob(filepath.Join(cache, "download", "fail2ban_*.deb")); len(debs) > 0 {
-		version = filepath.Base(debs[len(debs)-1])
+		version = strings.TrimSuffix(strings.TrimPrefix(filepath.Base(debs[len(debs)-1]), "fail2ban_"), "_all.deb")
 	}
 	return &fail2banRegex{
 		argv:    []string{"python3", filepath.Join(root, "usr/bin/fail2ban-regex")},
@@ -349,7 +350,7 @@ func fmtMs(ms float64) string { return fmt.Sprintf("%.2fms", ms) }
 func printReport(out io.Writer, r *report) {
 	fmt.Fprintf(out, "\nthroughput on %d lines (median of %d runs):\n", r.Lines, r.Runs)
 	row := func(t *throughput) {
-		fmt.Fprintf(out, "  %-48s %8.3fs %12.0f lines/s  %d matched\n", t.Tool, t.MedianSeconds, t.LinesPerSec, t.Matched)
+		fmt.Fprintf(out, "  %-44s %8.3fs %10.0f lines/s  %d matched\n", t.Tool, t.MedianSeconds, t.LinesPerSec, t.Matched)
 	}
 	row(&r.Tandem)
 	if r.Fail2ban != nil {

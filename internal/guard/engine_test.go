@@ -226,3 +226,35 @@ func TestNewRefusesBadJails(t *testing.T) {
 		t.Error("a jail defined twice was accepted")
 	}
 }
+
+// TestEngineClock runs the engine on an injected clock: failures spread
+// wider than findtime never ban; the decision carries the clock's time.
+func TestEngineClock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "auth.log")
+	appendLines(t, path, "start")
+	var mu sync.Mutex
+	now := t0
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e, d := startEngine(t, Config{Now: clock, Jails: []JailConfig{fileJail(path)}}) // maxretry 3 in 1m
+	time.Sleep(30 * time.Millisecond)
+	lines := failures("203.0.113.6", 6)
+	read := uint64(0)
+	step := func(line string, gap time.Duration) {
+		t.Helper()
+		appendLines(t, path, line)
+		read++
+		waitLines(t, e, read)
+		advance(gap)
+	}
+	step(lines[0], 40*time.Second)
+	step(lines[1], 40*time.Second) // the first failure leaves the window
+	step(lines[2], 40*time.Second)
+	d.none(t, 50*time.Millisecond)
+	step(lines[3], time.Second)
+	step(lines[4], time.Second)
+	x := d.wait(t, netip.MustParseAddr("203.0.113.6"))
+	if want := t0.Add(40*time.Second*3 + time.Second); !x.At.Equal(want) {
+		t.Errorf("decision at %v; want the injected clock's %v", x.At, want)
+	}
+}
