@@ -252,7 +252,9 @@ func (b *labBench) fail2ban(ctx context.Context, o options, out io.Writer) (*f2b
 		return nil, errors.New("apt-get download fail2ban left no .deb")
 	}
 	deb := debs[len(debs)-1]
-	in := filepath.Join(b.l.Dir(), "node1", "merged", "tmp", filepath.Base(deb))
+	// Not /tmp: the node mounts a tmpfs there, which hides what the host
+	// writes into the overlay.
+	in := filepath.Join(b.l.Dir(), "node1", "merged", "var", "tmp", filepath.Base(deb))
 	data, err := os.ReadFile(deb)
 	if err != nil {
 		return nil, err
@@ -278,7 +280,7 @@ touch %s
 mkdir -p /etc/fail2ban/jail.d
 cat > /etc/fail2ban/jail.d/zz-bench.local <<'EOF'
 %sEOF
-DEBIAN_FRONTEND=noninteractive dpkg -i /tmp/%s >/dev/null 2>&1 || true
+DEBIAN_FRONTEND=noninteractive dpkg -i /var/tmp/%s >/dev/null 2>&1 || true
 systemctl restart fail2ban
 for i in $(seq 1 100); do fail2ban-client status %s >/dev/null 2>&1 && break; sleep 0.2; done
 fail2ban-client status %s >/dev/null`, f2bLog, jail, filepath.Base(deb), f2bJail, f2bJail)

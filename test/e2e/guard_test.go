@@ -287,7 +287,14 @@ func TestGuardBruteForce(t *testing.T) {
 	for _, a := range []string{member, stranger} {
 		c.MustSh(t, ctx, target, fmt.Sprintf(`for i in 1 2 3 4 5; do logger -t sshd -p auth.info "Failed password for invalid user nobody from %s port 4242$i ssh2"; done`, a))
 	}
-	waitUntil(t, 5*time.Second, "the stranger banned (the control)", func() bool { ok, _, _ := kernelBan(ctx, c, "node2", stranger); return ok })
+	deadline := time.Now().Add(5 * time.Second)
+	for ok := false; !ok; ok, _, _ = kernelBan(ctx, c, "node2", stranger) {
+		if time.Now().After(deadline) {
+			out, _ := c.Sh(ctx, target, "journalctl -t sshd --no-pager -n 5; echo ---; ps -eo pid,args | grep -E 'journalctl|tandem' | grep -v grep; echo ---; journalctl -u tandem --no-pager -n 30 | grep -i guard; echo ---; tail -n 30 /etc/tandem/tandem.toml")
+			t.Fatalf("the stranger was not banned within 5s (the control that the lines are read):\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	c.MustSh(t, ctx, "node1", "tandem guard unban "+stranger)
 
 	// The client brute-forces node1.
