@@ -156,6 +156,7 @@ var subcommands = []func(*env) *cobra.Command{
 	newResetCmd,
 	newFilesCmd,
 	newHardenCmd,
+	newGuardCmd,
 	newLabCmd,
 }
 

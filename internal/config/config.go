@@ -64,9 +64,13 @@ type Config struct {
 	Files []FilesPath `toml:"files"`
 	// Harden is the host baseline's policy (tandem harden audit/apply).
 	Harden Harden `toml:"harden"`
+	// Guard is the cluster-wide ban daemon (see README, Guard).
+	Guard Guard `toml:"guard"`
 	// Warnings are problems that do not stop the agent, such as a
 	// deprecated key; the agent logs them and 'config validate' prints them.
 	Warnings Errors `toml:"-"`
+
+	guardSSHDefault bool // the sshd jail was added by the defaults
 }
 
 // Node describes this machine.
@@ -589,6 +593,7 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 			c.Harden.OpenPorts = []int{} // a witness serves no site
 		}
 	}
+	c.applyGuardDefaults(set)
 	for i := range d.Sources {
 		if d.Sources[i].Name == "" {
 			d.Sources[i].Name = d.Sources[i].Type
@@ -730,6 +735,7 @@ func (c *Config) validate() Errors {
 	}
 	errs = append(errs, c.validateDeploy()...)
 	errs = append(errs, c.validateFiles()...)
+	errs = append(errs, c.validateGuard()...)
 	errs = append(errs, c.validateHarden()...)
 	return errs
 }

@@ -293,9 +293,9 @@ func newNSDialer(path string) (*nsDialer, error) {
 	return &nsDialer{path: path, target: target}, nil
 }
 
-// Dial opens one connection to addr from inside the network namespace at
-// nsPath, for protocols other than HTTP (the sshd hardening test's SSH
-// client).
+// Dial opens one connection from inside the network namespace at nsPath
+// (the lab's client plays the internet this way: an SSH client, a port
+// probe).
 func Dial(ctx context.Context, nsPath, network, addr string) (net.Conn, error) {
 	d, err := newNSDialer(nsPath)
 	if err != nil {

@@ -49,8 +49,11 @@ type Status struct {
 	Files *FilesStatus `json:"files,omitempty"`
 	// Harden is the agent's last baseline audit; null before the first
 	// (it runs 30 s after start, then hourly).
-	Harden      *HardenStatus `json:"harden,omitempty"`
-	GeneratedAt time.Time     `json:"generated_at"`
+	Harden *HardenStatus `json:"harden,omitempty"`
+	// Guard counts the cluster's bans in force; null when none is and the
+	// guard does not run here.
+	Guard       *GuardStatus `json:"guard,omitempty"`
+	GeneratedAt time.Time    `json:"generated_at"`
 }
 
 // HardenStatus summarises the agent's last baseline audit.

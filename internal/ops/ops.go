@@ -54,7 +54,9 @@ type Options struct {
 	Files *Files
 	// Harden returns the last baseline audit's summary; nil without one.
 	Harden func() *localapi.HardenStatus
-	Now    func() time.Time // time.Now when nil
+	// Guard reports the bans; nil without a ban controller.
+	Guard *Guard
+	Now   func() time.Time // time.Now when nil
 }
 
 // Service carries out cluster operations for the local API.
@@ -153,6 +155,7 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 	if s.o.Harden != nil {
 		out.Harden = s.o.Harden()
 	}
+	out.Guard = s.o.Guard.Status()
 	addFailures(&out, now, st, s.o.Policy, fs.Held)
 	for _, mv := range st.Moves[max(0, len(st.Moves)-10):] {
 		out.Moves = append(out.Moves, toFailover(mv))
