@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
 // inNetns runs fn on a thread inside the namespace open at fd.
@@ -35,7 +37,7 @@ func inNetns(t *testing.T, fd int, fn func()) {
 }
 
 func TestTimedSet(t *testing.T) {
-	ns := newNetns(t)
+	ns := testenv.NewNetns(t, "to create a network namespace for nftables")
 	c, err := Open(ns)
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +101,7 @@ func TestTimedSet(t *testing.T) {
 // address connects, and after the ban's timeout the banned one connects
 // again.
 func TestDropSourcesDrops(t *testing.T) {
-	ns := newNetns(t)
+	ns := testenv.NewNetns(t, "to create a network namespace for nftables")
 	c, err := Open(ns)
 	if err != nil {
 		t.Fatal(err)

@@ -3,41 +3,17 @@ package nftban
 import (
 	"context"
 	"net/netip"
-	"runtime"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/tandem-ha/tandem/internal/testenv"
 )
-
-func newNetns(t *testing.T) int {
-	t.Helper()
-	testenv.NeedRoot(t, "to create a network namespace for nftables")
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		testenv.Missing(t, "cannot create a network namespace: %v", err)
-	}
-	if err := netns.Set(orig); err != nil {
-		t.Fatalf("return to the test's namespace: %v", err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return int(ns)
-}
 
 // TestEnforceReconciles: bans are added with their time left, lifted ones
 // removed, changed ones renewed; a new Enforcer (an agent restart) finds
 // the kernel's bans in place and changes nothing it need not.
 func TestEnforceReconciles(t *testing.T) {
-	ns := newNetns(t)
+	ns := testenv.NewNetns(t, "to create a network namespace for nftables")
 	ctx := context.Background()
 	a, b, c6 := netip.MustParseAddr("203.0.113.7"), netip.MustParseAddr("198.51.100.9"), netip.MustParseAddr("2001:db8::7")
 	e := New(ns)
