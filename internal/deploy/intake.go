@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -312,7 +313,12 @@ func (p *Poller) Run(ctx context.Context) error {
 				continue
 			}
 			for _, d := range ds {
-				if _, dup := p.Machine.View().Deploy().Duplicate(d.DedupeKeys()); dup {
+				dep := p.Machine.View().Deploy()
+				if _, dup := dep.Duplicate(d.DedupeKeys()); dup {
+					continue
+				}
+				if id, ok := RefusedBefore(dep, d.DedupeKeys()); ok {
+					p.Logger.Debug("poll: this build was refused before; not fetching it again", "source", src.Name, "delivery", id, "commit", d.Commit)
 					continue
 				}
 				id, err := p.Intake.Commit(ctx, src.Name, d, false, false)
@@ -326,6 +332,22 @@ func (p *Poller) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// RefusedBefore returns the delivery under one of keys whose release was
+// refused at fetch (see ReasonRefused). The state still takes a manual
+// redelivery of it, but the poll fallback leaves it alone: it would only
+// download and refuse it again every interval.
+func RefusedBefore(dep *state.Deploy, keys []string) (string, bool) {
+	for _, x := range slices.Backward(dep.Deliveries) {
+		if x.Status != state.DeliveryFailed || !strings.HasPrefix(x.Reason, ReasonRefused) {
+			continue
+		}
+		if slices.ContainsFunc(keys, func(k string) bool { return slices.Contains(x.Keys, k) }) {
+			return x.ID, true
+		}
+	}
+	return "", false
 }
 
 // ParseHint decodes a delivery's webhook payload.
