@@ -204,7 +204,7 @@ func deploySources(dc config.Deploy, maxSize int64) ([]deploy.Source, map[string
 		if err != nil {
 			return nil, nil, fmt.Errorf("deploy.source %s: %w", s.Name, err)
 		}
-		rules := webhook.Rules{Branches: s.Branches, Tags: s.Tags, Job: s.Job}
+		rules := webhook.Rules{Branches: s.Branches, Tags: s.Tags, Job: s.Job, Project: s.Project}
 		if err := rules.Validate(); err != nil {
 			return nil, nil, fmt.Errorf("deploy.source %s: %w", s.Name, err)
 		}

@@ -460,7 +460,7 @@ an old saved delivery still verifies. Nothing is sent to the cluster.`,
 					now = time.Unix(sec, 0)
 				}
 			}
-			in := webhook.Intake{Source: kind, Secrets: secrets, Rules: webhook.Rules{Branches: src.Branches, Tags: src.Tags, Job: src.Job}}
+			in := webhook.Intake{Source: kind, Secrets: secrets, Rules: webhook.Rules{Branches: src.Branches, Tags: src.Tags, Job: src.Job, Project: src.Project}}
 			d, err := in.Receive(h, body, now)
 			status := webhook.HTTPStatus(err)
 			if err == nil {

@@ -42,6 +42,7 @@ func TestIntakeAnswers(t *testing.T) {
 	}
 	run, failed := fixture("github_workflow_run.json"), fixture("github_workflow_run_failure.json")
 	release := fixture("generic_release.json")
+	foreign := bytes.ReplaceAll(run, []byte(`"site/pysite"`), []byte(`"evil/pysite"`))
 	otherBuild := bytes.Replace(release, []byte("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
 		[]byte(strings.Repeat("e", 64)), 1)
 
@@ -50,7 +51,7 @@ func TestIntakeAnswers(t *testing.T) {
 	in := NewIntake(IntakeOptions{Name: "node1", Cluster: s, Machine: s.m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Now: func() time.Time { return s.now },
 		Sources: []Source{
-			{Name: "gh", Kind: webhook.GitHub, Rules: webhook.Rules{Branches: []string{"main"}}, SecretFile: ghFile},
+			{Name: "gh", Kind: webhook.GitHub, Rules: webhook.Rules{Branches: []string{"main"}, Project: "site/pysite"}, SecretFile: ghFile},
 			{Name: "ci", Kind: webhook.Generic, Rules: webhook.Rules{Branches: []string{"main"}}, SecretFile: genFile},
 		},
 		OnDelivery: func(source, outcome string) { counts[source+" "+outcome]++ }})
@@ -81,6 +82,7 @@ func TestIntakeAnswers(t *testing.T) {
 		{"no signature", "/webhook/gh", http.Header{"X-Github-Event": {"workflow_run"}}, run, 401, "error", 0, "gh bad_signature"},
 		{"a wrong secret", "/webhook/gh", github("g-3", run, []byte("guess")), run, 401, "error", 0, "gh bad_signature"},
 		{"a body over 1 MiB", "/webhook/gh", github("g-4", nil, ghSecret), bytes.Repeat([]byte(" "), webhook.MaxBody+1), 413, "error", 0, "gh too_large"},
+		{"another project's run", "/webhook/gh", github("g-8", foreign, ghSecret), foreign, 200, "ignored", 0, "gh ignored"},
 		{"a failed run", "/webhook/gh", github("g-5", failed, ghSecret), failed, 200, "ignored", 0, "gh ignored"},
 		{"signed but not JSON", "/webhook/gh", github("g-6", []byte("{"), ghSecret), []byte("{"), 400, "error", 0, "gh malformed"},
 		{"a source nobody configured", "/webhook/bitbucket", github("g-7", run, ghSecret), run, 404, "error", 0, "bitbucket unknown_source"},

@@ -463,3 +463,32 @@ func TestDeliveryJSON(t *testing.T) {
 		t.Errorf("round trip = %s\n%s", deref(back), b)
 	}
 }
+
+// TestRulesProject: a delivery naming another project than the source's
+// is irrelevant (200 with the reason), by path (any case) or GitLab ID.
+func TestRulesProject(t *testing.T) {
+	tests := []struct {
+		project string
+		d       Delivery
+		ok      bool
+	}{
+		{"", Delivery{Project: "evil/site"}, true},
+		{"site/pysite", Delivery{Project: "site/pysite"}, true},
+		{"site/pysite", Delivery{Project: "Site/PySite"}, true},
+		{"site/pysite", Delivery{Project: "evil/pysite"}, false},
+		{"site/pysite", Delivery{}, true}, // a generic release may leave it out
+		{"42", Delivery{Project: "site/pysite", ProjectID: 42}, true},
+		{"42", Delivery{Project: "site/other", ProjectID: 43}, false},
+		{"42", Delivery{Project: "id:42", ProjectID: 42}, true},
+		{"42", Delivery{Project: "id:7"}, false},
+		{"site/pysite", Delivery{Project: "id:380", ProjectID: 380}, true}, // GitLab before 16.3: the fetcher asks the API
+	}
+	for _, tt := range tests {
+		d := tt.d
+		d.Ref, d.RefKind = "main", RefBranch
+		err := Rules{Branches: []string{"main"}, Project: tt.project}.Check(d)
+		if (err == nil) != tt.ok || err != nil && (!errors.Is(err, ErrIrrelevant) || !strings.Contains(err.Error(), tt.project)) {
+			t.Errorf("project %q, delivery %+v: %v; want ok=%v", tt.project, tt.d, err, tt.ok)
+		}
+	}
+}
