@@ -71,6 +71,7 @@ type deliveryView struct {
 	Reason  string   `json:"reason"`
 	Version string   `json:"version"`
 	Package string   `json:"package"`
+	Commit  string   `json:"commit"`
 }
 
 type rolloutView struct {
@@ -468,11 +469,14 @@ func TestDeliveryRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		flags []string
+		// pollAfter waits past the lab's 30 s poll: the refused build,
+		// still the newest pipeline, is not fetched again.
+		pollAfter bool
 	}{
-		{"wrong checksum", []string{"--bad-checksum"}},
-		{"wrong signature", []string{"--bad-signature"}},
-		{"unsigned while keys are pinned", []string{"--unsigned"}},
-		{"a package the cluster does not run", []string{"--package", "othersite"}},
+		{"wrong checksum", []string{"--bad-checksum"}, false},
+		{"wrong signature", []string{"--bad-signature"}, false},
+		{"unsigned while keys are pinned", []string{"--unsigned"}, false},
+		{"a package the cluster does not run", []string{"--package", "othersite"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := c.mustPush(t, ctx, append([]string{"--version", nextVersion(ctx, c)}, tc.flags...)...)
@@ -484,8 +488,35 @@ func TestDeliveryRefusals(t *testing.T) {
 				t.Errorf("delivery ended %s (%s), want failed", s, r)
 			}
 			t.Logf("refused: %s", r)
+			if !strings.HasPrefix(r, "refused: ") {
+				t.Errorf("reason %q does not say the release was refused", r)
+			}
 			waitIdle(t, ctx, c, rolloutBudget)
 			unchanged(t)
+			if tc.pollAfter {
+				commitOf := func() (commit string, n int) {
+					st, err := deployState(ctx, c, "node1")
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, d := range st.Deliveries {
+						if d.ID == res.Delivery || slices.ContainsFunc(d.Keys, func(k string) bool { return strings.HasSuffix(k, "/id/"+res.Delivery) }) {
+							commit = d.Commit
+						}
+					}
+					for _, d := range st.Deliveries {
+						if commit != "" && d.Commit == commit {
+							n++
+						}
+					}
+					return commit, n
+				}
+				commit, _ := commitOf()
+				time.Sleep(40 * time.Second)
+				if _, n := commitOf(); commit == "" || n != 1 {
+					t.Errorf("the refused build (commit %q) has %d deliveries after a poll interval; want 1: the poll fetched it again", commit, n)
+				}
+			}
 		})
 	}
 	t.Run("replay", func(t *testing.T) {
