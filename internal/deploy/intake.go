@@ -254,7 +254,11 @@ func NewID() string {
 func (in *Intake) Serve(ctx context.Context, addr, certFile, keyFile string) error {
 	srv := &http.Server{Addr: addr, Handler: in.Handler(), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second,
-		MaxHeaderBytes: 64 << 10}
+		MaxHeaderBytes: 64 << 10,
+		// The server's own complaints (TLS handshakes of scanners, bad
+		// requests) go to the agent's log, not to stderr: debug, as any
+		// stranger can cause them.
+		ErrorLog: slog.NewLogLogger(in.log.Handler(), slog.LevelDebug)}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("webhook listener: %w (set deploy.listen to a free port, or \"\" to disable)", err)
