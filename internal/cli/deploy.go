@@ -192,7 +192,7 @@ func printDelivery(w io.Writer, d state.Delivery) {
 	if what == "" {
 		what = strings.TrimSpace(d.Ref + " " + shortSHA(d.Commit))
 	}
-	fmt.Fprintf(w, "delivery %s (%s, from %s via %s): %s", d.ID, what, d.Source, d.ReceivedBy, d.Status)
+	fmt.Fprintf(w, "delivery %s (%s, from %s via %s): %s", d.ID, printable(what), d.Source, d.ReceivedBy, d.Status)
 	if d.Reason != "" {
 		fmt.Fprintf(w, ": %s", printableLines(d.Reason, "  "))
 	}
