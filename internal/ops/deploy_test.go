@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -196,5 +197,63 @@ func TestDeploySocketRefusesNonRoot(t *testing.T) {
 	}()
 	if !errors.Is(dialErr, syscall.EACCES) {
 		t.Errorf("dial as uid 65534 = %v; want permission denied", dialErr)
+	}
+}
+
+// TestPlanAndLock: 'tandem deploy plan' says what would run next, in which
+// order, and why it is held back, changing nothing; 'deploy lock' needs a
+// message, and the plan shows it.
+func TestPlanAndLock(t *testing.T) {
+	ctx := context.Background()
+	d, fc, _ := newDeliveryOps(t, false)
+	healthy := map[string]deploy.NodeHealth{"node1": {Reachable: true, Healthy: true}, "node2": {Reachable: true, Healthy: true}}
+	d.Health = func(time.Time) map[string]deploy.NodeHealth { return healthy }
+	for _, c := range []state.Command{
+		state.SetDeployPolicy{Policy: state.DeployPolicy{Packages: []string{"site"}, Auto: true}},
+		state.ReceiveDelivery{Delivery: state.Delivery{ID: "d-1", Source: "gitlab", ReceivedAt: t0, Keys: []string{"k1"}}},
+		state.ReceiveDelivery{Delivery: state.Delivery{ID: "d-2", Source: "gitlab", ReceivedAt: t0.Add(time.Second), Keys: []string{"k2"}}},
+	} {
+		if err := fc.Apply(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := fc.index
+	p := d.Plan()
+	if p.Next == nil || p.Next.ID != "d-2" || p.Queued != 2 || p.HeldBack != "" || p.Holder != "node1" ||
+		strings.Join(p.Order, " ") != "node2 node1" {
+		t.Errorf("plan %+v (next %+v); want d-2 next of 2, node2 then the holder node1, not held back", p, p.Next)
+	}
+	healthy["node2"] = deploy.NodeHealth{Reachable: false}
+	if p := d.Plan(); !strings.Contains(p.HeldBack, "node2 is unreachable") {
+		t.Errorf("degraded cluster: held back %q; want node2 named", p.HeldBack)
+	}
+	if fc.index != before {
+		t.Errorf("the plan committed %d commands", fc.index-before)
+	}
+
+	h, err := localapi.Handler(d.Routes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock := func(body string) int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/v1/deploy/lock", strings.NewReader(body)))
+		return rec.Code
+	}
+	if code := lock(`{"lock":true,"message":"  "}`); code < 400 || fc.m.View().Deploy().Lock != nil {
+		t.Errorf("a lock without a message answered %d, lock %+v; want refused", code, fc.m.View().Deploy().Lock)
+	}
+	healthy["node2"] = deploy.NodeHealth{Reachable: true, Healthy: true}
+	if code := lock(`{"lock":true,"message":"release freeze"}`); code != http.StatusOK {
+		t.Fatalf("lock answered %d", code)
+	}
+	if l := fc.m.View().Deploy().Lock; l == nil || l.Message != "release freeze" || l.By != "node1" {
+		t.Errorf("lock %+v", l)
+	}
+	if p := d.Plan(); !strings.Contains(p.HeldBack, "release freeze") {
+		t.Errorf("locked: held back %q; want the message", p.HeldBack)
+	}
+	if code := lock(`{"lock":false}`); code != http.StatusOK || fc.m.View().Deploy().Lock != nil {
+		t.Errorf("unlock answered %d, lock %+v", code, fc.m.View().Deploy().Lock)
 	}
 }
