@@ -321,7 +321,7 @@ func (p *Poller) Run(ctx context.Context) error {
 				if _, dup := dep.Duplicate(d.DedupeKeys()); dup {
 					continue
 				}
-				if id, ok := RefusedBefore(dep, d.DedupeKeys()); ok {
+				if id, ok := RefusedBefore(dep, d); ok {
 					p.Logger.Debug("poll: this build was refused before; not fetching it again", "source", src.Name, "delivery", id, "commit", d.Commit)
 					continue
 				}
@@ -338,20 +338,38 @@ func (p *Poller) Run(ctx context.Context) error {
 	}
 }
 
-// RefusedBefore returns the delivery under one of keys whose release was
-// refused at fetch (see ReasonRefused). The state still takes a manual
-// redelivery of it, but the poll fallback leaves it alone: it would only
-// download and refuse it again every interval.
-func RefusedBefore(dep *state.Deploy, keys []string) (string, bool) {
+// RefusedBefore returns the delivery of the same build as d (the same
+// GitLab pipeline, workflow run or generic .deb) whose release was refused
+// at fetch (see ReasonRefused). The state still takes a manual redelivery
+// of it, but the poll fallback leaves it alone: it would only download and
+// refuse it again every interval. A new pipeline for the same commit is
+// another build, and is polled.
+func RefusedBefore(dep *state.Deploy, d webhook.Delivery) (string, bool) {
 	for _, x := range slices.Backward(dep.Deliveries) {
 		if x.Status != state.DeliveryFailed || !strings.HasPrefix(x.Reason, ReasonRefused) {
 			continue
 		}
-		if slices.ContainsFunc(keys, func(k string) bool { return slices.Contains(x.Keys, k) }) {
+		h, err := ParseHint(x)
+		if err == nil && sameBuild(h, d) {
 			return x.ID, true
 		}
 	}
 	return "", false
+}
+
+// sameBuild reports whether two deliveries announce one build.
+func sameBuild(a, b webhook.Delivery) bool {
+	switch {
+	case a.Source != b.Source || !strings.EqualFold(a.Project, b.Project):
+		return false
+	case a.PipelineID != 0 || b.PipelineID != 0:
+		return a.PipelineID == b.PipelineID
+	case a.RunID != 0 || b.RunID != 0:
+		return a.RunID == b.RunID
+	case a.Release != nil && b.Release != nil:
+		return a.Release.SHA256 == b.Release.SHA256
+	}
+	return false
 }
 
 // ParseHint decodes a delivery's webhook payload.

@@ -2,6 +2,8 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -19,6 +21,13 @@ func build(c string) webhook.Delivery {
 		Ref: "main", RefKind: webhook.RefBranch, Commit: c, Status: "success", PipelineID: 7, JobID: 9}
 }
 
+// rerun is another pipeline for the commit of b.
+func rerun(b webhook.Delivery) webhook.Delivery {
+	b.PipelineID++
+	b.ID = fmt.Sprintf("poll:gitlab:%d", b.PipelineID)
+	return b
+}
+
 func commit(b byte) string {
 	out := make([]byte, 40)
 	for i := range out {
@@ -32,7 +41,7 @@ func commit(b byte) string {
 // queued again; one whose fetch failed for the forge's sake is; an
 // interval of 0 turns polling off.
 func TestPoller(t *testing.T) {
-	fresh, dup, refusedBuild, forgeDown := build(commit('a')), build(commit('b')), build(commit('c')), build(commit('d'))
+	fresh, dup, refusedBuild, forgeDown, fixed := build(commit('a')), build(commit('b')), build(commit('c')), build(commit('d')), build(commit('e'))
 	tests := []struct {
 		name     string
 		self     string // the polling node (node1 holds the IP)
@@ -50,6 +59,8 @@ func TestPoller(t *testing.T) {
 			prior: map[string]string{dup.Commit: ""}, calls: 3},
 		{name: "a build refused at fetch is not fetched again", self: "node1", interval: time.Minute, polled: []webhook.Delivery{refusedBuild},
 			prior: map[string]string{refusedBuild.Commit: ReasonRefused + "verify site.deb: artifact SHA-256 does not match"}, calls: 3},
+		{name: "a new pipeline for the commit of a refused build is fetched", self: "node1", interval: time.Minute, polled: []webhook.Delivery{rerun(fixed)},
+			prior: map[string]string{fixed.Commit: ReasonRefused + "verify site.deb: artifact SHA-256 does not match"}, want: []string{fixed.Commit}, calls: 3},
 		{name: "a build the forge could not serve is tried again", self: "node1", interval: time.Minute, polled: []webhook.Delivery{forgeDown},
 			prior: map[string]string{forgeDown.Commit: "fetch: GET https://gitlab.example/api/v4/...: 503"}, want: []string{forgeDown.Commit}, calls: 3},
 	}
@@ -61,8 +72,12 @@ func TestPoller(t *testing.T) {
 					d := build(c)
 					d.ID = "webhook-" + c[:4]
 					s.now = s.now.Add(time.Second)
+					hint, err := json.Marshal(d)
+					if err != nil {
+						t.Fatal(err)
+					}
 					s.must(state.ReceiveDelivery{Delivery: state.Delivery{ID: "d-" + c[:4], Source: "gitlab", Kind: "gitlab",
-						Commit: c, Keys: d.DedupeKeys(), ReceivedBy: "node1", ReceivedAt: s.now}})
+						Commit: c, Keys: d.DedupeKeys(), Hint: hint, ReceivedBy: "node1", ReceivedAt: s.now}})
 					if reason != "" {
 						s.must(state.StartRollout{Rollout: state.Rollout{ID: "d-" + c[:4], Phase: state.PhaseFetch, Driver: "witness", StartedAt: s.now}})
 						s.must(state.FinishRollout{ID: "d-" + c[:4], Driver: "witness", Outcome: state.DeliveryFailed, Reason: reason, At: s.now})
