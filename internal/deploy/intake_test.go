@@ -129,3 +129,50 @@ func TestIntakeAnswers(t *testing.T) {
 		})
 	}
 }
+
+// TestSecretRotationWithoutRestart: the listener reads a source's secret
+// file again when it changes, so an operator rotates by editing it.
+func TestSecretRotationWithoutRestart(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "gh.secret")
+	set := func(text string, mod time.Time) {
+		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(file, mod, mod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Now().Add(-time.Hour)
+	set("old-secret\n", t0)
+	in := NewIntake(IntakeOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Sources: []Source{{Name: "gh", Kind: webhook.GitHub, Rules: webhook.Rules{Branches: []string{"main"}}, SecretFile: file}}})
+	body := []byte(`{}`)
+	answer := func(secret string) int {
+		req := httptest.NewRequest(http.MethodPost, "/webhook/gh", bytes.NewReader(body))
+		req.Header.Set("X-GitHub-Event", "ping")
+		req.Header.Set("X-Hub-Signature-256", webhook.SignHex([]byte(secret), body))
+		rec := httptest.NewRecorder()
+		in.Handler().ServeHTTP(rec, req)
+		return rec.Code
+	}
+	steps := []struct {
+		file     string // "" = unchanged
+		secret   string
+		want     int
+		whatText string
+	}{
+		{"", "old-secret", 200, "the configured secret"},
+		{"old-secret\nnew-secret\n", "new-secret", 200, "the new secret while both are listed"},
+		{"", "old-secret", 200, "the old secret while both are listed"},
+		{"new-secret\n", "old-secret", 401, "the old secret once removed"},
+		{"", "new-secret", 200, "the new secret once alone"},
+	}
+	for i, st := range steps {
+		if st.file != "" {
+			set(st.file, t0.Add(time.Duration(i)*time.Minute))
+		}
+		if got := answer(st.secret); got != st.want {
+			t.Errorf("step %d, %s: %d; want %d", i, st.whatText, got, st.want)
+		}
+	}
+}
