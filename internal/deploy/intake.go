@@ -29,6 +29,10 @@ const (
 	SourceRollback = "rollback"
 )
 
+// UnknownSource is the source label of deliveries to a path that names
+// no configured source.
+const UnknownSource = "(unknown)"
+
 // Source is one configured webhook source.
 type Source struct {
 	Name  string
@@ -145,7 +149,9 @@ func (in *Intake) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if src == nil {
-		in.o.OnDelivery(name, "unknown_source")
+		// The path is the sender's to choose: one label for all of them,
+		// so a stranger cannot grow the metrics without bound.
+		in.o.OnDelivery(UnknownSource, "unknown_source")
 		reply(w, http.StatusNotFound, Reply{Status: "error", Reason: fmt.Sprintf("no deploy.source named %q", name)})
 		return
 	}

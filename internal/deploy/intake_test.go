@@ -85,7 +85,8 @@ func TestIntakeAnswers(t *testing.T) {
 		{"another project's run", "/webhook/gh", github("g-8", foreign, ghSecret), foreign, 200, "ignored", 0, "gh ignored"},
 		{"a failed run", "/webhook/gh", github("g-5", failed, ghSecret), failed, 200, "ignored", 0, "gh ignored"},
 		{"signed but not JSON", "/webhook/gh", github("g-6", []byte("{"), ghSecret), []byte("{"), 400, "error", 0, "gh malformed"},
-		{"a source nobody configured", "/webhook/bitbucket", github("g-7", run, ghSecret), run, 404, "error", 0, "bitbucket unknown_source"},
+		{"a source nobody configured", "/webhook/bitbucket", github("g-7", run, ghSecret), run, 404, "error", 0, UnknownSource + " unknown_source"},
+		{"another made-up source", "/webhook/x0000001", github("g-9", run, ghSecret), run, 404, "error", 0, UnknownSource + " unknown_source"},
 		{"a generic release", "/webhook/ci", generic("m-1", release, time.Now()), release, 202, "queued", 1, "ci accepted"},
 		{"the same project, commit and digest under a new webhook-id", "/webhook/ci", generic("m-2", release, time.Now()), release, 200, "duplicate", 0, "ci duplicate"},
 		{"the same commit, another build", "/webhook/ci", generic("m-3", otherBuild, time.Now()), otherBuild, 202, "queued", 1, "ci accepted"},
@@ -127,6 +128,11 @@ func TestIntakeAnswers(t *testing.T) {
 				t.Errorf("a 401 tells a stranger about the secret: %q", rep.Reason)
 			}
 		})
+	}
+	for k := range counts {
+		if src, _, _ := strings.Cut(k, " "); src != "gh" && src != "ci" && src != UnknownSource {
+			t.Errorf("a metrics label the sender chose: %q", k)
+		}
 	}
 }
 
