@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -49,8 +50,14 @@ Subcommands show and steer rollouts: status, plan, lock, unlock.`,
 			ctx := cmd.Context()
 			req := localapi.DeployRequest{Force: force}
 			if u := args[0]; strings.HasPrefix(u, "https://") || strings.HasPrefix(u, "http://") {
+				if sum, err := hex.DecodeString(sha); err != nil || len(sum) != 32 {
+					return &UsageError{Err: errors.New("a URL needs --sha256 with the .deb's 64-digit hex SHA-256 (sha256sum FILE)")}
+				}
 				req.URL, req.SHA256 = u, sha
 			} else {
+				if sha != "" {
+					return &UsageError{Err: errors.New("--sha256 goes with a URL; a file's SHA-256 is computed here")}
+				}
 				cfg, err := e.loadConfig()
 				if err != nil {
 					return err
