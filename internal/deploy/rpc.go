@@ -52,12 +52,14 @@ func (l *Local) Handlers(c Caller) map[string]http.Handler {
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			if err := h(w, r, probe.Rollout); err != nil {
-				// 422: the release itself failed (the driver blames it);
-				// an error that says otherwise carries its own status.
+				// 422: the release itself failed (the driver blames it),
+				// unless this node says the fault is elsewhere. Only its
+				// own verdict counts: a peer's status wrapped inside the
+				// error (a failed copy) is not this answer's.
 				status := http.StatusUnprocessableEntity
-				var hs interface{ HTTPStatus() int }
-				if errors.As(err, &hs) {
-					status = hs.HTTPStatus()
+				var u unavailable
+				if errors.As(err, &u) {
+					status = u.HTTPStatus()
 				}
 				rpcError(w, status, err)
 			}

@@ -156,3 +156,40 @@ func TestFetchTellsARefusalFromAnOutage(t *testing.T) {
 		})
 	}
 }
+
+// peerStatusErr is a peer's answer as the cluster client returns it.
+type peerStatusErr struct{ status int }
+
+func (e peerStatusErr) Error() string   { return fmt.Sprintf("GET on node2: HTTP %d", e.status) }
+func (e peerStatusErr) HTTPStatus() int { return e.status }
+
+// failingPeers cannot copy any release.
+type failingPeers struct{}
+
+func (failingPeers) Open(context.Context, string, string) (io.ReadCloser, error) {
+	return nil, peerStatusErr{http.StatusNotFound}
+}
+
+// TestInstallAnswersItsOwnVerdict: an install that fails answers 422 (the
+// driver rolls back and blames the release) even when the error wraps a
+// peer's own HTTP status, such as a 404 from a failed copy.
+func TestInstallAnswersItsOwnVerdict(t *testing.T) {
+	s := newSim(t, "node1", "node2")
+	s.receive("d-1", false)
+	s.must(state.StartRollout{Rollout: state.Rollout{ID: "d-1", Phase: state.PhaseFetch, Driver: "witness", StartedAt: s.now}})
+	store, err := artifact.OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLocal(LocalOptions{Name: "node1", Cluster: s, Machine: s.m, Store: store, Peers: failingPeers{},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h := l.Handlers(fakeCaller{leader: "witness"})["POST /v1/deploy/install"]
+	body := fmt.Sprintf(`{"rollout":"d-1","package":"site","version":"0.2.0-1","digest":"%s","from":["node2"]}`, strings.Repeat("ab", 32))
+	req := httptest.NewRequest(http.MethodPost, "/v1/deploy/install", strings.NewReader(body))
+	req.Header.Set("X-Test-Peer", "witness")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusUnprocessableEntity || !strings.Contains(rec.Body.String(), "404") {
+		t.Fatalf("answered %d %s; want 422 naming the peer's 404", rec.Code, rec.Body)
+	}
+}
