@@ -61,6 +61,17 @@ func newDeployMetrics(reg *prometheus.Registry) *deployMetrics {
 	return m
 }
 
+// delivered counts a webhook delivery by source and outcome.
+func (m *deployMetrics) delivered(source, outcome string) {
+	m.deliveries.WithLabelValues(source, outcome).Inc()
+}
+
+// finished counts a rollout this node drove to its end, and its duration.
+func (m *deployMetrics) finished(r state.Rollout) {
+	m.rollouts.WithLabelValues(r.Outcome).Inc()
+	m.duration.WithLabelValues(r.Outcome).Observe(r.EndedAt.Sub(r.StartedAt).Seconds())
+}
+
 // buildDelivery wires delivery. The driver runs on every node, since any
 // voter may lead; the rest only on app nodes with a [deploy] section.
 func (a *Agent) buildDelivery(creds clusterCaller) (*delivery, error) {
@@ -72,10 +83,7 @@ func (a *Agent) buildDelivery(creds clusterCaller) (*delivery, error) {
 		Nodes: deploy.RemoteNodes{C: a.node}, Mover: mover{a.fo},
 		Health: a.nodeHealth,
 		Logger: log,
-		OnFinish: func(r state.Rollout) {
-			m.rollouts.WithLabelValues(r.Outcome).Inc()
-			m.duration.WithLabelValues(r.Outcome).Observe(r.EndedAt.Sub(r.StartedAt).Seconds())
-		},
+		OnFinish: m.finished,
 	})
 	d.ops = &ops.Delivery{Name: cfg.Node.Name, Cluster: clusterAdapter{a.node}, Machine: a.machine,
 		Health: a.nodeHealth}
@@ -116,7 +124,7 @@ func (a *Agent) buildDelivery(creds clusterCaller) (*delivery, error) {
 	d.ops.StoreDir = store.Dir()
 	d.intake = deploy.NewIntake(deploy.IntakeOptions{
 		Name: cfg.Node.Name, Cluster: clusterAdapter{a.node}, Machine: a.machine, Sources: sources, Logger: log,
-		OnDelivery: func(source, outcome string) { m.deliveries.WithLabelValues(source, outcome).Inc() },
+		OnDelivery: m.delivered,
 	})
 	if err := d.intake.Check(); err != nil {
 		return nil, err
@@ -196,7 +204,7 @@ func deploySources(dc config.Deploy, maxSize int64) ([]deploy.Source, map[string
 		if err != nil {
 			return nil, nil, fmt.Errorf("deploy.source %s: %w", s.Name, err)
 		}
-		rules := webhook.Rules{Branches: s.Branches, Tags: s.Tags, Job: s.Job}
+		rules := webhook.Rules{Branches: s.Branches, Tags: s.Tags, Job: s.Job, Project: s.Project}
 		if err := rules.Validate(); err != nil {
 			return nil, nil, fmt.Errorf("deploy.source %s: %w", s.Name, err)
 		}

@@ -2,6 +2,8 @@ package artifact
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -72,6 +74,42 @@ func FuzzParsePublicKey(f *testing.F) {
 		}
 		if err != nil && len(s) > 24 && strings.Contains(err.Error(), s) {
 			t.Fatalf("the error repeats the whole input: %v", err)
+		}
+	})
+}
+
+// FuzzVerifySignature: a .sig file comes from the CI's artifacts, so it
+// is untrusted. No input panics, and only the genuine signature verifies:
+// any other file verifying would let a leaked CI token ship code.
+func FuzzVerifySignature(f *testing.F) {
+	pub, priv, err := GenerateKey()
+	if err != nil {
+		f.Fatal(err)
+	}
+	key, _ := ParsePublicKey(pub)
+	sk, _ := ParsePrivateKey(priv)
+	digest := strings.Repeat("ab", 32)
+	good, err := Sign(sk, digest)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte("\n"))
+	f.Add([]byte(strings.Repeat("A", 88)))
+	f.Add(append([]byte(" \t"), good...))
+	f.Fuzz(func(t *testing.T, sig []byte) {
+		err := VerifySignature(sig, digest, []ed25519.PublicKey{key})
+		if err == nil && !bytes.Equal(bytes.TrimSpace(sig), bytes.TrimSpace(good)) {
+			// ed25519 signatures are not malleable (RFC 8032 checks S < L),
+			// so another encoding of the same bytes is the only other way in.
+			raw, derr := base64.StdEncoding.DecodeString(string(bytes.TrimSpace(sig)))
+			want, _ := base64.StdEncoding.DecodeString(string(bytes.TrimSpace(good)))
+			if derr != nil || !bytes.Equal(raw, want) {
+				t.Fatalf("a signature other than the genuine one verified: %q", sig)
+			}
+		}
+		if err != nil && !errors.Is(err, ErrSignature) {
+			t.Fatalf("error does not wrap ErrSignature: %v", err)
 		}
 	})
 }

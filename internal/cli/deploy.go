@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -49,8 +50,14 @@ Subcommands show and steer rollouts: status, plan, lock, unlock.`,
 			ctx := cmd.Context()
 			req := localapi.DeployRequest{Force: force}
 			if u := args[0]; strings.HasPrefix(u, "https://") || strings.HasPrefix(u, "http://") {
+				if sum, err := hex.DecodeString(sha); err != nil || len(sum) != 32 {
+					return &UsageError{Err: errors.New("a URL needs --sha256 with the .deb's 64-digit hex SHA-256 (sha256sum FILE)")}
+				}
 				req.URL, req.SHA256 = u, sha
 			} else {
+				if sha != "" {
+					return &UsageError{Err: errors.New("--sha256 goes with a URL; a file's SHA-256 is computed here")}
+				}
 				cfg, err := e.loadConfig()
 				if err != nil {
 					return err
@@ -192,7 +199,7 @@ func printDelivery(w io.Writer, d state.Delivery) {
 	if what == "" {
 		what = strings.TrimSpace(d.Ref + " " + shortSHA(d.Commit))
 	}
-	fmt.Fprintf(w, "delivery %s (%s, from %s via %s): %s", d.ID, what, d.Source, d.ReceivedBy, d.Status)
+	fmt.Fprintf(w, "delivery %s (%s, from %s via %s): %s", d.ID, printable(what), d.Source, d.ReceivedBy, d.Status)
 	if d.Reason != "" {
 		fmt.Fprintf(w, ": %s", printableLines(d.Reason, "  "))
 	}
@@ -460,7 +467,7 @@ an old saved delivery still verifies. Nothing is sent to the cluster.`,
 					now = time.Unix(sec, 0)
 				}
 			}
-			in := webhook.Intake{Source: kind, Secrets: secrets, Rules: webhook.Rules{Branches: src.Branches, Tags: src.Tags, Job: src.Job}}
+			in := webhook.Intake{Source: kind, Secrets: secrets, Rules: webhook.Rules{Branches: src.Branches, Tags: src.Tags, Job: src.Job, Project: src.Project}}
 			d, err := in.Receive(h, body, now)
 			status := webhook.HTTPStatus(err)
 			if err == nil {

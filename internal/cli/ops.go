@@ -394,23 +394,24 @@ func printDeliveryStatus(w io.Writer, d *localapi.DeliveryStatus) {
 	var parts []string
 	for _, n := range slices.Sorted(maps.Keys(d.Installed)) {
 		for _, p := range slices.Sorted(maps.Keys(d.Installed[n])) {
-			parts = append(parts, fmt.Sprintf("%s %s %s", n, p, d.Installed[n][p].Version))
+			parts = append(parts, printable(fmt.Sprintf("%s %s %s", n, p, d.Installed[n][p].Version)))
 		}
 	}
 	if len(parts) > 0 {
 		fmt.Fprintf(w, "release: %s\n", strings.Join(parts, ", "))
 	}
 	if r := d.Rollout; r != nil {
-		fmt.Fprintf(w, "rollout: %s %s %s (%s phase, driven by %s, %s): %s\n", r.Delivery, r.Package, r.Version, r.Phase, r.Driver,
-			time.Since(r.Started).Round(time.Second), orDash(r.Step))
+		fmt.Fprintf(w, "rollout: %s %s %s (%s phase, driven by %s, %s): %s\n", r.Delivery, printable(r.Package), printable(r.Version), r.Phase, r.Driver,
+			time.Since(r.Started).Round(time.Second), printable(orDash(r.Step)))
 	} else if d.LastOutcome != "" {
-		fmt.Fprintf(w, "last rollout: %s: %s\n", d.LastOutcome, d.LastReason)
+		// The reason may quote a forge's or a node's error text.
+		fmt.Fprintf(w, "last rollout: %s: %s\n", d.LastOutcome, printableLines(d.LastReason, "  "))
 	}
 	if d.Queued > 0 {
 		fmt.Fprintf(w, "queued:  %d deliveries ('tandem deploy plan')\n", d.Queued)
 	}
 	if d.Locked != "" {
-		fmt.Fprintf(w, "deploys locked: %s\n", d.Locked)
+		fmt.Fprintf(w, "deploys locked: %s\n", printable(d.Locked))
 	}
 }
 

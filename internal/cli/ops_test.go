@@ -52,3 +52,40 @@ func TestPrintableLinesKeepsLines(t *testing.T) {
 		t.Errorf("printableLines = %q; want %q", got, want)
 	}
 }
+
+// TestPrintDeliveryStatus: 'tandem status' shows each node's release and
+// the rollout in progress, and text that came from a forge or a peer
+// cannot drive the operator's terminal.
+func TestPrintDeliveryStatus(t *testing.T) {
+	installed := map[string]map[string]localapi.ReleaseStatus{
+		"node1": {"pysite": {Version: "0.2.0-1"}}, "node2": {"pysite": {Version: "0.3.0-1"}}}
+	tests := []struct {
+		name  string
+		d     localapi.DeliveryStatus
+		wants []string
+	}{
+		{"a rollout in progress", localapi.DeliveryStatus{Installed: installed, Queued: 2, Locked: "freeze\x1b[2J",
+			Rollout: &localapi.RolloutStatus{Delivery: "d-1", Package: "pysite", Version: "0.3.0-1", Phase: "forward", Driver: "witness",
+				Step: "#3 move node2 started", Started: time.Now().Add(-4 * time.Second)}},
+			[]string{"release: node1 pysite 0.2.0-1, node2 pysite 0.3.0-1", "rollout: d-1 pysite 0.3.0-1 (forward phase, driven by witness",
+				"#3 move node2 started", "queued:  2 deliveries", "deploys locked: freeze?[2J"}},
+		{"the last one failed", localapi.DeliveryStatus{Installed: installed, LastOutcome: "failed",
+			LastReason: "refused: verify: HTTP 500: \x1b]0;pwned\x07 body"},
+			[]string{"last rollout: failed: refused: verify: HTTP 500: ?]0;pwned? body"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			printDeliveryStatus(&b, &tt.d)
+			out := b.String()
+			for _, want := range tt.wants {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+			if strings.ContainsAny(out, "\x1b\x07") {
+				t.Errorf("output carries terminal control characters: %q", out)
+			}
+		})
+	}
+}

@@ -216,3 +216,51 @@ func TestMaxMovesPerHourIsDeprecated(t *testing.T) {
 		t.Fatalf("Parse(minimal) = %v, warnings %v; want none", err, clean.Warnings)
 	}
 }
+
+// TestDeployDefaults: the delivery defaults the README promises (poll
+// every 5 minutes, "0s" turns it off; keep 5 releases; 256 MiB cap; 3 s
+// soak; automatic deploys on).
+func TestDeployDefaults(t *testing.T) {
+	base := minimal + "[deploy]\npackages = [\"site\"]\n"
+	tests := []struct {
+		name  string
+		extra string
+		check func(d Deploy) string
+	}{
+		{"defaults", "", func(d Deploy) string {
+			if d.PollInterval.D() != 5*time.Minute || d.Keep != 5 || d.MaxSize != 256<<20 || d.Soak.D() != DefaultSoak || !d.Auto {
+				return fmt.Sprintf("poll %s keep %d max %d soak %s auto %v", d.PollInterval.D(), d.Keep, d.MaxSize, d.Soak.D(), d.Auto)
+			}
+			return ""
+		}},
+		{"polling off", "poll_interval = \"0s\"\n", func(d Deploy) string {
+			if d.PollInterval.D() != 0 {
+				return fmt.Sprintf("poll %s; want 0 (off)", d.PollInterval.D())
+			}
+			return ""
+		}},
+		{"keep 10, poll 1m", "keep = 10\npoll_interval = \"1m\"\n", func(d Deploy) string {
+			if d.Keep != 10 || d.PollInterval.D() != time.Minute {
+				return fmt.Sprintf("keep %d poll %s", d.Keep, d.PollInterval.D())
+			}
+			return ""
+		}},
+		{"no soak", "soak = \"0s\"\n", func(d Deploy) string {
+			if d.Soak.D() != 0 {
+				return fmt.Sprintf("soak %s; want 0", d.Soak.D())
+			}
+			return ""
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse("t.toml", []byte(base+tt.extra))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if msg := tt.check(c.Deploy); msg != "" {
+				t.Error(msg)
+			}
+		})
+	}
+}

@@ -120,6 +120,13 @@ type Driver struct {
 	waiting map[string]time.Time
 }
 
+// ReasonRefused starts the reason of a delivery whose release was refused
+// before any node installed it: it failed verification (checksum,
+// signature, a package the cluster does not run), is older than what runs,
+// or failed before. The poll fallback does not fetch such a build again
+// (a forge that was merely unreachable is tried again).
+const ReasonRefused = "refused: "
+
 // errWaiting is a step the driver retries later: a node it must install
 // on is unreachable, for less than the gate timeout so far.
 var errWaiting = errors.New("waiting for a node to come back")
@@ -369,10 +376,13 @@ func (d *Driver) fetch(ctx context.Context, s state.Snapshot, r *state.Rollout) 
 		if errors.As(err, &je) {
 			return err
 		}
+		if releaseFault(err) {
+			return d.finish(ctx, r, state.DeliveryFailed, ReasonRefused+err.Error(), false)
+		}
 		return d.finish(ctx, r, state.DeliveryFailed, "fetch: "+err.Error(), false)
 	}
 	if why, ok := dep.Bad[res.Digest]; ok && !r.Force {
-		return d.finish(ctx, r, state.DeliveryFailed, "this release failed before ("+why+"); deploy it with --force to try again", false)
+		return d.finish(ctx, r, state.DeliveryFailed, ReasonRefused+"this release failed before ("+why+"); deploy it with --force to try again", false)
 	}
 	prev := map[string]state.Release{}
 	targets := map[string]state.Release{}
@@ -388,7 +398,7 @@ func (d *Driver) fetch(ctx context.Context, s state.Snapshot, r *state.Rollout) 
 		if cur.Version != "" && !r.Force {
 			if c, err := debversion.Compare(res.Version, cur.Version); err == nil && c < 0 {
 				return d.finish(ctx, r, state.DeliveryFailed,
-					fmt.Sprintf("%s %s is older than %s on %s; deploy it with --force or use 'tandem rollback'", res.Package, res.Version, cur.Version, name), false)
+					ReasonRefused+fmt.Sprintf("%s %s is older than %s on %s; deploy it with --force or use 'tandem rollback'", res.Package, res.Version, cur.Version, name), false)
 			}
 		}
 	}

@@ -211,6 +211,8 @@ func TestRollouts(t *testing.T) {
 		wantVers  string
 		wantHold  string
 		wantBad   bool
+		// wantReason starts the delivery's reason ("" = not checked).
+		wantReason string
 	}{
 		{
 			name:      "standby first, planned move, then the former holder",
@@ -274,14 +276,21 @@ func TestRollouts(t *testing.T) {
 			apps:      []string{"node1", "node2"},
 			setup:     func(s *sim) { s.fetched.Version = "0.0.9-1" },
 			wantCalls: []string{"fetch node1"},
-			wantOut:   state.DeliveryFailed, wantVers: "node1=0.1.0-1 node2=0.1.0-1", wantHold: "node1",
+			wantOut:   state.DeliveryFailed, wantVers: "node1=0.1.0-1 node2=0.1.0-1", wantHold: "node1", wantReason: ReasonRefused,
 		},
 		{
-			name:      "a failed fetch (bad checksum) installs nothing",
+			name:      "a refused fetch (bad checksum) installs nothing",
 			apps:      []string{"node1", "node2"},
-			setup:     func(s *sim) { s.fail["fetch"] = errors.New("artifact SHA-256 does not match") },
+			setup:     func(s *sim) { s.fail["fetch"] = refused{errors.New("artifact SHA-256 does not match")} },
 			wantCalls: []string{"fetch node1"},
-			wantOut:   state.DeliveryFailed, wantVers: "node1=0.1.0-1 node2=0.1.0-1", wantHold: "node1",
+			wantOut:   state.DeliveryFailed, wantVers: "node1=0.1.0-1 node2=0.1.0-1", wantHold: "node1", wantReason: ReasonRefused,
+		},
+		{
+			name:      "a fetch the forge could not serve installs nothing and blames nothing",
+			apps:      []string{"node1", "node2"},
+			setup:     func(s *sim) { s.fail["fetch"] = unavailable{errors.New("GET https://gitlab.example/api/v4: 503")} },
+			wantCalls: []string{"fetch node1"},
+			wantOut:   state.DeliveryFailed, wantVers: "node1=0.1.0-1 node2=0.1.0-1", wantHold: "node1", wantReason: "fetch: ",
 		},
 		{
 			name: "a release that failed before is not deployed again",
@@ -294,7 +303,7 @@ func TestRollouts(t *testing.T) {
 				s.receive("d-2", false)
 			},
 			wantCalls: []string{"fetch node1"},
-			wantOut:   state.DeliveryFailed, wantVers: "node1=0.1.0-1 node2=0.1.0-1", wantHold: "node1", wantBad: true,
+			wantOut:   state.DeliveryFailed, wantVers: "node1=0.1.0-1 node2=0.1.0-1", wantHold: "node1", wantBad: true, wantReason: ReasonRefused,
 		},
 		{
 			name:      "a degraded cluster holds an automatic deploy back",
@@ -319,6 +328,9 @@ func TestRollouts(t *testing.T) {
 			last := dep.Deliveries[len(dep.Deliveries)-1]
 			if last.Status != tt.wantOut {
 				t.Errorf("delivery %s: %s (%s); want %s", last.ID, last.Status, last.Reason, tt.wantOut)
+			}
+			if !strings.HasPrefix(last.Reason, tt.wantReason) {
+				t.Errorf("delivery %s reason %q; want it to start with %q", last.ID, last.Reason, tt.wantReason)
 			}
 			if got := s.versions(); got != tt.wantVers {
 				t.Errorf("versions %q; want %q", got, tt.wantVers)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,10 @@ const (
 	// was verified when it was first deployed.
 	SourceRollback = "rollback"
 )
+
+// UnknownSource is the source label of deliveries to a path that names
+// no configured source.
+const UnknownSource = "(unknown)"
 
 // Source is one configured webhook source.
 type Source struct {
@@ -144,7 +149,9 @@ func (in *Intake) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if src == nil {
-		in.o.OnDelivery(name, "unknown_source")
+		// The path is the sender's to choose: one label for all of them,
+		// so a stranger cannot grow the metrics without bound.
+		in.o.OnDelivery(UnknownSource, "unknown_source")
 		reply(w, http.StatusNotFound, Reply{Status: "error", Reason: fmt.Sprintf("no deploy.source named %q", name)})
 		return
 	}
@@ -253,7 +260,11 @@ func NewID() string {
 func (in *Intake) Serve(ctx context.Context, addr, certFile, keyFile string) error {
 	srv := &http.Server{Addr: addr, Handler: in.Handler(), ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second,
-		MaxHeaderBytes: 64 << 10}
+		MaxHeaderBytes: 64 << 10,
+		// The server's own complaints (TLS handshakes of scanners, bad
+		// requests) go to the agent's log, not to stderr: debug, as any
+		// stranger can cause them.
+		ErrorLog: slog.NewLogLogger(in.log.Handler(), slog.LevelDebug)}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("webhook listener: %w (set deploy.listen to a free port, or \"\" to disable)", err)
@@ -312,7 +323,12 @@ func (p *Poller) Run(ctx context.Context) error {
 				continue
 			}
 			for _, d := range ds {
-				if _, dup := p.Machine.View().Deploy().Duplicate(d.DedupeKeys()); dup {
+				dep := p.Machine.View().Deploy()
+				if _, dup := dep.Duplicate(d.DedupeKeys()); dup {
+					continue
+				}
+				if id, ok := RefusedBefore(dep, d); ok {
+					p.Logger.Debug("poll: this build was refused before; not fetching it again", "source", src.Name, "delivery", id, "commit", d.Commit)
 					continue
 				}
 				id, err := p.Intake.Commit(ctx, src.Name, d, false, false)
@@ -326,6 +342,40 @@ func (p *Poller) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// RefusedBefore returns the delivery of the same build as d (the same
+// GitLab pipeline, workflow run or generic .deb) whose release was refused
+// at fetch (see ReasonRefused). The state still takes a manual redelivery
+// of it, but the poll fallback leaves it alone: it would only download and
+// refuse it again every interval. A new pipeline for the same commit is
+// another build, and is polled.
+func RefusedBefore(dep *state.Deploy, d webhook.Delivery) (string, bool) {
+	for _, x := range slices.Backward(dep.Deliveries) {
+		if x.Status != state.DeliveryFailed || !strings.HasPrefix(x.Reason, ReasonRefused) {
+			continue
+		}
+		h, err := ParseHint(x)
+		if err == nil && sameBuild(h, d) {
+			return x.ID, true
+		}
+	}
+	return "", false
+}
+
+// sameBuild reports whether two deliveries announce one build.
+func sameBuild(a, b webhook.Delivery) bool {
+	switch {
+	case a.Source != b.Source || !strings.EqualFold(a.Project, b.Project):
+		return false
+	case a.PipelineID != 0 || b.PipelineID != 0:
+		return a.PipelineID == b.PipelineID
+	case a.RunID != 0 || b.RunID != 0:
+		return a.RunID == b.RunID
+	case a.Release != nil && b.Release != nil:
+		return a.Release.SHA256 == b.Release.SHA256
+	}
+	return false
 }
 
 // ParseHint decodes a delivery's webhook payload.

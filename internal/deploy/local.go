@@ -225,7 +225,7 @@ func (l *Local) waitDelivery(ctx context.Context, id string) (state.Delivery, er
 func (l *Local) Fetch(ctx context.Context, req FetchRequest) (FetchResult, error) {
 	del, err := l.waitDelivery(ctx, req.Rollout)
 	if err != nil {
-		return FetchResult{}, err
+		return FetchResult{}, unavailable{err}
 	}
 	if del.Kind == KindFile {
 		// 'tandem deploy FILE' (or a rollback) stored it here already.
@@ -241,7 +241,7 @@ func (l *Local) Fetch(ctx context.Context, req FetchRequest) (FetchResult, error
 			want.Signature = sig
 		}
 		if _, err := os.Stat(l.o.Store.Path(del.Digest)); err != nil {
-			return FetchResult{}, fmt.Errorf("release sha256:%s is no longer in %s's store", short(del.Digest), l.o.Name)
+			return FetchResult{}, unavailable{fmt.Errorf("release sha256:%s is no longer in %s's store", short(del.Digest), l.o.Name)}
 		}
 		if del.Source == SourceRollback && want.Signature == nil {
 			// A rollback target was verified when it was first deployed.
@@ -257,12 +257,15 @@ func (l *Local) Fetch(ctx context.Context, req FetchRequest) (FetchResult, error
 	}
 	dir, err := os.MkdirTemp(l.o.Store.Dir(), ".fetch-")
 	if err != nil {
-		return FetchResult{}, fmt.Errorf("fetch: %w", err)
+		return FetchResult{}, unavailable{fmt.Errorf("fetch: %w", err)}
 	}
 	defer os.RemoveAll(dir)
 	path, want, err := l.o.Fetcher.Fetch(ctx, del, dir)
 	if err != nil {
-		return FetchResult{}, err
+		if refusal(err) {
+			return FetchResult{}, err
+		}
+		return FetchResult{}, unavailable{err}
 	}
 	rel, err := l.o.Policy.VerifyFile(path, want)
 	if err != nil {
@@ -270,11 +273,11 @@ func (l *Local) Fetch(ctx context.Context, req FetchRequest) (FetchResult, error
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return FetchResult{}, err
+		return FetchResult{}, unavailable{err}
 	}
 	defer f.Close()
 	if _, err := l.o.Store.Put(f, l.o.Policy.MaxSize, rel.SHA256); err != nil {
-		return FetchResult{}, fmt.Errorf("store release: %w", err)
+		return FetchResult{}, unavailable{fmt.Errorf("store release: %w", err)}
 	}
 	return l.result(rel, want.Signature), nil
 }
@@ -533,6 +536,18 @@ func (l *Local) StoreFile(r io.Reader) (FetchResult, error) {
 		return FetchResult{}, err
 	}
 	return res, nil
+}
+
+// refusal reports whether a fetch error is the release's own fault (too
+// large, a wrong checksum or signature, not a .deb the cluster runs), as
+// opposed to the forge being unreachable or the build not found yet.
+func refusal(err error) bool {
+	for _, e := range []error{artifact.ErrTooLarge, artifact.ErrChecksum, artifact.ErrSignature, artifact.ErrCorrupt, artifact.ErrNotAllowed, artifact.ErrNotNewer} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func isDigest(s string) bool {

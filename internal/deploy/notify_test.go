@@ -45,10 +45,13 @@ func TestNotifierSendsSignedOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newSim(t, "node1", "node2")
-	n := &Notifier{Name: "node1", Machine: s.m, URLs: []string{srv.URL}, Key: key, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	// Every app node runs a notifier; the IP holder's sends.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go n.Run(ctx)
+	for _, name := range []string{"node1", "node2"} {
+		n := &Notifier{Name: name, Machine: s.m, URLs: []string{srv.URL}, Key: key, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		go n.Run(ctx)
+	}
 	time.Sleep(50 * time.Millisecond) // let it record the history it starts with
 	s.receive("d-1", false)
 	s.fail["install node2 0.2.0-1"] = errWrap("gate")
@@ -63,6 +66,29 @@ func TestNotifierSendsSignedOutcomes(t *testing.T) {
 	}
 	if s.m.View().Deploy().History[0].Outcome != state.DeliveryRolledBack {
 		t.Fatal("setup: the rollout did not roll back")
+	}
+	// A good release, then one refused at fetch: deployed, then failed.
+	delete(s.fail, "install node2 0.2.0-1")
+	s.fetched = FetchResult{Package: "site", Version: "0.3.0-1", Digest: "v3digest", Size: 1000}
+	s.receive("d-2", false)
+	s.run(s.driver("witness"))
+	s.fail["fetch"] = refused{errWrap("artifact SHA-256 does not match")}
+	s.receive("d-3", false)
+	s.run(s.driver("witness"))
+	for _, want := range []struct{ typ, delivery string }{{"release.deployed", "d-2"}, {"release.failed", "d-3"}} {
+		select {
+		case note := <-got:
+			if note.Type != want.typ || note.Delivery != want.delivery {
+				t.Errorf("notification %s for %s; want %s for %s", note.Type, note.Delivery, want.typ, want.delivery)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s notification", want.typ)
+		}
+	}
+	select {
+	case note := <-got:
+		t.Errorf("a rollout was notified twice: %+v", note)
+	case <-time.After(200 * time.Millisecond):
 	}
 }
 

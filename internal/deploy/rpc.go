@@ -52,7 +52,16 @@ func (l *Local) Handlers(c Caller) map[string]http.Handler {
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			if err := h(w, r, probe.Rollout); err != nil {
-				rpcError(w, http.StatusUnprocessableEntity, err)
+				// 422: the release itself failed (the driver blames it),
+				// unless this node says the fault is elsewhere. Only its
+				// own verdict counts: a peer's status wrapped inside the
+				// error (a failed copy) is not this answer's.
+				status := http.StatusUnprocessableEntity
+				var u unavailable
+				if errors.As(err, &u) {
+					status = u.HTTPStatus()
+				}
+				rpcError(w, status, err)
 			}
 		})
 	}
@@ -94,8 +103,9 @@ func (l *Local) Handlers(c Caller) map[string]http.Handler {
 		}),
 		"GET /v1/deploy/artifact/{digest}": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			caller := c.PeerName(r)
-			if m, ok := l.o.Machine.View().Members[caller]; !ok || m.Role != state.RoleApp {
-				rpcError(w, http.StatusForbidden, fmt.Errorf("only app members may copy releases; %q is not one", caller))
+			// A joiner that is not promoted yet has been let in once, no more.
+			if m, ok := l.o.Machine.View().Members[caller]; !ok || m.Role != state.RoleApp || m.Pending {
+				rpcError(w, http.StatusForbidden, fmt.Errorf("only app members may copy releases; %q is not one (or still pending)", caller))
 				return
 			}
 			f, err := l.Artifact(r.PathValue("digest"))
@@ -112,6 +122,15 @@ func (l *Local) Handlers(c Caller) map[string]http.Handler {
 		}),
 	}
 }
+
+// unavailable is a fetch that failed for a reason other than the release:
+// the forge or the store could not be reached. It answers 502, so the
+// driver does not count it as a refusal of the release (see ReasonRefused).
+type unavailable struct{ err error }
+
+func (u unavailable) Error() string   { return u.err.Error() }
+func (u unavailable) Unwrap() error   { return u.err }
+func (u unavailable) HTTPStatus() int { return http.StatusBadGateway }
 
 // waitLeader reports whether caller is the raft leader, waiting briefly:
 // a new leader's first call may arrive before this node heard of it.

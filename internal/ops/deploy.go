@@ -2,10 +2,13 @@ package ops
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -88,8 +91,11 @@ func (o *Delivery) Deploy(ctx context.Context, r localapi.DeployRequest) (locala
 			del.Hint = []byte(fmt.Sprintf(`{"signature":%q}`, r.Signature))
 		}
 	case r.URL != "":
-		if len(r.SHA256) != 64 {
-			return localapi.DeployReply{}, errors.New("a URL needs --sha256 with the .deb's 64-digit SHA-256")
+		if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return localapi.DeployReply{}, fmt.Errorf("%q is neither a .deb file here nor an http(s) URL", r.URL)
+		}
+		if sum, err := hex.DecodeString(r.SHA256); err != nil || len(sum) != sha256.Size {
+			return localapi.DeployReply{}, errors.New("a URL needs --sha256 with the .deb's 64-digit hex SHA-256 (sha256sum FILE)")
 		}
 		d := webhook.Delivery{Source: webhook.Generic, ID: del.ID, Event: webhook.EventRelease,
 			Release: &webhook.Release{URL: r.URL, SHA256: strings.ToLower(r.SHA256)}}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -18,6 +19,11 @@ type Rules struct {
 	// or Gitea artifact's name. "" means: the one successful job with
 	// artifacts (GitLab), any artifact (GitHub, resolved when fetching).
 	Job string
+	// Project is the source's configured project ("group/site", a GitLab
+	// numeric ID, or "owner/repo"); "" accepts any. A delivery naming
+	// another project is answered 200 with the reason (the forge's API
+	// would refuse to fetch it anyway).
+	Project string
 }
 
 // Validate checks the tag patterns, naming the bad one.
@@ -38,6 +44,9 @@ func (r Rules) Validate() error {
 // Check returns nil when d's ref may deploy, else an error wrapping
 // ErrIrrelevant that says which ref and what is allowed.
 func (r Rules) Check(d Delivery) error {
+	if !r.ownProject(d) {
+		return fmt.Errorf("%w: the delivery is from project %s, this source is configured for %s", ErrIrrelevant, d.projectName(), r.Project)
+	}
 	if r.Allows(d.Ref, d.RefKind) {
 		return nil
 	}
@@ -65,6 +74,28 @@ func (r Rules) Allows(ref string, kind RefKind) bool {
 		}
 	}
 	return false
+}
+
+// ownProject reports whether d names the configured project, or names
+// none (a generic release may leave it out).
+func (r Rules) ownProject(d Delivery) bool {
+	if r.Project == "" || d.Project == "" && d.ProjectID == 0 {
+		return true
+	}
+	if id, err := strconv.ParseInt(r.Project, 10, 64); err == nil {
+		return d.ProjectID == id || d.Project == "id:"+r.Project
+	}
+	if strings.HasPrefix(d.Project, "id:") {
+		return true // an older GitLab's Job Hook names the ID only: the API settles it
+	}
+	return strings.EqualFold(d.Project, r.Project)
+}
+
+func (d Delivery) projectName() string {
+	if d.Project == "" {
+		return "id:" + itoa(d.ProjectID)
+	}
+	return d.Project
 }
 
 func (k RefKind) orRef() string {

@@ -115,6 +115,9 @@ func TestVerify(t *testing.T) {
 		{"forgejo", Forgejo, []string{"s3cret"}, header("X-Forgejo-Signature", bare), body, nil},
 		{"forgejo via gitea header", Forgejo, []string{"s3cret"}, header("X-Gitea-Signature", bare), body, nil},
 		{"forgejo wrong", Forgejo, []string{"nope"}, header("X-Forgejo-Signature", bare), body, ErrBadSignature},
+		{"forgejo with only the hub header", Forgejo, []string{"s3cret"}, header("X-Hub-Signature-256", gh), body, nil},
+		{"forgejo bad own header wins over a good hub header", Forgejo, []string{"s3cret"}, header("X-Forgejo-Signature", strings.Repeat("0", 64), "X-Hub-Signature-256", gh), body, ErrBadSignature},
+		{"forgejo no signature at all", Forgejo, []string{"s3cret"}, header("X-Forgejo-Event", "action_run"), body, ErrBadSignature},
 		{"generic", Generic, []string{whsec}, standardHeaders(whKey, "msg_1", now, body), body, nil},
 		{"generic rotated, several signatures", Generic, []string{oldSec}, standardHeaders(whKey, "msg_1", now, body, "v1a,AAAA", "v1,"+base64.StdEncoding.EncodeToString(make([]byte, 32))), body, ErrBadSignature},
 		{"generic old key still active", Generic, []string{whsec, oldSec}, standardHeaders(oldKey, "msg_1", now, body), body, nil},
@@ -206,6 +209,20 @@ func TestParse(t *testing.T) {
 			want: Delivery{Source: Forgejo, ID: "a7b2c4d5-e8f9-4a5b-9c7e-1f2a3b4c5d6e", Event: EventActionRun, Project: "site/pysite",
 				Ref: "main", Commit: "a1b2c3d4e5f6789012345678901234567890abcd", Status: "success",
 				WebURL: "https://forgejo.example/site/pysite/actions/runs/41", RunID: 12345}},
+		// Forgejo's action_run as it sends it: action success, failure or
+		// recover (a success after a failure), the outcome in status and
+		// conclusion; the SHA may come in capitals.
+		{name: "forgejo action_run recover", src: Forgejo, fixture: "forgejo_action_run_recover.json",
+			h: header("X-Forgejo-Event", "action_run", "X-Forgejo-Delivery", "e1", "X-Gitea-Delivery", "e1"),
+			want: Delivery{Source: Forgejo, ID: "e1", Event: EventActionRun, Project: "site/pysite",
+				Ref: "main", Commit: "b7e2c1d0a9f8e7d6c5b4a3928170f6e5d4c3b2a1", Status: "success",
+				WebURL: "https://forgejo.example/site/pysite/actions/runs/42", RunID: 12346}},
+		{name: "forgejo action_run failure", src: Forgejo, fixture: "forgejo_action_run_failure.json",
+			h: header("X-Forgejo-Event", "action_run"), wantErr: ErrIrrelevant},
+		{name: "forgejo action_run of a pull request", src: Forgejo, fixture: "forgejo_action_run_pull_request.json",
+			h: header("X-Forgejo-Event", "action_run"), wantErr: ErrIrrelevant},
+		{name: "forgejo action_run under Gitea's event header", src: Forgejo, fixture: "forgejo_action_run_failure.json",
+			h: header("X-Gitea-Event", "action_run"), wantErr: ErrIrrelevant},
 		{name: "generic release", src: Generic, fixture: "generic_release.json", h: header("Webhook-Id", "msg_2fX"),
 			want: Delivery{Source: Generic, ID: "msg_2fX", Event: EventRelease, Project: "site/pysite", Ref: "main", RefKind: RefBranch,
 				Commit: "bcbb5ec396a2c0f828686f14fac9b80b780504f2", Status: "success",
@@ -444,5 +461,34 @@ func TestDeliveryJSON(t *testing.T) {
 	}
 	if deref(back) != deref(d) || !strings.Contains(string(b), `"ref_kind":"branch"`) {
 		t.Errorf("round trip = %s\n%s", deref(back), b)
+	}
+}
+
+// TestRulesProject: a delivery naming another project than the source's
+// is irrelevant (200 with the reason), by path (any case) or GitLab ID.
+func TestRulesProject(t *testing.T) {
+	tests := []struct {
+		project string
+		d       Delivery
+		ok      bool
+	}{
+		{"", Delivery{Project: "evil/site"}, true},
+		{"site/pysite", Delivery{Project: "site/pysite"}, true},
+		{"site/pysite", Delivery{Project: "Site/PySite"}, true},
+		{"site/pysite", Delivery{Project: "evil/pysite"}, false},
+		{"site/pysite", Delivery{}, true}, // a generic release may leave it out
+		{"42", Delivery{Project: "site/pysite", ProjectID: 42}, true},
+		{"42", Delivery{Project: "site/other", ProjectID: 43}, false},
+		{"42", Delivery{Project: "id:42", ProjectID: 42}, true},
+		{"42", Delivery{Project: "id:7"}, false},
+		{"site/pysite", Delivery{Project: "id:380", ProjectID: 380}, true}, // GitLab before 16.3: the fetcher asks the API
+	}
+	for _, tt := range tests {
+		d := tt.d
+		d.Ref, d.RefKind = "main", RefBranch
+		err := Rules{Branches: []string{"main"}, Project: tt.project}.Check(d)
+		if (err == nil) != tt.ok || err != nil && (!errors.Is(err, ErrIrrelevant) || !strings.Contains(err.Error(), tt.project)) {
+			t.Errorf("project %q, delivery %+v: %v; want ok=%v", tt.project, tt.d, err, tt.ok)
+		}
 	}
 }

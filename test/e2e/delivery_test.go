@@ -71,6 +71,7 @@ type deliveryView struct {
 	Reason  string   `json:"reason"`
 	Version string   `json:"version"`
 	Package string   `json:"package"`
+	Commit  string   `json:"commit"`
 }
 
 type rolloutView struct {
@@ -468,11 +469,14 @@ func TestDeliveryRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		flags []string
+		// pollAfter waits past the lab's 30 s poll: the refused build,
+		// still the newest pipeline, is not fetched again.
+		pollAfter bool
 	}{
-		{"wrong checksum", []string{"--bad-checksum"}},
-		{"wrong signature", []string{"--bad-signature"}},
-		{"unsigned while keys are pinned", []string{"--unsigned"}},
-		{"a package the cluster does not run", []string{"--package", "othersite"}},
+		{"wrong checksum", []string{"--bad-checksum"}, false},
+		{"wrong signature", []string{"--bad-signature"}, false},
+		{"unsigned while keys are pinned", []string{"--unsigned"}, false},
+		{"a package the cluster does not run", []string{"--package", "othersite"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := c.mustPush(t, ctx, append([]string{"--version", nextVersion(ctx, c)}, tc.flags...)...)
@@ -484,8 +488,35 @@ func TestDeliveryRefusals(t *testing.T) {
 				t.Errorf("delivery ended %s (%s), want failed", s, r)
 			}
 			t.Logf("refused: %s", r)
+			if !strings.HasPrefix(r, "refused: ") {
+				t.Errorf("reason %q does not say the release was refused", r)
+			}
 			waitIdle(t, ctx, c, rolloutBudget)
 			unchanged(t)
+			if tc.pollAfter {
+				commitOf := func() (commit string, n int) {
+					st, err := deployState(ctx, c, "node1")
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, d := range st.Deliveries {
+						if d.ID == res.Delivery || slices.ContainsFunc(d.Keys, func(k string) bool { return strings.HasSuffix(k, "/id/"+res.Delivery) }) {
+							commit = d.Commit
+						}
+					}
+					for _, d := range st.Deliveries {
+						if commit != "" && d.Commit == commit {
+							n++
+						}
+					}
+					return commit, n
+				}
+				commit, _ := commitOf()
+				time.Sleep(40 * time.Second)
+				if _, n := commitOf(); commit == "" || n != 1 {
+					t.Errorf("the refused build (commit %q) has %d deliveries after a poll interval; want 1: the poll fetched it again", commit, n)
+				}
+			}
 		})
 	}
 	t.Run("replay", func(t *testing.T) {
@@ -731,4 +762,98 @@ func TestDeliverySameVersionRebuild(t *testing.T) {
 	}
 	tr.noFailures(from)
 	tr.finish(2)
+}
+
+// Scenario 9, the commands an operator runs during a delivery: a deploy
+// lock holds a webhook's delivery back with its message shown by 'tandem
+// deploy plan' and 'tandem status'; unlocking lets it run; 'tandem deploy
+// status ID --follow' prints its steps live and exits 0 once deployed; the
+// rollout shows in 'tandem status' while it runs, and /metrics counts the
+// delivery and the rollout.
+func TestDeliveryCommands(t *testing.T) {
+	c := suite(t)
+	ctx := testCtx(t, 6*time.Minute)
+	tr, _ := deliveryTrial(t, ctx, c)
+	from := time.Now()
+	c.MustSh(t, ctx, "node1", "tandem deploy lock --message 'release freeze'")
+	locked := true
+	t.Cleanup(func() {
+		if locked {
+			_, _ = c.Sh(context.Background(), "node1", "tandem deploy unlock")
+		}
+	})
+	if out, err := c.Sh(ctx, "node1", "tandem deploy lock"); err == nil {
+		t.Errorf("a lock without --message was taken: %s", out)
+	}
+	v := nextVersion(ctx, c)
+	res := c.mustPush(t, ctx, "--version", v)
+	if res.Webhook == nil || res.Webhook.Status != 202 {
+		t.Fatalf("answered %+v, want 202: a lock holds deploys back, it does not refuse deliveries", res.Webhook)
+	}
+	var reply struct {
+		Delivery string `json:"delivery"`
+	}
+	if err := json.Unmarshal([]byte(res.Webhook.Body), &reply); err != nil || reply.Delivery == "" {
+		t.Fatalf("the 202 names no delivery: %q (%v)", res.Webhook.Body, err)
+	}
+	time.Sleep(3 * time.Second) // the driver looks again every 2 s
+	st, err := deployState(ctx, c, "node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := st.delivery(reply.Delivery); s != "queued" || st.Rollout != nil {
+		t.Fatalf("locked: delivery %s is %q, rollout %+v; want queued and none running", reply.Delivery, s, st.Rollout)
+	}
+	plan := c.MustSh(t, ctx, "node2", "tandem deploy plan")
+	if !strings.Contains(plan, "held back") || !strings.Contains(plan, "release freeze") || !strings.Contains(plan, reply.Delivery) {
+		t.Errorf("'tandem deploy plan' does not say why %s waits:\n%s", reply.Delivery, plan)
+	}
+	status := c.MustSh(t, ctx, "node2", "tandem status")
+	for _, want := range []string{"deploys locked: release freeze", "release: node1 pysite ", "queued:"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("'tandem status' lacks %q:\n%s", want, status)
+		}
+	}
+	c.MustSh(t, ctx, "node1", "tandem deploy unlock")
+	locked = false
+	// While it runs, 'tandem status' shows the rollout.
+	sawRollout := make(chan bool, 1)
+	go func() {
+		for deadline := time.Now().Add(rolloutBudget); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if out, err := c.Sh(ctx, "node1", "tandem status"); err == nil && strings.Contains(out, "rollout: "+reply.Delivery) {
+				sawRollout <- true
+				return
+			}
+		}
+		sawRollout <- false
+	}()
+	follow, err := c.Exec(ctx, "node2", "tandem", "deploy", "status", reply.Delivery, "--follow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("tandem deploy status %s --follow:\n%s", reply.Delivery, follow.Stdout)
+	if follow.Code != 0 || !strings.Contains(follow.Stdout, "deployed") || !strings.Contains(follow.Stdout, "install") || !strings.Contains(follow.Stdout, "move") {
+		t.Errorf("--follow exited %d without the steps and the outcome: %s %s", follow.Code, follow.Stdout, follow.Stderr)
+	}
+	if !<-sawRollout {
+		t.Error("'tandem status' never showed the rollout in progress")
+	}
+	waitAllOn(t, ctx, c, v, rolloutBudget)
+	waitIdle(t, ctx, c, rolloutBudget)
+	var accepted, deployed bool
+	for _, n := range []string{"node1", "node2", "witness"} {
+		m, err := c.Sh(ctx, n, "curl -fsS --max-time 2 http://127.0.0.1:9746/metrics")
+		if err != nil {
+			continue
+		}
+		accepted = accepted || strings.Contains(m, `tandem_deploy_deliveries_total{outcome="accepted",source="gitlab"}`)
+		deployed = deployed || strings.Contains(m, `tandem_deploy_rollouts_total{outcome="deployed"}`) &&
+			strings.Contains(m, `tandem_deploy_rollout_duration_seconds_count{outcome="deployed"}`)
+	}
+	if !accepted || !deployed {
+		t.Errorf("/metrics: an accepted delivery counted %v, a deployed rollout and its duration %v; want both", accepted, deployed)
+	}
+	tr.noFailures(from)
+	tr.finish(1)
+	checkJournal(t, ctx, c)
 }
