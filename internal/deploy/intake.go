@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -265,6 +266,14 @@ func (in *Intake) Serve(ctx context.Context, addr, certFile, keyFile string) err
 		// requests) go to the agent's log, not to stderr: debug, as any
 		// stranger can cause them.
 		ErrorLog: slog.NewLogLogger(in.log.Handler(), slog.LevelDebug)}
+	var certs *certFiles
+	if certFile != "" {
+		var err error
+		if certs, err = loadCertFiles(certFile, keyFile, in.log); err != nil {
+			return err
+		}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.getCertificate}
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("webhook listener: %w (set deploy.listen to a free port, or \"\" to disable)", err)
@@ -277,7 +286,7 @@ func (in *Intake) Serve(ctx context.Context, addr, certFile, keyFile string) err
 	}()
 	in.log.Info("webhook listener", "addr", addr, "tls", certFile != "")
 	if certFile != "" {
-		err = srv.ServeTLS(ln, certFile, keyFile)
+		err = srv.ServeTLS(ln, "", "")
 	} else {
 		err = srv.Serve(ln)
 	}

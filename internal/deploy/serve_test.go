@@ -121,6 +121,40 @@ func TestServeTLS(t *testing.T) {
 			t.Error("a client that does not trust the operator's certificate connected")
 		}
 	})
+	t.Run("a renewed certificate is served without a restart", func(t *testing.T) {
+		dir := t.TempDir()
+		cert, key, oldPool := selfSigned(t, dir)
+		addr := serve(t, cert, key)
+		trusts := func(pool *x509.CertPool) *http.Client {
+			return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DisableKeepAlives: true}}
+		}
+		if code, err := post(trusts(oldPool), "https://"+addr+"/webhook/gh"); err != nil || code != http.StatusUnauthorized {
+			t.Fatalf("before the renewal: %d, %v; want 401", code, err)
+		}
+		// A renewal writes new files in place (a second apart, so the
+		// modification times differ on any file system).
+		time.Sleep(1100 * time.Millisecond)
+		_, _, newPool := selfSigned(t, dir)
+		if code, err := post(trusts(newPool), "https://"+addr+"/webhook/gh"); err != nil || code != http.StatusUnauthorized {
+			t.Errorf("after the renewal, trusting the new certificate: %d, %v; want 401", code, err)
+		}
+		if _, err := post(trusts(oldPool), "https://"+addr+"/webhook/gh"); err == nil {
+			t.Error("after the renewal the old certificate is still served")
+		}
+		// A half-written renewal (the key not matching) keeps the last good pair.
+		time.Sleep(1100 * time.Millisecond)
+		if err := os.WriteFile(key, []byte("not a key"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if code, err := post(trusts(newPool), "https://"+addr+"/webhook/gh"); err != nil || code != http.StatusUnauthorized {
+			t.Errorf("with a broken key file: %d, %v; want the previous certificate served", code, err)
+		}
+	})
+	t.Run("a certificate that does not load", func(t *testing.T) {
+		if err := in.Serve(context.Background(), freeAddr(t), keyFile, certFile); err == nil || !strings.Contains(err.Error(), "deploy.tls_cert") {
+			t.Errorf("Serve with the files swapped = %v; want an error naming deploy.tls_cert", err)
+		}
+	})
 	t.Run("plain, behind a proxy", func(t *testing.T) {
 		addr := serve(t, "", "")
 		if code, err := post(http.DefaultClient, "http://"+addr+"/webhook/gh"); err != nil || code != http.StatusUnauthorized {
