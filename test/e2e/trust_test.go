@@ -286,10 +286,21 @@ func TestRemovedNodeRefused(t *testing.T) {
 	})
 	tr := startTrial(t, ctx, c, 5*time.Second)
 	c.MustSh(t, ctx, holder, "tandem remove "+victim)
-	after := waitMembers(t, ctx, c, holder, 2)
-	// A removal of the raft leader costs an election: let it settle.
-	time.Sleep(3 * time.Second)
-	after = waitMembers(t, ctx, c, holder, 2)
+	// A removal of the raft leader costs an election, and a holder that
+	// wins it hands leadership on: wait until the term holds still with
+	// the leader off the holder.
+	var after localapi.Status
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		first := waitMembers(t, ctx, c, holder, 2)
+		time.Sleep(2 * time.Second)
+		after = waitMembers(t, ctx, c, holder, 2)
+		if after.Raft.Term == first.Raft.Term && after.Raft.Leader != holder {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("raft did not settle after the removal: term %d -> %d, leader %s", first.Raft.Term, after.Raft.Term, after.Raft.Leader)
+		}
+	}
 	term, leader := after.Raft.Term, after.Raft.Leader
 	t.Logf("%s removed; raft term %d, leader %s; its agent keeps running", victim, term, leader)
 
