@@ -560,18 +560,18 @@ func agentUsage(t *testing.T, ctx context.Context, c *Labctl, node string) (rssK
 	return rssKiB, fds
 }
 
-// idleConns opens n connections with dial (each idle: nothing is sent
-// after the optional TLS handshake) and returns, once every one is closed
+// idleConns opens n connections with dial, workers at a time (each idle:
+// nothing is sent after the optional TLS handshake) and returns, once every one is closed
 // by the far end or within, how long each stayed open (within: not closed
 // in time). peak is called every second meanwhile.
-func idleConns(t *testing.T, n int, within time.Duration, dial func() (net.Conn, error), peak func()) []time.Duration {
+func idleConns(t *testing.T, n, workers int, within time.Duration, dial func() (net.Conn, error), peak func()) []time.Duration {
 	t.Helper()
 	held := make([]time.Duration, n)
 	var wg sync.WaitGroup
 	var failed atomic.Int32
 	var firstErr atomic.Value
 	next := atomic.Int32{}
-	for range 32 {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -643,10 +643,10 @@ func TestIdleAnonymousConnectionsClosed(t *testing.T) {
 	// phase opens idle connections with dial and checks that the agent
 	// closed each within limit; it returns the highest RSS and descriptor
 	// count sampled (every second) meanwhile.
-	phase := func(what string, n int, limit time.Duration, dial func() (net.Conn, error)) (peakRSS, peakFDs int) {
+	phase := func(what string, n, workers int, limit time.Duration, dial func() (net.Conn, error)) (peakRSS, peakFDs int) {
 		t.Helper()
 		peakRSS, peakFDs = rss0, fds0
-		held := idleConns(t, n, time.Minute, dial, func() {
+		held := idleConns(t, n, workers, time.Minute, dial, func() {
 			out, err := c.Sh(ctx, node, `p=$(systemctl show -p MainPID --value tandem); echo $(awk '/^VmRSS/{print $2}' /proc/$p/status) $(ls /proc/$p/fd | wc -l)`)
 			var r, f int
 			if err == nil {
@@ -671,9 +671,10 @@ func TestIdleAnonymousConnectionsClosed(t *testing.T) {
 	}
 	const slack = 3 * time.Second
 	client := c.NetnsPath("client")
-	_, rawFDs := phase("cluster port, TCP without TLS", 2000, 10*time.Second+slack,
+	_, rawFDs := phase("cluster port, TCP without TLS", 2000, 32, 10*time.Second+slack,
 		func() (net.Conn, error) { return labprobe.Dial(ctx, client, "tcp", addr) })
-	_, anonFDs := phase("cluster port, TLS without a certificate", 1000, 30*time.Second+slack,
+	// Few at a time: an address may have only a few handshakes under way.
+	_, anonFDs := phase("cluster port, TLS without a certificate", 1000, 4, 30*time.Second+slack,
 		func() (net.Conn, error) { return tlsDial(ctx, c, "client", addr, nil, "http/1.1") })
 	// One address may hold only a few connections at a time on the
 	// cluster port, in their handshake or anonymous afterwards.
@@ -683,7 +684,7 @@ func TestIdleAnonymousConnectionsClosed(t *testing.T) {
 		}
 	}
 	// The metrics port listens on the node's loopback (the default).
-	phase("metrics port", 3000, 5*time.Second+slack,
+	phase("metrics port", 3000, 32, 5*time.Second+slack,
 		func() (net.Conn, error) { return labprobe.Dial(ctx, c.NetnsPath(node), "tcp", "127.0.0.1:9746") })
 
 	time.Sleep(2 * time.Second)
