@@ -276,9 +276,9 @@ func TestRemovedNodeRefused(t *testing.T) {
 	}
 	apiCert := map[string]string{attackers[0].what: "removed", attackers[1].what: "minted-" + victim, attackers[2].what: "minted-" + holder}
 
-	restored := false
+	removed, restored := false, false
 	t.Cleanup(func() {
-		if !restored {
+		if removed && !restored {
 			if err := rejoin(context.Background(), t, c, victim, holder, addr[holder]); err != nil {
 				t.Errorf("the lab is left without %s: %v", victim, err)
 			}
@@ -286,6 +286,7 @@ func TestRemovedNodeRefused(t *testing.T) {
 	})
 	tr := startTrial(t, ctx, c, 5*time.Second)
 	c.MustSh(t, ctx, holder, "tandem remove "+victim)
+	removed = true
 	// A removal of the raft leader costs an election, and a holder that
 	// wins it hands leadership on: wait until the term holds still with
 	// the leader off the holder.
