@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"time"
@@ -348,8 +349,9 @@ func (a *Agent) serveMetrics(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	// Timeouts close idle and slow clients, so unauthenticated connections
-	// cannot pile up (security review, finding 7).
+	// Timeouts close idle and slow clients, and the listener takes only
+	// maxMetricsConns at a time, so unauthenticated connections cannot pile
+	// up (security review, finding 7).
 	srv := &http.Server{Addr: a.cfg.Metrics.Listen, Handler: mux, ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 30 * time.Second}
 	go func() {
@@ -358,8 +360,12 @@ func (a *Agent) serveMetrics(ctx context.Context) error {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	ln, err := net.Listen("tcp", a.cfg.Metrics.Listen)
+	if err != nil {
 		return fmt.Errorf("metrics: %w (set metrics.listen to a free port, or \"\" to disable)", err)
+	}
+	if err := srv.Serve(newCapListener(ln, maxMetricsConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil
 }

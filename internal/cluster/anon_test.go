@@ -115,3 +115,69 @@ func TestAnonymousConnectionsAreBounded(t *testing.T) {
 	}
 	r.Body.Close()
 }
+
+// TestHandshakesPerSourceAreBounded: connections that never start their
+// TLS handshake are capped per source address, the ones beyond the cap
+// closed at once, so a crowd of them from one address cannot hold the
+// agent's descriptors for the handshake timeout; members at other
+// addresses are not affected, and closed connections free their slots.
+func TestHandshakesPerSourceAreBounded(t *testing.T) {
+	_, _, a := founded(t)
+	src := &net.TCPAddr{IP: net.IPv4(127, 0, 2, 1)}
+	inHandshake := func() int {
+		a.mux.hsMu.Lock()
+		defer a.mux.hsMu.Unlock()
+		return a.mux.hsBySource["127.0.2.1"]
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	const extra = 20
+	for range maxHandshakesPerSource + extra {
+		c, err := (&net.Dialer{LocalAddr: src}).Dial("tcp", a.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	// Exactly the cap stays in its handshake; the rest are closed at once.
+	closedNow := 0
+	time.Sleep(500 * time.Millisecond) // the server accepts them in its own time
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !strings.Contains(err.Error(), "timeout") {
+			closedNow++
+		}
+	}
+	if closedNow != extra {
+		t.Errorf("%d of %d idle connections from one address were closed at once; want the %d beyond the cap of %d", closedNow, len(conns), extra, maxHandshakesPerSource)
+	}
+	if n := inHandshake(); n != maxHandshakesPerSource {
+		t.Errorf("127.0.2.1 has %d connections in their handshake; want %d", n, maxHandshakesPerSource)
+	}
+	// A member elsewhere still gets through.
+	r, err := a.Client().Get("https://" + a.Addr() + "/v1/ca")
+	if err != nil || r.StatusCode != http.StatusOK {
+		t.Fatalf("member request during the crowd: %v %v", r, err)
+	}
+	r.Body.Close()
+	// Closing them frees the slots.
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	for deadline := time.Now().Add(5 * time.Second); inHandshake() != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handshake slots still taken after the connections closed", inHandshake())
+		}
+	}
+	c, err := tls.DialWithDialer(&net.Dialer{LocalAddr: src}, "tcp", a.Addr(),
+		&tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatalf("a handshake from the address once its slots are free: %v", err)
+	}
+	c.Close()
+}

@@ -37,6 +37,14 @@ const (
 	anonymousConnLifetime = 30 * time.Second
 )
 
+// maxHandshakesPerSource bounds the connections one address may have in
+// their TLS handshake at once. Until its handshake ends a connection is
+// anyone's: without a bound, idle connections that never send a
+// ClientHello (3000 in the lab) each held a descriptor and a goroutine for
+// the whole handshake timeout. A member opens a few at a time (raft, API,
+// probes, file streams), each handshake done in milliseconds.
+const maxHandshakesPerSource = 32
+
 // muxListener accepts TLS connections on one port and routes them by ALPN
 // after the handshake: raft connections (which must carry a verified
 // client certificate) to raft, the rest to the HTTP server.
@@ -70,6 +78,9 @@ type muxListener struct {
 	// address (see guardRaft).
 	raftAddr func(name string) (string, bool)
 
+	hsMu       sync.Mutex
+	hsBySource map[string]int // connections in their handshake, by address
+
 	anon         chan struct{} // one token per open anonymous connection
 	anonLifetime time.Duration
 	anonMu       sync.Mutex
@@ -80,7 +91,7 @@ func newMux(ln net.Listener, advertise string, withRaft bool, log *slog.Logger) 
 	addr := advertiseAddr(advertise)
 	m := &muxListener{ln: ln, http: newConnListener(addr), log: log,
 		anon: make(chan struct{}, maxAnonymousConns), anonLifetime: anonymousConnLifetime, anonBySource: map[string]int{},
-		handlers: map[string]ConnHandler{}, streams: map[*tls.Conn]bool{}}
+		hsBySource: map[string]int{}, handlers: map[string]ConnHandler{}, streams: map[*tls.Conn]bool{}}
 	if withRaft {
 		m.raft = newConnListener(addr)
 	}
@@ -106,22 +117,63 @@ func (m *muxListener) serve() {
 		}
 		m.wg.Add(1)
 		m.mu.Unlock()
+		source := remoteHost(c)
+		if !m.startHandshake(source) {
+			m.wg.Done()
+			m.log.Debug("too many connections in their handshake from one address; refused", "remote", c.RemoteAddr())
+			c.Close()
+			continue
+		}
 		go func() {
 			defer m.wg.Done()
-			m.route(c)
+			m.route(c, func() { m.endHandshake(source) })
 		}()
 	}
 }
 
-func (m *muxListener) route(c net.Conn) {
+// remoteHost is the address (without the port) a connection comes from.
+func remoteHost(c net.Conn) string {
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return host
+}
+
+// startHandshake takes one of source's handshake slots; false when it has
+// none left.
+func (m *muxListener) startHandshake(source string) bool {
+	m.hsMu.Lock()
+	defer m.hsMu.Unlock()
+	if m.hsBySource[source] >= maxHandshakesPerSource {
+		return false
+	}
+	m.hsBySource[source]++
+	return true
+}
+
+func (m *muxListener) endHandshake(source string) {
+	m.hsMu.Lock()
+	defer m.hsMu.Unlock()
+	if m.hsBySource[source]--; m.hsBySource[source] <= 0 {
+		delete(m.hsBySource, source)
+	}
+}
+
+// route finishes c's handshake, calls handshakeDone, and hands c on by
+// its ALPN protocol.
+func (m *muxListener) route(c net.Conn, handshakeDone func()) {
 	tc, ok := c.(*tls.Conn)
 	if !ok {
+		handshakeDone()
 		c.Close()
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	handshakeDone()
+	if err != nil {
 		// Foreign certificates end here; debug only, since port scanners
 		// would otherwise fill the log.
 		m.log.Debug("tls handshake refused", "remote", c.RemoteAddr(), "err", err)

@@ -119,6 +119,10 @@ func decodeFacts(b []byte, withChecks bool) (NodeFacts, error) {
 	return f, nil
 }
 
+// EncodeLeaderView is v as the FactLeader value a leader sends (the lab's
+// end-to-end tests forge one, to show that only the leader is believed).
+func EncodeLeaderView(v LeaderView) []byte { return appendLeaderView(nil, &v) }
+
 func appendLeaderView(b []byte, v *LeaderView) []byte {
 	b = append(b, factsVersion)
 	b = binary.AppendUvarint(b, v.Term)

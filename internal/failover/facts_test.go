@@ -45,6 +45,9 @@ func TestFactsRoundTrip(t *testing.T) {
 	if err != nil || got != v {
 		t.Errorf("leader view round trip = %+v, %v; want %+v", got, err, v)
 	}
+	if got, err := decodeLeaderView(EncodeLeaderView(v)); err != nil || got != v {
+		t.Errorf("EncodeLeaderView round trip = %+v, %v; want %+v", got, err, v)
+	}
 }
 
 func FuzzDecodeFacts(f *testing.F) {
