@@ -83,7 +83,7 @@ func clusterOptions(cfg *config.Config, log *slog.Logger, creds *pki.Node, m *st
 		Listen: cfg.Cluster.Listen, Advertise: cfg.Cluster.Advertise,
 		TLS: creds, Machine: m, Logger: log.With("component", "cluster"),
 		Timing: timing(cfg), JoinPolicy: failover.JoinRule(cfg.VIP.Provider == config.ProviderLinux), Priority: cfg.Failover.Priority,
-		StreamProtocols: []string{liveness.ALPN}, PKIDir: cluster.PKIDir(cfg.Node.DataDir),
+		StreamProtocols: []string{liveness.ALPN, liveness.ALPNv1}, PKIDir: cluster.PKIDir(cfg.Node.DataDir),
 	}
 }
 
@@ -269,6 +269,7 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 	}
 	a.mesh, a.fo = mesh, fo
 	a.node.HandleConn(liveness.ALPN, mesh.ServeConn)
+	a.node.HandleConn(liveness.ALPNv1, mesh.ServeConnV1)
 	return nil
 }
 

@@ -1,11 +1,15 @@
 package failover
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -72,8 +76,9 @@ func FuzzDecodeFacts(f *testing.F) {
 	})
 }
 
-// testNode is a failover node on a mesh whose probes all fail and are
-// counted, for feeding it updates by hand.
+// testNode is a failover node whose mesh's streams lead to the test, which
+// counts the messages sent on them and never answers, for feeding it
+// updates by hand.
 func testNode(t *testing.T, leader bool) (*Node, *countTransport) {
 	t.Helper()
 	m := state.New()
@@ -97,11 +102,26 @@ func testNode(t *testing.T, leader bool) (*Node, *countTransport) {
 	return n, tr
 }
 
+// countTransport's streams count the messages sent on them.
 type countTransport struct{ n atomic.Int32 }
 
-func (c *countTransport) Probe(context.Context, string, time.Time, *liveness.Request) (liveness.Reply, error) {
-	c.n.Add(1)
-	return liveness.Reply{}, context.DeadlineExceeded
+func (c *countTransport) Dial(ctx context.Context, addr string, deadline time.Time) (net.Conn, error) {
+	a, b := net.Pipe()
+	go func() {
+		defer b.Close()
+		r := bufio.NewReader(b)
+		for {
+			n, err := binary.ReadUvarint(r)
+			if err != nil {
+				return
+			}
+			if _, err := r.Discard(int(n)); err != nil {
+				return
+			}
+			c.n.Add(1)
+		}
+	}()
+	return a, nil
 }
 
 type fixedLeader bool
@@ -113,75 +133,84 @@ func (l fixedLeader) Term() uint64                                     { return 
 func (l fixedLeader) TransferLeadership(context.Context, string) error { return nil }
 func (l fixedLeader) LeadershipChanged() <-chan struct{}               { return nil }
 
-// TestAnnounceWakesOnlyALeader: a probe that announces a change starts the
-// receiver's probe round at once, but only on the raft leader, the one that
-// decides; others ignore it.
+// TestAnnounceWakesOnlyALeader: a message that announces a change gets an
+// answer at once, and on the raft leader, the one that decides, it also
+// starts a round of messages to every peer; a routine message gets neither.
 func TestAnnounceWakesOnlyALeader(t *testing.T) {
 	tests := []struct {
-		name       string
-		leader     bool
-		announce   bool
-		wantRounds int32
+		name     string
+		leader   bool
+		announce bool
+		want     int32 // messages sent after it
 	}{
-		{"leader, announced", true, true, 2},
-		{"leader, routine probe", true, false, 1},
+		{"leader, announced", true, true, 3},
+		{"leader, routine message", true, false, 0},
 		{"follower, announced", false, true, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				n, tr := testNode(t, tt.leader)
-				n.mesh.HandleProbe("node2", &liveness.Request{From: "node2", Announce: tt.announce})
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan struct{})
 				go func() { defer close(done); _ = n.mesh.Run(ctx) }()
-				synctest.Wait() // the first round, and a second one if kicked
+				synctest.Wait() // the first round: streams dialled and greeted
+				before := tr.n.Load()
+				n.mesh.Receive("node2", &liveness.Message{From: "node2", ID: 1, Announce: tt.announce})
+				synctest.Wait()
 				cancel()
 				<-done
-				if got := tr.n.Load() / 2; got != tt.wantRounds { // two peers a round
-					t.Errorf("probe rounds = %d; want %d", got, tt.wantRounds)
+				if got := tr.n.Load() - before; got != tt.want {
+					t.Errorf("messages sent = %d; want %d", got, tt.want)
 				}
 			})
 		})
 	}
 }
 
-// TestPeerChangePokesController: a reply that changes a peer's health or
-// holding wakes the DC; a first reply or an unchanged one does not.
-func TestPeerChangePokesController(t *testing.T) {
-	n, _ := testNode(t, true)
-	facts := func(healthy, holding bool) liveness.Facts {
-		return liveness.Facts{{Name: FactNode, Value: appendFacts(nil, &NodeFacts{Role: "app", Healthy: healthy, Holding: holding})}}
-	}
-	steps := []struct {
-		healthy, holding bool
-		first            bool
-		want             bool
+// TestAnswersWakeTheDC: the DC decides once a round's answers are in from
+// every other member, in the same wakeup, so it needs no ticker while all
+// answer; a message that answers nothing (it may be late) does not count,
+// and a node that does not lead is never woken.
+func TestAnswersWakeTheDC(t *testing.T) {
+	tests := []struct {
+		name    string
+		leader  bool
+		answers []string // "-" before a name: a message that answers nothing
+		want    bool
 	}{
-		{true, true, true, false},   // first reply: nothing to compare with
-		{true, true, false, false},  // unchanged
-		{false, true, false, true},  // health changed
-		{false, false, false, true}, // holding changed
-		{false, false, false, false},
+		{"leader, all answered", true, []string{"node2", "witness"}, true},
+		{"leader, one missing", true, []string{"node2"}, false},
+		{"leader, one unacknowledging", true, []string{"node2", "-witness"}, false},
+		{"leader, an answer from the last round", true, []string{"witness", "wait", "node2"}, false},
+		{"follower, all answered", false, []string{"node2", "witness"}, false},
 	}
-	var prev liveness.Facts
-	for i, st := range steps {
-		cur := facts(st.healthy, st.holding)
-		u := liveness.Update{Peer: "node2", Facts: cur, Sent: time.Now()}
-		if !st.first {
-			u.Prev = prev
-		}
-		n.onUpdate(u)
-		poked := false
-		select {
-		case <-n.ctrl:
-			poked = true
-		default:
-		}
-		if poked != st.want {
-			t.Errorf("step %d: DC woken = %v; want %v", i, poked, st.want)
-		}
-		prev = cur
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				n, _ := testNode(t, tt.leader)
+				poked := false
+				for _, a := range tt.answers {
+					if a == "wait" {
+						time.Sleep(n.mesh.Interval())
+						continue
+					}
+					u := liveness.Update{Peer: strings.TrimPrefix(a, "-"), Facts: liveness.Facts{{Name: FactNode, Value: appendFacts(nil, &NodeFacts{Role: "app", Healthy: true})}}}
+					if !strings.HasPrefix(a, "-") {
+						u.Sent = time.Now()
+					}
+					n.onUpdate(u)
+					select {
+					case <-n.ctrl:
+						poked = true
+					default:
+					}
+				}
+				if poked != tt.want {
+					t.Errorf("DC woken = %v; want %v", poked, tt.want)
+				}
+			})
+		})
 	}
 }
 

@@ -103,8 +103,8 @@ type Node struct {
 	events  []Events
 
 	mu          sync.Mutex
-	view        LeaderView // the leader's view from the reply to our latest probe
-	viewAt      time.Time  // when that probe was sent
+	view        LeaderView // the leader's view from its answer to our latest message
+	viewAt      time.Time  // when that message was sent
 	seenEpoch   uint64     // the newest epoch any leader view has named
 	holding     bool
 	heldEpoch   uint64
@@ -113,6 +113,7 @@ type Node struct {
 	lastTrans   time.Time
 	held        *Hold // the move the DC holds back now; nil when none or not the DC
 	releasedAt  map[uint64]time.Time
+	answered    map[string]time.Time // when each peer's latest answer arrived (DC)
 	started     time.Time
 	everHealthy bool
 	// After a failed acquire, wait before the next try (doubling, capped).
@@ -131,7 +132,7 @@ func New(o Options) (*Node, error) {
 		return nil, errors.New("failover: Options need the liveness Mesh")
 	}
 	n := &Node{o: o, mesh: o.Mesh, log: o.Logger, kick: make(chan struct{}, 1), ctrl: make(chan struct{}, 1),
-		releasedAt: map[uint64]time.Time{}, started: time.Now()}
+		releasedAt: map[uint64]time.Time{}, answered: map[string]time.Time{}, started: time.Now()}
 	if o.Events != nil {
 		n.events = append(n.events, o.Events)
 	}
@@ -140,7 +141,7 @@ func New(o Options) (*Node, error) {
 			f := n.localFacts(true)
 			return appendFacts(nil, &f)
 		}}),
-		n.mesh.Contribute(liveness.Source{Name: FactLeader, InProbes: true, Value: func() []byte {
+		n.mesh.Contribute(liveness.Source{Name: FactLeader, Value: func() []byte {
 			if v := n.leaderView(); v != nil {
 				return appendLeaderView(nil, v)
 			}
@@ -253,7 +254,7 @@ func (n *Node) onLeaderView(from string, v LeaderView, sent time.Time) {
 	if news {
 		n.seenEpoch = v.Epoch
 	}
-	// Only a reply confirms, and only one to a newer request than the last.
+	// Only an answer confirms, and only one to a newer message than the last.
 	if !sent.IsZero() && sent.After(n.viewAt) {
 		news = news || n.view != v
 		n.view, n.viewAt = v, sent
@@ -269,12 +270,6 @@ func (n *Node) onLeaderView(from string, v LeaderView, sent time.Time) {
 func (n *Node) poke()           { wake(n.kick) }
 func (n *Node) pokeController() { wake(n.ctrl) }
 
-// untilNext is the time from now to the next multiple of every on the wall
-// clock.
-func untilNext(now time.Time, every time.Duration) time.Duration {
-	return now.Truncate(every).Add(every).Sub(now)
-}
-
 // wake signals a loop waiting on ch (capacity 1) without blocking: a signal
 // already pending covers this one.
 func wake(ch chan<- struct{}) {
@@ -284,16 +279,16 @@ func wake(ch chan<- struct{}) {
 	}
 }
 
-// controllerLoop makes placement decisions while this node is the raft leader.
-// While it leads it ticks at half the probe interval, since a silent
-// holder becomes provably dead with time alone; otherwise it sleeps until
-// leadership changes. Its ticks follow the wall-clock grid the mesh's
-// rounds use, a tenth of an interval late: the round's replies, with the
-// heard ages that prove a holder dead, are in by then.
+// controllerLoop makes placement decisions while this node is the raft
+// leader; otherwise it sleeps until leadership changes. While it leads it
+// decides once the answers of a probe round are in from every other member
+// (onUpdate pokes it), in the same wakeup as the answers, and on every
+// change of the state. Only a round that misses an answer (a peer is down,
+// and a silent holder becomes provably dead with time alone) needs its
+// timer: it fires a tenth of an interval after the round, on the
+// wall-clock grid the mesh's rounds use.
 func (n *Node) controllerLoop(ctx context.Context) error {
-	every, late := n.mesh.Interval()/2, n.mesh.Interval()/10
-	next := func() time.Duration { return untilNext(time.Now().Add(-late), every) }
-	t := time.NewTimer(next())
+	t := time.NewTimer(0)
 	defer t.Stop()
 	var lastTransfer time.Time
 	for {
@@ -304,7 +299,6 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
-				t.Reset(next())
 			case <-n.o.Machine.Changed(state.FailoverDomain):
 			case <-n.o.Machine.Changed(state.MembershipDomain):
 			case <-n.ctrl:
@@ -325,12 +319,13 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 		s := n.o.Machine.View()
 		views := n.Views(now, s.Holder.Epoch)
 		d := Decide(now, s, views, n.o.Policy)
+		var held *Hold
 		if d != nil && d.Cmd == nil {
-			n.setHeld(d.Held)
+			held = d.Held
 			d = nil
-		} else {
-			n.setHeld(nil)
 		}
+		n.setHeld(held)
+		t.Reset(n.nextCheck(now))
 		if d != nil {
 			n.log.Info("placement decision", "reason", d.Reason, "command", d.Cmd.Type())
 			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -340,7 +335,7 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 				n.log.Warn("commit placement", "err", err)
 			}
 			if err == nil {
-				n.mesh.Kick() // tell the new holder now, not at the next probe
+				n.mesh.Kick() // tell the new holder now, not at the next round
 			}
 			continue
 		}
@@ -357,6 +352,36 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// nextCheck is how long the DC's timer waits: until a tenth of an interval
+// after the next round if this one's answers are all in (they will poke it
+// first), else after this one.
+func (n *Node) nextCheck(now time.Time) time.Duration {
+	every := n.mesh.Interval()
+	late := every / 10
+	at := now
+	if n.roundComplete(now) {
+		at = now.Add(every / 2)
+	}
+	next := at.Add(-late).Truncate(every).Add(every + late)
+	return next.Sub(now)
+}
+
+// roundComplete reports whether every other member has answered within
+// half an interval, that is in this round even if the clocks differ by a
+// few milliseconds.
+func (n *Node) roundComplete(now time.Time) bool {
+	since := now.Add(-n.mesh.Interval() / 2)
+	members := n.o.Machine.View().Members
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for name := range members {
+		if name != n.o.Name && n.answered[name].Before(since) {
+			return false
+		}
+	}
+	return true
 }
 
 // setHeld records the move the DC holds back, logging when it changes.
@@ -486,7 +511,7 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) time.Time {
 		}
 	case mine && !confirmed && !contradicted:
 		// Ask the leader now rather than at its next probe round, though
-		// not more often than kickEvery: its reply wakes this loop.
+		// not more often than kickEvery: its answer wakes this loop.
 		if now.Sub(n.lastKick) >= kickEvery {
 			n.lastKick = now
 			n.mesh.Kick()

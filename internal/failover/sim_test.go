@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -289,24 +290,48 @@ type simTransport struct {
 	from string
 }
 
-func (tr *simTransport) Probe(ctx context.Context, addr string, deadline time.Time, req *liveness.Request) (liveness.Reply, error) {
-	tr.net.mu.Lock()
-	peer, exists := tr.net.nodes[addr]
+// down reports whether messages from a to b are lost: either end is cut
+// off, or b is not running.
+func (s *simNet) down(a, b string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	peer, exists := s.nodes[b]
 	// A member with no simulated node is one whose agent never started.
-	down := !exists || tr.net.cut[tr.from] || tr.net.cut[addr] || !peer.alive
-	tr.net.mu.Unlock()
+	return !exists || s.cut[a] || s.cut[b] || !peer.alive
+}
+
+func (tr *simTransport) Dial(ctx context.Context, addr string, deadline time.Time) (net.Conn, error) {
 	time.Sleep(time.Millisecond) // one-way latency
-	if down {
+	if tr.net.down(tr.from, addr) {
 		select {
 		case <-ctx.Done():
-			return liveness.Reply{}, ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(time.Until(deadline)):
-			return liveness.Reply{}, context.DeadlineExceeded
+			return nil, context.DeadlineExceeded
 		}
 	}
-	r := peer.mesh.HandleProbe(tr.from, req)
+	tr.net.mu.Lock()
+	peer := tr.net.nodes[addr].mesh
+	tr.net.mu.Unlock()
+	a, b := net.Pipe()
+	go func() { _ = peer.ServeConn(&simConn{Conn: b, net: tr.net, from: addr, to: tr.from}, tr.from) }()
+	return &simConn{Conn: a, net: tr.net, from: tr.from, to: addr}, nil
+}
+
+// simConn delays what it writes by the one-way latency and loses it while
+// the path is down.
+type simConn struct {
+	net.Conn
+	net      *simNet
+	from, to string
+}
+
+func (c *simConn) Write(b []byte) (int, error) {
 	time.Sleep(time.Millisecond)
-	return r, nil
+	if c.net.down(c.from, c.to) {
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
 }
 
 type simVIP struct {
@@ -523,9 +548,9 @@ func TestStaleLeaderViewsDoNotConfirm(t *testing.T) {
 		s.mu.Unlock()
 		s.partition("node1", false)
 		view := appendLeaderView(nil, &LeaderView{Term: 1, Holder: "node1", Epoch: old.Epoch, Active: true})
-		stale := &liveness.Request{From: "witness", Facts: liveness.Facts{{Name: FactLeader, Value: view}}}
+		stale := &liveness.Message{From: "witness", ID: 1, Facts: liveness.Facts{{Name: FactLeader, Value: view}}}
 		for i := 0; i < 100; i++ {
-			s.nodes["node1"].mesh.HandleProbe("witness", stale)
+			s.nodes["node1"].mesh.Receive("witness", stale)
 			time.Sleep(10 * time.Millisecond)
 			if h := s.holders(); len(h) != 1 || h[0] != "node2" {
 				t.Fatalf("holders = %v after a replayed leader view; want [node2]", h)
@@ -691,9 +716,9 @@ func TestForgedEpochFromAMemberIsIgnored(t *testing.T) {
 			forger = "node1"
 		}
 		view := appendLeaderView(nil, &LeaderView{Term: 1 << 40, Holder: forger, Epoch: 1<<63 - 1, Active: true})
-		forged := &liveness.Request{From: forger, Facts: liveness.Facts{{Name: FactLeader, Value: view}}}
+		forged := &liveness.Message{From: forger, ID: 1, Facts: liveness.Facts{{Name: FactLeader, Value: view}}}
 		for range 100 {
-			s.nodes[h].mesh.HandleProbe(forger, forged)
+			s.nodes[h].mesh.Receive(forger, forged)
 			time.Sleep(10 * time.Millisecond)
 			if got := s.holders(); len(got) != 1 || got[0] != h {
 				t.Fatalf("holders = %v after %s's forged epoch; want [%s]", got, forger, h)
