@@ -407,7 +407,10 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 		f.Lease = Duration(500 * time.Millisecond)
 	}
 	if f.HeartbeatTimeout == 0 {
-		f.HeartbeatTimeout = Duration(500 * time.Millisecond)
+		// The raft leader sends heartbeats ten to five times per timeout,
+		// its largest idle cost. Leadership is kept off the IP holder, so
+		// the election after a leader's loss never delays a failover.
+		f.HeartbeatTimeout = Duration(time.Second)
 	}
 	if f.ProbeInterval == 0 {
 		f.ProbeInterval = Duration(50 * time.Millisecond)
