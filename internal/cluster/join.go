@@ -342,19 +342,26 @@ const tokenCatchUp = time.Second
 
 // awaitToken checks use against this node's state. A token this node does
 // not know may have been created an instant ago elsewhere, so a follower
-// waits up to tokenCatchUp for its state to catch up; it never asks the
-// log, so a made-up token costs the cluster no entry.
+// waits up to tokenCatchUp for its state to catch up. So does a node whose
+// state lags its own log: one that has just started applies its log only
+// once a leader is elected, which takes one to two heartbeat timeouts, and
+// commits. It never asks the log, so a made-up token costs the cluster no
+// entry.
 func (n *Node) awaitToken(ctx context.Context, use state.UseToken) error {
-	deadline := time.NewTimer(tokenCatchUp)
+	deadline := time.NewTimer(tokenCatchUp + 2*n.timing.HeartbeatTimeout)
 	defer deadline.Stop()
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
 	for {
 		changed := n.machine.Changed(state.MembershipDomain)
 		err := precheckToken(n.machine.View(), use)
-		if !errors.Is(err, errUnknownToken) || n.IsLeader() {
+		behind := n.raft.AppliedIndex() < n.raft.LastIndex()
+		if !errors.Is(err, errUnknownToken) || (n.IsLeader() && !behind) {
 			return err
 		}
 		select {
 		case <-changed:
+		case <-poll.C: // the log applied, or a leader elected, without a change of members
 		case <-deadline.C:
 			return err
 		case <-ctx.Done():
