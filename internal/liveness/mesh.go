@@ -99,7 +99,8 @@ type Mesh struct {
 	started  time.Time
 
 	kick     chan struct{}
-	announce atomic.Bool // the next round's probes carry Announce
+	trigger  chan struct{} // a peer's periodic round arrived
+	announce atomic.Bool   // the next round's probes carry Announce
 	roster   atomic.Pointer[roster]
 
 	smu     sync.RWMutex
@@ -147,7 +148,7 @@ func New(o Options) (*Mesh, error) {
 	}
 	return &Mesh{
 		self: o.Self, machine: o.Machine, tr: o.Tr, interval: o.Interval, lease: o.Lease, margin: o.Margin, log: o.Logger,
-		started: time.Now(), kick: make(chan struct{}, 1),
+		started: time.Now(), kick: make(chan struct{}, 1), trigger: make(chan struct{}, 1),
 		heard: map[string]time.Time{}, lastIn: map[string]uint64{}, leaseAt: map[string]time.Time{},
 		peers: map[string]peerReply{}, nextID: uint64(time.Now().UnixNano()),
 		links: map[string]*link{}, conns: map[closer]struct{}{},
@@ -218,6 +219,7 @@ type roster struct {
 	peers   []state.Member // members other than self with an address
 	voters  []string
 	members map[string]bool
+	rank    int // this node's place among the members' names, sorted
 }
 
 func (m *Mesh) members() *roster {
@@ -233,9 +235,12 @@ func (m *Mesh) members() *roster {
 	// the next call rebuilds.
 	nr := &roster{changed: m.machine.Changed(state.MembershipDomain), members: map[string]bool{}}
 	s := m.machine.View()
-	for _, name := range s.Names() {
+	for i, name := range s.Names() {
 		mem := s.Members[name]
 		nr.members[name] = true
+		if name == m.self {
+			nr.rank = i
+		}
 		if name != m.self && mem.Address != "" {
 			nr.peers = append(nr.peers, mem)
 		}
@@ -248,38 +253,60 @@ func (m *Mesh) members() *roster {
 // Run sends every other member a message each interval until ctx ends,
 // then closes the streams.
 //
-// Rounds start on multiples of the interval on the wall clock, so that on
-// nodes with synchronised clocks they coincide: a node's messages and its
-// peers' then arrive within a millisecond or two, and an idle agent wakes
-// once per interval instead of once per message. Waking up costs far more
-// CPU than the messages themselves.
+// Rounds follow multiples of the interval on the wall clock, so that on
+// nodes with synchronised clocks they coincide, and an idle agent wakes
+// about once per interval instead of once per message: waking up costs far
+// more CPU than the messages themselves. Only the first member by name
+// starts a round on its timer; the others send theirs as soon as its
+// round's message arrives, in the same wakeup, and acknowledge that very
+// message. Their own timers, a few milliseconds later each in name order,
+// start the round only when the ones before them are silent.
 func (m *Mesh) Run(ctx context.Context) error {
 	m.cmu.Lock()
 	m.ctx = ctx
 	m.cmu.Unlock()
-	t := time.NewTimer(untilNext(time.Now(), m.interval))
+	t := time.NewTimer(m.untilRound(time.Now()))
 	defer t.Stop()
 	defer m.wg.Wait()
 	defer m.closeConns()
-	answer := false
+	var last time.Time // when this node's latest round went out
+	periodic, answer := true, false
 	for {
-		m.round(answer, m.announce.Swap(false))
+		now := time.Now()
+		switch {
+		case !periodic:
+			m.round(answer, m.announce.Swap(false), false)
+		case now.Sub(last) >= m.interval/2:
+			m.round(false, m.announce.Swap(false), true)
+			last = now
+			// Not to fire unless this round's starter falls silent; each
+			// round that goes out pushes it on.
+			t.Reset(m.untilRound(now.Add(m.interval / 2)))
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			t.Reset(untilNext(time.Now(), m.interval))
-			answer = false
+			periodic, answer = true, false
+			t.Reset(m.untilRound(time.Now().Add(m.interval / 2)))
+		case <-m.trigger:
+			periodic, answer = true, false
 		case <-m.kick:
-			answer = true
+			periodic, answer = false, true
 		}
 	}
 }
 
-// untilNext is the time from now to the next multiple of every on the wall
-// clock.
-func untilNext(now time.Time, every time.Duration) time.Duration {
-	return now.Truncate(every).Add(every).Sub(now)
+// roundSlack separates the members' fallback timers.
+const roundSlack = 2 * time.Millisecond
+
+// untilRound is the time from now to this node's timer for the next
+// round: the next multiple of the interval on the wall clock, plus
+// roundSlack for each member before it by name (at most a quarter
+// interval).
+func (m *Mesh) untilRound(from time.Time) time.Duration {
+	offset := min(time.Duration(m.members().rank)*roundSlack, m.interval/4)
+	return time.Until(from.Truncate(m.interval).Add(m.interval + offset))
 }
 
 // Kick sends every peer a message now that asks for one back, e.g. to
@@ -299,14 +326,15 @@ func (m *Mesh) Announce() {
 	m.Kick()
 }
 
-// round sends one message to every peer.
-func (m *Mesh) round(answer, announce bool) {
+// round sends one message to every peer; periodic for a round of the
+// interval, which starts the peers' own.
+func (m *Mesh) round(answer, announce, periodic bool) {
 	peers := m.members().peers
 	if len(peers) == 0 {
 		return
 	}
 	now := time.Now()
-	msg := Message{From: m.self, Answer: answer || announce, Announce: announce,
+	msg := Message{From: m.self, Answer: answer || announce, Announce: announce, Round: periodic,
 		HeardMs: m.heardAges(now), Facts: m.facts()}
 	msg.ID = m.stamp(now)
 	for _, p := range peers {
@@ -371,6 +399,12 @@ func (m *Mesh) Receive(peer string, msg *Message) {
 		u.Prev = prev.Facts
 	}
 	m.publish(u)
+	if msg.Round {
+		select {
+		case m.trigger <- struct{}{}:
+		default:
+		}
+	}
 	if msg.Answer || msg.Announce {
 		m.spawn(func() { m.sendNow(peer, false) })
 	}

@@ -39,6 +39,7 @@ const (
 	kindMessage  = 3
 	flagAnnounce = 1 << 0
 	flagAnswer   = 1 << 1
+	flagRound    = 1 << 2
 
 	// MaxFrame bounds a message; a peer sending more is cut off.
 	MaxFrame = 64 << 10
@@ -86,6 +87,9 @@ type Message struct {
 	// Announce says one of the sender's facts has just changed; it implies
 	// Answer.
 	Announce bool
+	// Round marks the sender's message of its periodic round, which
+	// starts the receiver's round if it has not sent it yet (Mesh.Run).
+	Round bool
 	// HeardMs is, per voter, the age in milliseconds of the last message
 	// the sender received from it, as in Reply.
 	HeardMs map[string]int64
@@ -102,6 +106,9 @@ func AppendMessage(dst []byte, m *Message) []byte {
 		if m.Answer {
 			flags |= flagAnswer
 		}
+		if m.Round {
+			flags |= flagRound
+		}
 		b = append(b, wireVersion, kindMessage, flags)
 		b = appendString(b, m.From)
 		b = binary.AppendUvarint(b, m.ID)
@@ -116,7 +123,7 @@ func DecodeMessage(body []byte) (Message, error) {
 	d := decoder{b: body}
 	d.header(kindMessage)
 	flags := d.byte("flags")
-	m := Message{From: d.string("sender", 253), Announce: flags&flagAnnounce != 0, Answer: flags&flagAnswer != 0}
+	m := Message{From: d.string("sender", 253), Announce: flags&flagAnnounce != 0, Answer: flags&flagAnswer != 0, Round: flags&flagRound != 0}
 	m.ID = d.uvarint("id")
 	m.Ack = d.uvarint("ack")
 	m.HeardMs = d.heard()
