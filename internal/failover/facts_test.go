@@ -245,3 +245,49 @@ func TestEventsFanOut(t *testing.T) {
 		t.Errorf("events = %q; want %q", log, want)
 	}
 }
+
+// TestTransferTarget: the DC hands leadership off the IP holder, to a
+// witness first, and from an app node that does not hold the IP only to a
+// witness; a witness keeps it.
+func TestTransferTarget(t *testing.T) {
+	m := state.New()
+	for i, n := range []string{"node1", "node2", "witness"} {
+		role := state.RoleApp
+		if n == "witness" {
+			role = state.RoleWitness
+		}
+		b, _ := state.Encode(state.AddMember{Member: state.Member{Name: n, Role: role, Address: n}})
+		if err := m.Apply(uint64(i+1), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name, self, holder string
+		unreachable        string
+		want               string
+	}{
+		{"holder, to the witness", "node1", "node1", "", "witness"},
+		{"holder, witness down", "node1", "node1", "witness", "node2"},
+		{"standby, to the witness", "node2", "node1", "", "witness"},
+		{"standby, witness down", "node2", "node1", "witness", ""},
+		{"witness keeps it", "witness", "node1", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			role := state.RoleApp
+			if tt.self == "witness" {
+				role = state.RoleWitness
+			}
+			n := &Node{o: Options{Name: tt.self, Role: role}}
+			s := m.View()
+			s.Holder.Node = tt.holder
+			views := map[string]NodeView{}
+			for _, name := range []string{"node1", "node2", "witness"} {
+				views[name] = NodeView{Reachable: name != tt.unreachable}
+			}
+			if got, _ := n.transferTarget(s, views); got != tt.want {
+				t.Errorf("transferTarget = %q; want %q", got, tt.want)
+			}
+		})
+	}
+}

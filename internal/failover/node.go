@@ -340,11 +340,13 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 			continue
 		}
 		// Keep the DC off the holder: if the holder lost power while leading,
-		// an election would add to the failover time.
-		if s.Holder.Node == n.o.Name && now.Sub(lastTransfer) > time.Second {
-			if to := n.transferTarget(s, views); to != "" {
+		// an election would add to the failover time. Keep it on a witness
+		// when there is one: leading (raft's heartbeats, the decisions) is
+		// an agent's largest idle cost, and a witness runs no app or checks.
+		if now.Sub(lastTransfer) > time.Second {
+			if to, why := n.transferTarget(s, views); to != "" {
 				lastTransfer = now
-				n.log.Info("moving raft leadership off the IP holder", "to", to)
+				n.log.Info("moving raft leadership", "to", to, "why", why)
 				if err := n.o.Cluster.TransferLeadership(ctx, to); err != nil {
 					// A node that just joined may not be a voter yet; retry soon.
 					n.log.Info("leadership transfer failed; will retry", "to", to, "err", err)
@@ -398,20 +400,34 @@ func (n *Node) setHeld(h *Hold) {
 	}
 }
 
-func (n *Node) transferTarget(s state.Snapshot, views map[string]NodeView) string {
+// transferTarget is the voter this DC should hand raft leadership to, and
+// why: off the IP holder, to a reachable witness if there is one, else to
+// any reachable voter; from an app node that does not hold the IP, only to
+// a reachable witness. "" when leadership should stay.
+func (n *Node) transferTarget(s state.Snapshot, views map[string]NodeView) (string, string) {
+	holder := s.Holder.Node == n.o.Name
+	if !holder && n.o.Role == state.RoleWitness {
+		return "", ""
+	}
 	best := ""
 	for _, name := range s.Voters() {
 		if name == n.o.Name || !views[name].Reachable {
 			continue
 		}
 		if s.Members[name].Role == state.RoleWitness {
-			return name
+			if holder {
+				return name, "off the IP holder"
+			}
+			return name, "onto the witness, which runs no app"
 		}
 		if best == "" {
 			best = name
 		}
 	}
-	return best
+	if !holder {
+		return "", ""
+	}
+	return best, "off the IP holder"
 }
 
 // holderLoop configures or drops the IP to match committed state, the
