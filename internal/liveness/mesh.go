@@ -365,7 +365,8 @@ func (m *Mesh) stamp(now time.Time) uint64 {
 	return m.nextID
 }
 
-// sentAt is the send time of this node's message id, if it is recent.
+// sentAtLocked is the send time of this node's message id, if it is
+// recent; m.mu is held.
 func (m *Mesh) sentAtLocked(id uint64) (time.Time, bool) {
 	s := m.sent[id%sentRing]
 	return s.at, s.id == id && id != 0
