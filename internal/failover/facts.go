@@ -199,15 +199,36 @@ func (n *Node) onUpdate(u liveness.Update) {
 	if n.waiting.Load() {
 		n.poke() // this answer may complete the lease a pending acquire needs
 	}
-	if n.o.Cluster.IsLeader() {
-		now := time.Now()
-		n.mu.Lock()
-		n.answered[u.Peer] = now
-		n.mu.Unlock()
-		if n.roundComplete(now) {
-			n.pokeController() // the round's answers are in: see controllerLoop
-		}
+	if !n.o.Cluster.IsLeader() {
+		return
 	}
+	now := time.Now()
+	n.mu.Lock()
+	n.answered[u.Peer] = now
+	short := n.short
+	n.mu.Unlock()
+	every := n.mesh.Interval()
+	switch {
+	case n.roundComplete(now):
+		n.pokeController() // the round's answers are in
+	case short && now.Sub(now.Truncate(every)) >= every/10:
+		// The last round missed an answer, so a peer may be dying, and
+		// this answer, later than the DC's timer in its round, may be the
+		// report that proves it.
+		n.pokeController()
+	case u.Prev != nil && factsChanged(u.Prev, u.Facts):
+		n.pokeController() // the DC decides now, not when the round is in
+	}
+}
+
+// factsChanged reports whether a peer's health or holding differs between
+// two of its answers.
+func factsChanged(prev, cur liveness.Facts) bool {
+	pb, _ := prev.Get(FactNode)
+	cb, _ := cur.Get(FactNode)
+	p, err1 := decodeFacts(pb, false)
+	c, err2 := decodeFacts(cb, false)
+	return err1 == nil && err2 == nil && (c.Healthy != p.Healthy || c.Holding != p.Holding)
 }
 
 // Views builds the DC's view of every member at now.

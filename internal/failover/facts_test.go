@@ -170,34 +170,54 @@ func TestAnnounceWakesOnlyALeader(t *testing.T) {
 
 // TestAnswersWakeTheDC: the DC decides once a round's answers are in from
 // every other member, in the same wakeup, so it needs no ticker while all
-// answer; a message that answers nothing (it may be late) does not count,
-// and a node that does not lead is never woken.
+// answer; at once on an answer that changes a peer's health; and on every
+// answer while its last decision missed one. A message that answers nothing
+// (it may be late) does not count, and a node that does not lead is never
+// woken.
 func TestAnswersWakeTheDC(t *testing.T) {
 	tests := []struct {
-		name    string
-		leader  bool
-		answers []string // "-" before a name: a message that answers nothing
+		name   string
+		leader bool
+		short  bool // the DC's last decision missed an answer
+		// "-" before a name: a message that answers nothing; "!": an answer
+		// whose health differs from the peer's previous one.
+		answers []string
 		want    bool
 	}{
-		{"leader, all answered", true, []string{"node2", "witness"}, true},
-		{"leader, one missing", true, []string{"node2"}, false},
-		{"leader, one unacknowledging", true, []string{"node2", "-witness"}, false},
-		{"leader, an answer from the last round", true, []string{"witness", "wait", "node2"}, false},
-		{"follower, all answered", false, []string{"node2", "witness"}, false},
+		{"leader, all answered", true, false, []string{"node2", "witness"}, true},
+		{"leader, one missing", true, false, []string{"node2"}, false},
+		{"leader, one unacknowledging", true, false, []string{"node2", "-witness"}, false},
+		{"leader, an answer from the last round", true, false, []string{"witness", "wait", "node2"}, false},
+		{"leader, health changed", true, false, []string{"!node2"}, true},
+		{"leader, after a short round, late in the round", true, true, []string{"late", "node2"}, true},
+		{"leader, after a short round, before the DC's timer", true, true, []string{"node2"}, false},
+		{"follower, all answered", false, false, []string{"node2", "witness"}, false},
+		{"follower, health changed", false, false, []string{"!node2"}, false},
+	}
+	facts := func(healthy bool) liveness.Facts {
+		return liveness.Facts{{Name: FactNode, Value: appendFacts(nil, &NodeFacts{Role: "app", Healthy: healthy})}}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				n, _ := testNode(t, tt.leader)
+				n.short = tt.short
 				poked := false
 				for _, a := range tt.answers {
-					if a == "wait" {
+					switch a {
+					case "wait":
 						time.Sleep(n.mesh.Interval())
 						continue
+					case "late": // past the DC's timer in this round
+						time.Sleep(n.mesh.Interval() / 2)
+						continue
 					}
-					u := liveness.Update{Peer: strings.TrimPrefix(a, "-"), Facts: liveness.Facts{{Name: FactNode, Value: appendFacts(nil, &NodeFacts{Role: "app", Healthy: true})}}}
-					if !strings.HasPrefix(a, "-") {
-						u.Sent = time.Now()
+					u := liveness.Update{Peer: strings.TrimLeft(a, "-!"), Facts: facts(true), Sent: time.Now()}
+					switch a[0] {
+					case '-':
+						u.Sent = time.Time{}
+					case '!':
+						u.Prev, u.Facts = facts(true), facts(false)
 					}
 					n.onUpdate(u)
 					select {

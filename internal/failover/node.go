@@ -114,6 +114,7 @@ type Node struct {
 	held        *Hold // the move the DC holds back now; nil when none or not the DC
 	releasedAt  map[uint64]time.Time
 	answered    map[string]time.Time // when each peer's latest answer arrived (DC)
+	short       bool                 // the DC's last decision came with a round's answer missing
 	started     time.Time
 	everHealthy bool
 	// After a failed acquire, wait before the next try (doubling, capped).
@@ -282,11 +283,13 @@ func wake(ch chan<- struct{}) {
 // controllerLoop makes placement decisions while this node is the raft
 // leader; otherwise it sleeps until leadership changes. While it leads it
 // decides once the answers of a probe round are in from every other member
-// (onUpdate pokes it), in the same wakeup as the answers, and on every
-// change of the state. Only a round that misses an answer (a peer is down,
-// and a silent holder becomes provably dead with time alone) needs its
-// timer: it fires a tenth of an interval after the round, on the
-// wall-clock grid the mesh's rounds use.
+// (onUpdate pokes it), in the same wakeup as the answers, at once when a
+// peer's health or holding changes, and on every change of the state. Only
+// a round that misses an answer (a peer is down, and a silent holder
+// becomes provably dead with time alone) needs its timer: it fires a tenth
+// of an interval after the round, on the wall-clock grid the mesh's rounds
+// use, and until a round is complete again every answer later than that
+// wakes it too.
 func (n *Node) controllerLoop(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -358,12 +361,17 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 
 // nextCheck is how long the DC's timer waits: until a tenth of an interval
 // after the next round if this one's answers are all in (they will poke it
-// first), else after this one.
+// first), else after this one; until then every answer later in the
+// round than the timer pokes it.
 func (n *Node) nextCheck(now time.Time) time.Duration {
 	every := n.mesh.Interval()
 	late := every / 10
 	at := now
-	if n.roundComplete(now) {
+	complete := n.roundComplete(now)
+	n.mu.Lock()
+	n.short = !complete
+	n.mu.Unlock()
+	if complete {
 		at = now.Add(every / 2)
 	}
 	next := at.Add(-late).Truncate(every).Add(every + late)
