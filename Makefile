@@ -22,7 +22,7 @@ define install-missing
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 endef
 
-.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e deb bench bench-failover bench-idle bench-package chaos clean deps test-deps
+.PHONY: all build lab lab-down test vet staticcheck unit fuzz e2e piuparts deb bench bench-failover bench-files bench-idle bench-package bench-deploy chaos clean deps test-deps
 
 all: build
 
@@ -54,7 +54,7 @@ staticcheck:
 	$(GO) tool staticcheck ./...
 
 unit:
-	CGO_ENABLED=1 $(GO) test -race -shuffle=on -count=1 ./...
+	CGO_ENABLED=1 $(GO) test -race -shuffle=on -count=1 -timeout 20m ./...
 
 # Runs every fuzz target briefly; see .ci/fuzz for how failures are reported.
 fuzz:
@@ -63,7 +63,13 @@ fuzz:
 e2e: build
 	$(GO) test -count=1 -timeout 40m -v ./test/e2e/... -tandem-bin=$(CURDIR)/bin/tandem
 
-test: test-deps vet staticcheck unit fuzz e2e
+# Debian's piuparts (install, upgrade from the previous version, purge;
+# adequate's checks) on the packages tandem builds, in the lab's cached base
+# image (built by make lab or make e2e). About ten minutes.
+piuparts:
+	TANDEM_PIUPARTS=1 $(GO) test -count=1 -timeout 30m -v -run '^TestPiuparts$$' ./internal/debpkg/
+
+test: test-deps vet staticcheck unit fuzz e2e piuparts
 
 # tandem's own .deb (binary, hardened agent unit, /etc/tandem/tandem.toml
 # conffile), built with the same internal/debpkg code as app packages.
@@ -87,6 +93,16 @@ BENCH_FAILOVER_FLAGS ?=
 bench-failover: build test-deps
 	$(GO) run ./bench/failover -tandem-bin $(CURDIR)/bin/tandem -trials $(TRIALS) $(BENCH_FAILOVER_FLAGS)
 
+# Replication lag from close() on the holder to the file on the standby
+# (p50, p99) and 10,000 small files, for tandem's [[files]] and Debian's
+# lsyncd (defaults and delay = 1) in the same lab and run, plus
+# RPO_TRIALS holder kills during a stream of writes (the age of the
+# oldest file lost). Needs root. BENCH_FILES_FLAGS adds flags.
+RPO_TRIALS ?= 20
+BENCH_FILES_FLAGS ?=
+bench-files: build test-deps
+	$(GO) run ./bench/files -tandem-bin $(CURDIR)/bin/tandem -rpo-trials $(RPO_TRIALS) $(BENCH_FILES_FLAGS)
+
 # Measures an idle agent in the same kind of lab: each node's tandem CPU
 # (% of one core, from /proc/PID/stat) and RSS over IDLE_WINDOW after the
 # cluster settles, then keepalived's on the app nodes in the same lab;
@@ -95,6 +111,18 @@ bench-failover: build test-deps
 IDLE_WINDOW ?= 60s
 bench-idle: build test-deps
 	$(GO) run ./bench/failover -tandem-bin $(CURDIR)/bin/tandem -trials 0 -idle $(IDLE_WINDOW) $(BENCH_FAILOVER_FLAGS)
+
+# Measures delivery in a lab of its own ("bench-deploy"): DEPLOYS builds of
+# the example site delivered by tandem (lab forge, webhook, rollout through
+# the floating IP), then DEPLOYS by the naive receiver (dpkg -i on every
+# node at once), with a client requesting the site through the floating IP
+# every 10 ms; prints failed requests and webhook-to-all-updated times
+# (median, p95, max), the ratios and issue 9's goals (exit 1 if one fails).
+# Needs root. BENCH_DEPLOY_FLAGS adds flags, e.g. -json bench-deploy.json.
+DEPLOYS ?= 10
+BENCH_DEPLOY_FLAGS ?=
+bench-deploy: build deps
+	$(GO) run ./bench/deploy -tandem-bin $(CURDIR)/bin/tandem -deploys $(DEPLOYS) $(BENCH_DEPLOY_FLAGS)
 
 # A randomized fault campaign in a lab of its own ("chaos"): FAULTS faults
 # drawn from SEED (the same seed replays the same campaign), one at a time,

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,6 +20,8 @@ import (
 	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/failover"
+	"github.com/tandem-ha/tandem/internal/files"
+	"github.com/tandem-ha/tandem/internal/files/rsync"
 	"github.com/tandem-ha/tandem/internal/health"
 	"github.com/tandem-ha/tandem/internal/hooks"
 	"github.com/tandem-ha/tandem/internal/liveness"
@@ -41,6 +44,9 @@ type Agent struct {
 	checks  *health.Runner
 	hooks   *hooks.Runner
 	ops     *ops.Service
+	deliver *delivery
+	files   *files.Controller // nil without [[files]]
+	filesTr *rsync.Transport
 }
 
 // InitOptions says how to found a cluster and which join tokens to print.
@@ -83,7 +89,7 @@ func clusterOptions(cfg *config.Config, log *slog.Logger, creds *pki.Node, m *st
 		Listen: cfg.Cluster.Listen, Advertise: cfg.Cluster.Advertise,
 		TLS: creds, Machine: m, Logger: log.With("component", "cluster"),
 		Timing: timing(cfg), JoinPolicy: failover.JoinRule(cfg.VIP.Provider == config.ProviderLinux), Priority: cfg.Failover.Priority,
-		StreamProtocols: []string{liveness.ALPN, liveness.ALPNv1}, PKIDir: cluster.PKIDir(cfg.Node.DataDir),
+		StreamProtocols: []string{liveness.ALPN, liveness.ALPNv1, rsync.ALPN}, PKIDir: cluster.PKIDir(cfg.Node.DataDir),
 	}
 }
 
@@ -123,10 +129,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		_ = node.Shutdown(sctx)
 		return err
 	}
+	if a.deliver, err = a.buildDelivery(node); err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = node.Shutdown(sctx)
+		return err
+	}
 	a.ops = ops.New(ops.Options{
 		Node: a.cfg.Node.Name, Role: a.cfg.Node.Role, Version: a.version,
 		VIPAddress: a.cfg.VIP.Address, VIPProvider: a.cfg.VIP.Provider,
-		Machine: a.machine, Cluster: a.node, Failover: a.fo, Policy: policyOf(a.cfg),
+		Machine: a.machine, Cluster: a.node, Failover: a.fo, Policy: policyOf(a.cfg), CA: a.node, Files: a.filesOps(),
 	})
 	if err := a.metrics.reg.Register(a.ops.Collector()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -156,6 +168,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return a.mesh.Run(gctx) })
 	g.Go(func() error { return a.fo.Run(gctx) })
+	a.runDelivery(g, gctx)
+	if a.files != nil {
+		g.Go(func() error { return a.files.Run(gctx) })
+		g.Go(func() error { return a.filesTr.Listen(gctx) })
+	}
 	if a.checks != nil {
 		g.Go(func() error { return a.checks.Run(gctx) })
 	}
@@ -180,7 +197,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // routes collects the local API endpoints each capability contributes.
 func (a *Agent) routes() []localapi.Route {
-	return a.ops.Routes()
+	return slices.Concat(a.ops.Routes(), a.deliver.ops.Routes(), a.filesOps().Routes())
 }
 
 // policyOf is the placement policy in a node's configuration.
@@ -208,6 +225,8 @@ func (a *Agent) handOff() {
 // build creates the failover node and what it needs.
 func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 	cfg, log := a.cfg, a.log
+	var err error
+	var mesh *liveness.Mesh
 	var prov failover.Provider
 	var fhealth failover.Health
 	var events failover.Events
@@ -247,8 +266,14 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 		a.hooks = hr
 		events = hr
 	}
+	var flushers []failover.Flusher
+	if a.files, a.filesTr, err = a.buildFiles(creds); err != nil {
+		return err
+	} else if a.files != nil {
+		flushers = append(flushers, a.files)
+	}
 	lease := cfg.Failover.Lease.D()
-	mesh, err := liveness.New(liveness.Options{
+	mesh, err = liveness.New(liveness.Options{
 		Self: cfg.Node.Name, Machine: a.machine, Tr: &liveness.StreamTransport{TLS: creds.ClientConfig(), Verify: a.node.VerifyPeerAt},
 		Interval: cfg.Failover.ProbeInterval.D(), Lease: lease, Margin: max(lease/10, 50*time.Millisecond),
 		Logger: log.With("component", "liveness"),
@@ -262,12 +287,19 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 		Mesh: mesh, PublishPolicy: cfg.Node.Role == config.RoleApp,
 		Policy:       policyOf(cfg),
 		DrainTimeout: cfg.Failover.DrainTimeout.D(),
+		Flushers:     flushers,
 		Logger:       log.With("component", "failover"),
 	})
 	if err != nil {
 		return err
 	}
 	a.mesh, a.fo = mesh, fo
+	if a.files != nil {
+		fo.Subscribe(a.files) // who may send changes when the IP is configured or released
+		if err := mesh.Contribute(liveness.Source{Name: files.FactName, Value: a.files.Fact}); err != nil {
+			return err
+		}
+	}
 	a.node.HandleConn(liveness.ALPN, mesh.ServeConn)
 	a.node.HandleConn(liveness.ALPNv1, mesh.ServeConnV1)
 	return nil

@@ -19,8 +19,12 @@ package artifact
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path"
 	"regexp"
 	"strings"
@@ -100,4 +104,19 @@ func allSame(s []string) bool {
 		}
 	}
 	return true
+}
+
+// FileSHA256 streams the file at path through SHA-256 and returns the
+// digest in lowercase hex.
+func FileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

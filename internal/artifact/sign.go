@@ -22,7 +22,7 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 	b64, ok := strings.CutPrefix(s, publicPrefix)
 	if !ok {
 		if strings.HasPrefix(s, privatePrefix) {
-			return nil, fmt.Errorf("this is a private key: pin the public key (ed25519:...) that `tandem package --sign` printed")
+			return nil, fmt.Errorf("this is a private key: pin the public key (ed25519:...) that `tandem release keygen` printed")
 		}
 		return nil, fmt.Errorf("signing key %q: expected ed25519:<base64 of 32 bytes>", abbreviate(s))
 	}

@@ -56,6 +56,9 @@ func OpenStore(dir string) (*Store, error) {
 	return &Store{dir: dir, createTemp: osCreateTemp}, nil
 }
 
+// Dir is the store's directory, also scratch space for downloads.
+func (s *Store) Dir() string { return s.dir }
+
 // Path is where the release with this digest is (or would be) stored.
 func (s *Store) Path(digest string) string {
 	return filepath.Join(s.dir, "sha256", strings.ToLower(digest)+".deb")

@@ -30,9 +30,16 @@ current directory):
 
 The pipeline runs the project's tests on Debian 12, builds the .deb with
 'tandem package', checks it with 'lintian --fail-on error,warning' and keeps
-the .deb and its .sha256 as artifacts. A clearly marked notify step is left
-for telling the cluster about new releases. An existing file is never
-overwritten unless --force is given.`,
+the .deb and its .sha256 as artifacts, with a .sig when the CI secret
+TANDEM_SIGNING_KEY holds a key from 'tandem release keygen'.
+
+The cluster learns of a build either from the forge's own webhook (a
+[[deploy.source]] of type gitlab, github, gitea or forgejo) or from the
+pipeline's notify job, for a source of type generic: when the CI variable
+TANDEM_WEBHOOK_URL is set it POSTs the .deb's URL (under TANDEM_DEB_BASE_URL)
+and SHA-256, signed the Standard Webhooks way with TANDEM_WEBHOOK_SECRET.
+
+An existing file is never overwritten unless --force is given.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rel, ok := ciconfig.Path(args[0])

@@ -80,6 +80,9 @@ Debian packages of packaging/lab-deps.txt ('make deps' installs them).`,
 		newLabHealCmd(e, f),
 		newLabNetemCmd(e, f),
 		newLabForwardCmd(e),
+		newLabPushCmd(e, f),
+		newLabForgeServeCmd(e),
+		newLabForgeSendCmd(e),
 		newLabDownCmd(e, f),
 	)
 	return cmd
@@ -141,7 +144,7 @@ func runLabUp(ctx context.Context, e *env, lf *labFlags, f labUpFlags) error {
 		}
 	}
 	if f.reuse {
-		done, err := reuseLab(ctx, e, l, f)
+		done, err := reuseLab(ctx, e, l, f, lf.exe)
 		if done || err != nil {
 			return err
 		}
@@ -161,7 +164,7 @@ func runLabUp(ctx context.Context, e *env, lf *labFlags, f labUpFlags) error {
 // reuseLab is lab up --reuse on a lab that may be up already: a lab as asked
 // whose cluster answers is reported (done); one that differs, has a node
 // down, never formed, or left debris is taken down so that up starts afresh.
-func reuseLab(ctx context.Context, e *env, l *lab.Lab, f labUpFlags) (done bool, err error) {
+func reuseLab(ctx context.Context, e *env, l *lab.Lab, f labUpFlags, exe string) (done bool, err error) {
 	st, err := l.Status(ctx)
 	if errors.Is(err, lab.ErrNoLab) {
 		// Not up; clear what an interrupted run may have left.
@@ -192,6 +195,10 @@ func reuseLab(ctx context.Context, e *env, l *lab.Lab, f labUpFlags) (done bool,
 	fmt.Fprintf(e.stderr, "lab %s is already up (for a fresh one: tandem lab down --name %s)\n", l.Name(), l.Name())
 	if f.bare {
 		return true, printLabStatus(e, st)
+	}
+	// The forge runs in the client namespace: start it again if it died.
+	if err := labcluster.StartForge(ctx, l, exe); err != nil {
+		return true, err
 	}
 	return true, printLabCluster(ctx, e, l)
 }

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -89,6 +93,12 @@ func printStatus(w io.Writer, st localapi.Status) {
 	if st.StateWarning != "" {
 		fmt.Fprintf(w, "state:   %s\n", st.StateWarning)
 	}
+	if d := st.Delivery; d != nil {
+		printDeliveryStatus(w, d)
+	}
+	if f := st.Files; f != nil {
+		printFilesStatus(w, f, false)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tROLE\tADDRESS\tVOTER\tREACHABLE\tHEALTHY\tHOLDS IP\tFAILURES")
@@ -99,11 +109,12 @@ func printStatus(w io.Writer, st localapi.Status) {
 	tw.Flush()
 	for _, m := range st.Members {
 		for _, c := range m.Checks {
-			out := strings.TrimSpace(c.Output)
+			// Peers' check output is not trusted: no terminal escapes.
+			out := printable(strings.TrimSpace(c.Output))
 			if len(out) > 120 {
 				out = out[:120] + "…"
 			}
-			fmt.Fprintf(w, "  %s check %s (%s): %s %s\n", m.Name, c.Name, c.Type, passFail(c.Healthy), out)
+			fmt.Fprintf(w, "  %s check %s (%s): %s %s\n", m.Name, printable(c.Name), printable(c.Type), passFail(c.Healthy), out)
 		}
 	}
 }
@@ -367,4 +378,53 @@ failures is fixed, rather than waiting for failover.failure_window to pass.`,
 			return nil
 		},
 	}
+}
+
+func printDeliveryStatus(w io.Writer, d *localapi.DeliveryStatus) {
+	var parts []string
+	for _, n := range slices.Sorted(maps.Keys(d.Installed)) {
+		for _, p := range slices.Sorted(maps.Keys(d.Installed[n])) {
+			parts = append(parts, fmt.Sprintf("%s %s %s", n, p, d.Installed[n][p].Version))
+		}
+	}
+	if len(parts) > 0 {
+		fmt.Fprintf(w, "release: %s\n", strings.Join(parts, ", "))
+	}
+	if r := d.Rollout; r != nil {
+		fmt.Fprintf(w, "rollout: %s %s %s (%s phase, driven by %s, %s): %s\n", r.Delivery, r.Package, r.Version, r.Phase, r.Driver,
+			time.Since(r.Started).Round(time.Second), orDash(r.Step))
+	} else if d.LastOutcome != "" {
+		fmt.Fprintf(w, "last rollout: %s: %s\n", d.LastOutcome, d.LastReason)
+	}
+	if d.Queued > 0 {
+		fmt.Fprintf(w, "queued:  %d deliveries ('tandem deploy plan')\n", d.Queued)
+	}
+	if d.Locked != "" {
+		fmt.Fprintf(w, "deploys locked: %s\n", d.Locked)
+	}
+}
+
+// printable replaces control characters (terminal escapes, carriage
+// returns) in text that came from another node with '?', so a peer cannot
+// drive the operator's terminal.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\t' {
+			return ' '
+		}
+		if unicode.IsControl(r) || r == utf8.RuneError || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// printableLines is printable for multi-line text: each line is cleaned
+// and the lines after the first are indented by indent.
+func printableLines(s, indent string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = printable(strings.TrimRight(l, "\r"))
+	}
+	return strings.Join(lines, "\n"+indent)
 }

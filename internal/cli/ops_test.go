@@ -29,3 +29,26 @@ func TestPrintStatusShowsPenaltiesAndHeldMove(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintableStripsTerminalControl(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"ok 200", "ok 200"},
+		{"\x1b[2J\x1b[Hpwned", "?[2J?[Hpwned"},
+		{"line1\r\nline2", "line1??line2"},
+		{"tab\there", "tab here"},
+		{"c1 \u009b31m", "c1 ?31m"},
+		{"bad \xff utf8", "bad ? utf8"},
+		{"ünïcode ✓", "ünïcode ✓"},
+	}
+	for _, tt := range tests {
+		if got := printable(tt.in); got != tt.want {
+			t.Errorf("printable(%q) = %q; want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestPrintableLinesKeepsLines(t *testing.T) {
+	if got, want := printableLines("gate failed\r\n  \x1b[31mjournal\n", "  "), "gate failed\n    ?[31mjournal"; got != want {
+		t.Errorf("printableLines = %q; want %q", got, want)
+	}
+}

@@ -35,7 +35,8 @@ dependencies, [tool.tandem] for the service command, configuration files,
 data directory and extra Depends.
 
 Modes ([tool.tandem].mode or --mode):
-  venv    a virtualenv at /opt/venvs/NAME, built at that path against
+  venv    a virtualenv at /usr/lib/NAME ([tool.tandem] venv-dir =
+          "/opt/venvs/NAME" for dh-virtualenv's place), built for
           /usr/bin/python3; dependencies come from --wheels DIR (offline),
           from --index-url URL, or from the system's site-packages
           (--system-site-packages, e.g. Debian's python3-gunicorn)
@@ -70,6 +71,7 @@ byte-identical .deb. The package and its .sha256 are written to --out.`,
 	fl.StringVar(&f.opt.Python, "python", "/usr/bin/python3", "the target's Python interpreter")
 	fl.StringVar(&f.opt.Isolation, "isolation", "auto", "how the venv is built at its final path: auto, namespace or relocate")
 	fl.StringVar(&f.opt.Compression, "compression", "xz", "data compression: xz, gzip, zstd or none")
+	fl.StringSliceVar(&f.opt.AllowDataDirs, "allow-data-dir", nil, "also allow [tool.tandem] data-dir below this directory (besides /var/lib and /srv); repeatable")
 	fl.BoolVar(&f.jsonOut, "json", false, "print the result as JSON (package, version, architecture, path, sha256, size, sha256_path)")
 	fl.BoolVar(&f.self, "self", false, "package tandem itself (used by make deb)")
 	fl.StringVar(&f.selfBinary, "binary", "", "with --self: the tandem binary to package (default: this one)")

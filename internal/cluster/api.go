@@ -26,6 +26,7 @@ func (n *Node) routes() {
 	n.handler.Handle("POST /v1/membership", n.requireMember(http.HandlerFunc(n.handleMembership)))
 	n.handler.Handle("POST /v1/renew", n.requireMember(http.HandlerFunc(n.handleRenew)))
 	n.handler.Handle("GET /v1/members", n.requireMember(http.HandlerFunc(n.handleMembers)))
+	n.handler.Handle("POST /v1/ca/key", n.requireMember(http.HandlerFunc(n.handleCAKey)))
 }
 
 // requireCert lets through only requests with a verified client
@@ -62,7 +63,7 @@ func (n *Node) requireMember(h http.Handler) http.Handler {
 
 func (n *Node) handleCA(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/x-pem-file")
-	_, _ = w.Write(n.creds.CA.CertPEM())
+	_, _ = w.Write(n.creds.CA().CertPEM())
 }
 
 // Apply commits a state command and returns the state's verdict: nil, or
@@ -488,6 +489,9 @@ var wireErrors = []struct {
 	{"invalid", state.ErrInvalid, http.StatusBadRequest},
 	{"upgrade_needed", state.ErrUpgradeNeeded, http.StatusConflict},
 	{"forbidden", state.ErrForbidden, http.StatusForbidden},
+	{"rotating", state.ErrRotating, http.StatusConflict},
+	{"duplicate", state.ErrDuplicate, http.StatusConflict},
+	{"busy", state.ErrBusy, http.StatusConflict},
 	{"not_leader", ErrNotLeader, http.StatusServiceUnavailable},
 	{"no_leader", ErrNoLeader, http.StatusServiceUnavailable},
 	{"cannot_sign", ErrCannotSign, http.StatusServiceUnavailable},
@@ -509,6 +513,10 @@ type RemoteError struct {
 }
 
 func (e *RemoteError) Error() string { return e.Message }
+
+// HTTPStatus is the status the peer answered with: the peer was reached
+// and refused, as opposed to a transport failure.
+func (e *RemoteError) HTTPStatus() int { return e.Status }
 
 // Unwrap returns the sentinel error named by Code, if any.
 func (e *RemoteError) Unwrap() error {

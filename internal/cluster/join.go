@@ -215,8 +215,8 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil {
 		return joinReply{}, fmt.Errorf("%w: join request: %v", state.ErrInvalid, err)
 	}
-	if !pki.MatchesPin(n.creds.CA.Cert, req.CAHash) {
-		return joinReply{}, fmt.Errorf("%w: this cluster's CA is %s, the token pins %q", pki.ErrCAMismatch, n.creds.CA.Hash(), req.CAHash)
+	if !pki.MatchesPin(n.creds.CA().Cert, req.CAHash) {
+		return joinReply{}, fmt.Errorf("%w: this cluster's CA is %s, the token pins %q", pki.ErrCAMismatch, n.creds.CA().Hash(), req.CAHash)
 	}
 	// The token first: until it checks out the caller is anonymous, and
 	// nothing below (names, addresses, roles) is its business. Nothing
@@ -225,6 +225,10 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	use := state.UseToken{ID: req.TokenID, SecretHash: pki.HashSecret(req.TokenSecret), At: n.now()}
 	if err := n.awaitToken(ctx, use); err != nil {
 		return joinReply{}, err
+	}
+	if r := n.machine.View().Rotation; r != nil {
+		return joinReply{}, fmt.Errorf("%w: %w (phase %s): join once it has finished ('tandem ca status'), with a token created then",
+			ErrJoinRefused, state.ErrRotating, r.Phase)
 	}
 	if !n.creds.CanSign() {
 		view := n.machine.View()
@@ -310,7 +314,7 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	if err := n.Apply(ctx, use); err != nil {
 		return joinReply{}, err
 	}
-	cert, err := n.creds.CA.SignCSRFor([]byte(req.CSR), req.Name, now, n.certValidity)
+	cert, err := n.creds.CA().SignCSRFor([]byte(req.CSR), req.Name, now, n.certValidity)
 	if err != nil {
 		return joinReply{}, err
 	}
@@ -320,9 +324,9 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 	if err := n.changeMembership(ctx, membershipChange{Op: "add_nonvoter", Name: req.Name, Addr: req.Advertise}); err != nil {
 		return joinReply{}, err
 	}
-	reply := joinReply{Cert: string(cert), CA: string(n.creds.CA.CertPEM())}
+	reply := joinReply{Cert: string(cert), CA: string(n.creds.CA().CertPEM())}
 	if req.Role == state.RoleApp {
-		key, err := n.creds.CA.KeyPEM()
+		key, err := n.creds.CA().KeyPEM()
 		if err != nil {
 			return joinReply{}, err
 		}
@@ -422,7 +426,11 @@ func (n *Node) CreateToken(ctx context.Context, ttl time.Duration, uses int, rol
 	if uses == 0 || uses < -1 {
 		return pki.Token{}, fmt.Errorf("create token: uses %d: want at least 1, or -1 for unlimited", uses)
 	}
-	tok, err := pki.NewToken(n.creds.CA.Hash())
+	if r := n.machine.View().Rotation; r != nil {
+		return pki.Token{}, fmt.Errorf("create token: %w (phase %s): a token would pin a CA that is being replaced; create it once 'tandem ca status' shows the rotation finished",
+			state.ErrRotating, r.Phase)
+	}
+	tok, err := pki.NewToken(n.creds.CA().Hash())
 	if err != nil {
 		return pki.Token{}, err
 	}

@@ -40,6 +40,9 @@ type tlsCluster struct {
 	keys map[string]string
 	// certValidity is the nodes' Options.certValidity.
 	certValidity time.Duration
+	// dirs and roles are each node's data directory and role, kept for
+	// restart.
+	dirs, roles map[string]string
 }
 
 // founded starts a cluster of one, node "a", over real TLS under a new CA.
@@ -65,8 +68,23 @@ func (c *tlsCluster) start(creds *pki.Node, role, addr string) *Node {
 
 func (c *tlsCluster) startWith(creds *pki.Node, role, addr string, joinedPeers map[string]string) *Node {
 	c.t.Helper()
+	// As the agent keeps them: the credentials in the data directory,
+	// where renewals and rotations save theirs.
+	dir := c.t.TempDir()
+	if err := creds.Save(PKIDir(dir)); err != nil {
+		c.t.Fatal(err)
+	}
+	if c.dirs == nil {
+		c.dirs, c.roles = map[string]string{}, map[string]string{}
+	}
+	c.dirs[creds.Name], c.roles[creds.Name] = dir, role
+	return c.startIn(creds, role, addr, joinedPeers, dir)
+}
+
+func (c *tlsCluster) startIn(creds *pki.Node, role, addr string, joinedPeers map[string]string, dir string) *Node {
+	c.t.Helper()
 	n, err := New(context.Background(), Options{
-		Name: creds.Name, Role: role, DataDir: c.t.TempDir(), Listen: addr,
+		Name: creds.Name, Role: role, DataDir: dir, Listen: addr, PKIDir: PKIDir(dir),
 		TLS: creds, Machine: state.New(), Logger: testLogger(c.t), JoinPolicy: noTwoApps,
 		noJoinDelay: true, JoinedPeers: joinedPeers, JoinedKeys: c.keys, StreamProtocols: c.streams,
 		certValidity: c.certValidity,
@@ -79,6 +97,27 @@ func (c *tlsCluster) startWith(creds *pki.Node, role, addr string, joinedPeers m
 	}
 	c.nodes[n.Name()] = n
 	return n
+}
+
+// restart stops node name and starts it again from its data directory and
+// the credentials saved there, at the same address.
+func (c *tlsCluster) restart(name string) *Node {
+	c.t.Helper()
+	old := c.nodes[name]
+	if err := old.Shutdown(context.Background()); err != nil {
+		c.t.Fatal(err)
+	}
+	return c.startAgain(name, old.Addr())
+}
+
+// startAgain starts a stopped node from its data directory at addr.
+func (c *tlsCluster) startAgain(name, addr string) *Node {
+	c.t.Helper()
+	creds, err := pki.Load(PKIDir(c.dirs[name]))
+	if err != nil {
+		c.t.Fatalf("load %s's credentials: %v", name, err)
+	}
+	return c.startIn(creds, c.roles[name], addr, nil, c.dirs[name])
 }
 
 // join joins a node through via and starts it.

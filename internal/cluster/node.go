@@ -17,6 +17,9 @@
 // the name on it must also be a current member (raft: a server of the raft
 // configuration) and its key the one pinned for that member in the state
 // (state.Member.Key), on both ends of every connection (see trust.go).
+// Every RPC on a raft connection must name that node as its sender
+// (raftguard.go). The trusted CAs are the committed ones (state.Trust),
+// read at each handshake, so a CA rotation needs no restart (rotate.go).
 //
 //	GET  /v1/ca          the CA certificate (PEM); no client certificate needed
 //	POST /v1/join        join with a token and a CSR; no client certificate needed
@@ -28,6 +31,8 @@
 //	                     and pinned key only; members only, on app nodes
 //	GET  /v1/members     the members and their pinned keys; members only (a freshly
 //	                     joined node learns who may lead it)
+//	POST /v1/ca/key      the key of a CA rotation's new CA; app members only, on
+//	                     app nodes that hold it (see rotate.go)
 //
 // Errors come back as JSON {"error": message, "code": name}; the code names
 // the sentinel error (state.ErrBadToken is "bad_token", ...) so errors.Is
@@ -180,6 +185,9 @@ type Node struct {
 	observer *raft.Observer
 	lmu      sync.Mutex
 	lchanged chan struct{}
+	rotKick  chan struct{} // wakes rotationLoop
+	upToDate atomic.Bool   // see caughtUp
+	certMu   sync.Mutex    // one renewal or reissue at a time
 	joinMu   sync.Mutex
 	joinGate *joinGate
 	// joinDelay is how long a refused join waits before its answer.
@@ -216,7 +224,7 @@ func New(ctx context.Context, opts Options) (*Node, error) {
 	n := &Node{
 		name: opts.Name, role: opts.Role, timing: opts.Timing.withDefaults(),
 		log: opts.Logger.With("node", opts.Name), now: opts.Now, policy: opts.JoinPolicy, priority: opts.Priority,
-		creds: opts.TLS, machine: opts.Machine, lchanged: make(chan struct{}),
+		creds: opts.TLS, machine: opts.Machine, lchanged: make(chan struct{}), rotKick: make(chan struct{}, 1),
 		joinDelay: joinRefusalDelay, joinGate: newJoinGate(),
 		pkiDir: opts.PKIDir, certValidity: cmp.Or(opts.certValidity, pki.NodeValidity),
 	}
@@ -291,6 +299,10 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	if n.trans == nil {
 		n.joined.Store(&joinedSet{peers: opts.JoinedPeers, keys: opts.JoinedKeys})
 		n.mux.raftPeer = n.raftPeer
+		n.mux.raftAddr = func(name string) (string, bool) {
+			addr, ok := n.raftPeers()[name]
+			return addr, ok
+		}
 		n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 			Stream:  newStreamLayer(n.mux.raft, n.creds, n.raftPeerAt, n.checkPin),
 			MaxPool: 3,
@@ -327,7 +339,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.mux.streamPeer = n.isKnown
-	n.wg.Add(8)
+	n.wg.Add(9)
 	go func() { defer n.wg.Done(); n.mux.serve() }()
 	go func() {
 		defer n.wg.Done()
@@ -340,6 +352,7 @@ func (n *Node) start(ctx context.Context, opts Options) error {
 	go func() { defer n.wg.Done(); n.reportSelf(bg) }()
 	go func() { defer n.wg.Done(); n.watchTrust(bg) }()
 	go func() { defer n.wg.Done(); n.renewLoop(bg) }()
+	go func() { defer n.wg.Done(); n.rotationLoop(bg) }()
 	go func() {
 		defer n.wg.Done()
 		if n.joined.Load() != nil {

@@ -47,6 +47,18 @@ func TestApplyReplicatesAndForwards(t *testing.T) {
 			}
 		}
 	}
+	// A redelivery is rejected as a duplicate on the follower too, so the
+	// webhook listener (on the holder, never the leader) answers it 200.
+	del := state.Delivery{ID: "d-1", Keys: []string{"gitlab/id/x"}, ReceivedAt: time.Now()}
+	if err := f.Apply(ctx, state.ReceiveDelivery{Delivery: del}); err != nil {
+		t.Fatal(err)
+	}
+	del.ID = "d-2"
+	for _, n := range []*Node{leader, f} {
+		if err := n.Apply(ctx, state.ReceiveDelivery{Delivery: del}); !errors.Is(err, state.ErrDuplicate) {
+			t.Errorf("redelivery on %s: Apply() = %v; want ErrDuplicate", n.Name(), err)
+		}
+	}
 	if got := f.Machine().View().Holder.Epoch; got != 0 {
 		t.Errorf("rejected SetHolder changed the epoch to %d", got)
 	}

@@ -24,6 +24,9 @@ import (
 // renewBody is the JSON body of POST /v1/renew.
 type renewBody struct {
 	CSR string `json:"csr"` // PEM, for the caller's own name and key
+	// CA, when set, is the hash of the CA to sign with: a CA rotation's
+	// new CA, in its reissue phase. Default: the signer's own CA.
+	CA string `json:"ca,omitempty"`
 }
 
 // renewReply is the JSON reply of POST /v1/renew.
@@ -54,15 +57,17 @@ func (n *Node) renewLoop(ctx context.Context) {
 
 // renewCert renews this node's certificate, puts it in use and saves it.
 func (n *Node) renewCert(ctx context.Context) error {
+	n.certMu.Lock()
+	defer n.certMu.Unlock()
 	csr, err := n.creds.CSR()
 	if err != nil {
 		return err
 	}
 	var cert []byte
 	if n.creds.CanSign() {
-		cert, err = n.creds.CA.SignCSRFor(csr, n.name, n.now(), n.certValidity)
+		cert, err = n.creds.CA().SignCSRFor(csr, n.name, n.now(), n.certValidity)
 	} else {
-		cert, err = n.renewThroughApp(ctx, csr)
+		cert, err = n.renewThroughApp(ctx, csr, "")
 	}
 	if err != nil {
 		return err
@@ -80,9 +85,10 @@ func (n *Node) renewCert(ctx context.Context) error {
 	return nil
 }
 
-// renewThroughApp asks the app members, one after another, to sign csr.
-func (n *Node) renewThroughApp(ctx context.Context, csr []byte) ([]byte, error) {
-	body, err := json.Marshal(renewBody{CSR: string(csr)})
+// renewThroughApp asks the app members, one after another, to sign csr
+// (with the CA of hash ca, unless "").
+func (n *Node) renewThroughApp(ctx context.Context, csr []byte, ca string) ([]byte, error) {
+	body, err := json.Marshal(renewBody{CSR: string(csr), CA: ca})
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +149,19 @@ func (n *Node) handleRenew(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	cert, err := n.creds.CA.SignCSRFor([]byte(req.CSR), caller.Name, n.now(), n.certValidity)
+	signer := n.creds.CA()
+	if req.CA != "" && req.CA != signer.Hash() {
+		view := n.machine.View()
+		if view.Rotation == nil || view.Rotation.To != req.CA || view.Rotation.Phase != state.PhaseReissue {
+			writeError(w, fmt.Errorf("%w: CA %s is not the new CA of a rotation in its reissue phase", state.ErrForbidden, req.CA))
+			return
+		}
+		if signer = n.creds.Held(req.CA); signer == nil || signer.Key == nil {
+			writeError(w, fmt.Errorf("%w: %s does not hold the key of CA %s (yet)", ErrCannotSign, n.name, req.CA))
+			return
+		}
+	}
+	cert, err := signer.SignCSRFor([]byte(req.CSR), caller.Name, n.now(), n.certValidity)
 	if err != nil {
 		writeError(w, err)
 		return

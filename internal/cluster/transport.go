@@ -65,6 +65,10 @@ type muxListener struct {
 	// streamPeer, when set, says whether a certificate name may open a
 	// stream (see Node.member).
 	streamPeer func(name string) bool
+	// raftAddr, when set, is a raft server's address by name: every RPC
+	// on a raft connection must name the certificate's node at that
+	// address (see guardRaft).
+	raftAddr func(name string) (string, bool)
 
 	anon         chan struct{} // one token per open anonymous connection
 	anonLifetime time.Duration
@@ -139,7 +143,11 @@ func (m *muxListener) route(c net.Conn) {
 		m.smu.Lock()
 		m.streams[tc] = true
 		m.smu.Unlock()
-		m.raft.deliver(&trackedConn{Conn: tc, m: m})
+		var conn net.Conn = tc
+		if m.raftAddr != nil {
+			conn = guardRaft(tc, pki.PeerName(&cs), m.raftAddr, m.log)
+		}
+		m.raft.deliver(&trackedConn{Conn: conn, tc: tc, m: m})
 		return
 	}
 	m.smu.Lock()
@@ -194,13 +202,14 @@ func (m *muxListener) serveStream(tc *tls.Conn, cs *tls.ConnectionState, h ConnH
 
 // trackedConn is a raft connection the mux tracks until raft closes it.
 type trackedConn struct {
-	*tls.Conn
-	m *muxListener
+	net.Conn // what raft reads: tc, or its guard (which closes tc)
+	tc       *tls.Conn
+	m        *muxListener
 }
 
 func (c *trackedConn) Close() error {
 	c.m.smu.Lock()
-	delete(c.m.streams, c.Conn)
+	delete(c.m.streams, c.tc)
 	c.m.smu.Unlock()
 	return c.Conn.Close()
 }

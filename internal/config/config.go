@@ -8,8 +8,10 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -55,6 +57,10 @@ type Config struct {
 	Hooks    Hooks    `toml:"hooks"`
 	Metrics  Metrics  `toml:"metrics"`
 	Failover Failover `toml:"failover"`
+	Deploy   Deploy   `toml:"deploy"`
+	// Files are the directories replicated from the IP holder to the
+	// other app nodes (see README, Shared files).
+	Files []FilesPath `toml:"files"`
 	// Warnings are problems that do not stop the agent, such as a
 	// deprecated key; the agent logs them and 'config validate' prints them.
 	Warnings Errors `toml:"-"`
@@ -187,6 +193,75 @@ type Failover struct {
 	// agent stop) waits for connections in flight to the IP to finish.
 	DrainTimeout Duration `toml:"drain_timeout"`
 }
+
+// Deploy configures continuous delivery: which packages the cluster runs,
+// where their builds come from and how a release rolls out. Delivery is
+// off while Packages is empty.
+type Deploy struct {
+	Packages []string `toml:"packages"`
+	// Listen is the webhook listener of every app node ("" = none; the
+	// poll fallback and 'tandem deploy' still work).
+	Listen       string `toml:"listen"`
+	TLSCert      string `toml:"tls_cert"`
+	TLSKey       string `toml:"tls_key"`
+	InsecureHTTP bool   `toml:"insecure_http"` // plain HTTP, only behind a TLS proxy
+	// Soak is how long a node's health must pass after an install before
+	// the rollout goes on; GateTimeout bounds the wait for it to pass.
+	Soak         Duration `toml:"soak"`
+	GateTimeout  Duration `toml:"gate_timeout"`
+	Keep         int      `toml:"keep"`
+	MaxSize      int64    `toml:"max_size"`
+	SigningKeys  []string `toml:"signing_keys"`
+	PollInterval Duration `toml:"poll_interval"`
+	Auto         bool     `toml:"auto"`
+	// HealthURL is the URL the health gate asks; default: the first http
+	// health check's scheme and host with the package's health path.
+	HealthURL        string   `toml:"health_url"`
+	PreHook          string   `toml:"pre_hook"`
+	PostHook         string   `toml:"post_hook"`
+	HookTimeout      Duration `toml:"hook_timeout"`
+	NotifyURLs       []string `toml:"notify_urls"`
+	NotifySecretFile string   `toml:"notify_secret_file"`
+	Sources          []Source `toml:"source"`
+}
+
+// FilesPath is one replicated directory: the holder's copy is sent to
+// every other app node.
+type FilesPath struct {
+	Path    string   `toml:"path"`    // absolute directory, e.g. "/var/lib/pysite/uploads"
+	Exclude []string `toml:"exclude"` // rsync patterns, e.g. ["*.tmp", "cache/"]
+	// Delete propagates the holder's deletes (default true). Files only a
+	// returning old holder has are quarantined, never deleted.
+	Delete *bool `toml:"delete"`
+	// BWLimit caps each transfer, in KiB/s (0: no limit).
+	BWLimit int `toml:"bwlimit"`
+}
+
+// DeletesPropagate reports whether the holder's deletes are replicated.
+func (f FilesPath) DeletesPropagate() bool { return f.Delete == nil || *f.Delete }
+
+// Enabled reports whether delivery is configured.
+func (d Deploy) Enabled() bool { return len(d.Packages) > 0 }
+
+// Source is one place builds come from: a forge, or any CI (generic).
+type Source struct {
+	Name         string   `toml:"name"` // the webhook path is /webhook/NAME
+	Type         string   `toml:"type"` // gitlab, github, gitea, forgejo, generic
+	SecretFile   string   `toml:"secret_file"`
+	APIURL       string   `toml:"api_url"`
+	APITokenFile string   `toml:"api_token_file"`
+	Project      string   `toml:"project"`
+	Branches     []string `toml:"branches"`
+	Tags         []string `toml:"tags"`
+	Job          string   `toml:"job"`
+}
+
+// DefaultSoak is deploy.soak's default: how long a node's health must pass
+// after its install.
+const DefaultSoak = 3 * time.Second
+
+// SourceTypes are the accepted deploy.source types.
+var SourceTypes = []string{"gitlab", "github", "gitea", "forgejo", "generic"}
 
 // Error is one problem in the configuration.
 type Error struct {
@@ -418,6 +493,33 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 	if f.DrainTimeout == 0 {
 		f.DrainTimeout = Duration(2 * time.Second)
 	}
+	d := &c.Deploy
+	if d.Soak == 0 && !set("deploy.soak") {
+		d.Soak = Duration(DefaultSoak)
+	}
+	if d.GateTimeout == 0 {
+		d.GateTimeout = Duration(2 * time.Minute)
+	}
+	if d.Keep == 0 {
+		d.Keep = 5
+	}
+	if d.MaxSize == 0 {
+		d.MaxSize = 256 << 20
+	}
+	if d.PollInterval == 0 && !set("deploy.poll_interval") {
+		d.PollInterval = Duration(5 * time.Minute)
+	}
+	if !set("deploy.auto") {
+		d.Auto = true
+	}
+	if d.HookTimeout == 0 {
+		d.HookTimeout = Duration(10 * time.Minute)
+	}
+	for i := range d.Sources {
+		if d.Sources[i].Name == "" {
+			d.Sources[i].Name = d.Sources[i].Type
+		}
+	}
 	for i := range c.Health {
 		h := &c.Health[i]
 		if h.Name == "" {
@@ -551,6 +653,158 @@ func (c *Config) validate() Errors {
 	}
 	if d := f.DrainTimeout.D(); d < 0 || d > time.Minute {
 		bad("failover.drain_timeout", "%s is out of range; use 0s to 1m (clients whose new connections are held back retry after 1s, 3s, 7s)", d)
+	}
+	errs = append(errs, c.validateDeploy()...)
+	errs = append(errs, c.validateFiles()...)
+	return errs
+}
+
+func (c *Config) validateFiles() Errors {
+	var errs Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if len(c.Files) > 0 && c.Node.Role == RoleWitness {
+		bad("files", "a witness runs no app and receives no files; remove the [[files]] sections from this node")
+		return errs
+	}
+	var clean []string
+	for i, f := range c.Files {
+		key := fmt.Sprintf("files[%d]", i)
+		p := filepath.Clean(f.Path)
+		switch {
+		case f.Path == "":
+			bad(key+".path", "missing: the directory to replicate, e.g. \"/var/lib/mysite/uploads\"")
+			continue
+		case !strings.HasPrefix(f.Path, "/"):
+			bad(key+".path", "%q must be an absolute path", f.Path)
+			continue
+		case strings.ContainsAny(f.Path, "\n\x00"):
+			bad(key+".path", "%q contains a newline or NUL; rename the directory", f.Path)
+			continue
+		case slices.Contains([]string{"/", "/etc", "/usr", "/var", "/var/lib", "/home", "/root", "/boot", "/proc", "/sys", "/dev", "/run", "/tmp"}, p):
+			bad(key+".path", "%q is a system directory; name the application's own data directory, e.g. \"/var/lib/mysite/uploads\"", f.Path)
+			continue
+		case within(p, filepath.Clean(c.Node.DataDir)) || within(filepath.Clean(c.Node.DataDir), p):
+			bad(key+".path", "%q overlaps node.data_dir (%s), which holds this node's own raft log and keys; replicate the application's directory instead", f.Path, c.Node.DataDir)
+			continue
+		}
+		for j, o := range clean {
+			if within(p, o) || within(o, p) {
+				bad(key+".path", "%q overlaps files[%d].path (%s); declare each directory once, with excludes for what to leave out", f.Path, j, o)
+			}
+		}
+		clean = append(clean, p)
+		for k, e := range f.Exclude {
+			if strings.TrimSpace(e) == "" || strings.ContainsAny(e, "\n\r\x00") {
+				bad(fmt.Sprintf("%s.exclude[%d]", key, k), "%q is not an rsync pattern; write e.g. \"*.tmp\" or \"cache/\"", e)
+			}
+		}
+		if f.BWLimit < 0 || f.BWLimit > 10<<20 {
+			bad(key+".bwlimit", "%d is out of range; use 0 (no limit) to 10485760 KiB/s", f.BWLimit)
+		}
+	}
+	return errs
+}
+
+// within reports whether p is dir or below it (both clean).
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
+var packageName = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
+var sourceName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+func (c *Config) validateDeploy() Errors {
+	var errs Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	d := c.Deploy
+	for i, p := range d.Packages {
+		if !packageName.MatchString(p) {
+			bad(fmt.Sprintf("deploy.packages[%d]", i), "%q is not a Debian package name (lower-case letters, digits, + - .)", p)
+		}
+	}
+	if !d.Enabled() {
+		if len(d.Sources) > 0 {
+			bad("deploy.packages", "missing: deploy.source is set, so name the packages the cluster runs, e.g. [\"mysite\"]")
+		}
+		return errs
+	}
+	if d.Listen != "" {
+		if _, port, err := net.SplitHostPort(d.Listen); err != nil || port == "" {
+			bad("deploy.listen", "%q is not HOST:PORT (for example \":8443\")", d.Listen)
+		}
+		switch {
+		case d.InsecureHTTP && (d.TLSCert != "" || d.TLSKey != ""):
+			bad("deploy.insecure_http", "set either tls_cert and tls_key, or insecure_http = true (behind a TLS proxy), not both")
+		case !d.InsecureHTTP && (d.TLSCert == "" || d.TLSKey == ""):
+			bad("deploy.tls_cert", "the webhook listener needs tls_cert and tls_key (your certificate for the floating IP's name), or insecure_http = true when a TLS proxy is in front")
+		}
+		for _, k := range []struct{ key, path string }{{"deploy.tls_cert", d.TLSCert}, {"deploy.tls_key", d.TLSKey}} {
+			if k.path != "" && !strings.HasPrefix(k.path, "/") {
+				bad(k.key, "%q must be an absolute path", k.path)
+			}
+		}
+	}
+	if d.Soak.D() < 0 || d.Soak.D() > time.Hour {
+		bad("deploy.soak", "%s is out of range; use 0s to 1h (default 3s)", d.Soak.D())
+	}
+	if g := d.GateTimeout.D(); g < time.Second || g > time.Hour {
+		bad("deploy.gate_timeout", "%s is out of range; use 1s to 1h (default 2m)", g)
+	}
+	if d.Keep < 2 || d.Keep > 100 {
+		bad("deploy.keep", "%d is out of range; keep 2 to 100 releases (default 5), so a rollback target is always kept", d.Keep)
+	}
+	if d.MaxSize < 1<<20 || d.MaxSize > 8<<30 {
+		bad("deploy.max_size", "%d bytes is out of range; use 1 MiB to 8 GiB (default 268435456)", d.MaxSize)
+	}
+	if p := d.PollInterval.D(); p != 0 && (p < 10*time.Second || p > 24*time.Hour) {
+		bad("deploy.poll_interval", "%s is out of range; use 10s to 24h, or \"0s\" to turn polling off (default 5m)", p)
+	}
+	if d.HealthURL != "" && !strings.HasPrefix(d.HealthURL, "http://") && !strings.HasPrefix(d.HealthURL, "https://") {
+		bad("deploy.health_url", "%q must be an http:// or https:// URL", d.HealthURL)
+	}
+	for i, u := range d.NotifyURLs {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			bad(fmt.Sprintf("deploy.notify_urls[%d]", i), "%q must be an http:// or https:// URL", u)
+		}
+	}
+	if len(d.NotifyURLs) > 0 && d.NotifySecretFile == "" {
+		bad("deploy.notify_secret_file", "missing: notifications are signed; name a file holding a whsec_ secret")
+	}
+	names := map[string]bool{}
+	for i, s := range d.Sources {
+		key := fmt.Sprintf("deploy.source[%d]", i)
+		if !sourceName.MatchString(s.Name) {
+			bad(key+".name", "%q is not a valid source name (lower-case letters, digits, - and _; it becomes the path /webhook/NAME)", s.Name)
+		}
+		if names[s.Name] {
+			bad(key+".name", "duplicate source name %q", s.Name)
+		}
+		names[s.Name] = true
+		if !slices.Contains(SourceTypes, s.Type) {
+			bad(key+".type", "%q is not a source type; use one of %s", s.Type, strings.Join(SourceTypes, ", "))
+			continue
+		}
+		if s.SecretFile == "" || !strings.HasPrefix(s.SecretFile, "/") {
+			bad(key+".secret_file", "missing or relative: secrets are read from a file (absolute path), never written inline")
+		}
+		if s.Type != "generic" {
+			if !strings.HasPrefix(s.APIURL, "http://") && !strings.HasPrefix(s.APIURL, "https://") {
+				bad(key+".api_url", "%q must be the forge's API base URL, e.g. https://gitlab.example/api/v4", s.APIURL)
+			}
+			if s.APITokenFile == "" || !strings.HasPrefix(s.APITokenFile, "/") {
+				bad(key+".api_token_file", "missing or relative: tandem downloads the build through the forge's API with this token (absolute path)")
+			}
+			if s.Project == "" {
+				bad(key+".project", "missing: the project (GitLab \"group/name\" or id, GitHub/Gitea \"owner/repo\")")
+			}
+		}
+		if len(s.Branches) == 0 && len(s.Tags) == 0 {
+			bad(key+".branches", "no branch or tag may deploy; set branches = [\"main\"] and/or tags = [\"v*\"]")
+		}
 	}
 	return errs
 }

@@ -93,6 +93,24 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 		{"second check bad", minimal + "[[health]]\ntype = \"tcp\"\ntarget = \"a:1\"\n[[health]]\ntype = \"http\"\ntarget = \"ftp://x\"\n", "health[1].target", 16, "http://"},
 		{"wildcard without advertise", strings.Replace(minimal, "10.0.0.1:7946", "0.0.0.0:7946", 1), "cluster.advertise", 4, "wildcard"},
 		{"syntax", minimal + "[failover\n", "", 11, "syntax error"},
+		{"deploy source without packages", minimal + "[[deploy.source]]\ntype = \"gitlab\"\n", "deploy.packages", 0, "name the packages"},
+		{"deploy bad package", minimal + "[deploy]\npackages = [\"My Site\"]\n", "deploy.packages[0]", 12, "not a Debian package name"},
+		{"deploy listener without tls", minimal + "[deploy]\npackages = [\"site\"]\nlisten = \":8443\"\n", "deploy.tls_cert", 11, "insecure_http"},
+		{"deploy tls and insecure", minimal + "[deploy]\npackages = [\"site\"]\nlisten = \":8443\"\ninsecure_http = true\ntls_cert = \"/c\"\ntls_key = \"/k\"\n", "deploy.insecure_http", 14, "not both"},
+		{"deploy keep 1", minimal + "[deploy]\npackages = [\"site\"]\nkeep = 1\n", "deploy.keep", 13, "rollback target"},
+		{"deploy short poll", minimal + "[deploy]\npackages = [\"site\"]\npoll_interval = \"1s\"\n", "deploy.poll_interval", 13, "turn polling off"},
+		{"deploy source type", minimal + "[deploy]\npackages = [\"site\"]\n[[deploy.source]]\ntype = \"svn\"\n", "deploy.source[0].type", 14, "not a source type"},
+		{"deploy inline secret", minimal + "[deploy]\npackages = [\"site\"]\n[[deploy.source]]\ntype = \"generic\"\nbranches = [\"main\"]\n", "deploy.source[0].secret_file", 13, "never written inline"},
+		{"deploy gitlab without api", minimal + "[deploy]\npackages = [\"site\"]\n[[deploy.source]]\ntype = \"gitlab\"\nsecret_file = \"/s\"\nproject = \"g/p\"\nbranches = [\"main\"]\napi_token_file = \"/t\"\n", "deploy.source[0].api_url", 13, "API base URL"},
+		{"deploy no refs", minimal + "[deploy]\npackages = [\"site\"]\n[[deploy.source]]\ntype = \"generic\"\nsecret_file = \"/s\"\n", "deploy.source[0].branches", 13, "no branch or tag"},
+		{"files relative path", minimal + "[[files]]\npath = \"uploads\"\n", "files[0].path", 12, "absolute"},
+		{"files system dir", minimal + "[[files]]\npath = \"/var/lib\"\n", "files[0].path", 12, "system directory"},
+		{"files data dir", minimal + "[[files]]\npath = \"/var/lib/tandem/x\"\n", "files[0].path", 12, "node.data_dir"},
+		{"files overlap", minimal + "[[files]]\npath = \"/srv/a\"\n[[files]]\npath = \"/srv/a/b\"\n", "files[1].path", 14, "overlaps files[0].path"},
+		{"files empty exclude", minimal + "[[files]]\npath = \"/srv/a\"\nexclude = [\"\"]\n", "files[0].exclude[0]", 13, "rsync pattern"},
+		{"files bwlimit", minimal + "[[files]]\npath = \"/srv/a\"\nbwlimit = -1\n", "files[0].bwlimit", 13, "out of range"},
+		{"files missing path", minimal + "[[files]]\ndelete = false\n", "files[0].path", 11, "missing"},
+		{"deploy notify unsigned", minimal + "[deploy]\npackages = [\"site\"]\nnotify_urls = [\"https://chat.example/hook\"]\n", "deploy.notify_secret_file", 11, "signed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,6 +127,20 @@ func TestErrorsNameKeyAndLine(t *testing.T) {
 				t.Errorf("error %q does not name the file", e.Error())
 			}
 		})
+	}
+}
+
+func TestFilesDefaults(t *testing.T) {
+	c, err := Parse("t.toml", []byte(minimal+"[[files]]\npath = \"/var/lib/site/uploads/\"\nexclude = [\"*.tmp\"]\n[[files]]\npath = \"/srv/media\"\ndelete = false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Files) != 2 || !c.Files[0].DeletesPropagate() || c.Files[1].DeletesPropagate() {
+		t.Errorf("files = %+v; want deletes on for the first (default), off for the second", c.Files)
+	}
+	w := "[node]\nname = \"witness\"\nrole = \"witness\"\n[cluster]\nlisten = \"10.0.0.10:7946\"\n[[files]]\npath = \"/srv/a\"\n"
+	if _, err := Parse("w.toml", []byte(w)); err == nil || !strings.Contains(err.Error(), "witness runs no app") {
+		t.Errorf("witness with files: %v; want an error", err)
 	}
 }
 

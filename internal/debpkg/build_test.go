@@ -126,7 +126,7 @@ func TestGoldenPysite(t *testing.T) {
 		t.Errorf("result = %+v", res)
 	}
 	control, data, order := readDeb(t, res.Path)
-	for _, c := range []string{"/control", "/conffiles", "/postinst", "/prerm", "/postrm"} {
+	for _, c := range []string{"/control", "/conffiles", "/preinst", "/postinst", "/prerm", "/postrm"} {
 		golden(t, "pysite/"+strings.TrimPrefix(c, "/"), control[c].data)
 	}
 	golden(t, "pysite/pysite.service", data["/usr/lib/systemd/system/pysite.service"].data)
@@ -143,7 +143,7 @@ func TestGoldenPysite(t *testing.T) {
 		listing.WriteByte('\n')
 	}
 	golden(t, "pysite/contents", []byte(listing.String()))
-	for _, x := range []string{"/postinst", "/prerm", "/postrm"} {
+	for _, x := range []string{"/preinst", "/postinst", "/prerm", "/postrm"} {
 		s := string(control[x].data)
 		if !strings.HasPrefix(s, "#!/bin/sh\n") || !strings.Contains(s, "\nset -e\n") || control[x].hdr.Mode&0o111 == 0 {
 			t.Errorf("%s must be an executable /bin/sh script with set -e", x)
@@ -173,14 +173,14 @@ func TestPackageHygiene(t *testing.T) {
 			}
 		}
 	}
-	cfg := string(data["/opt/venvs/pysite/pyvenv.cfg"].data)
-	if !strings.Contains(cfg, "command = /usr/bin/python3 -m venv --without-pip --system-site-packages /opt/venvs/pysite\n") ||
+	cfg := string(data["/usr/lib/pysite/pyvenv.cfg"].data)
+	if !strings.Contains(cfg, "command = /usr/bin/python3 -m venv --without-pip --system-site-packages /usr/lib/pysite\n") ||
 		!strings.Contains(cfg, "include-system-site-packages = true") {
 		t.Errorf("pyvenv.cfg:\n%s", cfg)
 	}
 	unit := string(data["/usr/lib/systemd/system/pysite.service"].data)
 	for _, want := range []string{
-		"\nExecStart=/opt/venvs/pysite/bin/python -m gunicorn pysite.wsgi:application ", "\nUser=pysite\n",
+		"\nExecStart=/usr/lib/pysite/bin/python -m gunicorn pysite.wsgi:application ", "\nUser=pysite\n",
 		"\nNoNewPrivileges=yes\n", "\nPrivateTmp=yes\n", "\nProtectSystem=strict\n", "\nReadWritePaths=/var/lib/pysite\n",
 		"\nCapabilityBoundingSet=\n", "\nEnvironmentFile=-/etc/pysite/pysite.env\n", "\nEnvironment=TANDEM_APP_VERSION=1.2.3\n",
 	} {
@@ -209,11 +209,33 @@ func TestReproducibleFromTwoDirectories(t *testing.T) {
 	if rr.SHA256 != ra.SHA256 {
 		t.Errorf("relocated build %s differs from the default build %s", rr.SHA256, ra.SHA256)
 	}
+	// A venv under /opt (dh-virtualenv's place) can also be built at its
+	// final path in a mount namespace: the same bytes as relocating it.
+	for _, d := range []string{a, b} {
+		pp := filepath.Join(d, "pyproject.toml")
+		data, err := os.ReadFile(pp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = bytes.Replace(data, []byte("[tool.tandem]\n"), []byte("[tool.tandem]\nvenv-dir = \"/opt/venvs/pysite\"\n"), 1)
+		if err := os.WriteFile(pp, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ro := buildExample(t, a, func(o *Options) { o.Isolation = "relocate" })
 	if err := exec.Command("unshare", "--mount", "true").Run(); err == nil || os.Geteuid() == 0 {
 		rn := buildExample(t, b, func(o *Options) { o.Isolation = "namespace" })
-		if rn.SHA256 != ra.SHA256 {
-			t.Errorf("namespace build %s differs from the default build %s", rn.SHA256, ra.SHA256)
+		if rn.SHA256 != ro.SHA256 {
+			t.Errorf("namespace build %s differs from the relocated build %s", rn.SHA256, ro.SHA256)
 		}
+	}
+	_, data, _ := readDeb(t, ro.Path)
+	if _, ok := data["/opt/venvs/pysite/bin/python"]; !ok {
+		t.Error("venv-dir = /opt/venvs/pysite: no /opt/venvs/pysite/bin/python in the package")
+	}
+	control, _, _ := readDeb(t, ro.Path)
+	if !strings.Contains(string(control["/postrm"].data), "mkdir -m 0755 /opt") {
+		t.Error("postrm of a package in /opt does not put /opt back")
 	}
 }
 
@@ -223,7 +245,7 @@ func TestSystemMode(t *testing.T) {
 	res := buildExample(t, dir, func(o *Options) { o.Mode = "system" })
 	control, data, _ := readDeb(t, res.Path)
 	ctl := string(control["/control"].data)
-	if !strings.Contains(ctl, "\nDepends: python3 (>= 3.11), python3-gunicorn (>= 20.1), gunicorn, adduser\n") {
+	if !strings.Contains(ctl, "\nDepends: python3 (>= 3.11), python3-gunicorn (>= 20.1), adduser\n") {
 		t.Errorf("control:\n%s", ctl)
 	}
 	if _, ok := data["/usr/lib/python3/dist-packages/pysite/app.py"]; !ok {
@@ -238,8 +260,8 @@ func TestSystemMode(t *testing.T) {
 	if !strings.Contains(unit, "\nExecStart=/usr/bin/python3 -m gunicorn pysite.wsgi:application") {
 		t.Errorf("unit:\n%s", unit)
 	}
-	if !strings.Contains(string(control["/prerm"].data), "/usr/lib/python3/dist-packages/pysite") {
-		t.Error("prerm does not clean the app's bytecode")
+	if !strings.Contains(string(control["/prerm"].data), "\tpy3clean -p pysite\n") || !strings.Contains(string(control["/postinst"].data), "\tpy3compile -p pysite\n") {
+		t.Error("the scripts do not compile the app's bytecode on configure and remove it on remove as dh_python3's do")
 	}
 }
 
@@ -318,12 +340,12 @@ tinyserve = "tinydep.cli:main"
 		if !strings.Contains(string(control["/control"].data), "Depends: python3 (>= 3.11), python3 (<< 3.12), adduser\n") {
 			t.Errorf("control:\n%s", control["/control"].data)
 		}
-		script := data["/opt/venvs/tinyapp/bin/tinyserve"]
-		if !strings.HasPrefix(string(script.data), "#!/opt/venvs/tinyapp/bin/python\n") || script.hdr.Mode&0o111 == 0 {
+		script := data["/usr/lib/tinyapp/bin/tinyserve"]
+		if !strings.HasPrefix(string(script.data), "#!/usr/lib/tinyapp/bin/python\n") || script.hdr.Mode&0o111 == 0 {
 			t.Errorf("entry point script (%o):\n%s", script.hdr.Mode, script.data)
 		}
 		unit := string(data["/usr/lib/systemd/system/tinyapp.service"].data)
-		if !strings.Contains(unit, `ExecStart=/opt/venvs/tinyapp/bin/python -c "import sys, tinydep.cli; sys.argv[0] = \"tinyserve\"; sys.exit(tinydep.cli.main())" --port 8001`) {
+		if !strings.Contains(unit, `ExecStart=/usr/lib/tinyapp/bin/python -c "import sys, tinydep.cli; sys.argv[0] = \"tinyserve\"; sys.exit(tinydep.cli.main())" --port 8001`) {
 			t.Errorf("unit:\n%s", unit)
 		}
 		// RECORD hashes must match the (possibly rewritten) files.
@@ -336,7 +358,7 @@ tinyserve = "tinydep.cli:main"
 				t.Errorf("%s was not removed", name)
 			}
 		}
-		site := "/opt/venvs/tinyapp/lib/python3.11/site-packages/"
+		site := "/usr/lib/tinyapp/lib/python3.11/site-packages/"
 		checked := 0
 		for _, line := range strings.Split(string(record), "\n") {
 			f := strings.Split(strings.TrimSpace(line), ",")
@@ -501,13 +523,13 @@ func TestRelocateTrampoline(t *testing.T) {
 }
 
 func TestCopyrightAndChangelog(t *testing.T) {
-	c := RenderCopyright(CopyrightParams{Name: "x", Year: 2024, Holders: []string{"A", "B"}, License: "GPL-3.0-or-later"})
+	c := RenderCopyright(CopyrightParams{Name: "x", Year: 2024, Holders: []string{"A", "B"}, License: ResolveLicense("GPL-3.0-or-later", nil)})
 	for _, want := range []string{"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n", "Copyright: 2024 A\n           2024 B\n", "License: GPL-3+\n", "/usr/share/common-licenses/GPL-3"} {
 		if !strings.Contains(c, want) {
 			t.Errorf("copyright lacks %q:\n%s", want, c)
 		}
 	}
-	c = RenderCopyright(CopyrightParams{Name: "x", Year: 2024, License: "Expat", Text: "Line one\n\nLine two\n"})
+	c = RenderCopyright(CopyrightParams{Name: "x", Year: 2024, License: ResolveLicense("MIT", []LicenseFile{{Path: "LICENSE", Text: "Line one\n\nLine two\n"}})})
 	if !strings.HasSuffix(c, "License: Expat\n Line one\n .\n Line two\n") {
 		t.Errorf("license text block:\n%s", c)
 	}

@@ -46,6 +46,7 @@ type Spec struct {
 	Priority    string
 	Homepage    string
 	Depends     []string
+	Recommends  []string
 	Files       []File
 	Scripts     Scripts
 	MTime       time.Time
@@ -135,7 +136,7 @@ func Write(spec *Spec, outDir, tmp string) (*Result, error) {
 		text string
 		dst  *string
 		name string
-	}{{spec.Scripts.PostInst, &scripts.PostInstall, "postinst"}, {spec.Scripts.PreRm, &scripts.PreRemove, "prerm"}, {spec.Scripts.PostRm, &scripts.PostRemove, "postrm"}} {
+	}{{spec.Scripts.PreInst, &scripts.PreInstall, "preinst"}, {spec.Scripts.PostInst, &scripts.PostInstall, "postinst"}, {spec.Scripts.PreRm, &scripts.PreRemove, "prerm"}, {spec.Scripts.PostRm, &scripts.PostRemove, "postrm"}} {
 		if s.text == "" {
 			continue
 		}
@@ -164,10 +165,11 @@ func Write(spec *Spec, outDir, tmp string) (*Result, error) {
 		MTime:           spec.MTime,
 		DisableGlobbing: true,
 		Overridables: nfpm.Overridables{
-			Depends:  spec.Depends,
-			Contents: contents,
-			Scripts:  scripts,
-			Deb:      nfpm.Deb{Compression: spec.Compression},
+			Depends:    spec.Depends,
+			Recommends: spec.Recommends,
+			Contents:   contents,
+			Scripts:    scripts,
+			Deb:        nfpm.Deb{Compression: spec.Compression},
 		},
 	}
 	if epoch > 0 {

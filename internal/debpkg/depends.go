@@ -1,57 +1,110 @@
 package debpkg
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
 
 	"github.com/tandem-ha/tandem/internal/pyproject"
 )
 
-// debianPython maps PEP 503 names whose Debian binary package is not simply
-// python3-NAME. Extra packages (such as gunicorn's command) follow a space.
-// The epoch is needed because Debian's version of some packages carries one.
-var debianPython = map[string]struct {
-	pkgs  []string
-	epoch string
-}{
-	"django":              {[]string{"python3-django"}, "3:"},
-	"gunicorn":            {[]string{"python3-gunicorn", "gunicorn"}, ""},
-	"pyyaml":              {[]string{"python3-yaml"}, ""},
-	"pillow":              {[]string{"python3-pil"}, ""},
-	"beautifulsoup4":      {[]string{"python3-bs4"}, ""},
-	"psycopg2-binary":     {[]string{"python3-psycopg2"}, ""},
-	"python-dateutil":     {[]string{"python3-dateutil"}, ""},
-	"python-dotenv":       {[]string{"python3-dotenv"}, ""},
-	"pyjwt":               {[]string{"python3-jwt"}, ""},
-	"attrs":               {[]string{"python3-attr"}, ""},
-	"scikit-learn":        {[]string{"python3-sklearn"}, ""},
-	"pyopenssl":           {[]string{"python3-openssl"}, ""},
-	"opencv-python":       {[]string{"python3-opencv"}, ""},
-	"mysqlclient":         {[]string{"python3-mysqldb"}, ""},
-	"pyserial":            {[]string{"python3-serial"}, ""},
-	"pymongo":             {[]string{"python3-pymongo"}, ""},
-	"protobuf":            {[]string{"python3-protobuf"}, ""},
-	"msgpack":             {[]string{"python3-msgpack"}, ""},
-	"markdown":            {[]string{"python3-markdown"}, ""},
-	"djangorestframework": {[]string{"python3-djangorestframework"}, ""},
-	"typing-extensions":   {[]string{"python3-typing-extensions"}, ""},
-	"uvicorn":             {[]string{"python3-uvicorn"}, ""},
+// DHPythonFallback is dh-python's mapping of distribution names to Debian
+// packages (package dh-python): "Django python3-django", one a line. It
+// is what dh_python3 itself uses for a requirement without a pydist file.
+const DHPythonFallback = "/usr/share/dh-python/dist/cpython3_fallback"
+
+// ParseDistMap reads dh-python's fallback format: a distribution name and
+// a Debian relation per line, comments with '#'. Keys are PEP 503
+// normalised.
+func ParseDistMap(r io.Reader) (map[string]string, error) {
+	m := map[string]string{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		dist, rel, ok := strings.Cut(line, " ")
+		if !ok || strings.TrimSpace(rel) == "" {
+			continue
+		}
+		m[pyproject.NormalizeName(dist)] = strings.TrimSpace(rel)
+	}
+	return m, sc.Err()
 }
 
-// DebianName returns the Debian binary package(s) for a PyPI project name,
-// honouring the project's own [tool.tandem.debian-names] first.
-func DebianName(name string, overrides map[string]string) (pkgs []string, epoch string) {
+// LoadDistMap reads dh-python's mapping from path.
+func LoadDistMap(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ParseDistMap(f)
+}
+
+// knownEpochs are epochs of Debian's python3-* packages, for when the
+// build machine does not have the package installed to ask dpkg.
+var knownEpochs = map[string]string{"python3-django": "3:"}
+
+// DebianNames resolves PyPI names to Debian packages: the project's own
+// [tool.tandem] debian-names first, then dh-python's mapping.
+type DebianNames struct {
+	Overrides map[string]string
+	Dist      map[string]string
+	// Epoch gives a package's version epoch ("3:"); nil uses knownEpochs.
+	Epoch func(pkg string) string
+}
+
+// Lookup returns the Debian package(s) for a PyPI project name and the
+// epoch of the first; ok is false when neither mapping knows it.
+func (d DebianNames) Lookup(name string) (pkgs []string, epoch string, ok bool) {
 	n := pyproject.NormalizeName(name)
-	for k, v := range overrides {
+	for k, v := range d.Overrides {
 		if pyproject.NormalizeName(k) == n {
-			return strings.Fields(v), ""
+			pkgs = strings.Fields(v)
+			return pkgs, d.epoch(pkgs), len(pkgs) > 0
 		}
 	}
-	if m, ok := debianPython[n]; ok {
-		return m.pkgs, m.epoch
+	rel, ok := d.Dist[n]
+	if !ok {
+		return nil, "", false
 	}
-	return []string{"python3-" + n}, ""
+	pkg, _, _ := strings.Cut(rel, " ")
+	return []string{pkg}, d.epoch([]string{pkg}), true
+}
+
+func (d DebianNames) epoch(pkgs []string) string {
+	if len(pkgs) == 0 {
+		return ""
+	}
+	if d.Epoch != nil {
+		return d.Epoch(pkgs[0])
+	}
+	return knownEpochs[pkgs[0]]
+}
+
+// Guess is Lookup's package, else Debian's usual python3-NAME, for hints.
+func (d DebianNames) Guess(name string) string {
+	if pkgs, _, ok := d.Lookup(name); ok {
+		return pkgs[0]
+	}
+	return "python3-" + pyproject.NormalizeName(name)
+}
+
+// UnmappedError names the dependencies no mapping knows.
+type UnmappedError struct{ Names []string }
+
+func (e *UnmappedError) Error() string {
+	var ex []string
+	for _, n := range e.Names {
+		ex = append(ex, fmt.Sprintf("%q = \"python3-...\"", n))
+	}
+	return fmt.Sprintf("no Debian package is known for the dependencies %s (neither [tool.tandem.debian-names] nor dh-python's mapping %s names one): add them to [tool.tandem.debian-names], e.g. %s, or build in venv mode",
+		strings.Join(e.Names, ", "), DHPythonFallback, strings.Join(ex, ", "))
 }
 
 // MarkerEnv is the target system's marker environment (Debian 12's python).
@@ -68,9 +121,12 @@ func MarkerEnv(pyVersion string) map[string]string {
 // "system" mode. Requirements whose marker is false on the target, or that
 // belong to an extra, are dropped. notes explains anything that could not be
 // translated exactly.
-func SystemDepends(reqs []pyproject.Requirement, overrides map[string]string, pyVersion string) (deps, notes []string) {
+// Dependencies no mapping knows are returned together as an
+// *UnmappedError.
+func SystemDepends(reqs []pyproject.Requirement, names DebianNames, pyVersion string) (deps, notes []string, err error) {
 	env := MarkerEnv(pyVersion)
 	seen := map[string]bool{}
+	var unmapped []string
 	for _, r := range reqs {
 		if r.Marker != nil && (r.Marker.Mentions("extra") || !r.Marker.Eval(env)) {
 			notes = append(notes, fmt.Sprintf("%s: skipped (marker does not apply to Debian's python %s)", r.Raw, pyVersion))
@@ -79,7 +135,15 @@ func SystemDepends(reqs []pyproject.Requirement, overrides map[string]string, py
 		if r.URL != "" {
 			notes = append(notes, fmt.Sprintf("%s: direct URL ignored; the Debian package is used", r.Raw))
 		}
-		pkgs, epoch := DebianName(r.Name, overrides)
+		pkgs, epoch, ok := names.Lookup(r.Name)
+		if !ok {
+			unmapped = append(unmapped, r.Name)
+			continue
+		}
+		if pkgs[0] == "python3" {
+			notes = append(notes, fmt.Sprintf("%s: part of Python itself in Debian", r.Raw))
+			continue
+		}
 		var rels []string
 		for _, s := range r.Specifiers {
 			rr, note := specToDebian(s, epoch)
@@ -105,7 +169,10 @@ func SystemDepends(reqs []pyproject.Requirement, overrides map[string]string, py
 			add(p)
 		}
 	}
-	return deps, notes
+	if len(unmapped) > 0 {
+		return deps, notes, &UnmappedError{Names: unmapped}
+	}
+	return deps, notes, nil
 }
 
 // specToDebian translates one PEP 440 clause into Debian relations. Debian

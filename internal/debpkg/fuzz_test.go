@@ -3,6 +3,7 @@ package debpkg
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzSplitCommand: [tool.tandem].service comes from the project; splitting
@@ -41,6 +42,46 @@ func FuzzFromPEP440(f *testing.F) {
 		}
 		if err := ValidateVersion(v); err != nil {
 			t.Fatalf("FromPEP440(%q) = %q: %v", s, v, err)
+		}
+	})
+}
+
+// FuzzDeriveSynopsis: whatever [project].description says, the derived
+// synopsis passes the checks lintian would make.
+func FuzzDeriveSynopsis(f *testing.F) {
+	for _, s := range []string{"The basic blog app.", "flaskr", "", "A", "Stores things etc.", "a. b. c.", "x\ty"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) {
+			return
+		}
+		got, _ := DeriveSynopsis(s, "flaskr", "flaskr")
+		if err := CheckSynopsis(got, "flaskr"); err != nil {
+			t.Fatalf("DeriveSynopsis(%q) = %q: %v", s, got, err)
+		}
+	})
+}
+
+// FuzzLongDescription: a readme becomes Description lines within
+// lintian's width, none starting with "." (a dpkg control statement).
+func FuzzLongDescription(f *testing.F) {
+	for _, s := range []string{"# T\n\nSome *text* [link](u).\n\n- a\n- b\n", "T\n=\n\n.. x::\n\n   y\n\n.env file", "```\ncode\n```\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if !utf8.ValidString(s) {
+			return
+		}
+		out := wrapText(LongDescription(s, "x y"), 78)
+		for _, l := range strings.Split(out, "\n") {
+			l = strings.TrimSpace(l) // as nfpm writes it
+			if utf8.RuneCountInString(" "+l) > maxDescWidth {
+				t.Fatalf("line too long: %q", l)
+			}
+			if strings.HasPrefix(l, ".") {
+				t.Fatalf("line starts with a dot: %q", l)
+			}
 		}
 	})
 }

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
-	"sort"
+	"regexp"
 	"strings"
 
 	"github.com/tandem-ha/tandem/internal/pyproject"
@@ -60,21 +61,38 @@ func (b *build) interpreter() string {
 // checkService resolves [tool.tandem].service to an ExecStart that runs
 // through the interpreter (never through a script's shebang) and fails if
 // the command does not exist in what the package ships.
+// The setup commands ([tool.tandem].setup) are resolved the same way.
 func (b *build) checkService(ctx context.Context) error {
-	words, err := SplitCommand(b.proj.Tandem.Service)
+	var err error
+	if b.exec, err = b.resolveCommand(ctx, "tool.tandem.service", "service command", b.proj.Tandem.Service); err != nil {
+		return err
+	}
+	b.setup = nil
+	for i, c := range b.proj.Tandem.Setup {
+		line, err := b.resolveCommand(ctx, fmt.Sprintf("tool.tandem.setup[%d]", i), "setup command", c)
+		if err != nil {
+			return err
+		}
+		b.setup = append(b.setup, line)
+	}
+	return nil
+}
+
+// resolveCommand turns a command line of the project into an ExecStart=
+// value run by the package's interpreter.
+func (b *build) resolveCommand(ctx context.Context, key, what, cmdline string) (string, error) {
+	words, err := SplitCommand(cmdline)
 	if err != nil || len(words) == 0 {
-		return &BuildError{Msg: fmt.Sprintf("pyproject.toml: tool.tandem.service: %q: %v", b.proj.Tandem.Service, err)}
+		return "", &BuildError{Msg: fmt.Sprintf("pyproject.toml: %s: %q: %v", key, cmdline, err)}
 	}
 	first, args := words[0], words[1:]
 	py := b.interpreter()
 	switch {
 	case first == "python" || first == "python3" || strings.HasPrefix(first, "python3."):
-		b.exec = JoinCommand(append([]string{py}, args...))
-		return nil
+		return JoinCommand(append([]string{py}, args...)), nil
 	case filepath.IsAbs(first):
-		b.log.Info("service command is an absolute path; not checked", "command", first)
-		b.exec = JoinCommand(words)
-		return nil
+		b.log.Info(what+" is an absolute path; not checked", "command", first)
+		return JoinCommand(words), nil
 	}
 	var argv []string
 	var env []string
@@ -82,11 +100,11 @@ func (b *build) checkService(ctx context.Context) error {
 		argv = []string{b.opt.Python, "-c", checkScript, first}
 		env = append(env, "PYTHONPATH="+filepath.Join(b.work, "stage", "usr", "lib", "python3", "dist-packages"))
 	} else {
-		argv = []string{filepath.Join(b.work, "stage", "opt", "venvs", b.name, "bin", "python"), "-c", checkScript, first}
+		argv = []string{filepath.Join(b.stagedVenv(), "bin", "python"), "-c", checkScript, first}
 	}
 	out, err := b.runEnv(ctx, env, argv...)
 	if err != nil {
-		return fmt.Errorf("check service command: %w: %s", err, tail(string(out), 10))
+		return "", fmt.Errorf("check %s: %w: %s", what, err, tail(string(out), 10))
 	}
 	res := strings.TrimSpace(string(out))
 	if i := strings.LastIndex(res, "\n"); i >= 0 {
@@ -95,27 +113,26 @@ func (b *build) checkService(ctx context.Context) error {
 	kind, value, _ := strings.Cut(res, " ")
 	switch kind {
 	case "module":
-		b.exec = JoinCommand(append([]string{py, "-m", value}, args...))
+		return JoinCommand(append([]string{py, "-m", value}, args...)), nil
 	case "entry":
 		modPath, attr, ok := strings.Cut(value, ":")
 		modPath, attr = strings.TrimSpace(modPath), strings.TrimSpace(attr)
 		if !ok || attr == "" {
-			return &BuildError{Msg: fmt.Sprintf("entry point %s = %q is not module:function", first, value)}
+			return "", &BuildError{Msg: fmt.Sprintf("entry point %s = %q is not module:function", first, value)}
 		}
 		code := fmt.Sprintf("import sys, %s; sys.argv[0] = %q; sys.exit(%s.%s())", modPath, first, modPath, attr)
-		b.exec = JoinCommand(append([]string{py, "-c", code}, args...))
+		return JoinCommand(append([]string{py, "-c", code}, args...)), nil
 	default:
-		pkgs, _ := DebianName(first, b.proj.Tandem.DebianNames)
+		pkgs := []string{b.hintNames(ctx).Guess(first)}
 		if b.proj.Tandem.Mode == "system" {
-			return &BuildError{Msg: fmt.Sprintf("service command %q is not installed for %s: install Debian's %s on the build machine and list it in [project].dependencies so that the package depends on it", first, b.opt.Python, pkgs[0])}
+			return "", &BuildError{Msg: fmt.Sprintf(what+" %q is not installed for %s: install Debian's %s on the build machine and list it in [project].dependencies so that the package depends on it", first, b.opt.Python, pkgs[0])}
 		}
 		hint := fmt.Sprintf("add the project that provides it to [project].dependencies (with its wheel in --wheels), or set system-site-packages = true in [tool.tandem], apt-get install %s here and add %q to [tool.tandem].depends", pkgs[0], pkgs[0])
 		if b.proj.Tandem.SystemSitePackages {
 			hint = fmt.Sprintf("add the project that provides it to [project].dependencies, or apt-get install %s on this machine and add %q to [tool.tandem].depends", pkgs[0], pkgs[0])
 		}
-		return &BuildError{Msg: fmt.Sprintf("service command %q does not exist in the venv: %s", first, hint)}
+		return "", &BuildError{Msg: fmt.Sprintf(what+" %q does not exist in the venv: %s", first, hint)}
 	}
-	return nil
 }
 
 func (b *build) runEnv(ctx context.Context, extra []string, argv ...string) ([]byte, error) {
@@ -126,50 +143,6 @@ func (b *build) runEnv(ctx context.Context, extra []string, argv ...string) ([]b
 	b.extraEnv = extra
 	defer func() { b.extraEnv = saved }()
 	return b.run(ctx, argv...)
-}
-
-// maintainer picks [tool.tandem].maintainer, else the first maintainer or
-// author with an email address.
-func maintainer(p *pyproject.Project) (string, error) {
-	if p.Tandem.Maintainer != "" {
-		if err := ValidateMaintainer(p.Tandem.Maintainer); err != nil {
-			return "", &BuildError{Msg: "pyproject.toml: tool.tandem.maintainer: " + err.Error()}
-		}
-		return p.Tandem.Maintainer, nil
-	}
-	for _, who := range append(append([]pyproject.Person{}, p.Maintainers...), p.Authors...) {
-		if who.Name != "" && who.Email != "" {
-			return who.String(), nil
-		}
-	}
-	return "", &BuildError{Msg: "no maintainer: set maintainer = \"Full Name <email@example.org>\" in [tool.tandem], or give [project].authors a name and an email"}
-}
-
-// licenseText finds the license's full text in the project.
-func (b *build) licenseText() (string, string) {
-	l := b.proj.License
-	if l.Text != "" {
-		// {text = "MIT"} is common shorthand for an identifier.
-		if t := strings.TrimSpace(l.Text); !strings.ContainsAny(t, "\n ") && len(t) < 64 {
-			return t, ""
-		}
-		return "", l.Text
-	}
-	candidates := append([]string{}, b.proj.LicenseFiles...)
-	if l.File != "" {
-		candidates = append([]string{l.File}, candidates...)
-	}
-	candidates = append(candidates, "LICENSE", "LICENSE.txt", "LICENSE.md", "COPYING", "LICENCE")
-	for _, c := range candidates {
-		if strings.ContainsAny(c, "*?[") {
-			continue
-		}
-		data, err := os.ReadFile(filepath.Join(b.opt.Dir, c))
-		if err == nil {
-			return guessSPDX(l.SPDX, string(data)), string(data)
-		}
-	}
-	return l.SPDX, ""
 }
 
 // guessSPDX names common license texts when the project gives only a file.
@@ -188,26 +161,6 @@ func guessSPDX(spdx, text string) string {
 	return "other"
 }
 
-// readmeParagraph returns the README's first prose paragraph, for the
-// extended description.
-func (b *build) readmeParagraph() string {
-	if b.proj.Readme == "" {
-		return ""
-	}
-	data, err := os.ReadFile(filepath.Join(b.opt.Dir, b.proj.Readme))
-	if err != nil {
-		return ""
-	}
-	for _, para := range strings.Split(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n\n") {
-		para = strings.TrimSpace(para)
-		if para == "" || strings.HasPrefix(para, "#") || strings.HasPrefix(para, "    ") || strings.HasPrefix(para, "```") || strings.HasPrefix(para, "[!") || strings.HasPrefix(para, "<") {
-			continue
-		}
-		return strings.Join(strings.Fields(para), " ")
-	}
-	return ""
-}
-
 func (b *build) addMeta(context.Context) error {
 	p := b.proj
 	t := p.Tandem
@@ -216,6 +169,19 @@ func (b *build) addMeta(context.Context) error {
 		return err
 	}
 	b.maint = maint
+	if err := b.describe(); err != nil {
+		return err
+	}
+	b.user = t.User
+	if b.user == "" {
+		b.user = b.name
+	}
+	if err := CheckUser(b.user); err != nil {
+		return &BuildError{Msg: "pyproject.toml: " + err.Error()}
+	}
+	if err := CheckDataDir(t.DataDir, b.opt.AllowDataDirs); err != nil {
+		return &BuildError{Msg: "pyproject.toml: tool.tandem." + err.Error()}
+	}
 	etc := "/etc/" + b.name
 	var envFiles []string
 	conf := append([]string{}, t.ConfigFiles...)
@@ -251,30 +217,59 @@ func (b *build) addMeta(context.Context) error {
 	}
 	unit := AppUnit{
 		Name:          b.name,
-		Description:   b.summary(),
+		User:          b.user,
+		Description:   b.synopsis,
 		Documentation: doc,
 		ExecStart:     b.exec,
 		DataDir:       t.DataDir,
 		Environment:   env,
 		EnvFiles:      envFiles,
 		Overrides:     t.Unit,
+		Setup:         b.setup,
+	}
+	sp := ScriptParams{
+		Package: b.name, Unit: b.name + ".service", User: b.user, DataDir: t.DataDir,
+		Mode: t.Mode, VenvDir: b.finalVenv(), StartCheck: 3,
+	}
+	if t.Mode != "venv" {
+		sp.VenvDir = ""
+	}
+	if b.usesFlask() {
+		// Flask puts an installed app's instance folder in PREFIX/var
+		// (sys.prefix: /usr, or the venv), read-only in the sandbox: it
+		// is the data directory's var/ instead.
+		prefix := "/usr"
+		if t.Mode == "venv" {
+			prefix = b.finalVenv()
+			b.files = append(b.files, File{Dest: prefix + "/var", Dir: true, Mode: 0o755})
+		} else {
+			sp.MountPoints = append(sp.MountPoints, prefix+"/var")
+		}
+		src := t.DataDir + "/var"
+		sp.DataSubdirs = append(sp.DataSubdirs, src)
+		unit.BindPaths = append(unit.BindPaths, src+":"+prefix+"/var")
+		b.log.Info("Flask app: its instance folder is in the data directory", "instance_folder", src+"/NAME-instance")
 	}
 	b.files = append(b.files, File{Dest: "/usr/lib/systemd/system/" + b.name + ".service", Data: []byte(unit.Render()), Mode: 0o644})
-
-	pyc := []string{b.finalVenv()}
-	if t.Mode == "system" {
-		pyc = b.systemModuleDirs()
+	if len(b.setup) > 0 {
+		sp.SetupUnit = SetupUnitName(b.name)
+		b.files = append(b.files, File{Dest: "/usr/lib/systemd/system/" + sp.SetupUnit, Data: []byte(unit.RenderSetup()), Mode: 0o644})
 	}
-	b.scripts, err = RenderScripts(ScriptParams{
-		Package: b.name, Unit: b.name + ".service", User: b.name, DataDir: t.DataDir, PycacheDirs: pyc,
-	})
+	b.scripts, err = RenderScripts(sp)
 	if err != nil {
 		return err
 	}
 
-	spdx, text := b.licenseText()
+	lic, err := b.license()
+	if err != nil {
+		return err
+	}
 	var holders []string
-	for _, a := range p.Authors {
+	people := p.Authors
+	if len(people) == 0 {
+		people = p.Maintainers
+	}
+	for _, a := range people {
 		if a.Name != "" {
 			holders = append(holders, a.Name)
 		} else if a.Email != "" {
@@ -283,7 +278,7 @@ func (b *build) addMeta(context.Context) error {
 	}
 	doc = "/usr/share/doc/" + b.name
 	b.files = append(b.files, File{Dest: doc + "/copyright", Mode: 0o644, Data: []byte(RenderCopyright(CopyrightParams{
-		Name: p.Name, Contact: maint, Source: b.homepage(), Year: b.mtime.Year(), Holders: holders, License: spdx, Text: text,
+		Name: p.Name, Contact: maint, Source: b.homepage(), Year: b.mtime.Year(), Holders: holders, License: lic,
 	}))})
 	note := "Built by tandem package"
 	if b.gitDesc != "" {
@@ -311,10 +306,13 @@ func (b *build) addMeta(context.Context) error {
 			"The environment file is where secrets such as database passwords go.\nsystemd reads it as root before starting the service, so no one else\nneeds to read it."})
 	}
 	if t.Mode == "venv" {
-		ov = append(ov, lintianOverride{"dir-or-file-in-opt [opt/venvs/*]",
-			"The application is a self-contained virtualenv at /opt/venvs/" + b.name + ",\nthe location dh-virtualenv established for such packages; it is\nnot a Debian-policy Python module and does not belong under /usr."})
+		venv := b.finalVenv()
+		if strings.HasPrefix(venv, "/opt/") {
+			ov = append(ov, lintianOverride{"dir-or-file-in-opt [" + strings.TrimPrefix(path.Dir(venv), "/") + "/*]",
+				"The application is a self-contained virtualenv at " + venv + ",\nthe location dh-virtualenv established for such packages, chosen with\nvenv-dir in [tool.tandem] (the default is /usr/lib/" + b.name + ")."})
+		}
 		if b.hasVenvScripts() {
-			ov = append(ov, lintianOverride{"unusual-interpreter /opt/venvs/" + b.name + "/bin/python [opt/venvs/" + b.name + "/bin/*]",
+			ov = append(ov, lintianOverride{"unusual-interpreter " + venv + "/bin/python [" + strings.TrimPrefix(venv, "/") + "/bin/*]",
 				"Entry-point scripts installed by pip run with the virtualenv's python,\nwhich is how a virtualenv isolates its dependencies."})
 		}
 	}
@@ -325,6 +323,16 @@ func (b *build) addMeta(context.Context) error {
 	b.depends = append(b.depends, "adduser")
 	b.depends = append(b.depends, t.Depends...)
 	return nil
+}
+
+// usesFlask reports whether the project depends on Flask.
+func (b *build) usesFlask() bool {
+	for _, r := range b.proj.Dependencies {
+		if r.Normalized() == "flask" {
+			return true
+		}
+	}
+	return false
 }
 
 // changelogName is changelog.Debian.gz, except for native versions
@@ -350,25 +358,6 @@ func (b *build) hasVenvScripts() bool {
 	return false
 }
 
-// systemModuleDirs lists the app's top-level directories in dist-packages.
-func (b *build) systemModuleDirs() []string {
-	set := map[string]bool{}
-	prefix := "/usr/lib/python3/dist-packages/"
-	for _, f := range b.files {
-		if rest, ok := strings.CutPrefix(f.Dest, prefix); ok {
-			if top, _, ok := strings.Cut(rest, "/"); ok && !strings.HasSuffix(top, ".dist-info") {
-				set[prefix+top] = true
-			}
-		}
-	}
-	var out []string
-	for d := range set {
-		out = append(out, d)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func (b *build) homepage() string {
 	for _, k := range []string{"Homepage", "homepage", "Home", "Source", "source", "Repository", "repository"} {
 		if u := b.proj.URLs[k]; strings.HasPrefix(u, "https://") || strings.HasPrefix(u, "http://") {
@@ -378,21 +367,10 @@ func (b *build) homepage() string {
 	return ""
 }
 
-func (b *build) summary() string {
-	s := strings.TrimSuffix(strings.Join(strings.Fields(b.proj.Description), " "), ".")
-	if s == "" {
-		s = b.name + " web application"
-	}
-	if len(s) > 80 {
-		s = s[:77] + "..."
-	}
-	return s
-}
-
 func (b *build) spec() *Spec {
 	var desc []string
-	if para := b.readmeParagraph(); para != "" {
-		desc = append(desc, para, "")
+	if b.longDesc != "" {
+		desc = append(desc, b.longDesc, "")
 	}
 	where := "a virtualenv in " + b.finalVenv()
 	if b.proj.Tandem.Mode == "system" {
@@ -418,7 +396,7 @@ func (b *build) spec() *Spec {
 		Version:     b.version,
 		Arch:        b.arch,
 		Maintainer:  b.maint,
-		Summary:     b.summary(),
+		Summary:     b.synopsis,
 		Description: wrapText(strings.Join(desc, "\n"), 78),
 		Section:     section,
 		Priority:    "optional",
@@ -431,26 +409,102 @@ func (b *build) spec() *Spec {
 	}
 }
 
-// wrapText wraps each line of text at width columns (paragraphs are
-// separated by empty lines), for the Description field.
-func wrapText(text string, width int) string {
-	var out []string
-	for _, para := range strings.Split(text, "\n") {
-		words := strings.Fields(para)
-		if len(words) == 0 {
-			out = append(out, "")
+// maintainer picks [tool.tandem].maintainer, else the first of
+// [project].maintainers, then [project].authors, that has a name and an
+// email address Debian accepts.
+func maintainer(p *pyproject.Project) (string, error) {
+	if p.Tandem.Maintainer != "" {
+		if err := ValidateMaintainer(p.Tandem.Maintainer); err != nil {
+			return "", &BuildError{Msg: "pyproject.toml: tool.tandem.maintainer: " + err.Error()}
+		}
+		return p.Tandem.Maintainer, nil
+	}
+	var rejected []string
+	for _, who := range append(append([]pyproject.Person{}, p.Maintainers...), p.Authors...) {
+		if who.Name == "" || who.Email == "" {
 			continue
 		}
-		line := words[0]
-		for _, w := range words[1:] {
-			if len(line)+1+len(w) > width {
-				out = append(out, line)
-				line = w
-				continue
-			}
-			line += " " + w
+		m := who.String()
+		if err := ValidateMaintainer(m); err != nil || strings.ContainsAny(who.Name, ",<>\"") {
+			rejected = append(rejected, fmt.Sprintf("%q", m))
+			continue
 		}
-		out = append(out, line)
+		return m, nil
 	}
-	return strings.Join(out, "\n")
+	msg := "no maintainer: give [project].maintainers or [project].authors an entry with both name and email, or set maintainer = \"Full Name <email@example.org>\" in [tool.tandem]"
+	if len(rejected) > 0 {
+		msg += " (" + strings.Join(rejected, ", ") + " cannot be a Debian Maintainer field: the name may not contain commas, quotes or angle brackets)"
+	}
+	return "", &BuildError{Msg: msg}
+}
+
+// license resolves the copyright file's license from [project].license
+// (a PEP 639 expression, or a PEP 621 table) and license-files.
+func (b *build) license() (CopyrightLicense, error) {
+	l := b.proj.License
+	if l.Text != "" {
+		// {text = "MIT"} is common shorthand for an identifier.
+		if t := strings.TrimSpace(l.Text); isSPDXExpr(t) {
+			files, err := FindLicenseFiles(b.opt.Dir, b.proj.LicenseFiles, "")
+			if err != nil {
+				return CopyrightLicense{}, fmt.Errorf("find license files: %w", err)
+			}
+			return ResolveLicense(t, files), nil
+		}
+		return CopyrightLicense{Expr: "other", Text: l.Text}, nil
+	}
+	files, err := FindLicenseFiles(b.opt.Dir, b.proj.LicenseFiles, l.File)
+	if err != nil {
+		return CopyrightLicense{}, fmt.Errorf("find license files: %w", err)
+	}
+	if len(b.proj.LicenseFiles) > 0 && len(files) == 0 {
+		return CopyrightLicense{}, &BuildError{Msg: fmt.Sprintf("pyproject.toml: project.license-files: %q matches no file in the project", b.proj.LicenseFiles)}
+	}
+	if l.File != "" && len(files) == 0 {
+		return CopyrightLicense{}, &BuildError{Msg: fmt.Sprintf("pyproject.toml: project.license: file %q not found in the project", l.File)}
+	}
+	return ResolveLicense(l.SPDX, files), nil
+}
+
+var spdxExprRe = regexp.MustCompile(`^\(?[A-Za-z0-9.+-]+\)?( (AND|OR|WITH) \(?[A-Za-z0-9.+-]+\)?)*$`)
+
+// isSPDXExpr reports whether s looks like an SPDX license expression
+// rather than a license text.
+func isSPDXExpr(s string) bool { return len(s) < 100 && spdxExprRe.MatchString(s) }
+
+// readme returns the declared readme's text ("" when none is declared).
+func (b *build) readme() (string, error) {
+	if b.proj.ReadmeText != "" {
+		return b.proj.ReadmeText, nil
+	}
+	if b.proj.Readme == "" {
+		return "", nil
+	}
+	data, err := os.ReadFile(filepath.Join(b.opt.Dir, b.proj.Readme))
+	if err != nil {
+		return "", &BuildError{Msg: fmt.Sprintf("pyproject.toml: project.readme: %v", err)}
+	}
+	return string(data), nil
+}
+
+// describe sets the synopsis and the extended description.
+func (b *build) describe() error {
+	if s := b.proj.Tandem.Synopsis; s != "" {
+		if err := CheckSynopsis(s, b.name); err != nil {
+			return &BuildError{Msg: "pyproject.toml: tool.tandem.synopsis: " + err.Error()}
+		}
+		b.synopsis = s
+	} else {
+		var notes []string
+		b.synopsis, notes = DeriveSynopsis(b.proj.Description, b.name, b.proj.Name)
+		for _, n := range notes {
+			b.log.Info(n)
+		}
+	}
+	readme, err := b.readme()
+	if err != nil {
+		return err
+	}
+	b.longDesc = LongDescription(readme, b.synopsis)
+	return nil
 }

@@ -38,8 +38,14 @@ type Options struct {
 	Epoch    time.Time
 	Logger   *slog.Logger
 	Progress func(stage string, took time.Duration) // called after each stage
+	// DistMap is dh-python's mapping of PyPI names to Debian packages
+	// (default DHPythonFallback), for system mode and system-site-packages.
+	DistMap string
 	// WorkDir is a scratch directory; "" creates (and removes) a temporary one.
 	WorkDir string
+	// AllowDataDirs are roots, besides /var/lib and /srv, that the
+	// operator allows a data directory below (tandem package --allow-data-dir).
+	AllowDataDirs []string
 }
 
 // BuildError is a problem with the project or the build inputs, reported
@@ -74,12 +80,17 @@ type build struct {
 	files    []File
 	depends  []string
 	arch     string
-	exec     string // ExecStart
+	exec     string   // ExecStart
+	setup    []string // ExecStart= lines of the setup unit
+	user     string
 	iso      string // isolation actually used
 	wheel    string // the project's own wheel
 	maint    string
+	synopsis string
+	longDesc string
 	scripts  Scripts
 	extraEnv []string
+	names    *DebianNames
 	// sysDepends are Debian packages for dependencies a venv with
 	// system-site-packages takes from the system.
 	sysDepends []string
@@ -391,14 +402,14 @@ func tail(s string, n int) string {
 
 func (b *build) install(ctx context.Context) error {
 	if b.proj.Tandem.Mode == "system" {
-		return b.installSystem()
+		return b.installSystem(ctx)
 	}
 	return b.installVenv(ctx)
 }
 
 // installSystem unpacks the app's wheel into Debian's dist-packages; the
 // dependencies become Depends on Debian's python3-* packages.
-func (b *build) installSystem() error {
+func (b *build) installSystem(ctx context.Context) error {
 	dst := filepath.Join(b.work, "stage", "usr", "lib", "python3", "dist-packages")
 	if err := unpackWheel(b.wheel, dst, b.log); err != nil {
 		return fmt.Errorf("unpack %s: %w", filepath.Base(b.wheel), err)
@@ -411,9 +422,16 @@ func (b *build) installSystem() error {
 		return err
 	}
 	b.files = append(b.files, fs...)
-	deps, notes := SystemDepends(b.proj.Dependencies, b.proj.Tandem.DebianNames, b.pyVer)
+	names, err := b.debianNames(ctx)
+	if err != nil {
+		return err
+	}
+	deps, notes, err := SystemDepends(b.proj.Dependencies, names, b.pyVer)
 	for _, n := range notes {
 		b.log.Info("dependency", "note", n)
+	}
+	if err != nil {
+		return &BuildError{Msg: "pyproject.toml: project.dependencies: " + err.Error()}
 	}
 	b.depends = append(b.depends, pythonDepends("system", b.pyVer, b.proj.RequiresPython)...)
 	b.depends = append(b.depends, deps...)
@@ -476,7 +494,7 @@ func unpackWheel(whl, dst string, log *slog.Logger) error {
 }
 
 // pipFailure turns pip's output into an error that says what to do.
-func (b *build) pipFailure(out []byte) error {
+func (b *build) pipFailure(ctx context.Context, out []byte) error {
 	s := string(out)
 	if m := regexp.MustCompile(`No matching distribution found for ([^\s]+)`).FindStringSubmatch(s); m != nil {
 		dep := m[1]
@@ -489,7 +507,7 @@ func (b *build) pipFailure(out []byte) error {
 		if b.opt.IndexURL == "" {
 			how = append(how, "pass --index-url URL to use a package index")
 		}
-		pkgs, _ := DebianName(strings.FieldsFunc(dep, func(r rune) bool { return strings.ContainsRune("<>=!~;[ ", r) })[0], b.proj.Tandem.DebianNames)
+		pkgs := []string{b.hintNames(ctx).Guess(strings.FieldsFunc(dep, func(r rune) bool { return strings.ContainsRune("<>=!~;[ ", r) })[0])}
 		if !b.proj.Tandem.SystemSitePackages {
 			how = append(how, fmt.Sprintf("or use Debian's package: apt-get install %s and set system-site-packages = true in [tool.tandem] (or pass --system-site-packages)", pkgs[0]))
 		} else {
@@ -560,4 +578,37 @@ func debianArch() string {
 		return "mips64el"
 	}
 	return runtime.GOARCH
+}
+
+// debianNames loads dh-python's mapping once.
+func (b *build) debianNames(ctx context.Context) (DebianNames, error) {
+	if b.names != nil {
+		return *b.names, nil
+	}
+	path := b.opt.DistMap
+	if path == "" {
+		path = DHPythonFallback
+	}
+	dist, err := LoadDistMap(path)
+	if err != nil {
+		return DebianNames{}, &prereq.Error{What: fmt.Sprintf("mapping the dependencies to Debian packages needs dh-python's mapping %s: %v", path, err), Fix: "apt-get install dh-python"}
+	}
+	b.names = &DebianNames{Overrides: b.proj.Tandem.DebianNames, Dist: dist, Epoch: func(pkg string) string {
+		out, err := exec.CommandContext(ctx, "dpkg-query", "-W", "-f", "${Version}", pkg).Output()
+		if e, _, ok := strings.Cut(string(out), ":"); err == nil && ok && e != "" {
+			return e + ":"
+		}
+		return knownEpochs[pkg]
+	}}
+	return *b.names, nil
+}
+
+// hintNames is debianNames for hints in messages: without dh-python,
+// Debian's usual names.
+func (b *build) hintNames(ctx context.Context) DebianNames {
+	n, err := b.debianNames(ctx)
+	if err != nil {
+		return DebianNames{Overrides: b.proj.Tandem.DebianNames}
+	}
+	return n
 }

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"fmt"
 	"net/mail"
+	"path"
 	"sort"
 	"strings"
 	"text/template"
@@ -83,7 +84,8 @@ func (u *UnitFile) String() string {
 
 // AppUnit describes the service of a packaged Python project.
 type AppUnit struct {
-	Name          string // package and unit name; also the system user
+	Name          string // package and unit name
+	User          string // system user and group ("" : Name)
 	Description   string
 	Documentation string
 	ExecStart     string
@@ -91,24 +93,56 @@ type AppUnit struct {
 	Environment   map[string]string
 	EnvFiles      []string // absolute paths, loaded with EnvironmentFile=-
 	Overrides     map[string]string
+	// BindPaths are "SOURCE:DEST" bind mounts (e.g. Flask's instance
+	// folder from the data directory).
+	BindPaths []string
+	// Setup are ExecStart= lines of the NAME-setup.service oneshot.
+	Setup []string
 }
+
+// SetupUnitName is the oneshot unit that runs [tool.tandem] setup.
+func SetupUnitName(name string) string { return name + "-setup.service" }
 
 // Render returns the hardened unit text. The service runs as its own
 // system user with a read-only view of the system; only DataDir is
 // writable. It needs no capabilities and only inet/unix sockets.
-func (a AppUnit) Render() string {
+func (a AppUnit) Render() string { return a.render(false) }
+
+// RenderSetup returns the NAME-setup.service oneshot: the setup commands
+// with the service's user, environment and sandbox. It has no [Install]:
+// the postinst starts it before the service.
+func (a AppUnit) RenderSetup() string { return a.render(true) }
+
+func (a AppUnit) render(setup bool) string {
+	user := a.User
+	if user == "" {
+		user = a.Name
+	}
 	u := &UnitFile{}
-	u.Add("Unit", "Description", a.Description)
+	if setup {
+		u.Add("Unit", "Description", "Setup commands of "+a.Name+".service")
+	} else {
+		u.Add("Unit", "Description", a.Description)
+	}
 	if a.Documentation != "" {
 		u.Add("Unit", "Documentation", a.Documentation)
 	}
 	u.Add("Unit", "After", "network-online.target")
 	u.Add("Unit", "Wants", "network-online.target")
+	if !setup {
+		// A service that keeps failing ends up failed instead of looping.
+		u.Add("Unit", "StartLimitIntervalSec", "20")
+		u.Add("Unit", "StartLimitBurst", "5")
+	}
 
 	s := "Service"
-	u.Add(s, "Type", "exec")
-	u.Add(s, "User", a.Name)
-	u.Add(s, "Group", a.Name)
+	if setup {
+		u.Add(s, "Type", "oneshot")
+	} else {
+		u.Add(s, "Type", "exec")
+	}
+	u.Add(s, "User", user)
+	u.Add(s, "Group", user)
 	u.Add(s, "WorkingDirectory", a.DataDir)
 	u.Add(s, "Environment", "PYTHONDONTWRITEBYTECODE=1")
 	u.Add(s, "Environment", "PYTHONUNBUFFERED=1")
@@ -118,12 +152,19 @@ func (a AppUnit) Render() string {
 	for _, f := range a.EnvFiles {
 		u.Add(s, "EnvironmentFile", "-"+f)
 	}
-	u.Add(s, "ExecStart", a.ExecStart)
-	u.Add(s, "ExecReload", "/bin/kill -HUP $MAINPID")
-	u.Add(s, "KillMode", "mixed")
-	u.Add(s, "Restart", "on-failure")
-	u.Add(s, "RestartSec", "2s")
-	u.Add(s, "TimeoutStopSec", "30s")
+	if setup {
+		for _, c := range a.Setup {
+			u.Add(s, "ExecStart", c)
+		}
+		u.Add(s, "TimeoutStartSec", "15min")
+	} else {
+		u.Add(s, "ExecStart", a.ExecStart)
+		u.Add(s, "ExecReload", "/bin/kill -HUP $MAINPID")
+		u.Add(s, "KillMode", "mixed")
+		u.Add(s, "Restart", "on-failure")
+		u.Add(s, "RestartSec", "2s")
+		u.Add(s, "TimeoutStopSec", "30s")
+	}
 	u.Comment(s, "Sandbox: read-only system, private /tmp and /dev, no capabilities;")
 	u.Comment(s, "only the data directory is writable.")
 	u.Add(s, "UMask", "0027")
@@ -132,6 +173,9 @@ func (a AppUnit) Render() string {
 	u.Add(s, "AmbientCapabilities", "")
 	u.Add(s, "ProtectSystem", "strict")
 	u.Add(s, "ReadWritePaths", a.DataDir)
+	for _, b := range a.BindPaths {
+		u.Add(s, "BindPaths", b)
+	}
 	u.Add(s, "ProtectHome", "yes")
 	u.Add(s, "PrivateTmp", "yes")
 	u.Add(s, "PrivateDevices", "yes")
@@ -156,7 +200,13 @@ func (a AppUnit) Render() string {
 	u.Add(s, "SystemCallFilter", "~@resources")
 	u.Add(s, "SystemCallErrorNumber", "EPERM")
 	for _, k := range sortedKeys(a.Overrides) {
+		if setup && (k == "ExecStart" || k == "Restart" || k == "Type") {
+			continue
+		}
 		u.Set(s, k, a.Overrides[k])
+	}
+	if setup {
+		return strings.Replace(u.String(), "UNIT", SetupUnitName(a.Name), 1)
 	}
 	u.Add("Install", "WantedBy", "multi-user.target")
 	return strings.Replace(u.String(), "UNIT", a.Name+".service", 1)
@@ -173,58 +223,196 @@ func quoteEnv(k, v string) string {
 
 // Scripts holds maintainer script texts.
 type Scripts struct {
-	PostInst, PreRm, PostRm string
+	PreInst, PostInst, PreRm, PostRm string
 }
 
-// ScriptParams drive the maintainer scripts.
+// ScriptParams drive the maintainer scripts. Every value is shell-quoted
+// where it is used (ShellQuote), whatever it contains.
 type ScriptParams struct {
-	Package     string
-	Unit        string   // e.g. "pysite.service"
-	User        string   // system user to create; "" for none
-	DataDir     string   // owned by User; removed on purge
-	PurgeDirs   []string // also removed on purge
-	PycacheDirs []string // __pycache__ below these is removed before remove/upgrade
+	Package string
+	Unit    string // e.g. "pysite.service"
+	User    string // system user to create; "" for none
+	DataDir string // owned by User; removed on purge if still User's
+	// Mode is "venv" (VenvDir is byte-compiled with its python),
+	// "system" (py3compile/py3clean -p Package, as dh_python3 does) or ""
+	// (no Python).
+	Mode string
+	// PurgeDirs are removed on purge (tandem's own package: fixed paths).
+	PurgeDirs []string
+	VenvDir   string
+	// MountPoints are bind-mount targets of the unit that the package
+	// does not ship (e.g. Flask's instance folder under /usr/var): created
+	// on configure, removed on remove.
+	MountPoints []string
+	// DataSubdirs are created in DataDir, owned by User (bind-mount sources).
+	DataSubdirs []string
+	// SetupUnit is a oneshot unit run before the service is started on
+	// configure; its failure fails the installation with its output.
+	SetupUnit string
+	// StartCheck is how long (seconds) postinst watches the freshly
+	// started service; one that fails or restarts in that time fails the
+	// installation with the last lines of its journal. 0: not watched.
+	StartCheck int
 }
+
+// UserMarker is the GECOS full name (its first comma-separated field;
+// adduser appends ",,,") of the users packages create, so that a
+// package recognises its own user and never adopts (or, on purge, deletes)
+// a user it did not create.
+func UserMarker(pkg string) string { return "tandem package " + pkg }
+
+// ShellQuote quotes s for a POSIX shell: single quotes, with each single
+// quote written as '\”. The result is one word whatever s contains.
+func ShellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./_-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+var scriptFuncs = template.FuncMap{
+	"q":       ShellQuote,
+	"marker":  UserMarker,
+	"half":    func(n int) int { return n * 2 },
+	"sprintf": fmt.Sprintf,
+	"dir":     path.Dir,
+	"hasOpt":  func(p string) bool { return strings.HasPrefix(p, "/opt/") },
+}
+
+var preinstTmpl = template.Must(template.New("preinst").Funcs(scriptFuncs).Parse(`#!/bin/sh
+# preinst, generated by tandem package.
+set -e
+{{if .User}}
+# Refuse to adopt a user or group this package did not create: purging the
+# package would delete it.
+if [ "$1" = install ] && [ -z "$2" ]; then
+	if getent passwd {{q .User}} >/dev/null; then
+		if [ "$(getent passwd {{q .User}} | cut -d: -f5 | cut -d, -f1)" != {{q (marker .Package)}} ]; then
+			echo {{q (sprintf "%s: the system user %s already exists and was not created by this package; refusing to adopt it (purging the package would delete it). Set another user with user = \"...\" in [tool.tandem] and rebuild, or remove that user." .Package .User)}} >&2
+			exit 1
+		fi
+	elif getent group {{q .User}} >/dev/null; then
+		echo {{q (sprintf "%s: the group %s already exists and was not created by this package; refusing to adopt it. Set another user with user = \"...\" in [tool.tandem] and rebuild, or remove that group." .Package .User)}} >&2
+		exit 1
+	fi
+fi
+{{end}}
+exit 0
+`))
 
 // The systemd parts mirror debhelper 13.11's autoscripts
 // (postinst-systemd-enable, postinst-systemd-restart,
-// prerm-systemd-restart, postrm-systemd, postrm-systemd-reload-only).
-var postinstTmpl = template.Must(template.New("postinst").Parse(`#!/bin/sh
-# postinst for {{.Package}}, generated by tandem package.
+// prerm-systemd-restart, postrm-systemd, postrm-systemd-reload-only) and
+// the Python parts dh_python3's (py3compile, py3clean).
+var postinstTmpl = template.Must(template.New("postinst").Funcs(scriptFuncs).Parse(`#!/bin/sh
+# postinst, generated by tandem package.
 set -e
 {{if .User}}
 if [ "$1" = "configure" ]; then
-	if ! getent passwd {{.User}} >/dev/null; then
-		if getent group {{.User}} >/dev/null; then
-			adduser --system --quiet --ingroup {{.User}} --home {{.DataDir}} --no-create-home {{.User}}
-		else
-			adduser --system --quiet --group --home {{.DataDir}} --no-create-home {{.User}}
+	if getent passwd {{q .User}} >/dev/null; then
+		if [ "$(getent passwd {{q .User}} | cut -d: -f5 | cut -d, -f1)" != {{q (marker .Package)}} ]; then
+			if [ -z "$2" ]; then
+				echo {{q (sprintf "%s: the system user %s already exists and was not created by this package; refusing to adopt it (purging the package would delete it)." .Package .User)}} >&2
+				exit 1
+			fi
+			# Upgrade from a package built before users were marked.
+			usermod -c {{q (marker .Package)}} {{q .User}}
 		fi
+	else
+		adduser --system --quiet --group --home {{q .DataDir}} --no-create-home --gecos {{q (marker .Package)}} {{q .User}}
 	fi
-	if [ ! -d {{.DataDir}} ]; then
-		mkdir -p {{.DataDir}}
+	if [ -d {{q .DataDir}} ] && [ "$(stat -c %U {{q .DataDir}})" != {{q .User}} ] && [ -n "$(ls -A {{q .DataDir}})" ]; then
+		echo {{q (sprintf "%s: the data directory %s exists, is not empty and does not belong to %s; refusing to take it over. Choose another data-dir in [tool.tandem], or give it and its contents to the user %s." .Package .DataDir .User .User)}} >&2
+		exit 1
 	fi
-	chown {{.User}}:{{.User}} {{.DataDir}}
-	chmod 0750 {{.DataDir}}
+	mkdir -p {{q .DataDir}}
+	chown {{q .User}}:{{q .User}} {{q .DataDir}}
+	chmod 0750 {{q .DataDir}}
+{{- range .DataSubdirs}}
+	if [ ! -d {{q .}} ]; then
+		mkdir {{q .}}
+		chown {{q $.User}}:{{q $.User}} {{q .}}
+		chmod 0750 {{q .}}
+	fi
+{{- end}}
 fi
 {{end}}
+{{- if .MountPoints}}
+# Mount points of the unit's BindPaths= that the package does not ship.
+if [ "$1" = "configure" ]; then
+{{- range .MountPoints}}
+	mkdir -p {{q .}}
+{{- end}}
+fi
+{{end}}
+{{- if .Mode}}
+# Packages built before the venv moved to /usr/lib shipped it in /opt, and
+# dpkg removes /opt with the last of them, here while upgrading from one:
+# /opt belongs to the system (base-files creates it).
+if [ "$1" = "configure" ] && [ -n "$2" ] && [ ! -d /opt ]; then
+	mkdir -m 0755 /opt
+fi
+
+# Byte-compile the Python modules; prerm removes the bytecode.
+if [ "$1" = "configure" ]; then
+{{- if eq .Mode "system"}}
+	if command -v py3compile >/dev/null 2>&1; then
+		py3compile -p {{q .Package}}
+	fi
+{{- else}}
+	if [ -x {{q (print .VenvDir "/bin/python")}} ]; then
+		{{q (print .VenvDir "/bin/python")}} -m compileall -q -j 0 {{q (print .VenvDir "/lib")}} >/dev/null 2>&1 || true
+	fi
+{{- end}}
+fi
+{{- end}}
+
 # From debhelper's postinst-systemd-enable.
 if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ] ; then
 	# This will only remove masks created by d-s-h on package removal.
-	deb-systemd-helper unmask '{{.Unit}}' >/dev/null || true
+	deb-systemd-helper unmask {{q .Unit}} >/dev/null || true
 
 	# was-enabled defaults to true, so new installations run enable.
-	if deb-systemd-helper --quiet was-enabled '{{.Unit}}'; then
+	if deb-systemd-helper --quiet was-enabled {{q .Unit}}; then
 		# Enables the unit on first installation, creates new
 		# symlinks on upgrades if the unit file has changed.
-		deb-systemd-helper enable '{{.Unit}}' >/dev/null || true
+		deb-systemd-helper enable {{q .Unit}} >/dev/null || true
 	else
 		# Update the statefile to add new symlinks (if any), which need to be
 		# cleaned up on purge. Also remove old symlinks.
-		deb-systemd-helper update-state '{{.Unit}}' >/dev/null || true
+		deb-systemd-helper update-state {{q .Unit}} >/dev/null || true
 	fi
 fi
 
+{{if .SetupUnit}}
+# Whether policy-rc.d (as deb-systemd-invoke honours it) allows starting $1.
+may_start() {
+	if command -v policy-rc.d >/dev/null 2>&1; then
+		rc=0
+		policy-rc.d "$1" start >/dev/null 2>&1 || rc=$?
+		if [ "$rc" = 101 ]; then
+			return 1
+		fi
+	fi
+	return 0
+}
+
+# The setup commands, as the service's user with its environment, before
+# the service starts; a failure stops the installation with their output.
+if [ "$1" = "configure" ] && [ -d /run/systemd/system ] && may_start {{q .SetupUnit}}; then
+	systemctl --system daemon-reload >/dev/null || true
+	if ! systemctl --quiet start {{q .SetupUnit}}; then
+		id=$(systemctl show -p InvocationID --value {{q .SetupUnit}} || true)
+		echo {{q (sprintf "%s: a setup command ([tool.tandem] setup) failed, so %s was not started. Its output:" .Package .Unit)}} >&2
+		if [ -n "$id" ]; then
+			journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID="$id" >&2 || true
+		else
+			journalctl --no-pager -o cat -n 30 -u {{q .SetupUnit}} >&2 || true
+		fi
+		exit 1
+	fi
+fi
+{{end}}
 # From debhelper's postinst-systemd-restart: start on install, restart on upgrade.
 if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ] ; then
 	if [ -d /run/systemd/system ]; then
@@ -234,38 +422,76 @@ if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-decon
 		else
 			_dh_action=start
 		fi
-		deb-systemd-invoke $_dh_action '{{.Unit}}' >/dev/null || true
+		deb-systemd-invoke $_dh_action {{q .Unit}} >/dev/null || true
 	fi
 fi
-
-exit 0
-`))
-
-var prermTmpl = template.Must(template.New("prerm").Parse(`#!/bin/sh
-# prerm for {{.Package}}, generated by tandem package.
-set -e
-
-# From debhelper's prerm-systemd-restart: stop on remove; on upgrade the
-# postinst restarts the service on the new version.
-if [ -z "${DPKG_ROOT:-}" ] && [ "$1" = remove ] && [ -d /run/systemd/system ] ; then
-	deb-systemd-invoke stop '{{.Unit}}' >/dev/null || true
-fi
-{{if .PycacheDirs}}
-# Bytecode written at run time (e.g. by root running the interpreter) is not
-# in the package; remove it so that dpkg can remove the directories.
-if [ "$1" = remove ] || [ "$1" = upgrade ] || [ "$1" = deconfigure ]; then
-	for d in{{range .PycacheDirs}} {{.}}{{end}}; do
-		if [ -d "$d" ]; then
-			find "$d" -name __pycache__ -type d -prune -exec rm -rf {} +
-		fi
-	done
+{{if .StartCheck}}
+# A service that fails in its first seconds is reported here, with the
+# end of its journal, instead of being restarted in a loop.
+if [ "$1" = "configure" ] && [ -d /run/systemd/system ]; then
+	state=$(systemctl show -p ActiveState --value {{q .Unit}} || true)
+	if [ "$state" = active ] || [ "$state" = activating ]; then
+		i=0
+		while [ $i -lt {{half .StartCheck}} ]; do
+			sleep 0.5
+			i=$((i + 1))
+			state=$(systemctl show -p ActiveState --value {{q .Unit}} || true)
+			sub=$(systemctl show -p SubState --value {{q .Unit}} || true)
+			restarts=$(systemctl show -p NRestarts --value {{q .Unit}} || true)
+			if [ "$state" = failed ] || [ "$sub" = auto-restart ] || [ "${restarts:-0}" != 0 ]; then
+				echo {{q (sprintf "%s: %s failed to start; the end of its journal:" .Package .Unit)}} >&2
+				journalctl --no-pager -o cat -n 25 -u {{q .Unit}} >&2 || true
+				deb-systemd-invoke stop {{q .Unit}} >/dev/null || true
+				exit 1
+			fi
+		done
+	fi
 fi
 {{end}}
 exit 0
 `))
 
-var postrmTmpl = template.Must(template.New("postrm").Parse(`#!/bin/sh
-# postrm for {{.Package}}, generated by tandem package.
+var prermTmpl = template.Must(template.New("prerm").Funcs(scriptFuncs).Parse(`#!/bin/sh
+# prerm, generated by tandem package.
+set -e
+
+# From debhelper's prerm-systemd-restart: stop on remove; on upgrade the
+# postinst restarts the service on the new version.
+if [ -z "${DPKG_ROOT:-}" ] && [ "$1" = remove ] && [ -d /run/systemd/system ] ; then
+	deb-systemd-invoke stop {{q .Unit}} >/dev/null || true
+fi
+{{- if .Mode}}
+
+# Remove the bytecode compiled on install (and any written at run time).
+{{- if eq .Mode "system"}}
+# From dh_python3.
+if command -v py3clean >/dev/null 2>&1; then
+	py3clean -p {{q .Package}}
+else
+	dpkg -L {{q .Package}} | sed -En -e '/^(.*)\/(.+)\.py$/s,,rm "\1/__pycache__/\2".*,e'
+	find /usr/lib/python3/dist-packages/ -type d -name __pycache__ -empty -print0 | xargs --null --no-run-if-empty rmdir
+fi
+{{- else}}
+if [ -d {{q .VenvDir}} ]; then
+	find {{q .VenvDir}} -name __pycache__ -type d -prune -exec rm -rf {} +
+fi
+{{- end}}
+{{- end}}
+{{if .MountPoints}}
+# Mount points shared with other packages' units go with the last of them.
+if [ "$1" = remove ]; then
+{{- range .MountPoints}}
+	if ! grep -qsx {{q (print "BindPaths=.*:" .)}} /dev/null $(ls /usr/lib/systemd/system/*.service 2>/dev/null | grep -vx -e {{q (print "/usr/lib/systemd/system/" $.Unit)}} -e {{q (print "/usr/lib/systemd/system/" $.SetupUnit)}}); then
+		rmdir {{q .}} 2>/dev/null || true
+	fi
+{{- end}}
+fi
+{{end}}
+exit 0
+`))
+
+var postrmTmpl = template.Must(template.New("postrm").Funcs(scriptFuncs).Parse(`#!/bin/sh
+# postrm, generated by tandem package.
 set -e
 
 # From debhelper's postrm-systemd-reload-only.
@@ -276,48 +502,73 @@ fi
 # From debhelper's postrm-systemd.
 if [ "$1" = "purge" ]; then
 	if [ -x "/usr/bin/deb-systemd-helper" ]; then
-		deb-systemd-helper purge '{{.Unit}}' >/dev/null || true
+		deb-systemd-helper purge {{q .Unit}} >/dev/null || true
 	fi
 fi
-{{if or .User .PurgeDirs}}
-# Purge removes what the package created at run time.
+{{- if hasOpt .VenvDir}}
+
+# dpkg removes /opt with the last package that shipped files in it; /opt
+# belongs to the system (base-files creates it), so put it back.
+if [ "$1" = remove ] || [ "$1" = purge ]; then
+	if [ ! -d /opt ]; then
+		mkdir -m 0755 /opt
+	fi
+fi
+{{- end}}
+{{- if .PurgeDirs}}
+
 if [ "$1" = "purge" ]; then
 {{- range .PurgeDirs}}
-	rm -rf {{.}}
+	rm -rf {{q .}}
 {{- end}}
-{{- if .User}}
-	if getent passwd {{.User}} >/dev/null; then
+fi
+{{- end}}
+{{if .User}}
+# Purge removes what the package created at run time: the data directory
+# while it still belongs to the package's user, and that user (marked as
+# created by this package) with its group.
+if [ "$1" = "purge" ]; then
+	if [ -d {{q .DataDir}} ] && [ "$(stat -c %U {{q .DataDir}})" = {{q .User}} ]; then
+		rm -rf {{q .DataDir}}
+	fi
+	if getent passwd {{q .User}} >/dev/null && [ "$(getent passwd {{q .User}} | cut -d: -f5 | cut -d, -f1)" = {{q (marker .Package)}} ]; then
 		if command -v deluser >/dev/null; then
-			deluser --system --quiet {{.User}} || true
+			deluser --system --quiet {{q .User}} || true
 		else
-			userdel {{.User}} || true
+			userdel {{q .User}} || true
+		fi
+		if getent group {{q .User}} >/dev/null; then
+			if command -v delgroup >/dev/null; then
+				delgroup --system --quiet {{q .User}} || true
+			else
+				groupdel {{q .User}} || true
+			fi
 		fi
 	fi
-	if getent group {{.User}} >/dev/null; then
-		if command -v delgroup >/dev/null; then
-			delgroup --system --quiet {{.User}} || true
-		else
-			groupdel {{.User}} || true
-		fi
-	fi
-{{- end}}
 fi
 {{end}}
 exit 0
 `))
 
-// RenderScripts renders postinst, prerm and postrm.
+// RenderScripts renders preinst, postinst, prerm and postrm.
 func RenderScripts(p ScriptParams) (Scripts, error) {
-	if p.DataDir != "" && p.User != "" {
-		p.PurgeDirs = append([]string{p.DataDir}, p.PurgeDirs...)
+	if p.Mode == "venv" && p.VenvDir == "" {
+		return Scripts{}, fmt.Errorf("render scripts: venv mode needs the venv directory")
 	}
-	var out [3]bytes.Buffer
-	for i, t := range []*template.Template{postinstTmpl, prermTmpl, postrmTmpl} {
+	if p.User != "" && p.DataDir == "" {
+		return Scripts{}, fmt.Errorf("render scripts: a user needs a data directory")
+	}
+	var out [4]bytes.Buffer
+	for i, t := range []*template.Template{preinstTmpl, postinstTmpl, prermTmpl, postrmTmpl} {
 		if err := t.Execute(&out[i], p); err != nil {
 			return Scripts{}, fmt.Errorf("render %s: %w", t.Name(), err)
 		}
 	}
-	return Scripts{PostInst: out[0].String(), PreRm: out[1].String(), PostRm: out[2].String()}, nil
+	sc := Scripts{PreInst: out[0].String(), PostInst: out[1].String(), PreRm: out[2].String(), PostRm: out[3].String()}
+	if p.User == "" {
+		sc.PreInst = "" // it only checks the user
+	}
+	return sc, nil
 }
 
 // commonLicenses maps SPDX identifiers to files in /usr/share/common-licenses.
@@ -334,6 +585,8 @@ var commonLicenses = map[string]string{
 func debianLicenseName(spdx string) string {
 	r := strings.NewReplacer(".0-or-later", "+", ".0-only", "", "-or-later", "+", "-only", "")
 	switch {
+	case spdx == "MIT":
+		return "Expat"
 	case strings.HasPrefix(spdx, "GPL-"), strings.HasPrefix(spdx, "LGPL-"), strings.HasPrefix(spdx, "AGPL-"), strings.HasPrefix(spdx, "GFDL-"):
 		return r.Replace(spdx)
 	}
@@ -347,8 +600,7 @@ type CopyrightParams struct {
 	Source  string
 	Year    int
 	Holders []string
-	License string // SPDX or short name; "" when unknown
-	Text    string // full license text, if known
+	License CopyrightLicense
 }
 
 // RenderCopyright writes a machine-readable (DEP-5) copyright file.
@@ -362,11 +614,6 @@ func RenderCopyright(p CopyrightParams) string {
 	if p.Source != "" {
 		fmt.Fprintf(&b, "Source: %s\n", p.Source)
 	}
-	lic := p.License
-	short := debianLicenseName(lic)
-	if lic == "" {
-		short = "other"
-	}
 	holders := p.Holders
 	if len(holders) == 0 {
 		holders = []string{"the " + p.Name + " authors"}
@@ -378,16 +625,17 @@ func RenderCopyright(p CopyrightParams) string {
 		}
 		fmt.Fprintf(&b, " %d %s", p.Year, h)
 	}
-	fmt.Fprintf(&b, "\nLicense: %s\n", short)
-	switch {
-	case p.Text != "":
-		b.WriteString(indentLicense(p.Text))
-	case commonLicenses[lic] != "":
-		fmt.Fprintf(&b, " On Debian systems, the complete text of this license can be found in\n /usr/share/common-licenses/%s.\n", commonLicenses[lic])
-	case lic == "":
-		b.WriteString(" No license was declared in pyproject.toml ([project].license).\n")
-	default:
-		fmt.Fprintf(&b, " See the %s license; its text was not found in the project.\n", lic)
+	lic := p.License
+	if lic.Expr == "" {
+		lic = ResolveLicense("", nil)
+	}
+	fmt.Fprintf(&b, "\nLicense: %s\n", lic.Expr)
+	if lic.Text != "" {
+		b.WriteString(indentLicense(lic.Text))
+	}
+	for _, para := range lic.Paragraphs {
+		fmt.Fprintf(&b, "\nLicense: %s\n", para.Name)
+		b.WriteString(indentLicense(para.Text))
 	}
 	return b.String()
 }

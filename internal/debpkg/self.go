@@ -100,6 +100,9 @@ func BuildSelf(ctx context.Context, opt SelfOptions) (*Result, error) {
 		Section:  "admin",
 		Priority: "optional",
 		Homepage: "https://github.com/tandem-ha/tandem",
+		// [[files]] replication runs Debian's rsync; without [[files]] it
+		// is not needed, so it is recommended rather than required.
+		Recommends: []string{"rsync"},
 		Files: []File{
 			{Dest: "/usr/bin/tandem", Source: opt.Binary, Mode: 0o755},
 			{Dest: "/usr/lib/systemd/system/tandem.service", Data: packaging.Unit, Mode: 0o644},

@@ -45,7 +45,7 @@ func TestBuildSelf(t *testing.T) {
 		}
 	}
 	post := string(control["/postinst"].data)
-	if strings.Contains(post, "adduser") || !strings.Contains(post, "deb-systemd-helper enable 'tandem.service'") {
+	if strings.Contains(post, "adduser") || !strings.Contains(post, "deb-systemd-helper enable tandem.service") {
 		t.Errorf("postinst:\n%s", post)
 	}
 	if !strings.Contains(string(control["/postrm"].data), "rm -rf /var/lib/tandem") {

@@ -18,17 +18,22 @@ import (
 	"github.com/tandem-ha/tandem/internal/pyproject"
 )
 
-// VenvRoot is where venv-mode packages install their virtualenv.
-const VenvRoot = "/opt/venvs"
+// DefaultVenvParent is where venv-mode packages install their virtualenv
+// by default: /usr/lib/NAME, as Debian policy wants for a package's
+// private files. [tool.tandem] venv-dir = "/opt/venvs/NAME" gives
+// dh-virtualenv's location instead.
+const DefaultVenvParent = "/usr/lib"
 
-// The venv must work at its final path, /opt/venvs/NAME: pip writes that
-// path into pyvenv.cfg, activate scripts and the shebangs of entry points.
-// Two ways to get there, both ending in the same bytes:
+// The venv must work at its final path (/usr/lib/NAME or
+// /opt/venvs/NAME): pip writes that path into pyvenv.cfg, activate scripts
+// and the shebangs of entry points. Two ways to get there, both ending in
+// the same bytes:
 //
-//   - namespace: python and pip run in a private mount namespace where a
-//     staging directory is bind-mounted over /opt, so the venv is really
-//     built at /opt/venvs/NAME while the host's /opt is untouched. Root
-//     gets a plain mount namespace; other users a user namespace.
+//   - namespace (only for a venv under /opt): python and pip run in a
+//     private mount namespace where a staging directory is bind-mounted
+//     over /opt, so the venv is really built at /opt/venvs/NAME while the
+//     host's /opt is untouched. Root gets a plain mount namespace; other
+//     users a user namespace.
 //   - relocate: the venv is built at STAGE/opt/venvs/NAME and every file
 //     mentioning the staging path is rewritten (as dh-virtualenv does),
 //     with RECORD hashes updated. Used where namespaces are not allowed,
@@ -37,7 +42,17 @@ const VenvRoot = "/opt/venvs"
 // "auto" tries the namespace first. Either way, the finished tree is
 // searched for any build path, and a leftover fails the build.
 
-func (b *build) finalVenv() string { return VenvRoot + "/" + b.name }
+func (b *build) finalVenv() string {
+	if d := b.proj.Tandem.VenvDir; d != "" {
+		return d
+	}
+	return DefaultVenvParent + "/" + b.name
+}
+
+// stagedVenv is where the venv is staged in the work directory.
+func (b *build) stagedVenv() string {
+	return filepath.Join(b.work, "stage", filepath.FromSlash(b.finalVenv()))
+}
 
 // nsCmd wraps argv so that it runs with stageOpt mounted on /opt.
 func nsCmd(ctx context.Context, stageOpt string, argv ...string) *exec.Cmd {
@@ -62,6 +77,12 @@ func (b *build) chooseIsolation(ctx context.Context, stageOpt string) (string, e
 	case "namespace", "auto":
 	default:
 		return "", &BuildError{Msg: fmt.Sprintf("isolation %q: use auto, namespace or relocate", b.opt.Isolation)}
+	}
+	if !strings.HasPrefix(b.finalVenv(), "/opt/") {
+		if b.opt.Isolation == "namespace" {
+			return "", &BuildError{Msg: fmt.Sprintf("--isolation namespace builds the venv under /opt only; %s is built with --isolation relocate (or set venv-dir = \"/opt/venvs/%s\" in [tool.tandem])", b.finalVenv(), b.name)}
+		}
+		return "relocate", nil
 	}
 	// Inputs under /opt would be hidden by the bind mount.
 	var blocked []string
@@ -97,7 +118,7 @@ func (b *build) chooseIsolation(ctx context.Context, stageOpt string) (string, e
 func (b *build) installVenv(ctx context.Context) error {
 	stageRoot := filepath.Join(b.work, "stage")
 	stageOpt := filepath.Join(stageRoot, "opt")
-	stageVenv := filepath.Join(stageOpt, "venvs", b.name)
+	stageVenv := b.stagedVenv()
 	if err := os.MkdirAll(stageVenv, 0o755); err != nil {
 		return err
 	}
@@ -157,7 +178,7 @@ func (b *build) installVenv(ctx context.Context) error {
 		if strings.Contains(string(out), "no such option: --python") {
 			return &prereq.Error{What: "pip is too old (needs --python, pip >= 22.3)", Fix: "use Debian 12's python3-pip"}
 		}
-		return b.pipFailure(out)
+		return b.pipFailure(ctx, out)
 	}
 	if err := b.normalizeVenv(stageVenv, venv); err != nil {
 		return err
@@ -177,9 +198,16 @@ func (b *build) installVenv(ctx context.Context) error {
 				fromSystem = append(fromSystem, r)
 			}
 		}
-		deps, notes := SystemDepends(fromSystem, b.proj.Tandem.DebianNames, b.pyVer)
+		names, err := b.debianNames(ctx)
+		if err != nil {
+			return err
+		}
+		deps, notes, err := SystemDepends(fromSystem, names, b.pyVer)
 		for _, n := range notes {
 			b.log.Info("dependency", "note", n)
+		}
+		if err != nil {
+			return &BuildError{Msg: "pyproject.toml: project.dependencies: " + err.Error()}
 		}
 		b.sysDepends = deps
 	}
@@ -187,6 +215,7 @@ func (b *build) installVenv(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	relativeSymlinks(files)
 	b.files = append(b.files, files...)
 	b.depends = append(b.depends, pythonDepends("venv", b.pyVer, "")...)
 	b.depends = append(b.depends, b.sysDepends...)
@@ -404,4 +433,23 @@ func checkNoBuildPaths(dir string, paths []string) error {
 		}
 		return nil
 	})
+}
+
+// relativeSymlinks makes absolute symlinks relative where the link and
+// its target share the top-level directory (Debian policy 10.5; lintian's
+// absolute-symlink-in-top-level-folder), e.g. a venv's bin/python3 ->
+// /usr/bin/python3 in /usr/lib/NAME.
+func relativeSymlinks(files []File) {
+	top := func(p string) string {
+		t, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+		return t
+	}
+	for i, f := range files {
+		if !strings.HasPrefix(f.Symlink, "/") || top(f.Symlink) != top(f.Dest) {
+			continue
+		}
+		if rel, err := filepath.Rel(filepath.Dir(f.Dest), f.Symlink); err == nil {
+			files[i].Symlink = rel
+		}
+	}
 }

@@ -61,6 +61,14 @@ type Drainer interface {
 	InFlight(ctx context.Context) (int, error)
 }
 
+// Flusher is implemented by capabilities whose data must reach the next
+// holder before a planned move releases the IP (file replication). Flush
+// returns once node to has everything this node had when it was called,
+// or with an error when ctx ends first.
+type Flusher interface {
+	Flush(ctx context.Context, to string) error
+}
+
 // Options configures a Node.
 type Options struct {
 	Name     string
@@ -86,6 +94,10 @@ type Options struct {
 	// DrainTimeout bounds how long a planned move waits for connections in
 	// flight to finish (see Drainer); 0 releases at once.
 	DrainTimeout time.Duration
+	// Flushers run after the drain of a planned move and before the
+	// release, each for at most FlushTimeout (default 30s).
+	Flushers     []Flusher
+	FlushTimeout time.Duration
 	Logger       *slog.Logger
 }
 
@@ -122,6 +134,9 @@ type Node struct {
 	backoff time.Duration
 	// lastKick is when the holder loop last asked the leader for a view.
 	lastKick time.Time
+	// contradictedAt is when the holder loop first saw the leader announce
+	// an epoch its log had not applied while it held the IP.
+	contradictedAt time.Time
 }
 
 // New builds a Node.
@@ -463,6 +478,10 @@ func (n *Node) holderLoop(ctx context.Context) error {
 	}
 }
 
+// logCatchUp bounds how long a holder whose log lags behind a newer epoch
+// waits for it before releasing (see reconcile).
+const logCatchUp = 150 * time.Millisecond
+
 // idleCheck bounds the holder loop's sleep when nothing is due.
 const idleCheck = 250 * time.Millisecond
 
@@ -511,7 +530,21 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) time.Time {
 	n.setHoldBack(holdBackReason(mine, holding, lease, confirmed, contradicted, h.Epoch, seen, now.Before(n.retryAt)))
 
 	var next time.Time
+	// The leader announced a newer epoch than this node's log holds: it
+	// may be a planned move, which this node must see to drain first.
+	// While the lease holds, nobody else may act on the IP before this
+	// node confirms its release, so it waits briefly for its log.
+	waitLog := holding && lease && contradicted && mine && n.o.DrainTimeout > 0
+	if waitLog && n.contradictedAt.IsZero() {
+		n.contradictedAt = now
+	}
+	if !waitLog || now.Sub(n.contradictedAt) >= logCatchUp {
+		n.contradictedAt = time.Time{}
+		waitLog = false
+	}
 	switch {
+	case waitLog:
+		next = n.contradictedAt.Add(logCatchUp)
 	case holding && (!mine || !lease || contradicted):
 		reason := "holder moved"
 		if !lease {
@@ -519,6 +552,7 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) time.Time {
 		}
 		if lease && !contradicted && h.Drain && !h.Active && h.Previous == n.o.Name && h.Node != n.o.Name {
 			n.drain(ctx, h.Epoch)
+			n.flush(ctx, h.Node, h.Epoch)
 			if lease = n.mesh.LeaseValid(time.Now()); !lease {
 				reason = "lost quorum lease" // while draining: a fault after all
 			}
@@ -607,6 +641,48 @@ func (n *Node) drain(ctx context.Context, epoch uint64) {
 		return
 	}
 	n.log.Info("drained connections before the planned move", "took", time.Since(start).Round(time.Millisecond))
+}
+
+// flush lets the Flushers catch the planned move's target up after the
+// drain, before the release. It gives up at FlushTimeout, or at once when
+// the lease is lost or the move is superseded: the IP must go then.
+func (n *Node) flush(ctx context.Context, to string, epoch uint64) {
+	if len(n.o.Flushers) == 0 {
+		return
+	}
+	timeout := n.o.FlushTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	fctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	go func() {
+		for fctx.Err() == nil {
+			if !n.mesh.LeaseValid(time.Now()) || n.o.Machine.View().Holder.Epoch != epoch {
+				cancel()
+				return
+			}
+			select {
+			case <-fctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	start := time.Now()
+	for _, f := range n.o.Flushers {
+		if err := f.Flush(fctx, to); err != nil {
+			n.log.Warn("planned move: could not flush to the next holder before releasing; it catches up afterwards, and what it lacks would be quarantined on this node, not lost",
+				"to", to, "err", err, "after", time.Since(start).Round(time.Millisecond))
+		}
+	}
+}
+
+// Held reports whether this node has the floating IP configured, and in
+// which epoch.
+func (n *Node) Held() (bool, uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.holding, n.heldEpoch
 }
 
 func (n *Node) acquire(ctx context.Context, epoch uint64) {

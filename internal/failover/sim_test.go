@@ -36,6 +36,9 @@ type simNet struct {
 	// away (see Drainer).
 	open     map[string]int
 	draining map[string]bool
+	// flushTook is how long each Flush takes; flushes records them.
+	flushTook time.Duration
+	flushes   []simFlush
 	// lchanged is closed when leadership may have changed (a transfer, or
 	// the leader cut off or reconnected).
 	lchanged chan struct{}
@@ -129,6 +132,8 @@ func (s *simNet) start(name string) {
 		Mesh:          mesh,
 		Policy:        state.Policy{Cooloff: 2 * time.Second, FailureThreshold: 3, FailureWindow: time.Minute},
 		DrainTimeout:  2 * time.Second,
+		Flushers:      []Flusher{simFlusher{net: s, node: name}},
+		FlushTimeout:  time.Second,
 		Logger:        logger,
 	})
 	if err != nil {
@@ -352,6 +357,38 @@ func (v *simVIP) Release(ctx context.Context) error {
 	delete(v.net.vip, v.node)
 	v.net.draining[v.node] = false
 	return nil
+}
+
+type simFlush struct {
+	node, to         string
+	held, stoppedNew bool // the node still held the IP, new connections turned away
+	openConns        int
+	took             time.Duration
+}
+
+// simFlusher stands in for file replication.
+type simFlusher struct {
+	net  *simNet
+	node string
+}
+
+func (f simFlusher) Flush(ctx context.Context, to string) error {
+	f.net.mu.Lock()
+	rec := simFlush{node: f.node, to: to, held: f.net.vip[f.node], stoppedNew: f.net.draining[f.node], openConns: f.net.open[f.node]}
+	took := f.net.flushTook
+	f.net.mu.Unlock()
+	start := time.Now()
+	var err error
+	select {
+	case <-time.After(took):
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	rec.took = time.Since(start)
+	f.net.mu.Lock()
+	f.net.flushes = append(f.net.flushes, rec)
+	f.net.mu.Unlock()
+	return err
 }
 
 func (v *simVIP) StopNew(ctx context.Context) error {
@@ -694,6 +731,75 @@ func TestPlannedMoveDrains(t *testing.T) {
 				time.Sleep(tt.goneBy - time.Since(start))
 				if holds() {
 					t.Fatalf("node1 still holds the IP %v after the move", tt.goneBy)
+				}
+			})
+		})
+	}
+}
+
+// TestPlannedMoveFlushes: a planned move flushes (file replication) to the
+// new holder after the drain and before the release, for at most
+// FlushTimeout, and not beyond the lease; an unplanned move never flushes.
+func TestPlannedMoveFlushes(t *testing.T) {
+	tests := []struct {
+		name      string
+		drain     bool
+		took      time.Duration
+		cut       bool
+		holdUntil time.Duration
+		goneBy    time.Duration
+		flushed   bool
+	}{
+		{"flush completes", true, 300 * time.Millisecond, false, 200 * time.Millisecond, 500 * time.Millisecond, true},
+		{"flush times out", true, time.Hour, false, 900 * time.Millisecond, 1200 * time.Millisecond, true},
+		{"lease lost while flushing", true, time.Hour, true, 0, 700 * time.Millisecond, true},
+		{"unplanned move", false, 300 * time.Millisecond, false, 0, 100 * time.Millisecond, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			runSim(t, func(t *testing.T, s *simNet) {
+				s.mu.Lock()
+				s.flushTook = tt.took
+				epoch := s.nodes["witness"].machine.View().Holder.Epoch
+				err := s.commit(state.SetHolder{Node: "node2", PrevEpoch: epoch, Reason: "switchover", Drain: tt.drain, At: time.Now()})
+				s.mu.Unlock()
+				if err != nil {
+					t.Fatal(err)
+				}
+				start := time.Now()
+				if tt.cut {
+					s.partition("node1", true)
+				}
+				holds := func() bool {
+					s.mu.Lock()
+					defer s.mu.Unlock()
+					return s.vip["node1"]
+				}
+				if tt.holdUntil > 0 {
+					time.Sleep(tt.holdUntil)
+					if !holds() {
+						t.Fatalf("node1 released %v into the flush", tt.holdUntil)
+					}
+				}
+				time.Sleep(tt.goneBy - time.Since(start))
+				if holds() {
+					t.Fatalf("node1 still holds the IP %v after the move", tt.goneBy)
+				}
+				s.mu.Lock()
+				flushes := slices.Clone(s.flushes)
+				s.mu.Unlock()
+				if !tt.flushed {
+					if len(flushes) != 0 {
+						t.Fatalf("an unplanned move flushed: %+v", flushes)
+					}
+					return
+				}
+				if len(flushes) != 1 {
+					t.Fatalf("flushes = %+v; want one", flushes)
+				}
+				f := flushes[0]
+				if f.node != "node1" || f.to != "node2" || !f.held || !f.stoppedNew {
+					t.Errorf("flush = %+v; want node1 flushing to node2 while holding, after turning new connections away", f)
 				}
 			})
 		})

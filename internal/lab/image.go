@@ -31,6 +31,8 @@ var ImagePackages = []string{
 	"iproute2", "nftables", "iputils-ping", "procps", "curl", "ca-certificates",
 	"openssh-server", "python3", "python3-venv", "python3-gunicorn", "gunicorn",
 	"keepalived", "adduser", "less",
+	// [[files]] replication, and lsyncd to compare it with (make bench-files).
+	"rsync", "lsyncd",
 }
 
 // MaskedUnits are units masked in the image because they cannot run in a

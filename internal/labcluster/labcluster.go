@@ -21,9 +21,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tandem-ha/tandem/examples"
+	"github.com/tandem-ha/tandem/internal/artifact"
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/debpkg"
 	"github.com/tandem-ha/tandem/internal/lab"
+	"github.com/tandem-ha/tandem/internal/labforge"
 	"github.com/tandem-ha/tandem/internal/localapi"
 )
 
@@ -32,6 +34,10 @@ const Port = 7946
 
 // SitePort is where the example site listens on every app node.
 const SitePort = 8000
+
+// SiteDataDir is the example site's upload directory, replicated with
+// [[files]] on every app node.
+const SiteDataDir = "/var/lib/pysite"
 
 // VIPURL is the example site through the floating IP.
 var VIPURL = fmt.Sprintf("http://%s:%d/", lab.FloatingIP, SitePort)
@@ -99,10 +105,14 @@ func Provision(ctx context.Context, l *lab.Lab, o Options) error {
 		return err
 	}
 
+	_, forge, err := SetupForge(l)
+	if err != nil {
+		return err
+	}
 	stage("installing on %d nodes", len(apps)+btoi(witness != nil))
 	g, gctx := errgroup.WithContext(ctx)
 	install := func(n lab.NodeStatus) {
-		g.Go(func() error { return installNode(gctx, l, n, tandemDeb, siteDeb, o.Config) })
+		g.Go(func() error { return installNode(gctx, l, n, tandemDeb, siteDeb, o.Config, forge) })
 	}
 	for _, n := range apps {
 		install(n)
@@ -111,6 +121,11 @@ func Provision(ctx context.Context, l *lab.Lab, o Options) error {
 		install(*witness)
 	}
 	if err := g.Wait(); err != nil {
+		return err
+	}
+
+	stage("starting the fake forge at %s", ForgeURL)
+	if err := StartForge(ctx, l, o.Exe); err != nil {
 		return err
 	}
 
@@ -181,19 +196,77 @@ func buildDebs(ctx context.Context, o Options, out string) (tandemDeb, siteDeb s
 	if err != nil {
 		return "", "", fmt.Errorf("package tandem: %w", err)
 	}
-	src, err := os.MkdirTemp("", "tandem-pysite-")
+	site, err := BuildSite(ctx, SiteOptions{OutDir: out, Logger: logger})
 	if err != nil {
 		return "", "", err
 	}
+	return self.Path, site.Path, nil
+}
+
+// SiteOptions vary the build of the example site.
+type SiteOptions struct {
+	OutDir  string
+	Version string // "" = the version in its pyproject.toml
+	// Broken makes /healthz answer 500 (a build whose health gate fails).
+	Broken bool
+	// Package renames the package (a package the cluster does not run).
+	Package string
+	Logger  *slog.Logger
+}
+
+// The lines of the example site that BuildSite patches; a change to the
+// example must keep them (the test checks).
+const (
+	healthzLine  = `return self._json(start_response, 200, {"status": "ok", "version": self.version, "node": self.node})`
+	brokenLine   = `return self._json(start_response, 500, {"status": "broken", "version": self.version, "node": self.node})`
+	siteNameLine = `name = "pysite"`
+)
+
+// BuildSite packages the embedded example site (examples/pysite) into
+// o.OutDir, patching a copy of its source (never the example) as asked.
+func BuildSite(ctx context.Context, o SiteOptions) (*debpkg.Result, error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	src, err := os.MkdirTemp("", "tandem-pysite-")
+	if err != nil {
+		return nil, err
+	}
 	defer os.RemoveAll(src)
 	if err := os.CopyFS(src, mustSub(examples.Pysite, "pysite")); err != nil {
-		return "", "", fmt.Errorf("unpack the example site: %w", err)
+		return nil, fmt.Errorf("unpack the example site: %w", err)
 	}
-	site, err := debpkg.BuildPython(ctx, debpkg.Options{Dir: src, OutDir: out, Compression: "zstd", Logger: logger})
+	if o.Broken {
+		if err := patchFile(filepath.Join(src, "src", "pysite", "app.py"), healthzLine, brokenLine); err != nil {
+			return nil, err
+		}
+	}
+	if o.Package != "" {
+		if err := patchFile(filepath.Join(src, "pyproject.toml"), siteNameLine, fmt.Sprintf("name = %q", o.Package)); err != nil {
+			return nil, err
+		}
+	}
+	site, err := debpkg.BuildPython(ctx, debpkg.Options{Dir: src, OutDir: o.OutDir, Version: o.Version, Compression: "zstd", Logger: o.Logger})
 	if err != nil {
-		return "", "", fmt.Errorf("package the example site: %w", err)
+		return nil, fmt.Errorf("package the example site: %w", err)
 	}
-	return self.Path, site.Path, nil
+	return site, nil
+}
+
+// patchFile replaces the one occurrence of old in path with new.
+func patchFile(path, old, new string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("patch the example site: %w", err)
+	}
+	if n := strings.Count(string(b), old); n != 1 {
+		return fmt.Errorf("patch the example site: %s has %d copies of %q, want 1 (the example changed: update labcluster.BuildSite)", filepath.Base(path), n, old)
+	}
+	// The copy is read-only when the embedded tree's modes say so.
+	if err := os.Chmod(path, 0o644); err != nil {
+		return fmt.Errorf("patch the example site: %w", err)
+	}
+	return os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644)
 }
 
 func mustSub(f fs.FS, dir string) fs.FS {
@@ -220,6 +293,9 @@ func NodeConfig(n lab.NodeStatus, extra string) (config.Config, error) {
 			JSONPath: "status", JSONWant: "ok"}}
 		// Every transition is logged, so tests can check the hooks ran.
 		c.Hooks = config.Hooks{Promote: HookScript, Demote: HookScript, Fault: HookScript}
+		// The example site's uploads follow the IP (its temporary upload
+		// files, ".NAME.tmp", are renamed into place when complete).
+		c.Files = []config.FilesPath{{Path: SiteDataDir, Exclude: []string{".*.tmp"}}}
 	}
 	if extra != "" {
 		dec := toml.NewDecoder(strings.NewReader(extra)).DisallowUnknownFields()
@@ -298,10 +374,24 @@ func isZero(v any) bool {
 	return false
 }
 
-func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, siteDeb, extra string) error {
+func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, siteDeb, extra string, forge labforge.Config) error {
 	c, err := NodeConfig(n, extra)
 	if err != nil {
 		return err
+	}
+	if n.Role == lab.RoleApp {
+		if err := writeDeployFiles(ctx, l, n.Name, forge); err != nil {
+			return err
+		}
+		if c.Deploy.Packages == nil { // unless the extra configuration set its own
+			c.Deploy = DeployConfig(forge)
+			// The extra configuration may still tune it ([deploy] soak).
+			if extra != "" {
+				if err := toml.NewDecoder(strings.NewReader(extra)).Decode(&c); err != nil {
+					return fmt.Errorf("the lab's extra configuration: %w", err)
+				}
+			}
+		}
 	}
 	data, err := RenderConfig(c)
 	if err != nil {
@@ -331,6 +421,18 @@ func installNode(ctx context.Context, l *lab.Lab, n lab.NodeStatus, tandemDeb, s
 	}
 	if _, err := run(ctx, l, n.Name, args...); err != nil {
 		return fmt.Errorf("%s: install: %w", n.Name, err)
+	}
+	if n.Role == lab.RoleApp {
+		// The first release goes into the release store too, as a deploy
+		// would have put it there, so the first rollback has a target.
+		sum, err := artifact.FileSHA256(siteDeb)
+		if err != nil {
+			return err
+		}
+		dst := "/var/lib/tandem/releases/sha256/" + sum + ".deb"
+		if _, err := run(ctx, l, n.Name, "sh", "-c", "install -d -m 700 /var/lib/tandem/releases/sha256 && install -m 600 /root/"+filepath.Base(siteDeb)+" "+dst); err != nil {
+			return fmt.Errorf("%s: store the first release: %w", n.Name, err)
+		}
 	}
 	return nil
 }

@@ -10,10 +10,13 @@ import (
 	"time"
 
 	"github.com/tandem-ha/tandem/examples"
+	"github.com/tandem-ha/tandem/internal/artifact"
 	"github.com/tandem-ha/tandem/internal/config"
 	"github.com/tandem-ha/tandem/internal/debpkg"
 	"github.com/tandem-ha/tandem/internal/lab"
+	"github.com/tandem-ha/tandem/internal/labforge"
 	"github.com/tandem-ha/tandem/internal/pyproject"
+	"github.com/tandem-ha/tandem/internal/testenv"
 	"github.com/tandem-ha/tandem/packaging"
 )
 
@@ -114,14 +117,100 @@ func TestLabDepsPackageTheSite(t *testing.T) {
 		t.Fatal("the example site no longer reuses Debian's packages; revisit packaging/lab-deps.txt")
 	}
 	deps := packaging.LabDeps()
-	want := []string{"python3", "python3-venv", "python3-pip", "python3-setuptools", "python3-wheel"}
+	want := []string{"python3", "python3-venv", "python3-pip", "python3-setuptools", "python3-wheel", "dh-python"}
+	dist, _ := debpkg.LoadDistMap(debpkg.DHPythonFallback) // without it, Guess gives Debian's usual names
+	names := debpkg.DebianNames{Dist: dist}
 	for _, r := range p.Dependencies {
-		pkgs, _ := debpkg.DebianName(r.Normalized(), nil)
-		want = append(want, pkgs[0])
+		want = append(want, names.Guess(r.Normalized()))
 	}
 	for _, pkg := range want {
 		if !slices.Contains(deps, pkg) {
 			t.Errorf("packaging the example site needs %s, which %s lacks", pkg, filepath.Join("packaging", "lab-deps.txt"))
 		}
+	}
+}
+
+// TestSitePatchesApply: the lines BuildSite patches for a broken build and
+// a renamed package are in the example, once each.
+func TestSitePatchesApply(t *testing.T) {
+	for _, tc := range []struct{ file, line string }{
+		{"pysite/src/pysite/app.py", healthzLine},
+		{"pysite/pyproject.toml", siteNameLine},
+	} {
+		b, err := examples.Pysite.ReadFile(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(string(b), tc.line); n != 1 {
+			t.Errorf("%s has %d copies of %q, want 1", tc.file, n, tc.line)
+		}
+	}
+}
+
+// TestBuildSite builds the variants lab push publishes and reads their
+// control fields back.
+func TestBuildSite(t *testing.T) {
+	if err := lab.CheckPackages(t.Context()); err != nil {
+		testenv.Missing(t, "%v", err)
+	}
+	tests := []struct {
+		name string
+		o    SiteOptions
+		pkg  string
+	}{
+		{"broken", SiteOptions{Version: "0.3.0", Broken: true}, "pysite"},
+		{"renamed", SiteOptions{Version: "0.3.0", Package: "othersite"}, "othersite"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.OutDir = t.TempDir()
+			res, err := BuildSite(t.Context(), tc.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(res.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			c, err := artifact.ReadControl(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Package != tc.pkg || c.Version != "0.3.0" {
+				t.Errorf("control %+v, want %s 0.3.0", c, tc.pkg)
+			}
+		})
+	}
+}
+
+// TestDeployConfigValidates: an app node's [deploy] section, rendered as the
+// lab writes it, loads and validates, with both forge sources.
+func TestDeployConfigValidates(t *testing.T) {
+	fc, err := labforge.NewConfig(ForgeURL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NodeConfig(lab.NodeStatus{Name: "node1", Role: lab.RoleApp, Address: "10.77.0.11"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Deploy = DeployConfig(fc)
+	data, err := RenderConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := config.Parse("tandem.toml", data)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	d := got.Deploy
+	if !d.Enabled() || d.Listen != ":8443" || !d.InsecureHTTP || d.Soak.D() != 2*time.Second || d.PollInterval.D() != 30*time.Second ||
+		!d.Auto || len(d.SigningKeys) != 1 || d.SigningKeys[0] != fc.SigningPublic {
+		t.Errorf("deploy = %+v", d)
+	}
+	if len(d.Sources) != 2 || d.Sources[0].APIURL != "http://10.77.0.2:8080/api/v4" || d.Sources[1].APIURL != "http://10.77.0.2:8080/gh" ||
+		d.Sources[1].Name != "github" || d.Sources[0].Job != "package" {
+		t.Errorf("sources = %+v", d.Sources)
 	}
 }

@@ -51,6 +51,7 @@ var layerOf = map[string]string{
 	"internal/debversion":            leaf,
 	"internal/webhook":               leaf,
 	"internal/artifact":              leaf,
+	"internal/forge":                 leaf, // asks a forge's API about a delivery and downloads it; imports only webhook and artifact
 	"packaging":                      leaf,
 	"examples":                       leaf,
 
@@ -60,6 +61,8 @@ var layerOf = map[string]string{
 	"internal/failover": controller,
 	"internal/health":   controller,
 	"internal/hooks":    controller,
+	"internal/deploy":   controller,
+	"internal/files":    controller, // replication of declared directories, following the holder and its epoch
 
 	"internal/vip":                     provider,
 	"internal/vip/linux":               provider,
@@ -72,6 +75,9 @@ var layerOf = map[string]string{
 	"internal/vip/digitalocean/dofake": provider,
 	"internal/vip/hetzner/hcloudfake":  provider,
 	"internal/vip/aws/ec2fake":         provider,
+	"internal/files/rsync":             provider, // Debian's rsync carried over the cluster's mTLS streams
+	"internal/files/inotify":           provider, // file events through fsnotify
+	"internal/install":                 provider, // the OS side of a release install: apt, dpkg-query, systemctl
 
 	"internal/cluster": cluster,
 	"internal/pki":     cluster,
@@ -88,13 +94,16 @@ var layerOf = map[string]string{
 	"internal/ciconfig":   tooling,
 	"internal/lab":        tooling,
 	"internal/labcluster": tooling,
+	"internal/labforge":   tooling,
 
 	"internal/cli": cli,
 	"cmd/tandem":   binary,
 
 	"bench/chaos":    harness,
+	"bench/deploy":   harness,
 	"bench/failover": harness,
 	"bench/package":  harness,
+	"bench/files":    harness,
 	"test/e2e":       harness,
 }
 

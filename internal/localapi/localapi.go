@@ -42,8 +42,41 @@ type Status struct {
 	HoldingBack string `json:"holding_back,omitempty"`
 	// StateWarning says when this node could not apply committed entries,
 	// or a member runs an older state level than this node (upgrade it).
-	StateWarning string    `json:"state_warning,omitempty"`
-	GeneratedAt  time.Time `json:"generated_at"`
+	StateWarning string `json:"state_warning,omitempty"`
+	// Delivery is null when no delivery has happened or been configured.
+	Delivery *DeliveryStatus `json:"delivery,omitempty"`
+	// Files is null on a node without [[files]].
+	Files       *FilesStatus `json:"files,omitempty"`
+	GeneratedAt time.Time    `json:"generated_at"`
+}
+
+// DeliveryStatus is delivery's part of 'tandem status': what each node
+// runs and the rollout in progress. Field names are stable.
+type DeliveryStatus struct {
+	// Installed is node → package → release.
+	Installed   map[string]map[string]ReleaseStatus `json:"installed"`
+	Rollout     *RolloutStatus                      `json:"rollout"` // null when none runs
+	Queued      int                                 `json:"queued"`
+	Locked      string                              `json:"locked,omitempty"` // the lock's message
+	LastOutcome string                              `json:"last_outcome,omitempty"`
+	LastReason  string                              `json:"last_reason,omitempty"`
+}
+
+// ReleaseStatus is one installed release.
+type ReleaseStatus struct {
+	Version string `json:"version"`
+	SHA256  string `json:"sha256,omitempty"`
+}
+
+// RolloutStatus is the rollout in progress.
+type RolloutStatus struct {
+	Delivery string    `json:"delivery"`
+	Package  string    `json:"package"`
+	Version  string    `json:"version"`
+	Phase    string    `json:"phase"`
+	Driver   string    `json:"driver"`
+	Step     string    `json:"step"` // the latest journal step, e.g. "#2 install node2 started"
+	Started  time.Time `json:"started"`
 }
 
 // RaftStatus is this node's raft view.
@@ -403,4 +436,82 @@ func (c *Client) Remove(ctx context.Context, node string) error {
 // ResetFailures clears a node's failure count, lifting its penalty.
 func (c *Client) ResetFailures(ctx context.Context, node string) error {
 	return c.do(ctx, http.MethodPost, "/v1/reset", ResetRequest{Node: node}, &Empty{})
+}
+
+// FilesStatus is file replication on one node, as printed by 'tandem
+// files status --json' and carried in 'tandem status'. Field names are
+// stable.
+type FilesStatus struct {
+	Node    string `json:"node"`
+	Holder  string `json:"holder"`
+	Sending bool   `json:"sending"` // this node is the source
+	Epoch   uint64 `json:"epoch,omitempty"`
+	// FromHolder is true when Paths[].Nodes come from the holder's
+	// liveness reply rather than from this node.
+	FromHolder bool        `json:"from_holder,omitempty"`
+	Paths      []FilesPath `json:"paths"`
+}
+
+// FilesPath is one replicated directory.
+type FilesPath struct {
+	Path     string    `json:"path"`
+	LastScan time.Time `json:"last_scan"`
+	Errors   []string  `json:"errors,omitempty"`
+	// SQLite lists databases found in the path and left out.
+	SQLite []string `json:"sqlite,omitempty"`
+	// Nodes are the receivers, with their lag (from the source).
+	Nodes []FilesNode `json:"nodes,omitempty"`
+	// This node as a receiver: the source and epoch it last caught up
+	// with, and when.
+	Source      string            `json:"source,omitempty"`
+	SourceEpoch uint64            `json:"source_epoch,omitempty"`
+	LastPull    *time.Time        `json:"last_pull,omitempty"`
+	PullMs      int64             `json:"pull_ms,omitempty"`
+	Quarantine  []FilesQuarantine `json:"quarantine,omitempty"`
+}
+
+// FilesNode is one receiver of a path, seen from the source.
+type FilesNode struct {
+	Node         string     `json:"node"`
+	LagSeconds   float64    `json:"lag_seconds"`
+	PendingBytes int64      `json:"pending_bytes"`
+	LastSync     *time.Time `json:"last_sync,omitempty"`
+	LastError    string     `json:"last_error,omitempty"`
+	Syncs        int        `json:"syncs"`
+	Failures     int        `json:"failures"`
+}
+
+// FilesQuarantine is one epoch's quarantine beside a path on this node,
+// with the commands that restore or discard it.
+type FilesQuarantine struct {
+	Dir     string `json:"dir"`
+	Epoch   uint64 `json:"epoch"`
+	Files   int    `json:"files"`
+	Restore string `json:"restore"`
+	Discard string `json:"discard"`
+}
+
+// FilesSyncRequest asks for a full reconcile now.
+type FilesSyncRequest struct {
+	Full bool `json:"full"`
+}
+
+// FilesSyncReply says what the reconcile did.
+type FilesSyncReply struct {
+	Sending bool   `json:"sending"`
+	Message string `json:"message"`
+}
+
+// FilesStatus fetches file replication's status.
+func (c *Client) FilesStatus(ctx context.Context) (FilesStatus, error) {
+	var out FilesStatus
+	err := c.do(ctx, http.MethodGet, "/v1/files/status", nil, &out)
+	return out, err
+}
+
+// FilesSync forces a full reconcile.
+func (c *Client) FilesSync(ctx context.Context, r FilesSyncRequest) (FilesSyncReply, error) {
+	var out FilesSyncReply
+	err := c.do(ctx, http.MethodPost, "/v1/files/sync", r, &out)
+	return out, err
 }

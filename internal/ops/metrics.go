@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/failover"
 )
 
@@ -20,6 +21,7 @@ type Collector struct {
 	undecodable                            *prometheus.Desc
 	failures, penalised, penalisedUntil    *prometheus.Desc
 	moveHeld, moveHeldUntil                *prometheus.Desc
+	caRotation, caCertExpiry               *prometheus.Desc
 	moves                                  *prometheus.CounterVec
 
 	mu        sync.Mutex
@@ -44,6 +46,8 @@ func (s *Service) Collector() *Collector {
 		penalisedUntil: prometheus.NewDesc("tandem_node_penalised_until_seconds", "Unix time at which a penalised node's penalty lapses (0 when not penalised).", []string{"node"}, nil),
 		moveHeld:       prometheus.NewDesc("tandem_move_held", "1 for the reason placement holds a move off an unhealthy holder back (cooloff, backoff, no_standby).", []string{"kind"}, nil),
 		moveHeldUntil:  prometheus.NewDesc("tandem_move_held_until_seconds", "Unix time until which the held move waits (0 when none, or until a standby is healthy).", nil, nil),
+		caRotation:     prometheus.NewDesc("tandem_ca_rotation_phase", "1 for the phase of the CA rotation in progress (trust, reissue); every phase 0 when none.", []string{"phase"}, nil),
+		caCertExpiry:   prometheus.NewDesc("tandem_node_certificate_expiry_seconds", "Unix time at which this node's certificate expires (it renews itself a third of its life before).", nil, nil),
 		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tandem_moves_total", Help: "Moves of the floating IP committed while this agent ran, by reason.",
 		}, []string{"reason"}),
@@ -53,7 +57,7 @@ func (s *Service) Collector() *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.info, c.raftState, c.raftContact, c.raftTerm, c.held, c.epoch, c.lease, c.checkUp, c.undecodable,
-		c.failures, c.penalised, c.penalisedUntil, c.moveHeld, c.moveHeldUntil} {
+		c.failures, c.penalised, c.penalisedUntil, c.moveHeld, c.moveHeldUntil, c.caRotation, c.caCertExpiry} {
 		ch <- d
 	}
 	c.moves.Describe(ch)
@@ -104,6 +108,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		heldUntil = float64(fs.Held.Until.Unix())
 	}
 	gauge(c.moveHeldUntil, heldUntil)
+	for _, phase := range []string{state.PhaseTrust, state.PhaseReissue} {
+		gauge(c.caRotation, b2f(st.Rotation != nil && st.Rotation.Phase == phase), phase)
+	}
+	if o.CA != nil {
+		gauge(c.caCertExpiry, float64(o.CA.Credentials().Current().Leaf.NotAfter.Unix()))
+	}
 	c.mu.Lock()
 	// Every node sees the same committed moves, so every agent's counter
 	// agrees; moves replayed from the log at start-up are history.

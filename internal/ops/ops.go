@@ -45,10 +45,14 @@ type Options struct {
 	Machine             *state.Machine
 	Cluster             Cluster
 	Failover            Failover
+	// CA, when set, serves the CA status and rotation.
+	CA CA
 	// Policy is this node's configured placement policy, which counts
 	// failures until the cluster's is published.
 	Policy state.Policy
-	Now    func() time.Time // time.Now when nil
+	// Files reports file replication; nil without it.
+	Files *Files
+	Now   func() time.Time // time.Now when nil
 }
 
 // Service carries out cluster operations for the local API.
@@ -66,7 +70,7 @@ func New(o Options) *Service {
 
 // Routes are the local API endpoints of the cluster operations.
 func (s *Service) Routes() []localapi.Route {
-	return []localapi.Route{
+	return append(s.caRoutes(), []localapi.Route{
 		{Pattern: "GET /v1/status", Handler: localapi.Endpoint(func(ctx context.Context, _ localapi.Empty) (localapi.Status, error) {
 			return s.Status(ctx), nil
 		})},
@@ -90,7 +94,7 @@ func (s *Service) Routes() []localapi.Route {
 		{Pattern: "POST /v1/reset", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.ResetRequest) (localapi.Empty, error) {
 			return localapi.Empty{}, s.ResetFailures(ctx, r.Node)
 		})},
-	}
+	}...)
 }
 
 // peerFresh is how old a peer's last probe reply may be for status to call
@@ -134,7 +138,16 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 		}
 		out.Members = append(out.Members, mem)
 	}
+	if r := st.Rotation; r != nil {
+		w := fmt.Sprintf("a CA rotation is in progress (phase %s", r.Phase)
+		if waiting := st.Waiting(st.Membership); len(waiting) > 0 {
+			w += ", waiting for " + strings.Join(waiting, ", ")
+		}
+		warnings = append(warnings, w+"): see 'tandem ca status'")
+	}
 	out.StateWarning = strings.Join(warnings, "; ")
+	out.Delivery = deliveryStatus(st.Deploy())
+	out.Files = s.o.Files.Status()
 	addFailures(&out, now, st, s.o.Policy, fs.Held)
 	for _, mv := range st.Moves[max(0, len(st.Moves)-10):] {
 		out.Moves = append(out.Moves, toFailover(mv))
@@ -351,4 +364,38 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 		return fmt.Errorf("remove: %q is not a member (see 'tandem status')", name)
 	}
 	return s.o.Cluster.RemoveServer(ctx, name)
+}
+
+// deliveryStatus summarises the delivery state for 'tandem status'.
+func deliveryStatus(dep *state.Deploy) *localapi.DeliveryStatus {
+	if len(dep.Installed) == 0 && len(dep.Deliveries) == 0 {
+		return nil
+	}
+	ds := &localapi.DeliveryStatus{Installed: map[string]map[string]localapi.ReleaseStatus{}}
+	for node, rels := range dep.Installed {
+		m := map[string]localapi.ReleaseStatus{}
+		for p, r := range rels {
+			m[p] = localapi.ReleaseStatus{Version: r.Version, SHA256: r.Digest}
+		}
+		ds.Installed[node] = m
+	}
+	for _, d := range dep.Deliveries {
+		if d.Status == state.DeliveryQueued {
+			ds.Queued++
+		}
+	}
+	if dep.Lock != nil {
+		ds.Locked = dep.Lock.Message
+	}
+	if r := dep.Rollout; r != nil {
+		rs := &localapi.RolloutStatus{Delivery: r.ID, Package: r.Package, Version: r.Version, Phase: r.Phase, Driver: r.Driver, Started: r.StartedAt}
+		if st, ok := r.LastStep(); ok {
+			rs.Step = fmt.Sprintf("#%d %s %s %s", st.N, st.Action, st.Node, st.State)
+		}
+		ds.Rollout = rs
+	}
+	if n := len(dep.History); n > 0 {
+		ds.LastOutcome, ds.LastReason = dep.History[n-1].Outcome, dep.History[n-1].Reason
+	}
+	return ds
 }

@@ -2,6 +2,7 @@ package pki
 
 import (
 	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,15 +14,71 @@ import (
 const DefaultDir = "/var/lib/tandem/pki"
 
 // File names inside the PKI directory. ca.key exists only on app nodes.
+// During a CA rotation an app node keeps the new CA in ca-next.crt and
+// ca-next.key until its own certificate moves to it, and every node keeps
+// the CAs it trusts in trusted.pem (absent: ca.crt only).
 const (
-	CACertFile   = "ca.crt"
-	CAKeyFile    = "ca.key"
-	NodeCertFile = "node.crt"
-	NodeKeyFile  = "node.key"
+	CACertFile     = "ca.crt"
+	CAKeyFile      = "ca.key"
+	NextCACertFile = "ca-next.crt"
+	NextCAKeyFile  = "ca-next.key"
+	TrustFile      = "trusted.pem"
+	NodeCertFile   = "node.crt"
+	NodeKeyFile    = "node.key"
 )
 
-// Load reads a node's credentials from dir. ca.key is optional.
+// Load reads a node's credentials from dir. ca.key is optional, and so are
+// the files of a rotation (ca-next.*, trusted.pem): the node's issuing CA
+// is whichever of ca.crt and ca-next.crt issued node.crt, so a crash
+// between writing the two leaves a node that starts.
 func Load(dir string) (*Node, error) {
+	n, err := loadNode(dir)
+	if err != nil {
+		return nil, err
+	}
+	next, err := loadCA(dir, NextCACertFile, NextCAKeyFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, err
+	default:
+		n.Hold(next)
+	}
+	trust := []*x509.Certificate{n.CA().Cert}
+	b, err := os.ReadFile(filepath.Join(dir, TrustFile))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("load pki: %w", err)
+	default:
+		certs, err := ParseCertsPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("load pki from %s: %s: %w", dir, TrustFile, err)
+		}
+		trust = append(certs, trust...)
+	}
+	n.SetTrust(trust)
+	return n, nil
+}
+
+// loadCA reads a CA certificate and, if present, its key.
+func loadCA(dir, certFile, keyFile string) (*CA, error) {
+	crt, err := os.ReadFile(filepath.Join(dir, certFile))
+	if err != nil {
+		return nil, fmt.Errorf("load pki: %w", err)
+	}
+	key, err := os.ReadFile(filepath.Join(dir, keyFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("load pki: %w", err)
+	}
+	ca, err := ParseCA(crt, key)
+	if err != nil {
+		return nil, fmt.Errorf("load pki from %s: %s: %w", dir, certFile, err)
+	}
+	return ca, nil
+}
+
+func loadNode(dir string) (*Node, error) {
 	read := func(name string) ([]byte, error) {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
@@ -50,10 +107,29 @@ func Load(dir string) (*Node, error) {
 		return nil, err
 	}
 	n, err := NewNode(ca, crt, key)
-	if err != nil {
-		return nil, fmt.Errorf("load pki from %s: %w", dir, err)
+	if err == nil {
+		return n, nil
 	}
-	return n, nil
+	// Moved to a rotation's new CA before ca.crt was rewritten: the new CA
+	// is in ca-next.crt (app nodes) and trusted.pem.
+	var candidates []*CA
+	if next, nerr := loadCA(dir, NextCACertFile, NextCAKeyFile); nerr == nil {
+		candidates = append(candidates, next)
+	}
+	if b, rerr := os.ReadFile(filepath.Join(dir, TrustFile)); rerr == nil {
+		if certs, perr := ParseCertsPEM(b); perr == nil {
+			for _, c := range certs {
+				candidates = append(candidates, &CA{Cert: c})
+			}
+		}
+	}
+	for _, c := range candidates {
+		if moved, nerr := NewNode(c, crt, key); nerr == nil {
+			moved.Hold(ca)
+			return moved, nil
+		}
+	}
+	return nil, fmt.Errorf("load pki from %s: %w", dir, err)
 }
 
 // Exists reports whether dir already holds a node certificate, so init and
@@ -84,12 +160,12 @@ func (n *Node) Save(dir string) error {
 		perm fs.FileMode
 	}
 	files := []file{
-		{CACertFile, n.CA.CertPEM(), 0o644},
+		{CACertFile, n.CA().CertPEM(), 0o644},
 		{NodeCertFile, certPEM(cur.Leaf.Raw), 0o644},
 		{NodeKeyFile, key, 0o600},
 	}
-	if n.CA.Key != nil {
-		caKey, err := n.CA.KeyPEM()
+	if n.CA().Key != nil {
+		caKey, err := n.CA().KeyPEM()
 		if err != nil {
 			return fmt.Errorf("save pki: %w", err)
 		}
@@ -107,6 +183,75 @@ func (n *Node) Save(dir string) error {
 func (n *Node) SaveCert(dir string) error {
 	if err := WriteFileAtomic(filepath.Join(dir, NodeCertFile), certPEM(n.Current().Leaf.Raw), 0o644); err != nil {
 		return fmt.Errorf("save renewed certificate: %w", err)
+	}
+	return nil
+}
+
+// SaveCA writes the issuing CA (ca.crt, and ca.key when the node holds
+// it) to dir, after the node's certificate moved to it.
+func (n *Node) SaveCA(dir string) error {
+	ca := n.CA()
+	if err := WriteFileAtomic(filepath.Join(dir, CACertFile), ca.CertPEM(), 0o644); err != nil {
+		return fmt.Errorf("save CA: %w", err)
+	}
+	if ca.Key == nil {
+		if err := os.Remove(filepath.Join(dir, CAKeyFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("save CA: %w", err)
+		}
+		return nil
+	}
+	key, err := ca.KeyPEM()
+	if err != nil {
+		return fmt.Errorf("save CA: %w", err)
+	}
+	if err := WriteFileAtomic(filepath.Join(dir, CAKeyFile), key, 0o600); err != nil {
+		return fmt.Errorf("save CA: %w", err)
+	}
+	return nil
+}
+
+// SaveNext writes a rotation's new CA, with its key, to dir (ca-next.*).
+func SaveNext(dir string, ca *CA) error {
+	key, err := ca.KeyPEM()
+	if err != nil {
+		return fmt.Errorf("save the new CA: %w", err)
+	}
+	if err := WriteFileAtomic(filepath.Join(dir, NextCAKeyFile), key, 0o600); err != nil {
+		return fmt.Errorf("save the new CA: %w", err)
+	}
+	if err := WriteFileAtomic(filepath.Join(dir, NextCACertFile), ca.CertPEM(), 0o644); err != nil {
+		return fmt.Errorf("save the new CA: %w", err)
+	}
+	return nil
+}
+
+// RemoveNext removes a finished rotation's ca-next.* from dir.
+func RemoveNext(dir string) error {
+	for _, f := range []string{NextCAKeyFile, NextCACertFile} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", f, err)
+		}
+	}
+	return nil
+}
+
+// SaveTrust writes the trusted CAs to dir (trusted.pem), or removes the
+// file when the node trusts its issuing CA only.
+func (n *Node) SaveTrust(dir string) error {
+	path := filepath.Join(dir, TrustFile)
+	certs := n.Trusted()
+	if len(certs) == 1 && certs[0].Equal(n.CA().Cert) {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("save trusted CAs: %w", err)
+		}
+		return nil
+	}
+	var b []byte
+	for _, c := range certs {
+		b = append(b, certPEM(c.Raw)...)
+	}
+	if err := WriteFileAtomic(path, b, 0o644); err != nil {
+		return fmt.Errorf("save trusted CAs: %w", err)
 	}
 	return nil
 }

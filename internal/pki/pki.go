@@ -10,6 +10,10 @@
 // key (Node.Replace); the TLS configurations pick up a renewed certificate
 // without a restart.
 //
+// During a CA rotation a node trusts two CAs and moves its certificate
+// from the old to the new one (SetTrust, Hold, Replace); the TLS
+// configurations read the trusted set at each handshake.
+//
 // A chain to the cluster CA proves only that the certificate was issued
 // by someone holding the CA key, which every app node does. Who is a
 // member, and with which key, is the cluster's state: the cluster package
@@ -34,7 +38,9 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -340,6 +346,30 @@ func ParseKeyPEM(b []byte) (crypto.Signer, error) {
 	return s, nil
 }
 
+// ParseCertsPEM parses every PEM CERTIFICATE block of b (a bundle).
+func ParseCertsPEM(b []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parse certificate: %w", err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("want PEM CERTIFICATE blocks")
+	}
+	return out, nil
+}
+
 func certPEM(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
@@ -368,17 +398,133 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 	return ok && ea.Equal(b)
 }
 
-// Node is one node's credentials: its certificate and key, and the CA (with
-// its key on app nodes).
+// Node is one node's credentials: its certificate and key, the CA that
+// issued it (with its key on app nodes), and the CAs it trusts peers from.
+//
+// The issuing CA and the trusted set change during a CA rotation (see
+// SetTrust, Hold and Replace) without a restart: every TLS configuration
+// made from n reads them at each handshake.
 type Node struct {
 	Name string
-	CA   *CA
 	// Cert is the node's certificate chain (node certificate, then the CA)
 	// with its private key and parsed Leaf, as loaded; Current is the one
 	// in use, which Replace renews.
 	Cert tls.Certificate
 
-	cur atomic.Pointer[tls.Certificate]
+	cur   atomic.Pointer[tls.Certificate]
+	ca    atomic.Pointer[CA]
+	trust atomic.Pointer[trustSet]
+
+	hmu  sync.Mutex
+	held map[string]*CA // by hash: CAs this node holds, with their keys on app nodes
+}
+
+// trustSet is the CAs a node accepts peers from, and their pool.
+type trustSet struct {
+	certs []*x509.Certificate
+	pool  *x509.CertPool
+}
+
+func newTrustSet(certs []*x509.Certificate) *trustSet {
+	t := &trustSet{pool: x509.NewCertPool()}
+	seen := map[string]bool{}
+	for _, c := range certs {
+		if h := Hash(c); !seen[h] {
+			seen[h] = true
+			t.certs = append(t.certs, c)
+			t.pool.AddCert(c)
+		}
+	}
+	return t
+}
+
+// CA returns the CA that issued the certificate in use: the one this node
+// signs joins and renewals with when it holds its key.
+func (n *Node) CA() *CA { return n.ca.Load() }
+
+// Trusted returns the CAs this node accepts peers' certificates from.
+func (n *Node) Trusted() []*x509.Certificate { return slices.Clone(n.trust.Load().certs) }
+
+// TrustedHashes returns the hashes of Trusted, sorted.
+func (n *Node) TrustedHashes() []string {
+	var out []string
+	for _, c := range n.trust.Load().certs {
+		out = append(out, Hash(c))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Pool returns the pool of the trusted CAs.
+func (n *Node) Pool() *x509.CertPool { return n.trust.Load().pool }
+
+// SetTrust replaces the CAs this node accepts peers from; handshakes
+// after it use the new set. It reports whether the set changed.
+func (n *Node) SetTrust(certs []*x509.Certificate) bool {
+	next := newTrustSet(certs)
+	cur := n.trust.Load()
+	if cur != nil && slices.EqualFunc(cur.certs, next.certs, func(a, b *x509.Certificate) bool { return a.Equal(b) }) {
+		return false
+	}
+	n.trust.Store(next)
+	return true
+}
+
+// Hold keeps a CA (with its key, on app nodes) for a rotation: the node can
+// then sign with it (Held) and move its own certificate to it.
+func (n *Node) Hold(ca *CA) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	if n.held == nil {
+		n.held = map[string]*CA{}
+	}
+	if old, ok := n.held[ca.Hash()]; ok && old.Key != nil && ca.Key == nil {
+		return
+	}
+	n.held[ca.Hash()] = ca
+}
+
+// Held returns the CA with this hash that the node holds (the issuing CA
+// included), or nil.
+func (n *Node) Held(hash string) *CA {
+	if ca := n.CA(); ca.Hash() == hash {
+		return ca
+	}
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	return n.held[hash]
+}
+
+// Drop forgets a held CA.
+func (n *Node) Drop(hash string) {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	delete(n.held, hash)
+}
+
+// Forget drops every held CA but the issuing one.
+func (n *Node) Forget() {
+	n.hmu.Lock()
+	defer n.hmu.Unlock()
+	n.held = nil
+}
+
+// KeyHashes returns the hashes of the CAs whose key this node holds,
+// sorted.
+func (n *Node) KeyHashes() []string {
+	var out []string
+	if ca := n.CA(); ca.Key != nil {
+		out = append(out, ca.Hash())
+	}
+	n.hmu.Lock()
+	for h, ca := range n.held {
+		if ca.Key != nil && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	n.hmu.Unlock()
+	slices.Sort(out)
+	return out
 }
 
 // Current returns the certificate in use: Cert, or its latest renewal.
@@ -416,8 +562,9 @@ func (n *Node) CSR() ([]byte, error) {
 }
 
 // Replace puts a renewed certificate in use (in every TLS configuration
-// made from n) after checking that the CA issued it for this node's name
-// and key.
+// made from n) after checking that a trusted CA issued it for this node's
+// name and key. When that CA is not the issuing one (a rotation), it
+// becomes the issuing one, with its key if the node holds it.
 func (n *Node) Replace(certPEMBytes []byte) error {
 	cur := n.Current()
 	leaf, err := ParseCertPEM(certPEMBytes)
@@ -430,19 +577,29 @@ func (n *Node) Replace(certPEMBytes []byte) error {
 	if !samePublicKey(leaf.PublicKey, cur.Leaf.PublicKey) {
 		return fmt.Errorf("renewed certificate for %q has another key than the node's", n.Name)
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots:     n.CA.Pool(),
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:     n.Pool(),
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}); err != nil {
-		return fmt.Errorf("renewed certificate for %q is not valid under the cluster CA: %w", n.Name, err)
+	})
+	if err != nil {
+		return fmt.Errorf("renewed certificate for %q is not valid under a CA this node trusts: %w", n.Name, err)
 	}
-	n.cur.Store(&tls.Certificate{Certificate: [][]byte{leaf.Raw, n.CA.Cert.Raw}, PrivateKey: cur.PrivateKey, Leaf: leaf})
+	issuer := chains[0][len(chains[0])-1]
+	ca := n.Held(Hash(issuer))
+	if ca == nil {
+		ca = &CA{Cert: issuer}
+	}
+	if old := n.CA(); old.Hash() != ca.Hash() {
+		n.Hold(old)
+		n.ca.Store(ca)
+	}
+	n.cur.Store(&tls.Certificate{Certificate: [][]byte{leaf.Raw, issuer.Raw}, PrivateKey: cur.PrivateKey, Leaf: leaf})
 	return nil
 }
 
 // NewNode assembles a node's credentials from its PEM certificate and key,
 // checking that the certificate was issued by ca for server and client use
-// and that the key matches it.
+// and that the key matches it. The node trusts ca only until SetTrust.
 func NewNode(ca *CA, certPEMBytes, keyPEMBytes []byte) (*Node, error) {
 	leaf, err := ParseCertPEM(certPEMBytes)
 	if err != nil {
@@ -461,29 +618,41 @@ func NewNode(ca *CA, certPEMBytes, keyPEMBytes []byte) (*Node, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("node certificate %q is not valid under the cluster CA: %w", leaf.Subject.CommonName, err)
 	}
-	return &Node{
+	n := &Node{
 		Name: leaf.Subject.CommonName,
-		CA:   ca,
 		Cert: tls.Certificate{
 			Certificate: [][]byte{leaf.Raw, ca.Cert.Raw},
 			PrivateKey:  key,
 			Leaf:        leaf,
 		},
-	}, nil
+	}
+	n.ca.Store(ca)
+	n.trust.Store(newTrustSet([]*x509.Certificate{ca.Cert}))
+	return n, nil
 }
 
 // CanSign reports whether this node holds the CA key and so can sign joins.
-func (n *Node) CanSign() bool { return n.CA.Key != nil }
+func (n *Node) CanSign() bool { return n.CA().Key != nil }
 
 // ServerConfig is for listeners where every client must present a
-// certificate from the cluster CA.
+// certificate from a CA the node trusts. The trusted CAs are read at each
+// handshake, so SetTrust needs no new listener.
 func (n *Node) ServerConfig() *tls.Config {
-	return &tls.Config{
+	c := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return n.Current(), nil },
 		ClientAuth:     tls.RequireAndVerifyClientCert,
-		ClientCAs:      n.CA.Pool(),
+		ClientCAs:      n.Pool(),
 	}
+	// c as the caller finished it (ALPN, VerifyConnection), with the CAs
+	// trusted now.
+	c.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		cc := c.Clone()
+		cc.GetConfigForClient = nil
+		cc.ClientCAs = n.Pool()
+		return cc, nil
+	}
+	return c
 }
 
 // JoinServerConfig is ServerConfig for a listener that also serves the join
@@ -498,7 +667,7 @@ func (n *Node) JoinServerConfig() *tls.Config {
 }
 
 // ClientConfig presents the node certificate and accepts only servers whose
-// certificate chains to the cluster CA.
+// certificate chains to a CA the node trusts (read at each handshake).
 func (n *Node) ClientConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS13,
@@ -506,7 +675,7 @@ func (n *Node) ClientConfig() *tls.Config {
 		// Peers are dialled by address and identified by chain, so the
 		// standard hostname check is replaced by VerifyConnection.
 		InsecureSkipVerify: true,
-		VerifyConnection:   VerifyServer(n.CA.Cert),
+		VerifyConnection:   verifyServerIn(n.Pool),
 	}
 }
 
@@ -516,6 +685,10 @@ func (n *Node) ClientConfig() *tls.Config {
 func VerifyServer(ca *x509.Certificate) func(tls.ConnectionState) error {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
+	return verifyServerIn(func() *x509.CertPool { return pool })
+}
+
+func verifyServerIn(roots func() *x509.CertPool) func(tls.ConnectionState) error {
 	return func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
 			return errors.New("server sent no certificate")
@@ -525,7 +698,7 @@ func VerifyServer(ca *x509.Certificate) func(tls.ConnectionState) error {
 			inter.AddCert(c)
 		}
 		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
-			Roots:         pool,
+			Roots:         roots(),
 			Intermediates: inter,
 			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		})

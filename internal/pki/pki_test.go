@@ -144,7 +144,7 @@ func TestSaveLoad(t *testing.T) {
 	}{{"app", ca, true}, {"witness", ca.WithoutKey(), false}} {
 		t.Run(tt.name, func(t *testing.T) {
 			n := mustNode(t, ca, "n-"+tt.name, "127.0.0.1")
-			n.CA = tt.ca
+			n.ca.Store(tt.ca)
 			dir := filepath.Join(t.TempDir(), "pki")
 			if Exists(dir) {
 				t.Fatal("Exists before Save")
@@ -179,7 +179,7 @@ func TestSaveLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Name != n.Name || got.CanSign() != tt.wantKey || !got.Cert.Leaf.Equal(n.Cert.Leaf) || got.CA.Hash() != ca.Hash() {
+			if got.Name != n.Name || got.CanSign() != tt.wantKey || !got.Cert.Leaf.Equal(n.Cert.Leaf) || got.CA().Hash() != ca.Hash() {
 				t.Errorf("Load() = %q sign=%v; want %q sign=%v", got.Name, got.CanSign(), n.Name, tt.wantKey)
 			}
 		})
@@ -189,7 +189,7 @@ func TestSaveLoad(t *testing.T) {
 func TestLoadRejectsForeignNodeCert(t *testing.T) {
 	ca, other := mustCA(t), mustCA(t)
 	n := mustNode(t, other, "node1")
-	n.CA = ca // node cert from another CA, with this CA's files
+	n.ca.Store(ca) // node cert from another CA, with this CA's files
 	dir := t.TempDir()
 	if err := n.Save(dir); err != nil {
 		t.Fatal(err)

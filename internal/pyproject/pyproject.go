@@ -46,6 +46,7 @@ type Project struct {
 	Version         string // "" when dynamic or absent
 	Description     string
 	Readme          string // file name, when given as a string or {file=...}
+	ReadmeText      string // inline text, when given as {text=...}
 	RequiresPython  string
 	License         License
 	LicenseFiles    []string
@@ -88,6 +89,18 @@ type Tandem struct {
 	Maintainer string `toml:"maintainer"`
 	// Section is the Debian section (default "web").
 	Section string `toml:"section"`
+	// Synopsis replaces the synopsis derived from [project].description.
+	Synopsis string `toml:"synopsis"`
+	// User is the system user the service runs as (default: the package
+	// name). The package creates it and refuses one it did not create.
+	User string `toml:"user"`
+	// VenvDir is where venv mode installs the virtualenv: /usr/lib/NAME
+	// (default) or, as dh-virtualenv does, /opt/venvs/NAME.
+	VenvDir string `toml:"venv-dir"`
+	// Setup are commands run as the service's user, with its environment,
+	// on install and upgrade before the service starts, e.g.
+	// "flask --app NAME init-db" or "python -m django migrate".
+	Setup []string `toml:"setup"`
 	// Unit overrides [Service] directives of the generated unit; an empty
 	// value removes the directive.
 	Unit map[string]string `toml:"unit"`
@@ -206,6 +219,9 @@ func Parse(data []byte) (*Project, error) {
 		if f, ok := r["file"].(string); ok {
 			p.Readme = f
 		}
+		if t, ok := r["text"].(string); ok {
+			p.ReadmeText = t
+		}
 	default:
 		return nil, &Error{Key: "project.readme", Msg: "must be a file name or a table"}
 	}
@@ -239,6 +255,12 @@ func Parse(data []byte) (*Project, error) {
 // envKeyRe is what systemd accepts as an environment variable name.
 var envKeyRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
+// userRe is a portable system user name (Debian's adduser default NAME_REGEX).
+var userRe = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+
+// safePathRe is a path without blanks, quotes or shell syntax.
+var safePathRe = regexp.MustCompile(`^[A-Za-z0-9/._+-]+$`)
+
 // unitKeyRe is a systemd directive name.
 var unitKeyRe = regexp.MustCompile(`^[A-Z][A-Za-z0-9]*$`)
 
@@ -254,7 +276,7 @@ func (t *Tandem) check() error {
 	default:
 		return &Error{Key: "tool.tandem.mode", Msg: fmt.Sprintf("%q is not a mode; use \"venv\" or \"system\"", t.Mode)}
 	}
-	if t.DataDir != "" && (!filepath.IsAbs(t.DataDir) || filepath.Clean(t.DataDir) != t.DataDir || t.DataDir == "/" || strings.ContainsAny(t.DataDir, " \t\n'\"\\$`")) {
+	if t.DataDir != "" && (!filepath.IsAbs(t.DataDir) || filepath.Clean(t.DataDir) != t.DataDir || t.DataDir == "/" || !safePathRe.MatchString(t.DataDir)) {
 		return &Error{Key: "tool.tandem.data-dir", Msg: fmt.Sprintf("%q must be a clean absolute path without spaces or quotes, e.g. \"/var/lib/mysite\"", t.DataDir)}
 	}
 	for _, f := range append([]string{t.EnvironmentFile}, t.ConfigFiles...) {
@@ -291,6 +313,21 @@ func (t *Tandem) check() error {
 	}
 	if t.HealthPath != "" && !strings.HasPrefix(t.HealthPath, "/") {
 		return &Error{Key: "tool.tandem.health-path", Msg: fmt.Sprintf("%q must start with /", t.HealthPath)}
+	}
+	if strings.ContainsAny(t.Synopsis, "\n\r") {
+		return &Error{Key: "tool.tandem.synopsis", Msg: "must be a single line"}
+	}
+	if t.User != "" && !userRe.MatchString(t.User) {
+		return &Error{Key: "tool.tandem.user", Msg: fmt.Sprintf("%q is not a valid system user name (lower-case letters, digits, '-' and '_', starting with a letter, at most 32 characters)", t.User)}
+	}
+	if t.VenvDir != "" && (!filepath.IsAbs(t.VenvDir) || filepath.Clean(t.VenvDir) != t.VenvDir || !safePathRe.MatchString(t.VenvDir) ||
+		!(strings.HasPrefix(t.VenvDir, "/usr/lib/") || strings.HasPrefix(t.VenvDir, "/opt/"))) {
+		return &Error{Key: "tool.tandem.venv-dir", Msg: fmt.Sprintf("%q must be a clean path below /usr/lib or /opt, e.g. \"/usr/lib/mysite\" or \"/opt/venvs/mysite\"", t.VenvDir)}
+	}
+	for i, c := range t.Setup {
+		if strings.TrimSpace(c) == "" || strings.ContainsAny(c, "\n\r") {
+			return &Error{Key: fmt.Sprintf("tool.tandem.setup[%d]", i), Msg: "must be a non-empty single-line command such as \"flask --app mysite init-db\""}
+		}
 	}
 	if strings.ContainsAny(t.Maintainer, "\n\r") {
 		return &Error{Key: "tool.tandem.maintainer", Msg: "must be a single line"}

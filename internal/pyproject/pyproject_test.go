@@ -271,3 +271,34 @@ func FuzzParseRequirement(f *testing.F) {
 		}
 	})
 }
+
+func TestTandemNewKeys(t *testing.T) {
+	base := "[project]\nname = \"x\"\n[tool.tandem]\nservice = \"gunicorn x:app\"\n"
+	for _, tc := range []struct {
+		extra, errKey string
+	}{
+		{"synopsis = \"blog app\"\nuser = \"xuser\"\nvenv-dir = \"/opt/venvs/x\"\nsetup = [\"flask --app x init-db\"]\n", ""},
+		{"venv-dir = \"/usr/lib/x\"\n", ""},
+		{"venv-dir = \"/srv/x\"\n", "tool.tandem.venv-dir"},
+		{"venv-dir = \"/usr/lib/x y\"\n", "tool.tandem.venv-dir"},
+		{"venv-dir = \"/usr/lib/../x\"\n", "tool.tandem.venv-dir"},
+		{"user = \"Root\"\n", "tool.tandem.user"},
+		{"user = \"a;b\"\n", "tool.tandem.user"},
+		{"setup = [\"\"]\n", "tool.tandem.setup[0]"},
+		{"setup = [\"a\\nb\"]\n", "tool.tandem.setup[0]"},
+		{"synopsis = \"a\\nb\"\n", "tool.tandem.synopsis"},
+		{"data-dir = \"/var/lib/x$(id)\"\n", "tool.tandem.data-dir"},
+	} {
+		_, err := Parse([]byte(base + tc.extra))
+		switch {
+		case tc.errKey == "" && err != nil:
+			t.Errorf("%q: %v", tc.extra, err)
+		case tc.errKey != "" && (err == nil || !strings.Contains(err.Error(), tc.errKey)):
+			t.Errorf("%q: err = %v, want one naming %s", tc.extra, err, tc.errKey)
+		}
+	}
+	p, err := Parse([]byte("[project]\nname = \"x\"\nreadme = {text = \"Hello.\", content-type = \"text/plain\"}\n"))
+	if err != nil || p.ReadmeText != "Hello." {
+		t.Errorf("readme text: %+v, %v", p, err)
+	}
+}

@@ -195,6 +195,7 @@ func (c RemoveMember) Apply(tx *Tx) error {
 		return fmt.Errorf("%w: %q", ErrUnknownMember, c.Name)
 	}
 	delete(editMembers(tx).Members, c.Name)
+	forgetReport(tx, c.Name, c.At)
 	if h := readFailover(tx).Holder; h.Node == c.Name {
 		editFailover(tx).Holder = Holder{Epoch: h.Epoch + 1, Previous: c.Name, Since: c.At}
 	}

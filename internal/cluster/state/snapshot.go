@@ -11,6 +11,7 @@ import (
 type Snapshot struct {
 	Membership
 	Failover
+	Trust
 	// Index is the raft index of the last applied command.
 	Index uint64
 
@@ -24,6 +25,9 @@ func (s *Snapshot) fill() {
 	}
 	if v, ok := s.sections[FailoverDomain].(*Failover); ok {
 		s.Failover = *v
+	}
+	if v, ok := s.sections[TrustDomain].(*Trust); ok {
+		s.Trust = *v
 	}
 }
 

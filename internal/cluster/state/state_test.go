@@ -296,6 +296,8 @@ func FuzzApply(f *testing.F) {
 		SetHolder{Node: "n", Active: true, At: t0},
 		UseToken{ID: "x", SecretHash: "y", At: t0},
 		ResetFailures{Node: "n", At: t0},
+		StartRotation{By: "n", Old: TrustedCA{Hash: "sha256:" + strings.Repeat("1", 64), Cert: "a"}, New: TrustedCA{Hash: "sha256:" + strings.Repeat("2", 64), Cert: "b"}, At: t0},
+		ReportCA{Name: "n", Report: CAReport{Trusts: []string{"sha256:" + strings.Repeat("2", 64)}, Cert: "sha256:" + strings.Repeat("2", 64)}},
 	} {
 		b, _ := Encode(c)
 		f.Add(b)

@@ -1,0 +1,165 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tandem-ha/tandem/internal/agent"
+	"github.com/tandem-ha/tandem/internal/localapi"
+)
+
+func newFilesCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "files",
+		Short: "Replication of the [[files]] directories from the IP holder to the other app nodes",
+		Long: `The directories declared with [[files]] in tandem.toml are replicated from
+the node that holds the floating IP to every other app node, over the
+cluster's mutual TLS with Debian's rsync. Only the holder of the current
+epoch sends; a node that held an older epoch receives first, and files only
+it had are moved to a quarantine directory beside the path (PATH.tandem-
+quarantine/epoch-N), never deleted. A planned move (switchover, deploys,
+'systemctl stop tandem' on the holder) flushes replication before the IP
+moves. SQLite databases inside a path are reported and left out.`,
+	}
+	cmd.AddCommand(newFilesStatusCmd(e), newFilesSyncCmd(e), newFilesPipeCmd(e))
+	return cmd
+}
+
+func newFilesStatusCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Show each path's lag per node, last full scan, errors, SQLite databases and quarantines",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+			defer cancel()
+			st, err := e.client().FilesStatus(ctx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(e.stdout, st)
+			}
+			printFilesStatus(e.stdout, &st, true)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (stable field names) instead of text")
+	return cmd
+}
+
+func newFilesSyncCmd(e *env) *cobra.Command {
+	var full bool
+	cmd := &cobra.Command{
+		Use:   "sync --full",
+		Short: "Force a full reconcile of every path to every receiver (run it on the holder)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !full {
+				return &UsageError{Err: errors.New("say --full: a full reconcile compares every file (changes are sent within a second anyway)")}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			rep, err := e.client().FilesSync(ctx, localapi.FilesSyncRequest{Full: true})
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(e.stdout, rep.Message)
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&full, "full", false, "compare every file, not just the changed ones")
+	return cmd
+}
+
+// newFilesPipeCmd is rsync's -e command on a receiver; the agent runs it.
+func newFilesPipeCmd(e *env) *cobra.Command {
+	var socket, token string
+	cmd := &cobra.Command{
+		Use:    "pipe --socket PATH --token T HOST COMMAND...",
+		Short:  "Carry rsync's stream to the agent (run by the agent's rsync, not by hand)",
+		Hidden: true,
+		Args:   cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return agent.FilesPipe(cmd.Context(), socket, token, args[1:])
+		},
+	}
+	cmd.Flags().StringVar(&socket, "socket", "/run/tandem/files.sock", "the agent's files socket")
+	cmd.Flags().StringVar(&token, "token", "", "the pull's token")
+	// rsync passes the remote command's options after HOST.
+	cmd.Flags().SetInterspersed(false)
+	return cmd
+}
+
+func printFilesStatus(w io.Writer, st *localapi.FilesStatus, detail bool) {
+	role := "receives from " + orDash(st.Holder)
+	if st.Sending {
+		role = fmt.Sprintf("sends (holder, epoch %d)", st.Epoch)
+	}
+	fmt.Fprintf(w, "files:   this node %s\n", role)
+	for _, p := range st.Paths {
+		scan := "never"
+		if !p.LastScan.IsZero() {
+			scan = time.Since(p.LastScan).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(w, "  %s  (last full scan %s)\n", p.Path, scan)
+		if len(p.Nodes) > 0 {
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			src := ""
+			if st.FromHolder {
+				src = " (as the holder reports it)"
+			}
+			fmt.Fprintf(tw, "    NODE\tLAG%s\tPENDING\tLAST SYNC\tERROR\n", src)
+			for _, n := range p.Nodes {
+				last := "-"
+				if n.LastSync != nil {
+					last = time.Since(*n.LastSync).Round(time.Millisecond).String() + " ago"
+				}
+				fmt.Fprintf(tw, "    %s\t%.3fs\t%s\t%s\t%s\n", n.Node, n.LagSeconds, byteCount(n.PendingBytes), last, orDash(n.LastError))
+			}
+			tw.Flush()
+		}
+		if !st.Sending && detail && p.Source != "" {
+			last := ""
+			if p.LastPull != nil {
+				last = fmt.Sprintf(", last pull %s ago (%dms)", time.Since(*p.LastPull).Round(time.Millisecond), p.PullMs)
+			}
+			fmt.Fprintf(w, "    caught up with %s (epoch %d)%s\n", p.Source, p.SourceEpoch, last)
+		}
+		for _, e := range p.Errors {
+			fmt.Fprintf(w, "    error: %s\n", e)
+		}
+		if len(p.SQLite) > 0 {
+			fmt.Fprintf(w, "    WARNING: SQLite databases are not replicated (a copy taken mid-write is corrupt): %s\n", strings.Join(p.SQLite, ", "))
+			fmt.Fprintf(w, "      keep them outside %s and back them up with 'sqlite3 DB .backup', or move to a database server\n", p.Path)
+		}
+		for _, q := range p.Quarantine {
+			noun := "files"
+			if q.Files == 1 {
+				noun = "file"
+			}
+			fmt.Fprintf(w, "    QUARANTINE: %d %s only this node had (or had in another version) when it first caught up in epoch %d, in %s\n", q.Files, noun, q.Epoch, q.Dir)
+			fmt.Fprintf(w, "      restore: %s\n      discard: %s\n", q.Restore, q.Discard)
+		}
+	}
+}
+
+func byteCount(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

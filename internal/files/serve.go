@@ -1,0 +1,68 @@
+package files
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+
+	"github.com/tandem-ha/tandem/internal/cluster/state"
+)
+
+// SyncPath is the member-only endpoint through which a source asks a
+// receiver to catch up.
+const SyncPath = "/v1/files/sync"
+
+// Handler serves SyncPath; peer names the calling member (from its
+// verified certificate).
+func (c *Controller) Handler(peer func(*http.Request) string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req SyncRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("decode sync request: %w", err))
+			return
+		}
+		rep, err := c.Receive(r.Context(), peer(r), req)
+		switch {
+		case errors.Is(err, ErrNotSource), errors.Is(err, ErrUnknownPath):
+			writeErr(w, http.StatusConflict, err)
+			return
+		case err != nil:
+			writeErr(w, http.StatusBadGateway, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(rep)
+	})
+}
+
+func writeErr(w http.ResponseWriter, status int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+}
+
+// Serve decides, on a source, whether to serve peer a pull of dir in
+// epoch: dir must be declared, peer an app member, and this node the
+// source of exactly that epoch. still tells, during the transfer, whether
+// that remains so.
+func (c *Controller) Serve(peer, dir string, epoch uint64) (still func() bool, err error) {
+	dir = filepath.Clean(dir)
+	if c.paths[dir] == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownPath, dir)
+	}
+	s := c.o.Machine.View()
+	if m, ok := s.Members[peer]; !ok || m.Role != state.RoleApp {
+		return nil, fmt.Errorf("%s is not an app node of this cluster", peer)
+	}
+	still = func() bool {
+		e, ok := MaySend(c.o.Name, c.o.Machine.View().Holder, c.o.Held())
+		return ok && e == epoch
+	}
+	if !still() {
+		return nil, fmt.Errorf("%w: %s is not the source of epoch %d here (holder: %s, epoch %d)", ErrNotSource, c.o.Name, epoch, s.Holder.Node, s.Holder.Epoch)
+	}
+	return still, nil
+}
