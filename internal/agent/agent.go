@@ -197,7 +197,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // routes collects the local API endpoints each capability contributes.
 func (a *Agent) routes() []localapi.Route {
-	return slices.Concat(a.ops.Routes(), a.deliver.ops.Routes(), a.filesOps().Routes())
+	return slices.Concat(a.ops.Routes(), a.deliver.ops.Routes(), a.filesOps().Routes(), ops.DebugRoutes())
 }
 
 // policyOf is the placement policy in a node's configuration.
