@@ -139,6 +139,7 @@ type Controller struct {
 	mu       sync.Mutex
 	sending  bool
 	epoch    uint64 // the epoch sent in, while sending
+	lastFact encodedFact
 	wakeMain chan struct{}
 }
 
