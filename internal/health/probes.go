@@ -66,8 +66,7 @@ func plainRoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL.Port() == "" {
 		addr = net.JoinHostPort(req.URL.Hostname(), "80")
 	}
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := dialCheck(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -86,10 +85,16 @@ func plainRoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	req.Close = true // "Connection: close": one request per connection
-	if err := req.Write(c); err != nil {
+	// Into a buffer, which Write takes as it is, then in one write: given
+	// the connection, Write would wrap it in a 4 KiB bufio.Writer.
+	var out bytes.Buffer
+	if err := req.Write(&out); err != nil {
 		return fail(err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), req)
+	if _, err := c.Write(out.Bytes()); err != nil {
+		return fail(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(c, 1024), req)
 	if err != nil {
 		return fail(err)
 	}
@@ -150,10 +155,17 @@ func httpProbe(do func(*http.Request) (*http.Response, error), s Check) probeFun
 	}
 }
 
+// dialCheck connects an HTTP or TCP check. Its connection lasts one check,
+// so it sets no TCP keepalive, which would never be sent and costs four
+// setsockopt calls per connection, several times a second.
+func dialCheck(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{KeepAlive: -1}
+	return d.DialContext(ctx, "tcp", addr)
+}
+
 func tcpProbe(target string) probeFunc {
 	return func(ctx context.Context) (string, error) {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", target)
+		conn, err := dialCheck(ctx, target)
 		if err != nil {
 			return "", err // *net.OpError names the address
 		}
