@@ -2,8 +2,10 @@ package ops
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"time"
 
@@ -22,11 +24,21 @@ const maxProfile = 5 * time.Minute
 func DebugRoutes() []localapi.Route {
 	return []localapi.Route{
 		{Pattern: "GET /debug/pprof/profile", Handler: http.HandlerFunc(cpuProfile)},
+		{Pattern: "GET /debug/pprof/trace", Handler: http.HandlerFunc(executionTrace)},
 		{Pattern: "GET /debug/pprof/{name}", Handler: http.HandlerFunc(namedProfile)},
 	}
 }
 
 func cpuProfile(w http.ResponseWriter, r *http.Request) {
+	record(w, r, "cpu profile", pprof.StartCPUProfile, pprof.StopCPUProfile)
+}
+
+func executionTrace(w http.ResponseWriter, r *http.Request) {
+	record(w, r, "execution trace", trace.Start, trace.Stop)
+}
+
+// record runs start into w for ?seconds= (default 30), then stop.
+func record(w http.ResponseWriter, r *http.Request, what string, start func(io.Writer) error, stop func()) {
 	d := 30 * time.Second
 	if s := r.URL.Query().Get("seconds"); s != "" {
 		n, err := strconv.Atoi(s)
@@ -37,15 +49,15 @@ func cpuProfile(w http.ResponseWriter, r *http.Request) {
 		d = time.Duration(n) * time.Second
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	if err := pprof.StartCPUProfile(w); err != nil {
-		http.Error(w, "cpu profile: "+err.Error()+" (one profile at a time)", http.StatusConflict)
+	if err := start(w); err != nil {
+		http.Error(w, what+": "+err.Error()+" (one at a time)", http.StatusConflict)
 		return
 	}
 	select {
 	case <-time.After(d):
 	case <-r.Context().Done():
 	}
-	pprof.StopCPUProfile()
+	stop()
 }
 
 func namedProfile(w http.ResponseWriter, r *http.Request) {

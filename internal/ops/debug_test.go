@@ -24,6 +24,8 @@ func TestDebugRoutes(t *testing.T) {
 	}{
 		{"/debug/pprof/profile?seconds=1", http.StatusOK, true},
 		{"/debug/pprof/heap", http.StatusOK, true},
+		{"/debug/pprof/trace?seconds=1", http.StatusOK, false},
+		{"/debug/pprof/trace?seconds=-1", http.StatusBadRequest, false},
 		{"/debug/pprof/goroutine?debug=1", http.StatusOK, false},
 		{"/debug/pprof/profile?seconds=0", http.StatusBadRequest, false},
 		{"/debug/pprof/profile?seconds=x", http.StatusBadRequest, false},
