@@ -45,8 +45,12 @@ type Agent struct {
 	hooks   *hooks.Runner
 	ops     *ops.Service
 	deliver *delivery
+	harden  *hardenWatch
 	files   *files.Controller // nil without [[files]]
-	filesTr *rsync.Transport
+	guard   *guardParts
+	// banKernel enforces the bans (see defaultBanKernel).
+	banKernel banKernel
+	filesTr   *rsync.Transport
 }
 
 // InitOptions says how to found a cluster and which join tokens to print.
@@ -95,7 +99,7 @@ func clusterOptions(cfg *config.Config, log *slog.Logger, creds *pki.Node, m *st
 
 // New builds an agent; nothing runs until Run.
 func New(cfg *config.Config, log *slog.Logger, version string) *Agent {
-	return &Agent{cfg: cfg, log: log, version: version, metrics: newMetrics(), machine: state.New()}
+	return &Agent{cfg: cfg, log: log, version: version, metrics: newMetrics(), machine: state.New(), banKernel: defaultBanKernel()}
 }
 
 // Run runs the agent until ctx ends. On a node that has not been initialised
@@ -135,10 +139,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		_ = node.Shutdown(sctx)
 		return err
 	}
+	a.harden = newHardenWatch(a)
+	if a.guard, err = a.buildGuard(); err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = node.Shutdown(sctx)
+		return fmt.Errorf("guard: %w", err)
+	}
 	a.ops = ops.New(ops.Options{
 		Node: a.cfg.Node.Name, Role: a.cfg.Node.Role, Version: a.version,
 		VIPAddress: a.cfg.VIP.Address, VIPProvider: a.cfg.VIP.Provider,
 		Machine: a.machine, Cluster: a.node, Failover: a.fo, Policy: policyOf(a.cfg), CA: a.node, Files: a.filesOps(),
+		Harden: a.harden.Status,
+		Guard:  a.guard.ops,
 	})
 	if err := a.metrics.reg.Register(a.ops.Collector()); err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -169,6 +182,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.mesh.Run(gctx) })
 	g.Go(func() error { return a.fo.Run(gctx) })
 	a.runDelivery(g, gctx)
+	g.Go(func() error { return a.harden.Run(gctx) })
+	a.runGuard(g, gctx)
 	if a.files != nil {
 		g.Go(func() error { return a.files.Run(gctx) })
 		g.Go(func() error { return a.filesTr.Listen(gctx) })
@@ -197,7 +212,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // routes collects the local API endpoints each capability contributes.
 func (a *Agent) routes() []localapi.Route {
-	return slices.Concat(a.ops.Routes(), a.deliver.ops.Routes(), a.filesOps().Routes(), ops.DebugRoutes())
+	return slices.Concat(a.ops.Routes(), a.deliver.ops.Routes(), a.filesOps().Routes(), a.guard.ops.Routes(), ops.DebugRoutes())
 }
 
 // policyOf is the placement policy in a node's configuration.

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,6 +70,10 @@ interface = "eth0"
 [metrics]
 listen = %q
 `, name, role, filepath.Join(dir, name), freePort(t), filepath.Join(dir, name+".sock"), provider, freePort(t)) + extra
+	if !strings.Contains(extra, "[guard]") {
+		// The engine's default sshd jail would follow the host's journal.
+		doc += "\n[guard]\nenabled = false\n"
+	}
 	c, err := config.Parse(name+".toml", []byte(doc))
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +82,7 @@ listen = %q
 }
 
 type running struct {
+	kernel *memKernel
 	cfg    *config.Config
 	cancel context.CancelFunc
 	done   chan error
@@ -87,9 +95,11 @@ func start(t *testing.T, cfg *config.Config) *running {
 	}
 	log := slog.New(slog.NewTextHandler(out, nil)).With("node", cfg.Node.Name)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cfg: cfg, cancel: cancel, done: make(chan error, 1)}
+	r := &running{cfg: cfg, cancel: cancel, done: make(chan error, 1), kernel: &memKernel{}}
 	go func() {
-		err := New(cfg, log, "test").Run(ctx)
+		ag := New(cfg, log, "test")
+		ag.banKernel = r.kernel // never the host's nftables
+		err := ag.Run(ctx)
 		if err != nil && ctx.Err() == nil {
 			t.Errorf("agent %s stopped: %v", cfg.Node.Name, err)
 		}
@@ -169,6 +179,7 @@ func TestThreeAgents(t *testing.T) {
 		t.Fatalf("second Init = %v; want 'already part of a cluster'", err)
 	}
 	a1 := start(t, n1)
+	runs := map[string]*running{}
 	waitFor(t, 10*time.Second, "node1 to hold", func() bool { return status(n1).Holder.Node == "node1" })
 
 	// A token for another CA is refused and changes nothing.
@@ -201,7 +212,7 @@ func TestThreeAgents(t *testing.T) {
 		if i < 0 || members[i].Suffrage != "pending" {
 			t.Fatalf("%s before its agent starts: %+v; want it listed as pending", c.Node.Name, members)
 		}
-		start(t, c)
+		runs[c.Node.Name] = start(t, c)
 	}
 	waitFor(t, 15*time.Second, "three voters, all reachable", func() bool {
 		st := status(n2)
@@ -230,7 +241,7 @@ func TestThreeAgents(t *testing.T) {
 	}
 
 	// node1 comes back as a standby with the history intact.
-	start(t, n1)
+	runs["node1"] = start(t, n1)
 	waitFor(t, 15*time.Second, "node1 back and caught up", func() bool {
 		st := status(n1)
 		return st.Holder.Node == "node2" && st.Holder.Epoch == epoch+1 && len(st.Moves) >= 2
@@ -270,6 +281,46 @@ func TestThreeAgents(t *testing.T) {
 	}
 	if err := c2.Remove(ctx, "nobody"); err == nil {
 		t.Fatal("removing a non-member succeeded")
+	}
+
+	// A ban on node2 reaches every node's kernel; the witness may not
+	// ban; unban lifts it everywhere.
+	attacker := netip.MustParseAddr("203.0.113.7")
+	b, err := localapi.Call[localapi.BanInfo](ctx, c2, http.MethodPost, "/v1/guard/ban", localapi.BanRequest{Addr: attacker.String(), For: "1h", Reason: "test"})
+	if err != nil || b.By != "node2" {
+		t.Fatalf("guard ban on node2 = %+v, %v", b, err)
+	}
+	inKernels := func(want bool) func() bool {
+		return func() bool {
+			for _, r := range runs {
+				k, _ := r.kernel.Banned()
+				if _, ok := k[attacker]; ok != want {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, 2*time.Second, "the ban in every node's kernel", inKernels(true))
+	if g := status(n1).Guard; g == nil || g.Active != 1 || g.IPv4 != 1 || g.Enforced != 1 {
+		t.Errorf("node1's status guard = %+v; want 1 IPv4 ban, enforced", g)
+	}
+	cw := localapi.NewClient(w.Cluster.Socket)
+	if _, err := localapi.Call[localapi.BanInfo](ctx, cw, http.MethodPost, "/v1/guard/ban", localapi.BanRequest{Addr: "203.0.113.8"}); err == nil || !strings.Contains(err.Error(), "app node") {
+		t.Errorf("guard ban on the witness = %v; want refused, naming app nodes", err)
+	}
+	for _, bad := range []string{"10.0.0.0/8", "not-an-ip", "127.0.0.1"} {
+		if _, err := localapi.Call[localapi.BanInfo](ctx, c2, http.MethodPost, "/v1/guard/ban", localapi.BanRequest{Addr: bad}); err == nil {
+			t.Errorf("guard ban %q succeeded; want refused", bad)
+		}
+	}
+	if _, err := localapi.Call[localapi.Empty](ctx, localapi.NewClient(n1.Cluster.Socket), http.MethodPost, "/v1/guard/unban", localapi.UnbanRequest{Addr: attacker.String()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, "the ban gone from every kernel", inKernels(false))
+	if body := fetch(t, "http://"+n2.Metrics.Listen+"/metrics"); !strings.Contains(body, `tandem_guard_active_bans{family="ipv4"} 0`) ||
+		!strings.Contains(body, "tandem_guard_enforce_latency_seconds_count") {
+		t.Errorf("/metrics lacks the guard's metrics")
 	}
 }
 
@@ -342,5 +393,93 @@ func TestPreemptionFromConfig(t *testing.T) {
 				t.Errorf("node1's recorded state level = %d; want this binary's", lv)
 			}
 		})
+	}
+}
+
+// memKernel stands in for the kernel's ban sets.
+type memKernel struct {
+	mu   sync.Mutex
+	bans map[netip.Addr]time.Duration
+}
+
+func (k *memKernel) Enforce(_ context.Context, b map[netip.Addr]time.Duration) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.bans = maps.Clone(b)
+	return nil
+}
+
+func (k *memKernel) Banned() (map[netip.Addr]time.Duration, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return maps.Clone(k.bans), nil
+}
+
+// TestGuardEngineToKernel runs the whole chain in one agent: failure lines
+// in a followed log file, the jail's decision, the ban committed through
+// the cluster and put in the (in-memory) kernel; an ignored network's
+// failures are not.
+func TestGuardEngineToKernel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an agent")
+	}
+	dir := t.TempDir()
+	authLog := filepath.Join(dir, "auth.log")
+	if err := os.WriteFile(authLog, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n1 := testConfigWith(t, dir, "node1", "app", "none", fmt.Sprintf(`
+[guard]
+ignore = ["198.51.100.0/24"]
+[[guard.jail]]
+name = "sshd"
+enabled = false
+[[guard.jail]]
+name = "bench"
+filter = "sshd"
+files = [%q]
+maxretry = 2
+findtime = "1m"
+bantime = "1h"
+`, authLog))
+	ctx := context.Background()
+	if _, err := Init(ctx, n1, slog.New(slog.NewTextHandler(io.Discard, nil)), twoTokens); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, n1)
+	waitFor(t, 10*time.Second, "node1 to hold", func() bool { return status(n1).Holder.Node == "node1" })
+	time.Sleep(300 * time.Millisecond) // the follower opens the file
+	f, err := os.OpenFile(authLog, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	attacker, ignored := netip.MustParseAddr("203.0.113.50"), netip.MustParseAddr("198.51.100.9")
+	for range 2 {
+		for _, a := range []netip.Addr{ignored, attacker} {
+			fmt.Fprintf(f, "Nov 28 21:00:00 node1 sshd[42]: Failed password for root from %s port 50022 ssh2\n", a)
+		}
+	}
+	waitFor(t, 5*time.Second, "the attacker in the kernel", func() bool {
+		k, _ := r.kernel.Banned()
+		_, ok := k[attacker]
+		return ok
+	})
+	k, _ := r.kernel.Banned()
+	if _, ok := k[ignored]; ok || len(k) != 1 {
+		t.Errorf("kernel bans = %v; want only %v (%v is ignored)", k, attacker, ignored)
+	}
+	if d := k[attacker]; d < 59*time.Minute || d > time.Hour {
+		t.Errorf("the ban has %v left; want the jail's hour", d)
+	}
+	if g := status(n1).Guard; g == nil || g.Active != 1 {
+		t.Errorf("status guard = %+v; want one ban", g)
+	}
+	body := fetch(t, "http://"+n1.Metrics.Listen+"/metrics")
+	for _, want := range []string{`tandem_guard_jail_decisions_total{jail="bench"} 1`, `tandem_guard_decisions_total{jail="bench",result="banned"} 1`,
+		`tandem_guard_active_bans{family="ipv4"} 1`, "tandem_guard_enforce_latency_seconds_count 1"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

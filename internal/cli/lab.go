@@ -37,6 +37,9 @@ func (f *labFlags) open(e *env, mirror string) (*lab.Lab, error) {
 	if os.Geteuid() != 0 {
 		return nil, &prereq.Error{What: "the lab needs root", Fix: "run it as root (for example with sudo)"}
 	}
+	if err := lab.CloseInheritedOnExec(); err != nil {
+		return nil, err
+	}
 	l, err := lab.New(lab.Options{Name: f.name, Logger: e.logger, Exe: f.exe, Mirror: mirror})
 	if err != nil {
 		return nil, &UsageError{Err: err}

@@ -99,6 +99,16 @@ func printStatus(w io.Writer, st localapi.Status) {
 	if f := st.Files; f != nil {
 		printFilesStatus(w, f, false)
 	}
+	if h := st.Harden; h != nil {
+		printHardenStatus(w, h)
+	}
+	if g := st.Guard; g != nil {
+		here := fmt.Sprintf("%d in this node's kernel", g.Enforced)
+		if g.Enforced < 0 {
+			here = "this node's kernel sets unreadable"
+		}
+		fmt.Fprintf(w, "guard:   %d bans in force (%d IPv4, %d IPv6), %s\n", g.Active, g.IPv4, g.IPv6, here)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tROLE\tADDRESS\tVOTER\tREACHABLE\tHEALTHY\tHOLDS IP\tFAILURES")

@@ -43,6 +43,13 @@ Modes ([tool.tandem].mode or --mode):
   system  only the app's code; dependencies become Depends on Debian's
           python3-* packages
 
+A Django project's static files are collected at build time (collectstatic
+with its settings module, the unit's environment, [tool.tandem]
+build-environment and, when the project sets none, a throwaway SECRET_KEY
+for the build only) and shipped read-only: at STATIC_ROOT when that is in
+what the package installs, else in /usr/share/NAME/static, bound at
+STATIC_ROOT in the unit.
+
 The version is taken from git: tag v1.2.3 gives 1.2.3, N commits later
 1.2.3+gitN.gSHA; --version overrides it. SOURCE_DATE_EPOCH (default: the
 commit time of HEAD) is stamped on every file: the same inputs give a

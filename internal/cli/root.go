@@ -45,6 +45,14 @@ type env struct {
 	logLevel   slog.LevelVar
 	configPath string
 	logger     *slog.Logger
+	geteuid    func() int // os.Geteuid; tests pass another caller
+}
+
+func (e *env) euid() int {
+	if e.geteuid != nil {
+		return e.geteuid()
+	}
+	return os.Geteuid()
 }
 
 // Main runs tandem with args and returns the process exit code.
@@ -147,6 +155,8 @@ var subcommands = []func(*env) *cobra.Command{
 	newRemoveCmd,
 	newResetCmd,
 	newFilesCmd,
+	newHardenCmd,
+	newGuardCmd,
 	newLabCmd,
 }
 

@@ -8,6 +8,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -61,9 +62,15 @@ type Config struct {
 	// Files are the directories replicated from the IP holder to the
 	// other app nodes (see README, Shared files).
 	Files []FilesPath `toml:"files"`
+	// Harden is the host baseline's policy (tandem harden audit/apply).
+	Harden Harden `toml:"harden"`
+	// Guard is the cluster-wide ban daemon (see README, Guard).
+	Guard Guard `toml:"guard"`
 	// Warnings are problems that do not stop the agent, such as a
 	// deprecated key; the agent logs them and 'config validate' prints them.
 	Warnings Errors `toml:"-"`
+
+	guardSSHDefault bool // the sshd jail was added by the defaults
 }
 
 // Node describes this machine.
@@ -235,6 +242,71 @@ type FilesPath struct {
 	Delete *bool `toml:"delete"`
 	// BWLimit caps each transfer, in KiB/s (0: no limit).
 	BWLimit int `toml:"bwlimit"`
+}
+
+// Harden is the policy of 'tandem harden': which ports the firewall opens,
+// to whom, and which checks are skipped (each with its reason).
+type Harden struct {
+	// Firewall turns the nftables firewall (table inet tandem-fw) on;
+	// false leaves the host's firewall alone and skips the fw.* checks.
+	Firewall *bool `toml:"firewall"`
+	// SSHPort is the port sshd listens on and the firewall opens (rate-limited).
+	SSHPort int `toml:"ssh_port"`
+	// AdminCIDRs are the networks the administrators come from: SSH from
+	// them is not rate-limited, and guard never bans them.
+	AdminCIDRs []string `toml:"admin_cidrs"`
+	// OpenPorts are the site's TCP ports, open to everyone (default 80, 443).
+	OpenPorts []int `toml:"open_ports"`
+	// MetricsCIDRs may reach the metrics port when metrics.listen is not
+	// loopback; nobody else may.
+	MetricsCIDRs []string `toml:"metrics_cidrs"`
+	// JoinCIDRs may reach the cluster port besides the current members:
+	// a new node's first connection (its join) comes before it is a member.
+	JoinCIDRs []string `toml:"join_cidrs"`
+	// Skip maps a check ID to the reason it is skipped, e.g.
+	// "ssh.port-not-22" = "the provider's console needs port 22".
+	Skip map[string]string `toml:"skip"`
+}
+
+// FirewallEnabled reports whether tandem manages the firewall (default on).
+func (h Harden) FirewallEnabled() bool { return h.Firewall == nil || *h.Firewall }
+
+// AdminPrefixes returns harden.admin_cidrs parsed (validated by Load), for
+// the firewall and for guard's ignore list.
+func (h Harden) AdminPrefixes() []netip.Prefix { return prefixes(h.AdminCIDRs) }
+
+// MetricsPrefixes returns harden.metrics_cidrs parsed.
+func (h Harden) MetricsPrefixes() []netip.Prefix { return prefixes(h.MetricsCIDRs) }
+
+// JoinPrefixes returns harden.join_cidrs parsed.
+func (h Harden) JoinPrefixes() []netip.Prefix { return prefixes(h.JoinCIDRs) }
+
+func prefixes(cidrs []string) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(cidrs))
+	for _, c := range cidrs {
+		if p, err := parseCIDR(c); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parseCIDR accepts "192.0.2.0/24" or a bare address (a /32 or /128), and
+// masks host bits so "192.0.2.7/24" means the network.
+func parseCIDR(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-map[bool]int{true: 96, false: 0}[p.Addr().Is4In6()]).Masked(), nil
 }
 
 // DeletesPropagate reports whether the holder's deletes are replicated.
@@ -517,6 +589,16 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 	if d.HookTimeout == 0 {
 		d.HookTimeout = Duration(10 * time.Minute)
 	}
+	if c.Harden.SSHPort == 0 && !set("harden.ssh_port") {
+		c.Harden.SSHPort = 22
+	}
+	if c.Harden.OpenPorts == nil && !set("harden.open_ports") {
+		c.Harden.OpenPorts = []int{80, 443}
+		if c.Node.Role == RoleWitness {
+			c.Harden.OpenPorts = []int{} // a witness serves no site
+		}
+	}
+	c.applyGuardDefaults(set)
 	for i := range d.Sources {
 		if d.Sources[i].Name == "" {
 			d.Sources[i].Name = d.Sources[i].Type
@@ -658,6 +740,53 @@ func (c *Config) validate() Errors {
 	}
 	errs = append(errs, c.validateDeploy()...)
 	errs = append(errs, c.validateFiles()...)
+	errs = append(errs, c.validateGuard()...)
+	errs = append(errs, c.validateHarden()...)
+	return errs
+}
+
+var checkID = regexp.MustCompile(`^[a-z0-9]+(\.[a-z0-9-]+)+$`)
+
+func (c *Config) validateHarden() Errors {
+	var errs Errors
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &Error{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	h := c.Harden
+	if h.SSHPort < 1 || h.SSHPort > 65535 {
+		bad("harden.ssh_port", "%d is not a TCP port; use 1 to 65535 (default 22)", h.SSHPort)
+	}
+	seen := map[int]bool{}
+	for i, p := range h.OpenPorts {
+		key := fmt.Sprintf("harden.open_ports[%d]", i)
+		switch {
+		case p < 1 || p > 65535:
+			bad(key, "%d is not a TCP port; use 1 to 65535", p)
+		case p == h.SSHPort:
+			bad(key, "%d is the SSH port, which is opened with a rate limit; remove it from open_ports", p)
+		case seen[p]:
+			bad(key, "%d is listed twice; list each port once", p)
+		}
+		seen[p] = true
+	}
+	for _, list := range []struct {
+		key   string
+		cidrs []string
+	}{{"harden.admin_cidrs", h.AdminCIDRs}, {"harden.metrics_cidrs", h.MetricsCIDRs}, {"harden.join_cidrs", h.JoinCIDRs}} {
+		for i, s := range list.cidrs {
+			if _, err := parseCIDR(s); err != nil {
+				bad(fmt.Sprintf("%s[%d]", list.key, i), "%q is not a network; write it like \"192.0.2.0/24\", \"2001:db8::/48\" or a single address", s)
+			}
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(h.Skip)) {
+		key := "harden.skip." + id
+		if !checkID.MatchString(id) {
+			bad(key, "%q is not a check ID; 'tandem harden audit' lists them (e.g. \"ssh.port-not-22\")", id)
+		} else if strings.TrimSpace(h.Skip[id]) == "" {
+			bad(key, "a skipped check needs its reason, e.g. %q = \"the provider's console needs it\"", id)
+		}
+	}
 	return errs
 }
 

@@ -158,6 +158,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
 	f.Add([]byte(Example))
 	f.Add([]byte("[[health]]\n[health.x]\na=1\n"))
+	f.Add([]byte(minimal + "[[guard.jail]]\nname = \"a\"\nfilter = \"f\"\nfiles = [\"/x\"]\n[[guard.filter]]\nname = \"f\"\nfailregex = ['^x (?P<u>.*) from <HOST>$']\nignoreregex = ['(?i)test']\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.toml", data)
 		if err == nil && c == nil {

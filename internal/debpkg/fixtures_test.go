@@ -42,7 +42,10 @@ func TestFrameworkFixtures(t *testing.T) {
 		{app: "djsite", modules: "django", debs: "python3-django",
 			control: []string{"\nDepends: python3, python3-django (>= 3:3.2), python3-gunicorn, adduser\n", "\nDescription: Django project with an admin, migrations and static files\n"},
 			files: map[string][]string{
-				"/usr/lib/systemd/system/djsite-setup.service":                           {"\nExecStart=/usr/bin/python3 -m django migrate --noinput\nExecStart=/usr/bin/python3 -m django collectstatic --noinput --clear\n", "\nEnvironment=DJANGO_SETTINGS_MODULE=djsite.settings\n"},
+				"/usr/lib/systemd/system/djsite-setup.service":                           {"\nExecStart=/usr/bin/python3 -m django migrate --noinput\nTimeoutStartSec", "\nEnvironment=DJANGO_SETTINGS_MODULE=djsite.settings\n"},
+				"/usr/lib/systemd/system/djsite.service":                                 {"\nBindReadOnlyPaths=/usr/share/djsite/static:/var/lib/djsite/static\n"},
+				"/usr/share/djsite/static/djsite/site.css":                               {"font-family"},
+				"/usr/share/djsite/static/admin/css/base.css":                            {"DJANGO"},
 				"/usr/lib/python3/dist-packages/djsite/notes/migrations/0001_initial.py": {"CreateModel"},
 				"/usr/lib/python3/dist-packages/djsite/static/djsite/site.css":           {"font-family"},
 				"/usr/share/doc/djsite/copyright":                                        {"\nLicense: Expat\n MIT License\n"},

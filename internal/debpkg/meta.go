@@ -250,6 +250,17 @@ func (b *build) addMeta(context.Context) error {
 		unit.BindPaths = append(unit.BindPaths, src+":"+prefix+"/var")
 		b.log.Info("Flask app: its instance folder is in the data directory", "instance_folder", src+"/NAME-instance")
 	}
+	if st := b.static; st != nil && st.Bind != "" {
+		// Collected at build time into /usr/share/NAME/static: the app
+		// finds them at its STATIC_ROOT (see django.go).
+		unit.BindReadOnlyPaths = append(unit.BindReadOnlyPaths, st.Bind)
+		if st.DataSubdir != "" {
+			sp.DataSubdirs = append(sp.DataSubdirs, st.DataSubdir)
+		}
+		if st.MountPoint != "" {
+			sp.MountPoints = append(sp.MountPoints, st.MountPoint)
+		}
+	}
 	b.files = append(b.files, File{Dest: "/usr/lib/systemd/system/" + b.name + ".service", Data: []byte(unit.Render()), Mode: 0o644})
 	if len(b.setup) > 0 {
 		sp.SetupUnit = SetupUnitName(b.name)
@@ -304,6 +315,10 @@ func (b *build) addMeta(context.Context) error {
 	if t.EnvironmentFile != "" {
 		ov = append(ov, lintianOverride{"non-standard-file-perm 0600 != 0644 [etc/" + b.name + "/" + filepath.Base(t.EnvironmentFile) + "]",
 			"The environment file is where secrets such as database passwords go.\nsystemd reads it as root before starting the service, so no one else\nneeds to read it."})
+	}
+	if b.static != nil {
+		ov = append(ov, lintianOverride{"embedded-javascript-library * [" + strings.TrimPrefix(b.static.Ship, "/") + "/*]",
+			"Django's collectstatic copies the JavaScript of the installed apps (the\nadmin's jQuery, which Debian's python3-django links to libjs-jquery)\ninto STATIC_ROOT, with hashed and compressed variants the app serves."})
 	}
 	if t.Mode == "venv" {
 		venv := b.finalVenv()

@@ -94,6 +94,9 @@ type build struct {
 	// sysDepends are Debian packages for dependencies a venv with
 	// system-site-packages takes from the system.
 	sysDepends []string
+	// static is where a Django project's static files, collected at
+	// build time, are installed (nil: none collected).
+	static *staticPlan
 }
 
 // BuildPython packages the Python project in opt.Dir.
@@ -132,6 +135,7 @@ func BuildPython(ctx context.Context, opt Options) (*Result, error) {
 		{"build wheel", b.buildWheel},
 		{"install", b.install},
 		{"check service command", b.checkService},
+		{"collect static files", b.collectStatic},
 		{"add unit, scripts and docs", b.addMeta},
 	}
 	for _, s := range steps {

@@ -96,6 +96,9 @@ type AppUnit struct {
 	// BindPaths are "SOURCE:DEST" bind mounts (e.g. Flask's instance
 	// folder from the data directory).
 	BindPaths []string
+	// BindReadOnlyPaths are read-only "SOURCE:DEST" bind mounts (e.g. a
+	// Django project's static files at its STATIC_ROOT).
+	BindReadOnlyPaths []string
 	// Setup are ExecStart= lines of the NAME-setup.service oneshot.
 	Setup []string
 }
@@ -175,6 +178,9 @@ func (a AppUnit) render(setup bool) string {
 	u.Add(s, "ReadWritePaths", a.DataDir)
 	for _, b := range a.BindPaths {
 		u.Add(s, "BindPaths", b)
+	}
+	for _, b := range a.BindReadOnlyPaths {
+		u.Add(s, "BindReadOnlyPaths", b)
 	}
 	u.Add(s, "ProtectHome", "yes")
 	u.Add(s, "PrivateTmp", "yes")
@@ -481,7 +487,7 @@ fi
 # Mount points shared with other packages' units go with the last of them.
 if [ "$1" = remove ]; then
 {{- range .MountPoints}}
-	if ! grep -qsx {{q (print "BindPaths=.*:" .)}} /dev/null $(ls /usr/lib/systemd/system/*.service 2>/dev/null | grep -vx -e {{q (print "/usr/lib/systemd/system/" $.Unit)}} -e {{q (print "/usr/lib/systemd/system/" $.SetupUnit)}}); then
+	if ! grep -qsx {{q (print "Bind.*Paths=.*:" .)}} /dev/null $(ls /usr/lib/systemd/system/*.service 2>/dev/null | grep -vx -e {{q (print "/usr/lib/systemd/system/" $.Unit)}} -e {{q (print "/usr/lib/systemd/system/" $.SetupUnit)}}); then
 		rmdir {{q .}} 2>/dev/null || true
 	fi
 {{- end}}

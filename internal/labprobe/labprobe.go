@@ -293,6 +293,18 @@ func newNSDialer(path string) (*nsDialer, error) {
 	return &nsDialer{path: path, target: target}, nil
 }
 
+// Dial opens one connection from inside the network namespace at nsPath
+// (the lab's client plays the internet this way: an SSH client, a port
+// probe).
+func Dial(ctx context.Context, nsPath, network, addr string) (net.Conn, error) {
+	d, err := newNSDialer(nsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer d.target.Close()
+	return d.DialContext(ctx, network, addr)
+}
+
 type dialReply struct {
 	conn net.Conn
 	err  error

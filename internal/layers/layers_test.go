@@ -52,17 +52,30 @@ var layerOf = map[string]string{
 	"internal/webhook":               leaf,
 	"internal/artifact":              leaf,
 	"internal/forge":                 leaf, // asks a forge's API about a delivery and downloads it; imports only webhook and artifact
-	"packaging":                      leaf,
-	"examples":                       leaf,
+	// tandem harden: the check contract, the areas (each reads the host
+	// through a command seam and returns checks and a plan, applying
+	// nothing itself) and the audit/apply transaction; the CLI (audit,
+	// apply) and the agent (members set, metrics) compose them.
+	"internal/harden/check":            leaf,
+	"internal/harden":                  leaf,
+	"internal/harden/firewall":         leaf,
+	"internal/harden/internal/hostrun": leaf,
+	"internal/harden/sshd":             leaf,
+	"internal/harden/updates":          leaf,
+	"internal/harden/integrity":        leaf,
+	"packaging":                        leaf,
+	"examples":                         leaf,
+	"internal/guard":                   leaf, // log sources, filters and jails deciding bans; imports nothing of ours, so config compiles its filters
 
 	"internal/cluster/state": state,
 
-	"internal/liveness": controller,
-	"internal/failover": controller,
-	"internal/health":   controller,
-	"internal/hooks":    controller,
-	"internal/deploy":   controller,
-	"internal/files":    controller, // replication of declared directories, following the holder and its epoch
+	"internal/liveness":   controller,
+	"internal/failover":   controller,
+	"internal/health":     controller,
+	"internal/hooks":      controller,
+	"internal/deploy":     controller,
+	"internal/guard/bans": controller, // turns decisions into cluster bans and keeps the kernel's ban sets in line
+	"internal/files":      controller, // replication of declared directories, following the holder and its epoch
 
 	"internal/vip":                     provider,
 	"internal/vip/linux":               provider,
@@ -77,6 +90,7 @@ var layerOf = map[string]string{
 	"internal/vip/aws/ec2fake":         provider,
 	"internal/files/rsync":             provider, // Debian's rsync carried over the cluster's mTLS streams
 	"internal/files/inotify":           provider, // file events through fsnotify
+	"internal/guard/nftban":            provider, // guard's ban sets and drop chain in nftables
 	"internal/install":                 provider, // the OS side of a release install: apt, dpkg-query, systemctl
 
 	"internal/cluster": cluster,
@@ -104,6 +118,7 @@ var layerOf = map[string]string{
 	"bench/failover": harness,
 	"bench/package":  harness,
 	"bench/files":    harness,
+	"bench/guard":    harness,
 	"test/e2e":       harness,
 }
 

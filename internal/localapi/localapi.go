@@ -46,8 +46,25 @@ type Status struct {
 	// Delivery is null when no delivery has happened or been configured.
 	Delivery *DeliveryStatus `json:"delivery,omitempty"`
 	// Files is null on a node without [[files]].
-	Files       *FilesStatus `json:"files,omitempty"`
+	Files *FilesStatus `json:"files,omitempty"`
+	// Harden is the agent's last baseline audit; null before the first
+	// (it runs 30 s after start, then hourly).
+	Harden *HardenStatus `json:"harden,omitempty"`
+	// Guard counts the cluster's bans in force; null when none is and the
+	// guard does not run here.
+	Guard       *GuardStatus `json:"guard,omitempty"`
 	GeneratedAt time.Time    `json:"generated_at"`
+}
+
+// HardenStatus summarises the agent's last baseline audit.
+type HardenStatus struct {
+	CheckedAt    time.Time      `json:"checked_at"`
+	Passed       int            `json:"passed"`
+	Failed       int            `json:"failed"`
+	Skipped      int            `json:"skipped"`
+	Errors       int            `json:"errors"`
+	FailedByArea map[string]int `json:"failed_by_area"`
+	Failing      []string       `json:"failing,omitempty"` // IDs of failed checks and checks that could not run
 }
 
 // DeliveryStatus is delivery's part of 'tandem status': what each node

@@ -104,6 +104,9 @@ type AddrSet struct {
 	Table string
 	Name  string
 	IPv6  bool
+	// Timeout makes a set whose elements carry their own timeout and
+	// leave it by themselves when it runs out (see AddTimed).
+	Timeout bool
 }
 
 func (s AddrSet) set() *nftables.Set {
@@ -112,9 +115,10 @@ func (s AddrSet) set() *nftables.Set {
 		kt = nftables.TypeIP6Addr
 	}
 	return &nftables.Set{
-		Table:   &nftables.Table{Family: nftables.TableFamilyINet, Name: s.Table},
-		Name:    s.Name,
-		KeyType: kt,
+		Table:      &nftables.Table{Family: nftables.TableFamilyINet, Name: s.Table},
+		Name:       s.Name,
+		KeyType:    kt,
+		HasTimeout: s.Timeout,
 	}
 }
 

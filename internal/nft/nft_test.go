@@ -2,40 +2,15 @@ package nft
 
 import (
 	"net/netip"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/vishvananda/netns"
 
 	"github.com/tandem-ha/tandem/internal/testenv"
 )
-
-// newNetns returns an open, empty network namespace, so the test never
-// touches the host's nftables.
-func newNetns(t *testing.T) int {
-	t.Helper()
-	testenv.NeedRoot(t, "to create a network namespace for nftables")
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.New()
-	if err != nil {
-		testenv.Missing(t, "cannot create a network namespace: %v", err)
-	}
-	if err := netns.Set(orig); err != nil {
-		t.Fatalf("return to the test's namespace: %v", err)
-	}
-	t.Cleanup(func() { ns.Close() })
-	return int(ns)
-}
 
 func TestRuleExpressions(t *testing.T) {
 	tests := []struct {
@@ -68,7 +43,7 @@ func TestRuleExpressions(t *testing.T) {
 }
 
 func TestTableLifecycle(t *testing.T) {
-	ns := newNetns(t)
+	ns := testenv.NewNetns(t, "to create a network namespace for nftables")
 	c, err := Open(ns)
 	if err != nil {
 		t.Fatal(err)
@@ -102,7 +77,7 @@ func TestTableLifecycle(t *testing.T) {
 }
 
 func TestAddrSet(t *testing.T) {
-	ns := newNetns(t)
+	ns := testenv.NewNetns(t, "to create a network namespace for nftables")
 	c, err := Open(ns)
 	if err != nil {
 		t.Fatal(err)

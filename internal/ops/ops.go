@@ -52,6 +52,10 @@ type Options struct {
 	Policy state.Policy
 	// Files reports file replication; nil without it.
 	Files *Files
+	// Harden returns the last baseline audit's summary; nil without one.
+	Harden func() *localapi.HardenStatus
+	// Guard reports the bans; nil without a ban controller.
+	Guard *Guard
 	Now   func() time.Time // time.Now when nil
 }
 
@@ -148,6 +152,10 @@ func (s *Service) Status(ctx context.Context) localapi.Status {
 	out.StateWarning = strings.Join(warnings, "; ")
 	out.Delivery = deliveryStatus(st.Deploy())
 	out.Files = s.o.Files.Status()
+	if s.o.Harden != nil {
+		out.Harden = s.o.Harden()
+	}
+	out.Guard = s.o.Guard.Status()
 	addFailures(&out, now, st, s.o.Policy, fs.Held)
 	for _, mv := range st.Moves[max(0, len(st.Moves)-10):] {
 		out.Moves = append(out.Moves, toFailover(mv))

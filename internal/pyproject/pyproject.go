@@ -79,6 +79,14 @@ type Tandem struct {
 	ConfigFiles []string `toml:"config-files"`
 	// Environment is set in the unit with Environment=.
 	Environment map[string]string `toml:"environment"`
+	// BuildEnvironment is added to Environment for the commands tandem
+	// runs at build time only (Django's collectstatic), e.g. throwaway
+	// values of settings the project requires at import; it never reaches
+	// the package.
+	BuildEnvironment map[string]string `toml:"build-environment"`
+	// CollectStatic, when false, turns off the build-time collectstatic
+	// of a Django project (default on).
+	CollectStatic *bool `toml:"collectstatic"`
 	// Depends are extra Debian relations added to Depends.
 	Depends []string `toml:"depends"`
 	// DebianNames maps PyPI names to Debian package names (system mode).
@@ -296,6 +304,14 @@ func (t *Tandem) check() error {
 		}
 		if strings.ContainsAny(t.Environment[k], "\n\r") {
 			return &Error{Key: "tool.tandem.environment." + k, Msg: "must be a single line"}
+		}
+	}
+	for _, k := range sortedKeys(t.BuildEnvironment) {
+		if !envKeyRe.MatchString(k) {
+			return &Error{Key: "tool.tandem.build-environment", Msg: fmt.Sprintf("%q is not a valid environment variable name", k)}
+		}
+		if strings.ContainsAny(t.BuildEnvironment[k], "\n\r\x00") {
+			return &Error{Key: "tool.tandem.build-environment." + k, Msg: "must be a single line"}
 		}
 	}
 	for k, v := range t.Unit {

@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"testing"
+
+	"github.com/vishvananda/netns"
 )
 
 // StrictVar is the environment variable that turns missing prerequisites
@@ -43,4 +46,30 @@ func NeedCommand(t testing.TB, name, pkg string) {
 	if _, err := exec.LookPath(name); err != nil {
 		Missing(t, "needs %s (Debian package %s)", name, pkg)
 	}
+}
+
+// NewNetns returns the descriptor of a new, empty network namespace that
+// lives until t ends, so a test never touches the host's network or
+// nftables; the calling goroutine stays in its own namespace. It needs
+// root (why says for what).
+func NewNetns(t testing.TB, why string) int {
+	t.Helper()
+	NeedRoot(t, why)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	ns, err := netns.New()
+	if err != nil {
+		Missing(t, "cannot create a network namespace: %v", err)
+		return -1
+	}
+	if err := netns.Set(orig); err != nil {
+		t.Fatalf("return to the test's namespace: %v", err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return int(ns)
 }

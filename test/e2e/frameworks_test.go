@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-ha/tandem/internal/lab"
 	"github.com/tandem-ha/tandem/internal/testenv"
 )
 
@@ -275,5 +277,108 @@ func TestPackageFrameworks(t *testing.T) {
 			t.Errorf("dpkg -i with a foreign user asgisite: %v\n%s", err, res)
 		}
 		c.MustSh(t, ctx, node, "dpkg --purge asgisite; getent passwd asgisite && deluser --system --quiet asgisite && delgroup --system --quiet asgisite 2>/dev/null; true")
+	})
+}
+
+// TestPackageFrameworksVenv packages, in venv mode, the Django project
+// laid out as real ones are (djreal: a settings package named by
+// manage.py, SECRET_KEY from its environment file, whitenoise serving the
+// static files collected at build time) and the ASGI app (Starlette under
+// gunicorn's uvicorn worker, with a static file). The machine has no
+// package index, so the venvs take Debian's frameworks through
+// system-site-packages, as the Flask venv above does. Both are installed
+// on every app node, started by systemd, and used through the floating IP
+// from the client.
+func TestPackageFrameworksVenv(t *testing.T) {
+	c := suite(t)
+	ctx := testCtx(t, 10*time.Minute)
+	if err := exec.Command("/usr/bin/python3", "-c", "import django, whitenoise, starlette, uvicorn.workers, gunicorn").Run(); err != nil {
+		testenv.Missing(t, "building the fixtures needs python3-django, python3-whitenoise, python3-starlette, python3-uvicorn and python3-gunicorn on the host (packaging/test-deps.txt)")
+	}
+	out := t.TempDir()
+	venv := []string{"--mode", "venv", "--system-site-packages"}
+	dj := packageApp(t, ctx, "djreal", "1.0.0", out, nil, venv...)
+	asgi := packageApp(t, ctx, "asgisite", "2.0.0", out, func(s string) string {
+		return strings.Replace(s, "--bind 127.0.0.1:8030", "--bind 0.0.0.0:8030", 1)
+	}, venv...)
+	nodes := []string{lab.NodeName(1), lab.NodeName(2)}
+	for _, node := range nodes {
+		installDebianPackages(t, ctx, c, node, "python3-django", "python3-whitenoise", "python3-starlette", "python3-uvicorn", "python3-gunicorn")
+		for _, deb := range []string{dj, asgi} {
+			if err := c.CopyIn(ctx, deb, node, "/tmp/"+filepath.Base(deb)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Cleanup(func() {
+			_, _ = c.Sh(context.Background(), node, "dpkg --purge djreal asgisite >/dev/null 2>&1; rm -f /tmp/djreal_*.deb /tmp/asgisite_*.deb")
+		})
+	}
+	vip := func(port int) string { return fmt.Sprintf("http://%s:%d", lab.FloatingIP, port) }
+	// get fetches url from the client, through the floating IP.
+	get := func(t *testing.T, url string, curlArgs ...string) (code, body string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			args := append([]string{"curl", "-sS", "--max-time", "3", "-w", "\n%{http_code}"}, curlArgs...)
+			r, err := c.Exec(ctx, "client", append(args, url)...)
+			out := strings.TrimRight(r.Stdout, "\n")
+			i := strings.LastIndex(out, "\n")
+			if err == nil && i >= 0 && out[i+1:] == "200" || time.Now().After(deadline) {
+				if i < 0 {
+					return out, ""
+				}
+				return out[i+1:], out[:i]
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+
+	t.Run("django", func(t *testing.T) {
+		for _, node := range nodes {
+			c.MustSh(t, ctx, node, "dpkg -i /tmp/djreal_1.0.0_all.deb")
+			waitHTTP(t, ctx, c, node, "http://127.0.0.1:8040/health/", `"ok"`, "djreal")
+			if got := strings.TrimSpace(c.MustSh(t, ctx, node, "systemctl is-active djreal; ps -o user=,args= -p $(systemctl show -P MainPID djreal)")); !strings.Contains(got, "active\ndjreal ") || !strings.Contains(got, "/usr/lib/djreal/bin/python -m gunicorn") {
+				t.Errorf("%s: djreal is not systemd's venv service as its own user:\n%s", node, got)
+			}
+			// Collected at build time, in the venv, where BASE_DIR puts
+			// STATIC_ROOT; nothing was collected on the node.
+			c.MustSh(t, ctx, node, "test -f /usr/lib/djreal/lib/python3.11/site-packages/djreal/staticfiles/staticfiles.json && dpkg -S /usr/lib/djreal/lib/python3.11/site-packages/djreal/staticfiles/staticfiles.json")
+			mig := c.MustSh(t, ctx, node, "runuser -u djreal -- env DJANGO_SETTINGS_MODULE=djreal.settings.production DJANGO_DATA_DIR=/var/lib/djreal DJANGO_SECRET_KEY=x /usr/lib/djreal/bin/python -m django showmigrations auth")
+			if !strings.Contains(mig, "[X] 0001_initial") {
+				t.Errorf("%s: migrations did not run:\n%s", node, mig)
+			}
+		}
+		code, page := get(t, vip(8040)+"/admin/login/")
+		if code != "200" || !strings.Contains(page, "csrfmiddlewaretoken") {
+			t.Fatalf("admin login page through the floating IP: %s\n%.500s", code, page)
+		}
+		// whitenoise serves the manifest's hashed name the page links to,
+		// compressed at build time.
+		css := regexp.MustCompile(`/static/admin/css/base\.[0-9a-f]{12}\.css`).FindString(page)
+		if css == "" {
+			t.Fatalf("the login page links no hashed stylesheet:\n%.800s", page)
+		}
+		if code, hdrs := get(t, vip(8040)+css, "-o", "/dev/null", "-D", "-", "-H", "Accept-Encoding: gzip"); code != "200" || !strings.Contains(strings.ToLower(hdrs), "content-encoding: gzip") {
+			t.Errorf("%s through the floating IP: %s\n%s", css, code, hdrs)
+		}
+		if code, body := get(t, vip(8040)+"/static/djreal/site.css"); code != "200" || !strings.Contains(body, "font-family") {
+			t.Errorf("the project's own static file through the floating IP: %s %q", code, body)
+		}
+	})
+
+	t.Run("asgi", func(t *testing.T) {
+		for _, node := range nodes {
+			c.MustSh(t, ctx, node, "dpkg -i /tmp/asgisite_2.0.0_all.deb")
+			waitHTTP(t, ctx, c, node, "http://127.0.0.1:8030/health", `"ok"`, "asgisite")
+			if ps := c.MustSh(t, ctx, node, "ps -o args= -u asgisite"); !strings.Contains(ps, "/usr/lib/asgisite/bin/python -m gunicorn") || !strings.Contains(ps, "uvicorn.workers.UvicornWorker") {
+				t.Errorf("%s: not the venv's gunicorn with uvicorn workers:\n%s", node, ps)
+			}
+		}
+		if code, body := get(t, vip(8030)+"/"); code != "200" || !strings.Contains(body, "hello from asgisite") {
+			t.Errorf("/ through the floating IP: %s %q", code, body)
+		}
+		if code, body := get(t, vip(8030)+"/static/style.css"); code != "200" || !strings.Contains(body, "font-family") {
+			t.Errorf("/static/style.css through the floating IP: %s %q", code, body)
+		}
 	})
 }

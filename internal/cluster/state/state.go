@@ -109,7 +109,7 @@ type Domain interface {
 
 // Domains returns the domains of this binary, in a fixed order.
 func Domains() []Domain {
-	return []Domain{membershipDomain{}, failoverDomain{}, trustDomain{}, deployDomain{}}
+	return []Domain{membershipDomain{}, failoverDomain{}, trustDomain{}, deployDomain{}, guardDomain{}}
 }
 
 // Limit returns the domains with only their commands up to level: a test

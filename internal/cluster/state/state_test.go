@@ -473,16 +473,16 @@ func TestRestoreFlatSnapshot(t *testing.T) {
 // TestUnknownSectionsAreKept restores a snapshot from a newer binary with
 // a domain this one lacks: the section survives the next Save.
 func TestUnknownSectionsAreKept(t *testing.T) {
-	in := `{"format":2,"index":3,"domains":{"membership":{"members":{},"tokens":{}},"guard":{"bans":{"192.0.2.1":{}}}}}`
+	in := `{"format":2,"index":3,"domains":{"membership":{"members":{},"tokens":{}},"quotas":{"limits":{"192.0.2.1":{}}}}}`
 	m := New()
 	if err := m.Restore([]byte(in)); err != nil {
 		t.Fatal(err)
 	}
-	if got := m.UnknownSections(); !slices.Equal(got, []string{"guard"}) {
+	if got := m.UnknownSections(); !slices.Equal(got, []string{"quotas"}) {
 		t.Errorf("UnknownSections = %v", got)
 	}
 	out, _ := m.Save()
-	if !strings.Contains(string(out), `"guard":{"bans":{"192.0.2.1":{}}}`) {
+	if !strings.Contains(string(out), `"quotas":{"limits":{"192.0.2.1":{}}}`) {
 		t.Errorf("Save dropped the unknown section: %s", out)
 	}
 	if err := New().Restore([]byte(`{"format":9,"domains":{}}`)); err == nil || !strings.Contains(err.Error(), "upgrade") {

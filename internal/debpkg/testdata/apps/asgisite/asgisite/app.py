@@ -1,8 +1,9 @@
-"""A Starlette app: / greets and counts, /health reports."""
+"""A Starlette app: / greets and counts, /health reports, /static serves files."""
 
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 visits = 0
 
@@ -17,4 +18,10 @@ async def health(request):
     return JSONResponse({"status": "ok", "visits": visits})
 
 
-app = Starlette(routes=[Route("/", index), Route("/health", health)])
+app = Starlette(
+    routes=[
+        Route("/", index),
+        Route("/health", health),
+        Mount("/static", StaticFiles(packages=[("asgisite", "static")]), name="static"),
+    ]
+)
