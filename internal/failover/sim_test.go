@@ -42,6 +42,8 @@ type simNet struct {
 	// lchanged is closed when leadership may have changed (a transfer, or
 	// the leader cut off or reconnected).
 	lchanged chan struct{}
+	// interval is the meshes' probe interval (default 50ms).
+	interval time.Duration
 }
 
 func (s *simNet) leadershipChangedLocked() {
@@ -65,7 +67,8 @@ type simNode struct {
 
 func newSim(t *testing.T, names ...string) *simNet {
 	s := &simNet{t: t, nodes: map[string]*simNode{}, cut: map[string]bool{}, lag: map[string]bool{}, vip: map[string]bool{},
-		open: map[string]int{}, draining: map[string]bool{}, leader: "witness", term: 1, lchanged: make(chan struct{})}
+		open: map[string]int{}, draining: map[string]bool{}, leader: "witness", term: 1, lchanged: make(chan struct{}),
+		interval: 50 * time.Millisecond}
 	for _, n := range names {
 		s.nodes[n] = &simNode{name: n, machine: state.New(), healthy: true, healthCh: make(chan struct{}, 1)}
 	}
@@ -118,7 +121,7 @@ func (s *simNet) start(name string) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	mesh, err := liveness.New(liveness.Options{
 		Self: name, Machine: n.machine, Tr: &simTransport{net: s, from: name},
-		Interval: 50 * time.Millisecond, Lease: 500 * time.Millisecond, Margin: 100 * time.Millisecond, Logger: logger,
+		Interval: s.interval, Lease: 500 * time.Millisecond, Margin: 100 * time.Millisecond, Logger: logger,
 	})
 	if err != nil {
 		s.t.Fatal(err)
@@ -414,8 +417,14 @@ func (v *simVIP) Held(ctx context.Context) (bool, error) {
 // the initial placement on node1 and runs fn. It fails on any instant with
 // two holders.
 func runSim(t *testing.T, fn func(t *testing.T, s *simNet)) {
+	runSimEvery(t, 50*time.Millisecond, fn)
+}
+
+// runSimEvery is runSim with the meshes' probe interval.
+func runSimEvery(t *testing.T, interval time.Duration, fn func(t *testing.T, s *simNet)) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newSim(t, "node1", "node2", "witness")
+		s.interval = interval
 		ctx, cancel := context.WithCancel(context.Background())
 		go s.observe(ctx)
 		for _, n := range []string{"witness", "node1", "node2"} {
@@ -487,6 +496,42 @@ func TestSimulatedFaults(t *testing.T) {
 				t.Logf("%s: %v to serve from %s", tt.name, took, tt.want)
 			})
 		})
+	}
+}
+
+// TestDetectionAnyInterval cuts the holder's power, or fails its app, at
+// every tenth of a round and checks that the time to serve from the
+// standby does not grow with the probe interval: a holder's death is
+// declared lease+margin after its last message and an app failure is
+// announced at once, whenever the rounds fall.
+func TestDetectionAnyInterval(t *testing.T) {
+	faults := []struct {
+		name  string
+		fault func(s *simNet)
+	}{
+		{"power loss", func(s *simNet) { s.powerOff("node1") }},
+		{"app failure", func(s *simNet) { s.setHealthy("node1", false) }},
+	}
+	for _, f := range faults {
+		mean := map[time.Duration]time.Duration{}
+		for _, every := range []time.Duration{50 * time.Millisecond, 100 * time.Millisecond} {
+			var sum, worst time.Duration
+			const phases = 10
+			for i := range phases {
+				runSimEvery(t, every, func(t *testing.T, s *simNet) {
+					time.Sleep(time.Until(time.Now().Truncate(every).Add(every + time.Duration(i)*every/phases + time.Millisecond)))
+					f.fault(s)
+					took := s.waitHolder(t, "node2", 2*time.Second)
+					sum += took
+					worst = max(worst, took)
+				})
+			}
+			mean[every] = sum / phases
+			t.Logf("%s, interval %v: serving again after %v on average, %v at worst", f.name, every, mean[every], worst)
+		}
+		if m50, m100 := mean[50*time.Millisecond], mean[100*time.Millisecond]; m100 > m50+5*time.Millisecond {
+			t.Errorf("%s: at a 100ms interval serving again takes %v on average, at 50ms %v: want no slower", f.name, m100, m50)
+		}
 	}
 }
 
