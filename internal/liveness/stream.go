@@ -16,7 +16,8 @@ import (
 // of nodes shares one stream, which the node with the smaller name dials:
 // both ends send their messages on it, a message costs one small TLS record
 // and one write, and TCP's acknowledgements ride on the messages going the
-// other way.
+// other way. It also offers ALPNv1, which a node of an older version
+// negotiates during a rolling upgrade (see Mesh.ServeConnV1).
 type StreamTransport struct {
 	// TLS presents this node's certificate and trusts the cluster CA; its
 	// NextProtos is replaced by ALPN.
@@ -35,7 +36,7 @@ type StreamTransport struct {
 func (t *StreamTransport) Dial(ctx context.Context, addr string, deadline time.Time) (net.Conn, error) {
 	t.once.Do(func() {
 		t.cfg = t.TLS.Clone()
-		t.cfg.NextProtos = []string{ALPN}
+		t.cfg.NextProtos = []string{ALPN, ALPNv1}
 	})
 	d := &tls.Dialer{NetDialer: &net.Dialer{Deadline: deadline, KeepAlive: 5 * time.Second}, Config: t.cfg}
 	c, err := d.DialContext(ctx, "tcp", addr)
@@ -43,9 +44,9 @@ func (t *StreamTransport) Dial(ctx context.Context, addr string, deadline time.T
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	cs := c.(*tls.Conn).ConnectionState()
-	if p := cs.NegotiatedProtocol; p != ALPN {
+	if p := cs.NegotiatedProtocol; p != ALPN && p != ALPNv1 {
 		c.Close()
-		return nil, fmt.Errorf("dial %s: peer negotiated %q, not %q: it runs an older tandem; upgrade it", addr, p, ALPN)
+		return nil, fmt.Errorf("dial %s: peer negotiated %q, not %q or %q", addr, p, ALPN, ALPNv1)
 	}
 	if t.Verify != nil {
 		if err := t.Verify(addr, cs); err != nil {
@@ -66,6 +67,15 @@ type link struct {
 	c       net.Conn // nil while there is none
 	dialing bool
 	buf     []byte
+	// older: the peer runs a version that speaks only ALPNv1 (it probed
+	// this node so), so this node dials it whatever their names, to probe
+	// it the old way (asV1), until a dial negotiates ALPN.
+	older bool
+	asV1  bool // c speaks ALPNv1: this node sends requests, the peer replies
+	// pending holds, in order, the IDs of the requests on c that await
+	// their replies.
+	pmu     sync.Mutex
+	pending []uint64
 }
 
 func (l *link) lock()   { l.sem <- struct{}{} }
@@ -96,13 +106,25 @@ func (m *Mesh) send(peer, addr string, msg Message) {
 		m.cmu.Lock()
 		ctx := m.ctx
 		m.cmu.Unlock()
-		if m.self < peer && !l.dialing && ctx != nil {
+		if (m.self < peer || l.older) && !l.dialing && ctx != nil {
 			l.dialing = true
 			m.spawn(func() { m.dial(ctx, peer, addr, l) })
 		}
 		return
 	}
-	l.buf = AppendMessage(l.buf[:0], &msg)
+	if l.asV1 {
+		// Listed before the write: the reply may come back before Write
+		// returns.
+		l.pmu.Lock()
+		if len(l.pending) >= sentRing {
+			l.pending = l.pending[1:]
+		}
+		l.pending = append(l.pending, msg.ID)
+		l.pmu.Unlock()
+		l.buf = AppendRequest(l.buf[:0], &Request{From: msg.From, Announce: msg.Announce, Facts: msg.Facts})
+	} else {
+		l.buf = AppendMessage(l.buf[:0], &msg)
+	}
 	// The deadline only guards against a peer that stopped reading; it is
 	// pushed forward by every message, so its timer never fires.
 	if err := l.c.SetWriteDeadline(time.Now().Add(m.lease)); err == nil {
@@ -124,8 +146,82 @@ func (m *Mesh) dial(ctx context.Context, peer, addr string, l *link) {
 		m.log.Debug("liveness stream", "peer", peer, "err", err)
 		return
 	}
-	if err := m.serve(c, peer); err != nil {
+	if tc, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok && tc.ConnectionState().NegotiatedProtocol == ALPNv1 {
+		err = m.probeV1(c, peer, l)
+	} else {
+		l.lock()
+		l.older = false
+		l.unlock()
+		err = m.serve(c, peer)
+	}
+	if err != nil {
 		m.log.Debug("liveness stream ended", "peer", peer, "err", err)
+	}
+}
+
+// probeV1 makes c, a stream to a peer of an older version (ALPNv1), the
+// stream to peer: this node's messages go out as requests, and each reply
+// counts as the peer's message acknowledging the request it answers, so
+// the older peer extends this node's lease and its facts reach the
+// subscribers as they would from a peer of this version.
+func (m *Mesh) probeV1(c net.Conn, peer string, l *link) error {
+	defer c.Close()
+	if !m.track(c) {
+		return net.ErrClosed
+	}
+	defer m.untrack(c)
+	l.lock()
+	old := l.c
+	l.c, l.asV1 = c, true
+	l.pmu.Lock()
+	l.pending = l.pending[:0]
+	l.pmu.Unlock()
+	l.unlock()
+	if old != nil {
+		old.Close()
+	}
+	defer func() {
+		c.Close()
+		l.lock()
+		if l.c == c {
+			l.c, l.asV1 = nil, false
+		}
+		l.unlock()
+	}()
+	m.spawn(func() { m.sendNow(peer, true) })
+	r := bufio.NewReaderSize(c, 4096)
+	var in []byte
+	for {
+		if err := c.SetReadDeadline(time.Now().Add(m.lease)); err != nil {
+			return err
+		}
+		body, err := readFrame(r, in)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		in = body
+		reply, err := DecodeReply(body)
+		if err != nil {
+			return fmt.Errorf("reply from %s: %w", peer, err)
+		}
+		if reply.Node != peer {
+			return fmt.Errorf("reply claims to be from %q but the stream is %q's", reply.Node, peer)
+		}
+		if !m.IsMember(peer) {
+			return fmt.Errorf("reply from %q, which is not a member", peer)
+		}
+		l.pmu.Lock()
+		if len(l.pending) == 0 {
+			l.pmu.Unlock()
+			return fmt.Errorf("reply from %s to no request", peer)
+		}
+		id := l.pending[0]
+		l.pending = l.pending[1:]
+		l.pmu.Unlock()
+		m.Receive(peer, &Message{From: peer, Ack: id, HeardMs: reply.HeardMs, Facts: reply.Facts})
 	}
 }
 
@@ -200,6 +296,15 @@ func (m *Mesh) ServeConnV1(c net.Conn, peer string) error {
 		return net.ErrClosed
 	}
 	defer m.untrack(c)
+	if m.IsMember(peer) {
+		// Its requests prove this node alive to it, but only this node's
+		// own probes, answered, extend this node's lease and bring the
+		// peer's facts: dial it too.
+		l := m.link(peer)
+		l.lock()
+		l.older = true
+		l.unlock()
+	}
 	r := bufio.NewReaderSize(c, 4096)
 	var in, out []byte
 	for {

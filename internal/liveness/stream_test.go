@@ -211,6 +211,86 @@ func TestStreamTransport(t *testing.T) {
 	})
 }
 
+// TestOlderPeer runs this version's mesh beside a node of the older
+// protocol (ALPNv1 only: it probes every peer and answers probes), as in a
+// rolling upgrade, in both dialling directions: the newer node must probe
+// the older one itself, so that the older node's replies extend its lease
+// and bring its facts.
+func TestOlderPeer(t *testing.T) {
+	for _, tt := range []struct{ newer, older string }{{"node2", "node1"}, {"node1", "node2"}} {
+		t.Run(tt.newer+" newer than "+tt.older, func(t *testing.T) {
+			creds1, clients := tlsPeers(t, "node2")
+			creds := map[string]*pki.Node{"node1": creds1, "node2": clients["node2"]}
+			lnNew, _, startNew := listen(t, creds[tt.newer])
+			// The older node: a listener that negotiates only ALPNv1 and
+			// answers every request, as versions before ALPN do.
+			cfg := creds[tt.older].ServerConfig()
+			cfg.NextProtos = []string{ALPNv1}
+			lnOld, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { lnOld.Close() })
+			var requests atomic.Int32
+			go func() {
+				for {
+					c, err := lnOld.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						r := bufio.NewReader(c)
+						for {
+							body, err := readFrame(r, nil)
+							if err != nil {
+								return
+							}
+							if req, err := DecodeRequest(body); err != nil || req.From != tt.newer {
+								t.Errorf("older node got request %+v, %v", req, err)
+								return
+							}
+							requests.Add(1)
+							reply := Reply{Node: tt.older, HeardMs: map[string]int64{tt.newer: 0}, Facts: Facts{{Name: "failover", Value: []byte("old " + tt.older)}}}
+							if _, err := c.Write(AppendReply(nil, &reply)); err != nil {
+								return
+							}
+						}
+					}()
+				}
+			}()
+			addrs := map[string]string{tt.newer: lnNew.Addr().String(), tt.older: lnOld.Addr().String(), "witness": "127.0.0.1:1"}
+			m, err := New(Options{Self: tt.newer, Machine: addrState(t, addrs), Tr: &StreamTransport{TLS: creds[tt.newer].ClientConfig()},
+				Interval: 50 * time.Millisecond, Lease: 500 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			startNew(m)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { _ = m.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			// The older node probes the newer one, which learns so that it
+			// runs the older protocol.
+			probe := dialRaw(t, lnNew.Addr().String(), ALPNv1, creds[tt.older])
+			if _, err := probe.Write(AppendRequest(nil, &Request{From: tt.older})); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(3 * time.Second)
+			for time.Now().Before(deadline) && !m.LeaseValid(time.Now()) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !m.LeaseValid(time.Now()) {
+				t.Fatalf("%s has no lease after 3s beside the older %s (%d requests answered)", tt.newer, tt.older, requests.Load())
+			}
+			p, ok := m.Peer(tt.older)
+			if v, _ := p.Facts.Get("failover"); !ok || string(v) != "old "+tt.older {
+				t.Errorf("%s's latest answer from %s = %+v, %v; want its reply's facts", tt.newer, tt.older, p, ok)
+			}
+		})
+	}
+}
+
 // BenchmarkMessage measures encoding and decoding one message: the mesh's
 // own CPU per peer and interval, beside the write and read.
 func BenchmarkMessage(b *testing.B) {
