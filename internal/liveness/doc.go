@@ -20,7 +20,9 @@
 // The package never imports raft, config or providers. Its seam to the
 // network is Transport, which dials; StreamTransport and ServeConn are the
 // production pair, speaking the compact binary frames of wire.go over
-// connections the cluster's listener routes here by ALPN. ServeConnV1
-// answers the probes of nodes that still run the older request-and-reply
-// protocol, during a rolling upgrade.
+// connections the cluster's listener routes here by ALPN. During a rolling
+// upgrade, ServeConnV1 answers the probes of nodes that still run the older
+// request-and-reply protocol, and the mesh probes them the old way in
+// turn, whatever their names, so that their replies extend this node's
+// lease and bring their facts.
 package liveness
