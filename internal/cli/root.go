@@ -106,9 +106,13 @@ func newRootCmd(e *env) *cobra.Command {
 		Use:   "tandem",
 		Short: "Fault-tolerant, continuously delivered home for a web site on 2-3 Debian servers",
 		Long: `tandem keeps a floating IP on exactly one healthy node of a small raft
-cluster (two app nodes and a witness, or three or more nodes), packages your
-Python web site as a reproducible .deb, and runs a throwaway lab of real
-Debian nodes on one machine to try it all.
+cluster (two app nodes and a witness, or three or more nodes). It packages
+your Python web site as a reproducible .deb and rolls new releases out from
+your forge's webhook, node by node behind the IP, rolling back a release
+that fails its health check. It replicates uploaded files from the IP's
+holder to the other nodes, hardens the hosts (firewall, sshd, integrity)
+and bans attackers on every node at once. A throwaway lab of real Debian
+nodes on one machine lets you try it all.
 
 Configuration lives in /etc/tandem/tandem.toml, state in /var/lib/tandem.`,
 		Version:       Version,
