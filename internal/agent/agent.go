@@ -94,7 +94,7 @@ func clusterOptions(cfg *config.Config, log *slog.Logger, creds *pki.Node, m *st
 		Listen: cfg.Cluster.Listen, Advertise: cfg.Cluster.Advertise,
 		TLS: creds, Machine: m, Logger: log.With("component", "cluster"),
 		Timing: timing(cfg), JoinPolicy: failover.JoinRule(cfg.VIP.Provider == config.ProviderLinux), Priority: cfg.Failover.Priority,
-		StreamProtocols: []string{liveness.ALPN, rsync.ALPN}, PKIDir: cluster.PKIDir(cfg.Node.DataDir),
+		StreamProtocols: []string{liveness.ALPN, liveness.ALPNv1, rsync.ALPN}, PKIDir: cluster.PKIDir(cfg.Node.DataDir),
 	}
 }
 
@@ -213,7 +213,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // routes collects the local API endpoints each capability contributes.
 func (a *Agent) routes() []localapi.Route {
-	return slices.Concat(a.ops.Routes(), a.deliver.ops.Routes(), a.filesOps().Routes(), a.guard.ops.Routes())
+	return slices.Concat(a.ops.Routes(), a.deliver.ops.Routes(), a.filesOps().Routes(), a.guard.ops.Routes(), ops.DebugRoutes())
 }
 
 // policyOf is the placement policy in a node's configuration.
@@ -317,6 +317,7 @@ func (a *Agent) build(ctx context.Context, creds *pki.Node) error {
 		}
 	}
 	a.node.HandleConn(liveness.ALPN, mesh.ServeConn)
+	a.node.HandleConn(liveness.ALPNv1, mesh.ServeConnV1)
 	return nil
 }
 

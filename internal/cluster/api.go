@@ -418,60 +418,85 @@ func authorizeMembership(caller state.Member, c membershipChange) error {
 
 // promoteSelf asks the leader to make this node a voter once it is a
 // non-voter that has caught up with the log: joins add nodes as
-// non-voters so that a node that never starts cannot cost the quorum.
+// non-voters so that a node that never starts cannot cost the quorum. It
+// tries every promoteRetry while there is something to do; once this node
+// is a voter it only looks again when the membership or the leadership
+// changes, or after promoteBackstop (raft's configuration notifies no one),
+// since a timer four times a second was a good share of an idle agent's
+// wakeups.
 func (n *Node) promoteSelf(ctx context.Context) {
-	t := time.NewTicker(250 * time.Millisecond)
+	t := time.NewTimer(promoteRetry)
 	defer t.Stop()
 	for {
+		members, leadership := n.machine.Changed(state.MembershipDomain), n.LeadershipChanged()
+		wait := promoteRetry
+		if n.promoteStep(ctx) {
+			wait = promoteBackstop
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-members:
+		case <-leadership:
 		}
-		if n.raft.CommitIndex() == 0 || n.raft.AppliedIndex() < n.raft.CommitIndex() {
-			continue
-		}
-		me, ok := n.machine.View().Members[n.name]
-		if !ok {
-			continue
-		}
-		if n.IsLeader() {
-			// Only a raft voter can lead; a leader still marked pending
-			// marks itself.
-			if me.Pending {
-				actx, cancel := context.WithTimeout(ctx, n.timing.ApplyTimeout)
-				if err := n.markVoter(actx, n.name); err != nil {
-					n.log.Warn("marking this node as a voter failed; will retry", "err", err)
-				}
-				cancel()
-			}
-			continue
-		}
-		f := n.raft.GetConfiguration()
-		if f.Error() != nil {
-			continue
-		}
-		nonvoter := false
-		for _, s := range f.Configuration().Servers {
-			if s.ID == raft.ServerID(n.name) && s.Suffrage == raft.Nonvoter {
-				nonvoter = true
-			}
-		}
-		// A voter still marked pending lost the race between raft's change
-		// and the state's (a leader change in between): ask again, which
-		// marks it.
-		if !nonvoter && !me.Pending {
-			continue
+	}
+}
+
+const (
+	promoteRetry    = 250 * time.Millisecond
+	promoteBackstop = 5 * time.Second
+)
+
+// promoteStep does one step of promoteSelf; settled reports that this
+// node is a voter with nothing left to do.
+func (n *Node) promoteStep(ctx context.Context) (settled bool) {
+	if n.raft.CommitIndex() == 0 || n.raft.AppliedIndex() < n.raft.CommitIndex() {
+		return false
+	}
+	me, ok := n.machine.View().Members[n.name]
+	if !ok {
+		return false
+	}
+	if n.IsLeader() {
+		// Only a raft voter can lead; a leader still marked pending
+		// marks itself.
+		if !me.Pending {
+			return true
 		}
 		actx, cancel := context.WithTimeout(ctx, n.timing.ApplyTimeout)
-		err := n.AddVoter(actx, n.name, string(n.trans.LocalAddr()))
-		cancel()
-		if err != nil {
-			n.log.Warn("promotion to voter failed; will retry", "err", err)
-			continue
+		defer cancel()
+		if err := n.markVoter(actx, n.name); err != nil {
+			n.log.Warn("marking this node as a voter failed; will retry", "err", err)
+			return false
 		}
-		n.log.Info("promoted to voter")
+		return true
 	}
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	nonvoter := false
+	for _, s := range f.Configuration().Servers {
+		if s.ID == raft.ServerID(n.name) && s.Suffrage == raft.Nonvoter {
+			nonvoter = true
+		}
+	}
+	// A voter still marked pending lost the race between raft's change
+	// and the state's (a leader change in between): ask again, which
+	// marks it.
+	if !nonvoter && !me.Pending {
+		return true
+	}
+	actx, cancel := context.WithTimeout(ctx, n.timing.ApplyTimeout)
+	defer cancel()
+	if err := n.AddVoter(actx, n.name, string(n.trans.LocalAddr())); err != nil {
+		n.log.Warn("promotion to voter failed; will retry", "err", err)
+		return false
+	}
+	n.log.Info("promoted to voter")
+	return false // look again soon: the state marks it a moment later
 }
 
 // Wire errors. Each code names a sentinel error; the caller gets a

@@ -344,22 +344,41 @@ func (n *Node) join(ctx context.Context, r *http.Request) (_ joinReply, err erro
 // not seen: one created a moment ago on another node.
 const tokenCatchUp = time.Second
 
+// startCatchUp bounds how long a node that follows no leader yet, or whose
+// state lags its own log, waits for that to end before the catch-up.
+const startCatchUp = 10 * time.Second
+
 // awaitToken checks use against this node's state. A token this node does
 // not know may have been created an instant ago elsewhere, so a follower
-// waits up to tokenCatchUp for its state to catch up; it never asks the
-// log, so a made-up token costs the cluster no entry.
+// waits up to tokenCatchUp for its state to catch up. Before that, a node
+// that follows no leader, or whose state lags its own log, waits for that
+// to end: one that has just started applies its log only once a leader is
+// elected (one to two heartbeat timeouts) and has committed, and until
+// then it lacks even the tokens it created itself. It never asks the log,
+// so a made-up token costs the cluster no entry.
 func (n *Node) awaitToken(ctx context.Context, use state.UseToken) error {
-	deadline := time.NewTimer(tokenCatchUp)
-	defer deadline.Stop()
+	catchUp := time.NewTimer(tokenCatchUp)
+	defer catchUp.Stop()
+	limit := time.NewTimer(startCatchUp)
+	defer limit.Stop()
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
 	for {
 		changed := n.machine.Changed(state.MembershipDomain)
 		err := precheckToken(n.machine.View(), use)
-		if !errors.Is(err, errUnknownToken) || n.IsLeader() {
+		behind := n.raft.AppliedIndex() < n.raft.LastIndex()
+		if !errors.Is(err, errUnknownToken) || (n.IsLeader() && !behind) {
 			return err
+		}
+		if leader, _ := n.Leader(); leader == "" || behind {
+			catchUp.Reset(tokenCatchUp) // it counts once this node has settled
 		}
 		select {
 		case <-changed:
-		case <-deadline.C:
+		case <-poll.C: // a leader elected, or the log applied, without a change of members
+		case <-catchUp.C:
+			return err
+		case <-limit.C:
 			return err
 		case <-ctx.Done():
 			return err

@@ -1,14 +1,14 @@
 // Package failover keeps the floating IP on exactly one healthy node.
 //
 // It builds on the liveness mesh (internal/liveness), to which it
-// contributes two facts: FactNode (this node's health, whether it holds the
-// IP and the epoch it has applied) in every reply, and FactLeader (the
-// committed holder, while this node is the raft leader) in replies and
-// probes. Three parts cooperate on every node:
+// contributes its facts to every message: FactNode (this node's health,
+// whether it holds the IP and the epoch it has applied) and FactLeader (the
+// committed holder, while this node is the raft leader). Three parts
+// cooperate on every node:
 //
 //   - The lease, from the mesh: a node's lease is the time since it sent a
-//     probe that a peer answered; it needs answers from enough peers to
-//     form a majority with itself within the lease.
+//     message that a peer acknowledged; it needs acknowledgements from
+//     enough peers to form a majority with itself within the lease.
 //   - The designated controller (DC), which is the raft leader, decides
 //     placement from its peers' facts (Decide) and commits it through raft.
 //     It declares a holder dead only when enough voters to rule out a

@@ -13,21 +13,21 @@ import (
 
 // Names of the facts failover contributes to the liveness mesh.
 const (
-	// FactNode carries a node's NodeFacts in its replies.
+	// FactNode carries a node's NodeFacts.
 	FactNode = "failover"
-	// FactLeader carries the raft leader's LeaderView, in its replies and
-	// its probes, and only while it leads.
+	// FactLeader carries the raft leader's LeaderView, only while it leads.
 	FactLeader = "failover.leader"
-	// FactHeld carries, in the DC's replies, the move it holds back (JSON;
+	// FactHeld carries, in the DC's messages, the move it holds back (JSON;
 	// absent when none), so every node's status can show it.
 	FactHeld = "failover.held"
 )
 
-// LeaderView is the raft leader's committed holder. In a probe it may be
-// late (TCP retransmits it after a partition heals), so receivers use it
-// only to learn of newer epochs; in a reply it is at least as recent as the
-// probe it answers, so the prober may use it to confirm the committed
-// holder: a node with a stale log never acts.
+// LeaderView is the raft leader's committed holder. In a message that
+// answers nothing (liveness.Update.Sent is zero) it may be late (TCP
+// retransmits it after a partition heals), so receivers use it only to
+// learn of newer epochs; in an answer it is at least as recent as the
+// receiver's message it acknowledges, so the receiver may use it to confirm
+// the committed holder: a node with a stale log never acts.
 type LeaderView struct {
 	Term   uint64 `json:"term"`
 	Holder string `json:"holder"`
@@ -168,7 +168,7 @@ type PeerStatus struct {
 	Age   time.Duration
 }
 
-// peerFacts decodes the failover facts in a peer's latest reply.
+// peerFacts decodes the failover facts in a peer's latest answer.
 func (n *Node) peerFacts(name string, withChecks bool) (NodeFacts, time.Time, bool) {
 	p, ok := n.mesh.Peer(name)
 	if !ok {
@@ -203,16 +203,36 @@ func (n *Node) onUpdate(u liveness.Update) {
 	if n.waiting.Load() {
 		n.poke() // this answer may complete the lease a pending acquire needs
 	}
-	if u.Prev == nil {
+	if !n.o.Cluster.IsLeader() {
 		return
 	}
-	cur, _ := u.Facts.Get(FactNode)
-	prev, _ := u.Prev.Get(FactNode)
-	c, err1 := decodeFacts(cur, false)
-	p, err2 := decodeFacts(prev, false)
-	if err1 == nil && err2 == nil && (c.Healthy != p.Healthy || c.Holding != p.Holding) {
-		n.pokeController() // the DC decides now, not at its next tick
+	now := time.Now()
+	n.mu.Lock()
+	n.answered[u.Peer] = now
+	short := n.short
+	n.mu.Unlock()
+	every := n.mesh.Interval()
+	switch {
+	case n.roundComplete(now):
+		n.pokeController() // the round's answers are in
+	case short && now.Sub(now.Truncate(every)) >= every/10:
+		// The last round missed an answer, so a peer may be dying, and
+		// this answer, later than the DC's timer in its round, may be the
+		// report that proves it.
+		n.pokeController()
+	case u.Prev != nil && factsChanged(u.Prev, u.Facts):
+		n.pokeController() // the DC decides now, not when the round is in
 	}
+}
+
+// factsChanged reports whether a peer's health or holding differs between
+// two of its answers.
+func factsChanged(prev, cur liveness.Facts) bool {
+	pb, _ := prev.Get(FactNode)
+	cb, _ := cur.Get(FactNode)
+	p, err1 := decodeFacts(pb, false)
+	c, err2 := decodeFacts(cb, false)
+	return err1 == nil && err2 == nil && (c.Healthy != p.Healthy || c.Holding != p.Holding)
 }
 
 // Views builds the DC's view of every member at now.
@@ -270,11 +290,11 @@ func (n *Node) heldFact() []byte {
 	return b
 }
 
-// heldFresh is how old the DC's reply may be for its held move to show.
+// heldFresh is how old the DC's answer may be for its held move to show.
 const heldFresh = 2 * time.Second
 
 // leaderHeld is the move the raft leader reported holding back in its
-// latest reply, if that reply is fresh.
+// latest answer, if that answer is fresh.
 func (n *Node) leaderHeld(now time.Time) *Hold {
 	leader, _ := n.o.Cluster.Leader()
 	if leader == "" || leader == n.o.Name {

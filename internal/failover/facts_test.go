@@ -1,11 +1,15 @@
 package failover
 
 import (
+	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -75,8 +79,9 @@ func FuzzDecodeFacts(f *testing.F) {
 	})
 }
 
-// testNode is a failover node on a mesh whose probes all fail and are
-// counted, for feeding it updates by hand.
+// testNode is a failover node whose mesh's streams lead to the test, which
+// counts the messages sent on them and never answers, for feeding it
+// updates by hand.
 func testNode(t *testing.T, leader bool) (*Node, *countTransport) {
 	t.Helper()
 	m := state.New()
@@ -100,11 +105,26 @@ func testNode(t *testing.T, leader bool) (*Node, *countTransport) {
 	return n, tr
 }
 
+// countTransport's streams count the messages sent on them.
 type countTransport struct{ n atomic.Int32 }
 
-func (c *countTransport) Probe(context.Context, string, time.Time, *liveness.Request) (liveness.Reply, error) {
-	c.n.Add(1)
-	return liveness.Reply{}, context.DeadlineExceeded
+func (c *countTransport) Dial(ctx context.Context, addr string, deadline time.Time) (net.Conn, error) {
+	a, b := net.Pipe()
+	go func() {
+		defer b.Close()
+		r := bufio.NewReader(b)
+		for {
+			n, err := binary.ReadUvarint(r)
+			if err != nil {
+				return
+			}
+			if _, err := r.Discard(int(n)); err != nil {
+				return
+			}
+			c.n.Add(1)
+		}
+	}()
+	return a, nil
 }
 
 type fixedLeader bool
@@ -116,75 +136,104 @@ func (l fixedLeader) Term() uint64                                     { return 
 func (l fixedLeader) TransferLeadership(context.Context, string) error { return nil }
 func (l fixedLeader) LeadershipChanged() <-chan struct{}               { return nil }
 
-// TestAnnounceWakesOnlyALeader: a probe that announces a change starts the
-// receiver's probe round at once, but only on the raft leader, the one that
-// decides; others ignore it.
+// TestAnnounceWakesOnlyALeader: a message that announces a change gets an
+// answer at once, and on the raft leader, the one that decides, it also
+// starts a round of messages to every peer; a routine message gets neither.
 func TestAnnounceWakesOnlyALeader(t *testing.T) {
 	tests := []struct {
-		name       string
-		leader     bool
-		announce   bool
-		wantRounds int32
+		name     string
+		leader   bool
+		announce bool
+		want     int32 // messages sent after it
 	}{
-		{"leader, announced", true, true, 2},
-		{"leader, routine probe", true, false, 1},
+		{"leader, announced", true, true, 3},
+		{"leader, routine message", true, false, 0},
 		{"follower, announced", false, true, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				n, tr := testNode(t, tt.leader)
-				n.mesh.HandleProbe("node2", &liveness.Request{From: "node2", Announce: tt.announce})
 				ctx, cancel := context.WithCancel(context.Background())
 				done := make(chan struct{})
 				go func() { defer close(done); _ = n.mesh.Run(ctx) }()
-				synctest.Wait() // the first round, and a second one if kicked
+				synctest.Wait() // the first round: streams dialled and greeted
+				before := tr.n.Load()
+				n.mesh.Receive("node2", &liveness.Message{From: "node2", ID: 1, Announce: tt.announce})
+				synctest.Wait()
 				cancel()
 				<-done
-				if got := tr.n.Load() / 2; got != tt.wantRounds { // two peers a round
-					t.Errorf("probe rounds = %d; want %d", got, tt.wantRounds)
+				if got := tr.n.Load() - before; got != tt.want {
+					t.Errorf("messages sent = %d; want %d", got, tt.want)
 				}
 			})
 		})
 	}
 }
 
-// TestPeerChangePokesController: a reply that changes a peer's health or
-// holding wakes the DC; a first reply or an unchanged one does not.
-func TestPeerChangePokesController(t *testing.T) {
-	n, _ := testNode(t, true)
-	facts := func(healthy, holding bool) liveness.Facts {
-		return liveness.Facts{{Name: FactNode, Value: appendFacts(nil, &NodeFacts{Role: "app", Healthy: healthy, Holding: holding})}}
-	}
-	steps := []struct {
-		healthy, holding bool
-		first            bool
-		want             bool
+// TestAnswersWakeTheDC: the DC decides once a round's answers are in from
+// every other member, in the same wakeup, so it needs no ticker while all
+// answer; at once on an answer that changes a peer's health; and on every
+// answer while its last decision missed one. A message that answers nothing
+// (it may be late) does not count, and a node that does not lead is never
+// woken.
+func TestAnswersWakeTheDC(t *testing.T) {
+	tests := []struct {
+		name   string
+		leader bool
+		short  bool // the DC's last decision missed an answer
+		// "-" before a name: a message that answers nothing; "!": an answer
+		// whose health differs from the peer's previous one.
+		answers []string
+		want    bool
 	}{
-		{true, true, true, false},   // first reply: nothing to compare with
-		{true, true, false, false},  // unchanged
-		{false, true, false, true},  // health changed
-		{false, false, false, true}, // holding changed
-		{false, false, false, false},
+		{"leader, all answered", true, false, []string{"node2", "witness"}, true},
+		{"leader, one missing", true, false, []string{"node2"}, false},
+		{"leader, one unacknowledging", true, false, []string{"node2", "-witness"}, false},
+		{"leader, an answer from the last round", true, false, []string{"witness", "wait", "node2"}, false},
+		{"leader, health changed", true, false, []string{"!node2"}, true},
+		{"leader, after a short round, late in the round", true, true, []string{"late", "node2"}, true},
+		{"leader, after a short round, before the DC's timer", true, true, []string{"node2"}, false},
+		{"follower, all answered", false, false, []string{"node2", "witness"}, false},
+		{"follower, health changed", false, false, []string{"!node2"}, false},
 	}
-	var prev liveness.Facts
-	for i, st := range steps {
-		cur := facts(st.healthy, st.holding)
-		u := liveness.Update{Peer: "node2", Facts: cur, Sent: time.Now()}
-		if !st.first {
-			u.Prev = prev
-		}
-		n.onUpdate(u)
-		poked := false
-		select {
-		case <-n.ctrl:
-			poked = true
-		default:
-		}
-		if poked != st.want {
-			t.Errorf("step %d: DC woken = %v; want %v", i, poked, st.want)
-		}
-		prev = cur
+	facts := func(healthy bool) liveness.Facts {
+		return liveness.Facts{{Name: FactNode, Value: appendFacts(nil, &NodeFacts{Role: "app", Healthy: healthy})}}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				n, _ := testNode(t, tt.leader)
+				n.short = tt.short
+				poked := false
+				for _, a := range tt.answers {
+					switch a {
+					case "wait":
+						time.Sleep(n.mesh.Interval())
+						continue
+					case "late": // past the DC's timer in this round
+						time.Sleep(n.mesh.Interval() / 2)
+						continue
+					}
+					u := liveness.Update{Peer: strings.TrimLeft(a, "-!"), Facts: facts(true), Sent: time.Now()}
+					switch a[0] {
+					case '-':
+						u.Sent = time.Time{}
+					case '!':
+						u.Prev, u.Facts = facts(true), facts(false)
+					}
+					n.onUpdate(u)
+					select {
+					case <-n.ctrl:
+						poked = true
+					default:
+					}
+				}
+				if poked != tt.want {
+					t.Errorf("DC woken = %v; want %v", poked, tt.want)
+				}
+			})
+		})
 	}
 }
 
@@ -217,5 +266,51 @@ func TestEventsFanOut(t *testing.T) {
 		"hooks fault 3 lost quorum lease", "delivery fault 3 lost quorum lease", "files fault 3 lost quorum lease"}
 	if !reflect.DeepEqual(log, want) {
 		t.Errorf("events = %q; want %q", log, want)
+	}
+}
+
+// TestTransferTarget: the DC hands leadership off the IP holder, to a
+// witness first, and from an app node that does not hold the IP only to a
+// witness; a witness keeps it.
+func TestTransferTarget(t *testing.T) {
+	m := state.New()
+	for i, n := range []string{"node1", "node2", "witness"} {
+		role := state.RoleApp
+		if n == "witness" {
+			role = state.RoleWitness
+		}
+		b, _ := state.Encode(state.AddMember{Member: state.Member{Name: n, Role: role, Address: n}})
+		if err := m.Apply(uint64(i+1), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name, self, holder string
+		unreachable        string
+		want               string
+	}{
+		{"holder, to the witness", "node1", "node1", "", "witness"},
+		{"holder, witness down", "node1", "node1", "witness", "node2"},
+		{"standby, to the witness", "node2", "node1", "", "witness"},
+		{"standby, witness down", "node2", "node1", "witness", ""},
+		{"witness keeps it", "witness", "node1", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			role := state.RoleApp
+			if tt.self == "witness" {
+				role = state.RoleWitness
+			}
+			n := &Node{o: Options{Name: tt.self, Role: role}}
+			s := m.View()
+			s.Holder.Node = tt.holder
+			views := map[string]NodeView{}
+			for _, name := range []string{"node1", "node2", "witness"} {
+				views[name] = NodeView{Reachable: name != tt.unreachable}
+			}
+			if got, _ := n.transferTarget(s, views); got != tt.want {
+				t.Errorf("transferTarget = %q; want %q", got, tt.want)
+			}
+		})
 	}
 }

@@ -115,8 +115,8 @@ type Node struct {
 	events  []Events
 
 	mu          sync.Mutex
-	view        LeaderView // the leader's view from the reply to our latest probe
-	viewAt      time.Time  // when that probe was sent
+	view        LeaderView // the leader's view from its answer to our latest message
+	viewAt      time.Time  // when that message was sent
 	seenEpoch   uint64     // the newest epoch any leader view has named
 	holding     bool
 	heldEpoch   uint64
@@ -125,6 +125,8 @@ type Node struct {
 	lastTrans   time.Time
 	held        *Hold // the move the DC holds back now; nil when none or not the DC
 	releasedAt  map[uint64]time.Time
+	answered    map[string]time.Time // when each peer's latest answer arrived (DC)
+	short       bool                 // the DC's last decision came with a round's answer missing
 	started     time.Time
 	everHealthy bool
 	// After a failed acquire, wait before the next try (doubling, capped).
@@ -146,7 +148,7 @@ func New(o Options) (*Node, error) {
 		return nil, errors.New("failover: Options need the liveness Mesh")
 	}
 	n := &Node{o: o, mesh: o.Mesh, log: o.Logger, kick: make(chan struct{}, 1), ctrl: make(chan struct{}, 1),
-		releasedAt: map[uint64]time.Time{}, started: time.Now()}
+		releasedAt: map[uint64]time.Time{}, answered: map[string]time.Time{}, started: time.Now()}
 	if o.Events != nil {
 		n.events = append(n.events, o.Events)
 	}
@@ -155,7 +157,7 @@ func New(o Options) (*Node, error) {
 			f := n.localFacts(true)
 			return appendFacts(nil, &f)
 		}}),
-		n.mesh.Contribute(liveness.Source{Name: FactLeader, InProbes: true, Value: func() []byte {
+		n.mesh.Contribute(liveness.Source{Name: FactLeader, Value: func() []byte {
 			if v := n.leaderView(); v != nil {
 				return appendLeaderView(nil, v)
 			}
@@ -268,7 +270,7 @@ func (n *Node) onLeaderView(from string, v LeaderView, sent time.Time) {
 	if news {
 		n.seenEpoch = v.Epoch
 	}
-	// Only a reply confirms, and only one to a newer request than the last.
+	// Only an answer confirms, and only one to a newer message than the last.
 	if !sent.IsZero() && sent.After(n.viewAt) {
 		news = news || n.view != v
 		n.view, n.viewAt = v, sent
@@ -284,12 +286,6 @@ func (n *Node) onLeaderView(from string, v LeaderView, sent time.Time) {
 func (n *Node) poke()           { wake(n.kick) }
 func (n *Node) pokeController() { wake(n.ctrl) }
 
-// untilNext is the time from now to the next multiple of every on the wall
-// clock.
-func untilNext(now time.Time, every time.Duration) time.Duration {
-	return now.Truncate(every).Add(every).Sub(now)
-}
-
 // wake signals a loop waiting on ch (capacity 1) without blocking: a signal
 // already pending covers this one.
 func wake(ch chan<- struct{}) {
@@ -299,16 +295,18 @@ func wake(ch chan<- struct{}) {
 	}
 }
 
-// controllerLoop makes placement decisions while this node is the raft leader.
-// While it leads it ticks at half the probe interval, since a silent
-// holder becomes provably dead with time alone; otherwise it sleeps until
-// leadership changes. Its ticks follow the wall-clock grid the mesh's
-// rounds use, a tenth of an interval late: the round's replies, with the
-// heard ages that prove a holder dead, are in by then.
+// controllerLoop makes placement decisions while this node is the raft
+// leader; otherwise it sleeps until leadership changes. While it leads it
+// decides once the answers of a probe round are in from every other member
+// (onUpdate pokes it), in the same wakeup as the answers, at once when a
+// peer's health or holding changes, and on every change of the state. Only
+// a round that misses an answer (a peer is down, and a silent holder
+// becomes provably dead with time alone) needs its timer: it fires a tenth
+// of an interval after the round, on the wall-clock grid the mesh's rounds
+// use, and until a round is complete again every answer later than that
+// wakes it too.
 func (n *Node) controllerLoop(ctx context.Context) error {
-	every, late := n.mesh.Interval()/2, n.mesh.Interval()/10
-	next := func() time.Duration { return untilNext(time.Now().Add(-late), every) }
-	t := time.NewTimer(next())
+	t := time.NewTimer(0)
 	defer t.Stop()
 	var lastTransfer time.Time
 	for {
@@ -319,7 +317,6 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-t.C:
-				t.Reset(next())
 			case <-n.o.Machine.Changed(state.FailoverDomain):
 			case <-n.o.Machine.Changed(state.MembershipDomain):
 			case <-n.ctrl:
@@ -340,12 +337,13 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 		s := n.o.Machine.View()
 		views := n.Views(now, s.Holder.Epoch)
 		d := Decide(now, s, views, n.o.Policy)
+		var held *Hold
 		if d != nil && d.Cmd == nil {
-			n.setHeld(d.Held)
+			held = d.Held
 			d = nil
-		} else {
-			n.setHeld(nil)
 		}
+		n.setHeld(held)
+		t.Reset(n.nextCheck(now))
 		if d != nil {
 			n.log.Info("placement decision", "reason", d.Reason, "command", d.Cmd.Type())
 			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -355,16 +353,18 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 				n.log.Warn("commit placement", "err", err)
 			}
 			if err == nil {
-				n.mesh.Kick() // tell the new holder now, not at the next probe
+				n.mesh.Kick() // tell the new holder now, not at the next round
 			}
 			continue
 		}
 		// Keep the DC off the holder: if the holder lost power while leading,
-		// an election would add to the failover time.
-		if s.Holder.Node == n.o.Name && now.Sub(lastTransfer) > time.Second {
-			if to := n.transferTarget(s, views); to != "" {
+		// an election would add to the failover time. Keep it on a witness
+		// when there is one: leading (raft's heartbeats, the decisions) is
+		// an agent's largest idle cost, and a witness runs no app or checks.
+		if now.Sub(lastTransfer) > time.Second {
+			if to, why := n.transferTarget(s, views); to != "" {
 				lastTransfer = now
-				n.log.Info("moving raft leadership off the IP holder", "to", to)
+				n.log.Info("moving raft leadership", "to", to, "why", why)
 				if err := n.o.Cluster.TransferLeadership(ctx, to); err != nil {
 					// A node that just joined may not be a voter yet; retry soon.
 					n.log.Info("leadership transfer failed; will retry", "to", to, "err", err)
@@ -372,6 +372,41 @@ func (n *Node) controllerLoop(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// nextCheck is how long the DC's timer waits: until a tenth of an interval
+// after the next round if this one's answers are all in (they will poke it
+// first), else after this one; until then every answer later in the
+// round than the timer pokes it.
+func (n *Node) nextCheck(now time.Time) time.Duration {
+	every := n.mesh.Interval()
+	late := every / 10
+	at := now
+	complete := n.roundComplete(now)
+	n.mu.Lock()
+	n.short = !complete
+	n.mu.Unlock()
+	if complete {
+		at = now.Add(every / 2)
+	}
+	next := at.Add(-late).Truncate(every).Add(every + late)
+	return next.Sub(now)
+}
+
+// roundComplete reports whether every other member has answered within
+// half an interval, that is in this round even if the clocks differ by a
+// few milliseconds.
+func (n *Node) roundComplete(now time.Time) bool {
+	since := now.Add(-n.mesh.Interval() / 2)
+	members := n.o.Machine.View().Members
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for name := range members {
+		if name != n.o.Name && n.answered[name].Before(since) {
+			return false
+		}
+	}
+	return true
 }
 
 // setHeld records the move the DC holds back, logging when it changes.
@@ -388,20 +423,34 @@ func (n *Node) setHeld(h *Hold) {
 	}
 }
 
-func (n *Node) transferTarget(s state.Snapshot, views map[string]NodeView) string {
+// transferTarget is the voter this DC should hand raft leadership to, and
+// why: off the IP holder, to a reachable witness if there is one, else to
+// any reachable voter; from an app node that does not hold the IP, only to
+// a reachable witness. "" when leadership should stay.
+func (n *Node) transferTarget(s state.Snapshot, views map[string]NodeView) (string, string) {
+	holder := s.Holder.Node == n.o.Name
+	if !holder && n.o.Role == state.RoleWitness {
+		return "", ""
+	}
 	best := ""
 	for _, name := range s.Voters() {
 		if name == n.o.Name || !views[name].Reachable {
 			continue
 		}
 		if s.Members[name].Role == state.RoleWitness {
-			return name
+			if holder {
+				return name, "off the IP holder"
+			}
+			return name, "onto the witness, which runs no app"
 		}
 		if best == "" {
 			best = name
 		}
 	}
-	return best
+	if !holder {
+		return "", ""
+	}
+	return best, "off the IP holder"
 }
 
 // holderLoop configures or drops the IP to match committed state, the
@@ -433,8 +482,11 @@ func (n *Node) holderLoop(ctx context.Context) error {
 // waits for it before releasing (see reconcile).
 const logCatchUp = 150 * time.Millisecond
 
-// idleCheck bounds the holder loop's sleep when nothing is due.
-const idleCheck = 250 * time.Millisecond
+// idleCheck bounds the holder loop's sleep when nothing is due: only a
+// backstop, since every change it acts on wakes it and reconcile asks for
+// the instants that depend on time alone (the lease's expiry, a retry). An
+// idle process's wakeups, not the work done in them, are most of its CPU.
+const idleCheck = time.Second
 
 // kickEvery bounds how often the holder loop asks the leader for its view
 // while waiting for a confirmation.
@@ -520,7 +572,7 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) time.Time {
 		}
 	case mine && !confirmed && !contradicted:
 		// Ask the leader now rather than at its next probe round, though
-		// not more often than kickEvery: its reply wakes this loop.
+		// not more often than kickEvery: its answer wakes this loop.
 		if now.Sub(n.lastKick) >= kickEvery {
 			n.lastKick = now
 			n.mesh.Kick()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -41,6 +42,8 @@ type simNet struct {
 	// lchanged is closed when leadership may have changed (a transfer, or
 	// the leader cut off or reconnected).
 	lchanged chan struct{}
+	// interval is the meshes' probe interval (default 50ms).
+	interval time.Duration
 }
 
 func (s *simNet) leadershipChangedLocked() {
@@ -64,7 +67,8 @@ type simNode struct {
 
 func newSim(t *testing.T, names ...string) *simNet {
 	s := &simNet{t: t, nodes: map[string]*simNode{}, cut: map[string]bool{}, lag: map[string]bool{}, vip: map[string]bool{},
-		open: map[string]int{}, draining: map[string]bool{}, leader: "witness", term: 1, lchanged: make(chan struct{})}
+		open: map[string]int{}, draining: map[string]bool{}, leader: "witness", term: 1, lchanged: make(chan struct{}),
+		interval: 50 * time.Millisecond}
 	for _, n := range names {
 		s.nodes[n] = &simNode{name: n, machine: state.New(), healthy: true, healthCh: make(chan struct{}, 1)}
 	}
@@ -117,7 +121,7 @@ func (s *simNet) start(name string) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	mesh, err := liveness.New(liveness.Options{
 		Self: name, Machine: n.machine, Tr: &simTransport{net: s, from: name},
-		Interval: 50 * time.Millisecond, Lease: 500 * time.Millisecond, Margin: 100 * time.Millisecond, Logger: logger,
+		Interval: s.interval, Lease: 500 * time.Millisecond, Margin: 100 * time.Millisecond, Logger: logger,
 	})
 	if err != nil {
 		s.t.Fatal(err)
@@ -294,24 +298,48 @@ type simTransport struct {
 	from string
 }
 
-func (tr *simTransport) Probe(ctx context.Context, addr string, deadline time.Time, req *liveness.Request) (liveness.Reply, error) {
-	tr.net.mu.Lock()
-	peer, exists := tr.net.nodes[addr]
+// down reports whether messages from a to b are lost: either end is cut
+// off, or b is not running.
+func (s *simNet) down(a, b string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	peer, exists := s.nodes[b]
 	// A member with no simulated node is one whose agent never started.
-	down := !exists || tr.net.cut[tr.from] || tr.net.cut[addr] || !peer.alive
-	tr.net.mu.Unlock()
+	return !exists || s.cut[a] || s.cut[b] || !peer.alive
+}
+
+func (tr *simTransport) Dial(ctx context.Context, addr string, deadline time.Time) (net.Conn, error) {
 	time.Sleep(time.Millisecond) // one-way latency
-	if down {
+	if tr.net.down(tr.from, addr) {
 		select {
 		case <-ctx.Done():
-			return liveness.Reply{}, ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(time.Until(deadline)):
-			return liveness.Reply{}, context.DeadlineExceeded
+			return nil, context.DeadlineExceeded
 		}
 	}
-	r := peer.mesh.HandleProbe(tr.from, req)
+	tr.net.mu.Lock()
+	peer := tr.net.nodes[addr].mesh
+	tr.net.mu.Unlock()
+	a, b := net.Pipe()
+	go func() { _ = peer.ServeConn(&simConn{Conn: b, net: tr.net, from: addr, to: tr.from}, tr.from) }()
+	return &simConn{Conn: a, net: tr.net, from: tr.from, to: addr}, nil
+}
+
+// simConn delays what it writes by the one-way latency and loses it while
+// the path is down.
+type simConn struct {
+	net.Conn
+	net      *simNet
+	from, to string
+}
+
+func (c *simConn) Write(b []byte) (int, error) {
 	time.Sleep(time.Millisecond)
-	return r, nil
+	if c.net.down(c.from, c.to) {
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
 }
 
 type simVIP struct {
@@ -389,8 +417,14 @@ func (v *simVIP) Held(ctx context.Context) (bool, error) {
 // the initial placement on node1 and runs fn. It fails on any instant with
 // two holders.
 func runSim(t *testing.T, fn func(t *testing.T, s *simNet)) {
+	runSimEvery(t, 50*time.Millisecond, fn)
+}
+
+// runSimEvery is runSim with the meshes' probe interval.
+func runSimEvery(t *testing.T, interval time.Duration, fn func(t *testing.T, s *simNet)) {
 	synctest.Test(t, func(t *testing.T) {
 		s := newSim(t, "node1", "node2", "witness")
+		s.interval = interval
 		ctx, cancel := context.WithCancel(context.Background())
 		go s.observe(ctx)
 		for _, n := range []string{"witness", "node1", "node2"} {
@@ -462,6 +496,42 @@ func TestSimulatedFaults(t *testing.T) {
 				t.Logf("%s: %v to serve from %s", tt.name, took, tt.want)
 			})
 		})
+	}
+}
+
+// TestDetectionAnyInterval cuts the holder's power, or fails its app, at
+// every tenth of a round and checks that the time to serve from the
+// standby does not grow with the probe interval: a holder's death is
+// declared lease+margin after its last message and an app failure is
+// announced at once, whenever the rounds fall.
+func TestDetectionAnyInterval(t *testing.T) {
+	faults := []struct {
+		name  string
+		fault func(s *simNet)
+	}{
+		{"power loss", func(s *simNet) { s.powerOff("node1") }},
+		{"app failure", func(s *simNet) { s.setHealthy("node1", false) }},
+	}
+	for _, f := range faults {
+		mean := map[time.Duration]time.Duration{}
+		for _, every := range []time.Duration{50 * time.Millisecond, 100 * time.Millisecond} {
+			var sum, worst time.Duration
+			const phases = 10
+			for i := range phases {
+				runSimEvery(t, every, func(t *testing.T, s *simNet) {
+					time.Sleep(time.Until(time.Now().Truncate(every).Add(every + time.Duration(i)*every/phases + time.Millisecond)))
+					f.fault(s)
+					took := s.waitHolder(t, "node2", 2*time.Second)
+					sum += took
+					worst = max(worst, took)
+				})
+			}
+			mean[every] = sum / phases
+			t.Logf("%s, interval %v: serving again after %v on average, %v at worst", f.name, every, mean[every], worst)
+		}
+		if m50, m100 := mean[50*time.Millisecond], mean[100*time.Millisecond]; m100 > m50+5*time.Millisecond {
+			t.Errorf("%s: at a 100ms interval serving again takes %v on average, at 50ms %v: want no slower", f.name, m100, m50)
+		}
 	}
 }
 
@@ -560,9 +630,9 @@ func TestStaleLeaderViewsDoNotConfirm(t *testing.T) {
 		s.mu.Unlock()
 		s.partition("node1", false)
 		view := appendLeaderView(nil, &LeaderView{Term: 1, Holder: "node1", Epoch: old.Epoch, Active: true})
-		stale := &liveness.Request{From: "witness", Facts: liveness.Facts{{Name: FactLeader, Value: view}}}
+		stale := &liveness.Message{From: "witness", ID: 1, Facts: liveness.Facts{{Name: FactLeader, Value: view}}}
 		for i := 0; i < 100; i++ {
-			s.nodes["node1"].mesh.HandleProbe("witness", stale)
+			s.nodes["node1"].mesh.Receive("witness", stale)
 			time.Sleep(10 * time.Millisecond)
 			if h := s.holders(); len(h) != 1 || h[0] != "node2" {
 				t.Fatalf("holders = %v after a replayed leader view; want [node2]", h)
@@ -797,9 +867,9 @@ func TestForgedEpochFromAMemberIsIgnored(t *testing.T) {
 			forger = "node1"
 		}
 		view := appendLeaderView(nil, &LeaderView{Term: 1 << 40, Holder: forger, Epoch: 1<<63 - 1, Active: true})
-		forged := &liveness.Request{From: forger, Facts: liveness.Facts{{Name: FactLeader, Value: view}}}
+		forged := &liveness.Message{From: forger, ID: 1, Facts: liveness.Facts{{Name: FactLeader, Value: view}}}
 		for range 100 {
-			s.nodes[h].mesh.HandleProbe(forger, forged)
+			s.nodes[h].mesh.Receive(forger, forged)
 			time.Sleep(10 * time.Millisecond)
 			if got := s.holders(); len(got) != 1 || got[0] != h {
 				t.Fatalf("holders = %v after %s's forged epoch; want [%s]", got, forger, h)

@@ -3,6 +3,8 @@ package files
 import (
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -31,25 +33,48 @@ type fact struct {
 }
 
 // Fact is this node's contribution to its liveness replies: the
-// receivers' lag while it is the source, nil otherwise.
+// receivers' lag while it is the source, nil otherwise. The mesh asks for
+// it with every message, so while nothing changes it returns the encoding
+// it made last time (callers must not modify it) instead of encoding again.
 func (c *Controller) Fact() []byte {
-	st := c.Status()
-	if !st.Sending {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.sending {
 		return nil
 	}
-	f := fact{Epoch: st.Epoch}
-	for _, p := range st.Paths {
-		d := factDir{Dir: p.Dir}
-		for _, peer := range p.Peers {
-			d.Peers = append(d.Peers, factPeer{Node: peer.Node, LagMs: peer.Lag.Milliseconds(), Pending: peer.PendingBytes, Err: peer.LastError != ""})
+	now := c.o.Now()
+	f := fact{Epoch: c.epoch, Dirs: make([]factDir, 0, len(c.order))}
+	for _, dir := range c.order {
+		p := c.paths[dir]
+		d := factDir{Dir: dir, Peers: make([]factPeer, 0, len(p.links))}
+		for _, name := range slices.Sorted(maps.Keys(p.links)) {
+			l := p.links[name]
+			d.Peers = append(d.Peers, factPeer{Node: name, LagMs: l.lagLocked(now).Milliseconds(),
+				Pending: l.dirtyBytes + l.inflightBytes, Err: l.lastErr != ""})
 		}
 		f.Dirs = append(f.Dirs, d)
+	}
+	if c.lastFact.b != nil && c.lastFact.f.equal(&f) {
+		return c.lastFact.b
 	}
 	b, err := json.Marshal(f)
 	if err != nil || len(b) > maxFact {
 		return nil
 	}
+	c.lastFact = encodedFact{f: f, b: b}
 	return b
+}
+
+// encodedFact is the fact Fact encoded last.
+type encodedFact struct {
+	f fact
+	b []byte
+}
+
+func (f *fact) equal(g *fact) bool {
+	return f.Epoch == g.Epoch && slices.EqualFunc(f.Dirs, g.Dirs, func(a, b factDir) bool {
+		return a.Dir == b.Dir && slices.Equal(a.Peers, b.Peers)
+	})
 }
 
 // ParseFact decodes a source's fact (from a peer's liveness reply) into

@@ -139,6 +139,7 @@ type Controller struct {
 	mu       sync.Mutex
 	sending  bool
 	epoch    uint64 // the epoch sent in, while sending
+	lastFact encodedFact
 	wakeMain chan struct{}
 }
 
@@ -252,10 +253,15 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-scan.C:
 			c.scan()
 			c.markAll()
-		case <-time.After(time.Second): // in case a Kick was missed
+		case <-time.After(missedKick): // in case a Kick was missed
 		}
 	}
 }
+
+// missedKick bounds how long the loops sleep without a wakeup, as a
+// backstop: every change they act on wakes them. It is long because an idle
+// agent's CPU goes mostly to its wakeups.
+const missedKick = 5 * time.Second
 
 // Kick makes the controller look at the state and at what failover holds
 // now: failover calls it (through its events) when it configures or
@@ -417,7 +423,7 @@ func (c *Controller) runLink(ctx context.Context, p *dirState, l *link) {
 			case <-ctx.Done():
 				return
 			case <-l.wake:
-			case <-time.After(time.Second):
+			case <-time.After(missedKick):
 			}
 		}
 		if !flush {

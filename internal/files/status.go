@@ -60,19 +60,24 @@ func (c *Controller) Status() Status {
 		if c.sending {
 			for _, name := range slices.Sorted(maps.Keys(p.links)) {
 				l := p.links[name]
-				ps := PeerStatus{Node: name, PendingBytes: l.dirtyBytes + l.inflightBytes, LastSync: l.lastOK,
-					LastError: l.lastErr, Syncs: l.syncs, Failures: l.fails}
-				oldest := l.dirtySince
-				if !l.inflightSince.IsZero() && (oldest.IsZero() || l.inflightSince.Before(oldest)) {
-					oldest = l.inflightSince
-				}
-				if !oldest.IsZero() {
-					ps.Lag = max(now.Sub(oldest), 0)
-				}
-				ds.Peers = append(ds.Peers, ps)
+				ds.Peers = append(ds.Peers, PeerStatus{Node: name, PendingBytes: l.dirtyBytes + l.inflightBytes, LastSync: l.lastOK,
+					LastError: l.lastErr, Syncs: l.syncs, Failures: l.fails, Lag: l.lagLocked(now)})
 			}
 		}
 		st.Paths = append(st.Paths, ds)
 	}
 	return st
+}
+
+// lagLocked is how long the oldest change not yet on the peer has waited;
+// Controller.mu is held.
+func (l *link) lagLocked(now time.Time) time.Duration {
+	oldest := l.dirtySince
+	if !l.inflightSince.IsZero() && (oldest.IsZero() || l.inflightSince.Before(oldest)) {
+		oldest = l.inflightSince
+	}
+	if oldest.IsZero() {
+		return 0
+	}
+	return max(now.Sub(oldest), 0)
 }

@@ -174,9 +174,9 @@ func New(specs []Check, logger *slog.Logger, opts Options) (*Runner, error) {
 	if logger == nil {
 		return nil, errors.New("health: nil logger")
 	}
-	client := opts.HTTPClient
-	if client == nil {
-		client = defaultHTTPClient()
+	do := plainHTTP(defaultHTTPClient())
+	if opts.HTTPClient != nil {
+		do = opts.HTTPClient.Do
 	}
 	systemctl := opts.Systemctl
 	if systemctl == "" {
@@ -203,7 +203,7 @@ func New(specs []Check, logger *slog.Logger, opts Options) (*Runner, error) {
 		c := &check{spec: s, st: CheckStatus{Name: s.Name, Type: s.Type}}
 		switch s.Type {
 		case TypeHTTP:
-			c.probe = httpProbe(client, s)
+			c.probe = httpProbe(do, s)
 		case TypeTCP:
 			c.probe = tcpProbe(s.Target)
 		case TypeExec:

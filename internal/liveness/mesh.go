@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,10 +14,12 @@ import (
 	"github.com/tandem-ha/tandem/internal/cluster/state"
 )
 
-// Transport sends one probe and returns the reply, giving up at deadline
-// or when ctx ends. StreamTransport is the production one.
+// Transport opens the streams the mesh sends its messages on.
+// StreamTransport is the production one.
 type Transport interface {
-	Probe(ctx context.Context, addr string, deadline time.Time, req *Request) (Reply, error)
+	// Dial connects to the member at addr, giving up at deadline or when
+	// ctx ends. The connection must be authenticated as that member.
+	Dial(ctx context.Context, addr string, deadline time.Time) (net.Conn, error)
 }
 
 // Source contributes one fact to this node's messages.
@@ -24,35 +27,36 @@ type Source struct {
 	// Name identifies the fact, e.g. "failover"; at most MaxFactName bytes.
 	Name string
 	// Value returns the fact's current encoding, or nil to leave it out. It
-	// is called for every reply (and every probe round with InProbes), so
-	// it must be cheap and must not block.
+	// is called for every message this node sends, so it must be cheap and
+	// must not block.
 	Value func() []byte
-	// InProbes also sends the fact with this node's own probes, for facts
-	// peers must learn even when they do not probe this node. Receivers
-	// see those with a zero Update.Sent: a probe may arrive late.
-	InProbes bool
 }
 
 // Update tells subscribers of one message from a peer.
 type Update struct {
 	Peer  string
 	Facts Facts
-	// Prev holds the facts of the peer's previous reply; nil for a first
-	// reply and for probes.
+	// Prev holds the facts of the peer's previous answer; nil for a first
+	// answer and when Sent is zero.
 	Prev Facts
-	// Sent is the send time of the probe this reply answers: the facts are
-	// at least that recent. It is zero for a probe from the peer, whose age
-	// is unknown.
+	// Sent is the send time of the latest message of this node's that the
+	// peer had received when it sent this one (its Ack): the facts are at
+	// least that recent, and so is the answer. It is zero when the peer
+	// acknowledged none of this node's recent messages, or when a later
+	// answer has already arrived: such a message may be late (TCP
+	// retransmits it after a partition heals), so its facts must not be
+	// taken as current.
 	Sent time.Time
-	// Announce is set on a probe whose sender asks to be probed now (see
+	// Announce is set on a message whose sender's facts just changed (see
 	// Mesh.Announce).
 	Announce bool
 }
 
-// Peer is a peer's latest reply.
+// Peer is a peer's latest answer: its latest message that acknowledged
+// one of this node's.
 type Peer struct {
 	Facts Facts
-	At    time.Time // when the reply arrived
+	At    time.Time // when it arrived
 }
 
 // Options configures a Mesh.
@@ -76,13 +80,14 @@ type Options struct {
 // first to start would declare the others dead.
 const StartupGrace = 10 * time.Second
 
-// maxInflight bounds concurrent probes per peer, so one stalled connection
-// (a lost segment waiting for TCP's retransmit) does not stop the lease.
-const maxInflight = 4
+// sentRing is how many of its latest messages' send times a node keeps to
+// match the acknowledgements it receives: at least a lease's worth at the
+// probe rate, with room for the extra messages of kicks.
+const sentRing = 256
 
-// Mesh probes all members and answers their probes. It is the single source
-// of liveness for the lease, the DC's decisions and every capability's
-// view of its peers.
+// Mesh exchanges messages with all members. It is the single source of
+// liveness for the lease, the DC's decisions and every capability's view
+// of its peers.
 type Mesh struct {
 	self     string
 	machine  *state.Machine
@@ -94,22 +99,33 @@ type Mesh struct {
 	started  time.Time
 
 	kick     chan struct{}
-	announce atomic.Bool // the next round's probes carry Announce
+	trigger  chan struct{} // a peer's periodic round arrived
+	announce atomic.Bool   // the next round's probes carry Announce
 	roster   atomic.Pointer[roster]
 
 	smu     sync.RWMutex
 	sources []Source
 	subs    []func(Update)
 
-	mu       sync.Mutex
-	heard    map[string]time.Time // last probe received from a peer
-	leaseAt  map[string]time.Time // send time of the latest probe a peer answered
-	peers    map[string]peerReply
-	inflight map[string]int
+	mu      sync.Mutex
+	heard   map[string]time.Time // when the last message from a peer arrived
+	lastIn  map[string]uint64    // ID of the last message from a peer, to acknowledge
+	leaseAt map[string]time.Time // send time of the latest message a peer acknowledged
+	peers   map[string]peerReply
+	nextID  uint64
+	sent    [sentRing]sentMsg
 
 	cmu    sync.Mutex
-	conns  map[closer]struct{} // streams being served, closed when Run ends
+	wg     sync.WaitGroup      // goroutines of spawn, waited for when Run ends
+	links  map[string]*link    // one stream per peer
+	conns  map[closer]struct{} // streams open, closed when Run ends
 	closed bool
+	ctx    context.Context // Run's, for dials
+}
+
+type sentMsg struct {
+	id uint64
+	at time.Time
 }
 
 type peerReply struct {
@@ -117,8 +133,6 @@ type peerReply struct {
 	sent  time.Time
 	heard map[string]int64
 }
-
-type closer interface{ Close() error }
 
 // New returns a mesh; call Run to start probing. Contribute and Subscribe
 // before Run.
@@ -134,9 +148,10 @@ func New(o Options) (*Mesh, error) {
 	}
 	return &Mesh{
 		self: o.Self, machine: o.Machine, tr: o.Tr, interval: o.Interval, lease: o.Lease, margin: o.Margin, log: o.Logger,
-		started: time.Now(), kick: make(chan struct{}, 1),
-		heard: map[string]time.Time{}, leaseAt: map[string]time.Time{},
-		peers: map[string]peerReply{}, inflight: map[string]int{}, conns: map[closer]struct{}{},
+		started: time.Now(), kick: make(chan struct{}, 1), trigger: make(chan struct{}, 1),
+		heard: map[string]time.Time{}, lastIn: map[string]uint64{}, leaseAt: map[string]time.Time{},
+		peers: map[string]peerReply{}, nextID: uint64(time.Now().UnixNano()),
+		links: map[string]*link{}, conns: map[closer]struct{}{},
 	}, nil
 }
 
@@ -166,10 +181,9 @@ func (m *Mesh) Contribute(s Source) error {
 	return nil
 }
 
-// Subscribe calls fn for every message from a peer: each reply to this
-// node's probes and each probe it receives. Calls come from the mesh's
-// goroutines, concurrently; fn must return quickly and not call back into
-// blocking work.
+// Subscribe calls fn for every message from a peer. Calls come from the
+// mesh's goroutines, concurrently; fn must return quickly and not call
+// back into blocking work.
 func (m *Mesh) Subscribe(fn func(Update)) {
 	m.smu.Lock()
 	defer m.smu.Unlock()
@@ -185,16 +199,12 @@ func (m *Mesh) publish(u Update) {
 	}
 }
 
-// facts collects this node's facts, only those sent with probes when
-// probes is set.
-func (m *Mesh) facts(probes bool) Facts {
+// facts collects this node's facts.
+func (m *Mesh) facts() Facts {
 	m.smu.RLock()
 	defer m.smu.RUnlock()
 	var out Facts
 	for _, s := range m.sources {
-		if probes && !s.InProbes {
-			continue
-		}
 		if v := s.Value(); v != nil {
 			out = append(out, Fact{Name: s.Name, Value: v})
 		}
@@ -209,6 +219,7 @@ type roster struct {
 	peers   []state.Member // members other than self with an address
 	voters  []string
 	members map[string]bool
+	rank    int // this node's place among the members' names, sorted
 }
 
 func (m *Mesh) members() *roster {
@@ -224,9 +235,12 @@ func (m *Mesh) members() *roster {
 	// the next call rebuilds.
 	nr := &roster{changed: m.machine.Changed(state.MembershipDomain), members: map[string]bool{}}
 	s := m.machine.View()
-	for _, name := range s.Names() {
+	for i, name := range s.Names() {
 		mem := s.Members[name]
 		nr.members[name] = true
+		if name == m.self {
+			nr.rank = i
+		}
 		if name != m.self && mem.Address != "" {
 			nr.peers = append(nr.peers, mem)
 		}
@@ -236,62 +250,68 @@ func (m *Mesh) members() *roster {
 	return nr
 }
 
-// Run probes every other member each interval until ctx ends, then closes
-// the streams it serves.
+// Run sends every other member a message each interval until ctx ends,
+// then closes the streams.
 //
-// Rounds start on multiples of the interval on the wall clock, so that on
-// nodes with synchronised clocks they coincide: a node's probes, its
-// peers' probes and all their replies then arrive within a millisecond or
-// two, and an idle agent wakes once per interval instead of once per
-// message. Waking up costs far more CPU than the messages themselves.
+// Rounds follow multiples of the interval on the wall clock, so that on
+// nodes with synchronised clocks they coincide, and an idle agent wakes
+// about once per interval instead of once per message: waking up costs far
+// more CPU than the messages themselves. Only the first member by name
+// starts a round on its timer; the others send theirs as soon as its
+// round's message arrives, in the same wakeup, and acknowledge that very
+// message. Their own timers, a few milliseconds later each in name order,
+// start the round only when the ones before them are silent.
 func (m *Mesh) Run(ctx context.Context) error {
-	t := time.NewTimer(untilNext(time.Now(), m.interval))
+	m.cmu.Lock()
+	m.ctx = ctx
+	m.cmu.Unlock()
+	t := time.NewTimer(m.untilRound(time.Now()))
 	defer t.Stop()
-	var wg sync.WaitGroup
-	defer func() {
-		m.closeConns()
-		wg.Wait()
-		if c, ok := m.tr.(closer); ok {
-			c.Close()
-		}
-	}()
+	defer m.wg.Wait()
+	defer m.closeConns()
+	var last time.Time // when this node's latest round went out
+	periodic, answer := true, false
 	for {
-		req := &Request{From: m.self, Announce: m.announce.Swap(false), Facts: m.facts(true)}
-		deadline := time.Now().Add(m.lease)
-		for _, mem := range m.members().peers {
-			m.mu.Lock()
-			busy := m.inflight[mem.Name] >= maxInflight
-			if !busy {
-				m.inflight[mem.Name]++
-			}
-			m.mu.Unlock()
-			if busy {
-				continue
-			}
-			wg.Add(1)
-			go func(name, addr string) {
-				defer wg.Done()
-				m.probe(ctx, name, addr, deadline, req)
-			}(mem.Name, mem.Address)
+		now := time.Now()
+		switch {
+		case !periodic:
+			m.round(answer, m.announce.Swap(false), false)
+		case now.Sub(last) >= m.interval/2:
+			m.round(false, m.announce.Swap(false), true)
+			last = now
+			// Not to fire unless this round's starter falls silent; each
+			// round that goes out pushes it on.
+			t.Reset(m.untilRound(now.Add(m.interval / 2)))
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			t.Reset(untilNext(time.Now(), m.interval))
+			periodic, answer = true, false
+			t.Reset(m.untilRound(time.Now().Add(m.interval / 2)))
+		case <-m.trigger:
+			periodic, answer = true, false
 		case <-m.kick:
+			periodic, answer = false, true
 		}
 	}
 }
 
-// untilNext is the time from now to the next multiple of every on the wall
-// clock.
-func untilNext(now time.Time, every time.Duration) time.Duration {
-	return now.Truncate(every).Add(every).Sub(now)
+// roundSlack separates the members' fallback timers.
+const roundSlack = 2 * time.Millisecond
+
+// untilRound is the time from now to this node's timer for the next
+// round: the next multiple of the interval on the wall clock, plus
+// roundSlack for each member before it by name (at most a quarter
+// interval).
+func (m *Mesh) untilRound(from time.Time) time.Duration {
+	offset := min(time.Duration(m.members().rank)*roundSlack, m.interval/4)
+	return time.Until(from.Truncate(m.interval).Add(m.interval + offset))
 }
 
-// Kick starts a probe round now, e.g. to carry a new fact to the peers
-// without waiting for the next interval.
+// Kick sends every peer a message now that asks for one back, e.g. to
+// carry a new fact to the peers, or learn theirs, without waiting for the
+// next interval.
 func (m *Mesh) Kick() {
 	select {
 	case m.kick <- struct{}{}:
@@ -299,60 +319,107 @@ func (m *Mesh) Kick() {
 	}
 }
 
-// Announce starts a probe round now whose probes ask the receivers to
-// probe this node at once: one of its facts has just changed, and waiting
-// for their next round would add up to an interval to their reaction.
+// Announce is Kick for a fact of this node's that has just changed: the
+// receivers' subscribers see Update.Announce.
 func (m *Mesh) Announce() {
 	m.announce.Store(true)
 	m.Kick()
 }
 
-func (m *Mesh) probe(ctx context.Context, name, addr string, deadline time.Time, req *Request) {
-	defer func() {
-		m.mu.Lock()
-		m.inflight[name]--
-		m.mu.Unlock()
-	}()
-	sent := time.Now()
-	reply, err := m.tr.Probe(ctx, addr, deadline, req)
-	if err != nil {
-		m.log.Debug("probe failed", "peer", name, "err", err)
-		return
-	}
-	if reply.Node != name {
-		m.log.Warn("probe answered by the wrong node", "peer", name, "answered", reply.Node)
+// round sends one message to every peer; periodic for a round of the
+// interval, which starts the peers' own.
+func (m *Mesh) round(answer, announce, periodic bool) {
+	peers := m.members().peers
+	if len(peers) == 0 {
 		return
 	}
 	now := time.Now()
-	m.mu.Lock()
-	if sent.After(m.leaseAt[name]) {
-		m.leaseAt[name] = sent
+	msg := Message{From: m.self, Answer: answer || announce, Announce: announce, Round: periodic,
+		HeardMs: m.heardAges(now), Facts: m.facts()}
+	msg.ID = m.stamp(now)
+	for _, p := range peers {
+		m.send(p.Name, p.Address, msg)
 	}
-	prev, ok := m.peers[name]
-	newer := !ok || sent.After(prev.sent)
-	if newer {
-		m.peers[name] = peerReply{Peer: Peer{Facts: reply.Facts, At: now}, sent: sent, heard: reply.HeardMs}
+}
+
+// sendNow sends peer a message now, asking for one back when ask is set:
+// in answer to a message that asked for it (ask unset), or on a new stream.
+func (m *Mesh) sendNow(peer string, ask bool) {
+	for _, p := range m.members().peers {
+		if p.Name == peer {
+			now := time.Now()
+			msg := Message{From: m.self, Answer: ask, HeardMs: m.heardAges(now), Facts: m.facts()}
+			msg.ID = m.stamp(now)
+			m.send(p.Name, p.Address, msg)
+			return
+		}
+	}
+}
+
+// stamp numbers a message sent at now and records its send time.
+func (m *Mesh) stamp(now time.Time) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nextID++
+	m.sent[m.nextID%sentRing] = sentMsg{id: m.nextID, at: now}
+	return m.nextID
+}
+
+// sentAtLocked is the send time of this node's message id, if it is
+// recent; m.mu is held.
+func (m *Mesh) sentAtLocked(id uint64) (time.Time, bool) {
+	s := m.sent[id%sentRing]
+	return s.at, s.id == id && id != 0
+}
+
+// Receive takes in a message from peer, whose identity the transport has
+// authenticated: the peer is alive, its acknowledgement may extend this
+// node's lease, and its facts go to the subscribers. It answers at once
+// when the message asks for it.
+func (m *Mesh) Receive(peer string, msg *Message) {
+	now := time.Now()
+	m.mu.Lock()
+	m.heard[peer] = now
+	m.lastIn[peer] = msg.ID
+	sent, ok := m.sentAtLocked(msg.Ack)
+	if ok && sent.After(m.leaseAt[peer]) {
+		m.leaseAt[peer] = sent
+	}
+	prev, had := m.peers[peer]
+	// Messages on a stream arrive in order, but one from a stream being
+	// replaced may be overtaken: only one acknowledging a message at least
+	// as recent as the latest answer's counts as an answer.
+	if ok && (!had || !sent.Before(prev.sent)) {
+		m.peers[peer] = peerReply{Peer: Peer{Facts: msg.Facts, At: now}, sent: sent, heard: msg.HeardMs}
+	} else {
+		sent = time.Time{}
 	}
 	m.mu.Unlock()
-	if !newer {
-		return // a reply to an older probe overtaken by a newer one's
-	}
-	u := Update{Peer: name, Facts: reply.Facts, Sent: sent}
-	if ok {
+	u := Update{Peer: peer, Facts: msg.Facts, Sent: sent, Announce: msg.Announce}
+	if had && !sent.IsZero() {
 		u.Prev = prev.Facts
 	}
 	m.publish(u)
+	if msg.Round {
+		select {
+		case m.trigger <- struct{}{}:
+		default:
+		}
+	}
+	if msg.Answer || msg.Announce {
+		m.spawn(func() { m.sendNow(peer, false) })
+	}
 }
 
-// HandleProbe answers a probe from a peer whose identity the transport has
-// authenticated.
+// HandleProbe answers a probe of the older protocol (ALPNv1) from a peer
+// whose identity the transport has authenticated.
 func (m *Mesh) HandleProbe(from string, req *Request) Reply {
 	now := time.Now()
 	m.mu.Lock()
 	m.heard[from] = now
 	m.mu.Unlock()
 	m.publish(Update{Peer: from, Facts: req.Facts, Announce: req.Announce})
-	return Reply{Node: m.self, HeardMs: m.heardAges(now), Facts: m.facts(false)}
+	return Reply{Node: m.self, HeardMs: m.heardAges(now), Facts: m.facts()}
 }
 
 // IsMember reports whether name is a current member.
@@ -376,7 +443,7 @@ func (m *Mesh) heardAges(now time.Time) map[string]int64 {
 	return out
 }
 
-// heardAgeLocked is the time since name's last probe. For a peer not heard
+// heardAgeLocked is the time since name's last message. For a peer not heard
 // from since this process started it is the uptime, or -1 (not silent)
 // during the startup grace.
 func (m *Mesh) heardAgeLocked(now time.Time, name string) time.Duration {
@@ -392,16 +459,16 @@ func (m *Mesh) heardAgeLocked(now time.Time, name string) time.Duration {
 // majority of n voters.
 func majority(n int) int { return n/2 + 1 }
 
-// LeaseValid reports whether enough peers answered a probe sent within the
-// lease to form a majority of voters with this node.
+// LeaseValid reports whether enough peers acknowledged a message sent
+// within the lease to form a majority of voters with this node.
 func (m *Mesh) LeaseValid(now time.Time) bool {
 	exp, ok := m.LeaseExpiry()
 	return ok && (exp.IsZero() || now.Before(exp))
 }
 
 // LeaseExpiry returns when the lease runs out unless more answers arrive:
-// the send time of the answered probe that completes a majority, plus the
-// lease. It is zero when no peer's answer is needed (a single voter), and
+// the send time of the acknowledged message that completes a majority,
+// plus the lease. It is zero when no peer's answer is needed (a single voter), and
 // ok is false when too few peers have ever answered.
 func (m *Mesh) LeaseExpiry() (exp time.Time, ok bool) {
 	voters := m.members().voters
@@ -459,7 +526,7 @@ func (m *Mesh) Dead(now time.Time, name string) bool {
 	return count >= need
 }
 
-// Peer returns name's latest reply.
+// Peer returns name's latest answer.
 func (m *Mesh) Peer(name string) (Peer, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -467,7 +534,7 @@ func (m *Mesh) Peer(name string) (Peer, bool) {
 	return r.Peer, ok
 }
 
-// Peers returns every peer's latest reply.
+// Peers returns every peer's latest answer.
 func (m *Mesh) Peers() map[string]Peer {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -478,37 +545,9 @@ func (m *Mesh) Peers() map[string]Peer {
 	return out
 }
 
-// Heard returns when name's last probe arrived; zero if never.
+// Heard returns when name's last message arrived; zero if never.
 func (m *Mesh) Heard(name string) time.Time {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.heard[name]
-}
-
-// track registers a served stream so Run's end closes it; false when the
-// mesh has stopped.
-func (m *Mesh) track(c closer) bool {
-	m.cmu.Lock()
-	defer m.cmu.Unlock()
-	if m.closed {
-		return false
-	}
-	m.conns[c] = struct{}{}
-	return true
-}
-
-func (m *Mesh) untrack(c closer) {
-	m.cmu.Lock()
-	delete(m.conns, c)
-	m.cmu.Unlock()
-}
-
-func (m *Mesh) closeConns() {
-	m.cmu.Lock()
-	defer m.cmu.Unlock()
-	m.closed = true
-	for c := range m.conns {
-		c.Close()
-	}
-	clear(m.conns)
 }

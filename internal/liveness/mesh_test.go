@@ -3,6 +3,7 @@ package liveness
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -29,11 +30,18 @@ func testState(t testing.TB) *state.Machine {
 	return m
 }
 
-// memNet connects meshes in memory; a cut node neither sends nor answers.
+// memNet connects meshes in memory; a cut node's streams carry nothing and
+// it can dial no one.
 type memNet struct {
 	mu     sync.Mutex
 	meshes map[string]*Mesh
 	cut    map[string]bool
+}
+
+func (n *memNet) down(a, b string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.meshes[b] == nil || n.cut[a] || n.cut[b]
 }
 
 type memTransport struct {
@@ -41,18 +49,34 @@ type memTransport struct {
 	from string
 }
 
-func (tr memTransport) Probe(ctx context.Context, addr string, deadline time.Time, req *Request) (Reply, error) {
-	tr.net.mu.Lock()
-	peer, down := tr.net.meshes[addr], tr.net.cut[addr] || tr.net.cut[tr.from]
-	tr.net.mu.Unlock()
-	if peer == nil || down {
+func (tr memTransport) Dial(ctx context.Context, addr string, deadline time.Time) (net.Conn, error) {
+	if tr.net.down(tr.from, addr) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Until(deadline)):
 		}
-		return Reply{}, errors.New("unreachable")
+		return nil, errors.New("unreachable")
 	}
-	return peer.HandleProbe(tr.from, req), nil
+	tr.net.mu.Lock()
+	peer := tr.net.meshes[addr]
+	tr.net.mu.Unlock()
+	a, b := net.Pipe()
+	go func() { _ = peer.ServeConn(&memConn{Conn: b, net: tr.net, from: addr, to: tr.from}, tr.from) }()
+	return &memConn{Conn: a, net: tr.net, from: tr.from, to: addr}, nil
+}
+
+// memConn drops what it is given to write while either end is cut.
+type memConn struct {
+	net.Conn
+	net      *memNet
+	from, to string
+}
+
+func (c *memConn) Write(b []byte) (int, error) {
+	if c.net.down(c.from, c.to) {
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
 }
 
 func newMemMesh(t testing.TB, n *memNet, self string) *Mesh {
@@ -69,8 +93,8 @@ func newMemMesh(t testing.TB, n *memNet, self string) *Mesh {
 }
 
 // TestFactsFromSeveralCapabilities: two capabilities contribute facts and
-// follow their peers' through their own subscriptions, independently; a
-// fact marked InProbes also travels with probes.
+// follow their peers' through their own subscriptions, independently; every
+// message carries every fact.
 func TestFactsFromSeveralCapabilities(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		net := &memNet{meshes: map[string]*Mesh{}, cut: map[string]bool{}}
@@ -78,9 +102,8 @@ func TestFactsFromSeveralCapabilities(t *testing.T) {
 		for _, name := range []string{"node1", "node2", "witness"} {
 			m := newMemMesh(t, net, name)
 			meshes[name] = m
-			// "failover" says who leads, with probes too; "delivery" says the
-			// installed version, in replies only.
-			if err := m.Contribute(Source{Name: "failover", InProbes: true, Value: func() []byte { return []byte("leader:" + name) }}); err != nil {
+			// "failover" says who leads; "delivery" says the installed version.
+			if err := m.Contribute(Source{Name: "failover", Value: func() []byte { return []byte("leader:" + name) }}); err != nil {
 				t.Fatal(err)
 			}
 			version := "1.0-" + name
@@ -132,28 +155,28 @@ func TestFactsFromSeveralCapabilities(t *testing.T) {
 		if len(seen["failover"]) == 0 || len(seen["failover"]) != len(seen["delivery"]) {
 			t.Fatalf("subscribers saw %d and %d updates; want the same, more than 0", len(seen["failover"]), len(seen["delivery"]))
 		}
-		var replies, probes, withPrev int
+		var answers, withPrev int
 		for _, u := range seen["delivery"] {
 			_, hasDelivery := u.Facts.Get("delivery")
 			_, hasFailover := u.Facts.Get("failover")
+			if !hasDelivery || !hasFailover {
+				t.Errorf("update from %s carries %v", u.Peer, u.Facts)
+			}
 			switch {
-			case u.Sent.IsZero(): // a probe: InProbes facts only
-				probes++
-				if hasDelivery || !hasFailover || u.Prev != nil {
-					t.Errorf("probe update from %s carries %v (prev %v)", u.Peer, u.Facts, u.Prev)
+			case u.Sent.IsZero():
+				if u.Prev != nil {
+					t.Errorf("unacknowledging update from %s has Prev %v", u.Peer, u.Prev)
 				}
 			default:
-				replies++
-				if !hasDelivery || !hasFailover {
-					t.Errorf("reply update from %s carries %v", u.Peer, u.Facts)
-				}
+				answers++
 				if u.Prev != nil {
 					withPrev++
 				}
 			}
 		}
-		if replies == 0 || probes == 0 || withPrev != replies-2 {
-			t.Errorf("%d replies (%d with a previous one), %d probes; want both kinds, and Prev on all but each peer's first reply", replies, withPrev, probes)
+		// 200ms at 50ms: four rounds plus the streams' first messages.
+		if answers < 8 || withPrev != answers-2 {
+			t.Errorf("%d answers (%d with a previous one); want at least 8, and Prev on all but each peer's first", answers, withPrev)
 		}
 	})
 }
@@ -182,8 +205,10 @@ func TestLeaseAndDeath(t *testing.T) {
 			if !m.LeaseValid(now) {
 				t.Errorf("%s has no lease in a connected cluster", name)
 			}
-			if exp, ok := m.LeaseExpiry(); !ok || exp.Sub(now) <= 400*time.Millisecond {
-				t.Errorf("%s's lease expires at %v, %v from now; want about the lease ahead", name, exp, exp.Sub(now))
+			// The evidence is a message acknowledged in the peer's latest
+			// round, which went out with this node's own or the one before.
+			if exp, ok := m.LeaseExpiry(); !ok || exp.Sub(now) < 400*time.Millisecond {
+				t.Errorf("%s's lease expires at %v, %v from now; want the lease ahead, less two intervals at most", name, exp, exp.Sub(now))
 			}
 		}
 		if meshes["node2"].Dead(now, "node1") {
@@ -230,4 +255,75 @@ func TestHeardAgesDuringStartupGrace(t *testing.T) {
 			t.Errorf("witness heard age after the grace = %d; want the uptime", r.HeardMs["witness"])
 		}
 	})
+}
+
+// TestAcknowledgements: a message extends the receiver's lease only by
+// acknowledging one of the receiver's recent messages, from that message's
+// send time; it counts as an answer (Update.Sent, Peer) only if it
+// acknowledges a message at least as recent as the latest answer's.
+func TestAcknowledgements(t *testing.T) {
+	tests := []struct {
+		name string
+		// acks, in arrival order: the index of node1's message (0, 1, 2,
+		// sent 10ms apart) each of node2's messages acknowledges; -1 for
+		// none, -2 for an ID node1 never sent.
+		acks      []int
+		wantLease int // index of the message the lease counts from; -1: no lease
+		wantSent  []int
+	}{
+		{"none", []int{-1}, -1, []int{-1}},
+		{"unknown ID", []int{-2}, -1, []int{-1}},
+		{"latest", []int{2}, 2, []int{2}},
+		{"in order", []int{0, 1, 1, 2}, 2, []int{0, 1, 1, 2}},
+		{"overtaken", []int{2, 0}, 2, []int{2, -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				net := &memNet{meshes: map[string]*Mesh{}, cut: map[string]bool{}}
+				m := newMemMesh(t, net, "node1")
+				var sent []time.Time
+				var ids []uint64
+				for range 3 {
+					now := time.Now()
+					ids = append(ids, m.stamp(now))
+					sent = append(sent, now)
+					time.Sleep(10 * time.Millisecond)
+				}
+				var updates []Update
+				m.Subscribe(func(u Update) { updates = append(updates, u) })
+				for i, a := range tt.acks {
+					msg := &Message{From: "node2", ID: uint64(i + 1)}
+					switch {
+					case a == -2:
+						msg.Ack = ids[2] + 100
+					case a >= 0:
+						msg.Ack = ids[a]
+					}
+					m.Receive("node2", msg)
+				}
+				// node2 alone completes a majority of the three voters.
+				exp, ok := m.LeaseExpiry()
+				if tt.wantLease < 0 {
+					if ok {
+						t.Errorf("lease until %v; want none", exp)
+					}
+				} else if want := sent[tt.wantLease].Add(m.Lease()); !ok || !exp.Equal(want) {
+					t.Errorf("lease until %v (%v); want %v", exp, ok, want)
+				}
+				for i, u := range updates {
+					want := time.Time{}
+					if tt.wantSent[i] >= 0 {
+						want = sent[tt.wantSent[i]]
+					}
+					if !u.Sent.Equal(want) {
+						t.Errorf("update %d: Sent %v; want %v", i, u.Sent, want)
+					}
+				}
+				if _, ok := m.Peer("node2"); ok != (tt.wantLease >= 0) {
+					t.Errorf("Peer(node2) found = %v", ok)
+				}
+			})
+		})
+	}
 }

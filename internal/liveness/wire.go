@@ -9,16 +9,24 @@ import (
 	"slices"
 )
 
-// ALPN is the TLS application protocol of the mesh's streams. The cluster's
+// ALPN is the TLS application protocol of the mesh's streams, on which
+// both ends send messages (kind 3) whenever they like. The cluster's
 // listener hands connections that negotiate it to ServeConn.
-const ALPN = "tandem-liveness/1"
+const ALPN = "tandem-liveness/2"
+
+// ALPNv1 is the protocol of tandem versions before ALPN: the dialler sends
+// requests, the other end replies to each. This version answers them
+// (ServeConnV1), so the nodes not yet upgraded keep their lease during a
+// rolling upgrade; it never dials it.
+const ALPNv1 = "tandem-liveness/1"
 
 // Wire format. Every message is a frame: its length as a uvarint, then the
 // body. A body starts with the wire version and the message kind; strings
 // and byte values are a uvarint length and the bytes; integers are varints.
 //
-//	request: version kind=1 flags from facts
-//	reply:   version kind=2 node n×(voter heard_ms) facts
+//	message: version kind=3 flags from id ack n×(voter heard_ms) facts
+//	request: version kind=1 flags from facts              (ALPNv1)
+//	reply:   version kind=2 node n×(voter heard_ms) facts (ALPNv1)
 //	facts:   n×(name value)
 //
 // Unknown facts are kept and passed on, so a newer node may add facts that
@@ -28,7 +36,10 @@ const (
 	wireVersion  = 1
 	kindRequest  = 1
 	kindReply    = 2
+	kindMessage  = 3
 	flagAnnounce = 1 << 0
+	flagAnswer   = 1 << 1
+	flagRound    = 1 << 2
 
 	// MaxFrame bounds a message; a peer sending more is cut off.
 	MaxFrame = 64 << 10
@@ -57,7 +68,76 @@ func (f Facts) Get(name string) ([]byte, bool) {
 	return nil, false
 }
 
-// Request is one probe.
+// Message is what a node sends a peer each interval, and at once when
+// asked to. It is a probe and an answer in one: it acknowledges the
+// latest message the sender received from the receiver (Ack), which proves
+// to the receiver that the sender heard it after it sent that message, and
+// it carries the sender's heard ages and facts, which are at least as
+// recent as that.
+type Message struct {
+	From string
+	// ID numbers the sender's messages; the receiver echoes it as Ack.
+	ID uint64
+	// Ack is the ID of the latest message the sender received from the
+	// receiver; 0 when it has received none.
+	Ack uint64
+	// Answer asks the receiver to send a message back now rather than at
+	// its next round.
+	Answer bool
+	// Announce says one of the sender's facts has just changed; it implies
+	// Answer.
+	Announce bool
+	// Round marks the sender's message of its periodic round, which
+	// starts the receiver's round if it has not sent it yet (Mesh.Run).
+	Round bool
+	// HeardMs is, per voter, the age in milliseconds of the last message
+	// the sender received from it, as in Reply.
+	HeardMs map[string]int64
+	Facts   Facts
+}
+
+// AppendMessage appends m's frame to dst.
+func AppendMessage(dst []byte, m *Message) []byte {
+	return frame(dst, func(b []byte) []byte {
+		var flags byte
+		if m.Announce {
+			flags |= flagAnnounce
+		}
+		if m.Answer {
+			flags |= flagAnswer
+		}
+		if m.Round {
+			flags |= flagRound
+		}
+		b = append(b, wireVersion, kindMessage, flags)
+		b = appendString(b, m.From)
+		b = binary.AppendUvarint(b, m.ID)
+		b = binary.AppendUvarint(b, m.Ack)
+		b = appendHeard(b, m.HeardMs)
+		return appendFacts(b, m.Facts)
+	})
+}
+
+// DecodeMessage parses a message body (a frame without its length).
+func DecodeMessage(body []byte) (Message, error) {
+	d := decoder{b: body}
+	d.header(kindMessage)
+	flags := d.byte("flags")
+	m := Message{From: d.string("sender", 253), Announce: flags&flagAnnounce != 0, Answer: flags&flagAnswer != 0, Round: flags&flagRound != 0}
+	m.ID = d.uvarint("id")
+	m.Ack = d.uvarint("ack")
+	m.HeardMs = d.heard()
+	m.Facts = d.facts()
+	if err := d.end(); err != nil {
+		return Message{}, err
+	}
+	if m.From == "" {
+		return Message{}, fmt.Errorf("%w: no sender", ErrWire)
+	}
+	return m, nil
+}
+
+// Request is one probe (ALPNv1).
 type Request struct {
 	From string
 	// Announce asks the receiver to probe the sender now, because one of
@@ -71,7 +151,7 @@ type Request struct {
 	Facts Facts
 }
 
-// Reply is a node's answer to a probe.
+// Reply is a node's answer to a probe (ALPNv1).
 type Reply struct {
 	Node string
 	// HeardMs is, per voter, the age in milliseconds of the last probe
@@ -102,13 +182,18 @@ func AppendReply(dst []byte, r *Reply) []byte {
 	return frame(dst, func(b []byte) []byte {
 		b = append(b, wireVersion, kindReply)
 		b = appendString(b, r.Node)
-		b = binary.AppendUvarint(b, uint64(len(r.HeardMs)))
-		for name, ms := range r.HeardMs {
-			b = appendString(b, name)
-			b = binary.AppendVarint(b, ms)
-		}
+		b = appendHeard(b, r.HeardMs)
 		return appendFacts(b, r.Facts)
 	})
+}
+
+func appendHeard(b []byte, heard map[string]int64) []byte {
+	b = binary.AppendUvarint(b, uint64(len(heard)))
+	for name, ms := range heard {
+		b = appendString(b, name)
+		b = binary.AppendVarint(b, ms)
+	}
+	return b
 }
 
 // frame appends a length-prefixed body built by body. The length goes in
@@ -255,6 +340,22 @@ func (d *decoder) facts() Facts {
 	return out
 }
 
+func (d *decoder) heard() map[string]int64 {
+	n := d.uvarint("heard count")
+	if d.err == nil && n > maxHeard {
+		d.fail("too many heard ages")
+	}
+	if d.err != nil {
+		return nil
+	}
+	out := make(map[string]int64, n)
+	for range n {
+		name := d.string("voter", 253)
+		out[name] = d.varint("heard age")
+	}
+	return out
+}
+
 func (d *decoder) end() error {
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes")
@@ -283,17 +384,7 @@ func DecodeReply(body []byte) (Reply, error) {
 	d := decoder{b: body}
 	d.header(kindReply)
 	r := Reply{Node: d.string("node", 253)}
-	n := d.uvarint("heard count")
-	if d.err == nil && n > maxHeard {
-		d.fail("too many heard ages")
-	}
-	if d.err == nil {
-		r.HeardMs = make(map[string]int64, n)
-		for range n {
-			name := d.string("voter", 253)
-			r.HeardMs[name] = d.varint("heard age")
-		}
-	}
+	r.HeardMs = d.heard()
 	r.Facts = d.facts()
 	if err := d.end(); err != nil {
 		return Reply{}, err
