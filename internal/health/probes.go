@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -76,6 +77,11 @@ func plainRoundTrip(req *http.Request) (*http.Response, error) {
 		c.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The connection's deadline is the context's: it can fire a
+			// moment before the context's own timer does.
+			return nil, context.DeadlineExceeded
 		}
 		return nil, err
 	}
