@@ -69,7 +69,7 @@ func TestFindSQLiteUsersTrees(t *testing.T) {
 	real := filepath.Join(base, "real-uploads")
 	outside := filepath.Join(base, "outside")
 	for name, content := range map[string]string{
-		"real-uploads/2026/11/photo été.jpg":    "\xff\xd8",
+		"real-uploads/2026/11/photo été.jpg":      "\xff\xd8",
 		"real-uploads/2026/11/base de données.db": "SQLite format 3\x00 pages",
 		"real-uploads/-rf.sqlite":                 "SQLite format 3\x00 pages",
 		"outside/elsewhere.db":                    "SQLite format 3\x00 pages",
