@@ -10,11 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tandem-ha/tandem/internal/files"
 )
 
 // TestMain doubles as 'tandem files pipe' when rsync runs this test
@@ -55,6 +59,20 @@ func TestServerArgs(t *testing.T) {
 		{"timeout without number", "rsync --server --sender -logDtpr --timeout=x . /srv/dir/", ""},
 		{"missing dot", "rsync --server --sender -logDtpr x /srv/dir/", ""},
 		{"too short", "rsync --server --sender", ""},
+		// A receiver asking the source to follow links out of the path.
+		{"copy links", "rsync --server --sender -logDtpLre.iLsfxCIvu . /srv/dir/", ""},
+		{"copy dir links", "rsync --server --sender -logDtpkre.iLsfxCIvu . /srv/dir/", ""},
+		{"copy links, long", "rsync --server --sender -logDtpre.iLsfxCIvu --copy-links . /srv/dir/", ""},
+		{"copy unsafe links", "rsync --server --sender -logDtpre.iLsfxCIvu --copy-unsafe-links . /srv/dir/", ""},
+		// Arguments that would come over the protocol, unchecked.
+		{"protect args", "rsync --server --sender -slogDtpre.iLsfxCIvu . /srv/dir/", ""},
+		{"files from", "rsync --server --sender -logDtpre.iLsfxCIvu --files-from=/etc/shadow . /srv/dir/", ""},
+		{"another path", "rsync --server --sender -logDtpre.iLsfxCIvu . /etc/ /srv/dir/", ""},
+		{"two dots", "rsync --server --sender -logDtpre.iLsfxCIvu . . /srv/dir/", ""},
+		{"a path that escapes: replaced", "rsync --server --sender -logDtpre.iLsfxCIvu . /srv/dir/../../etc/", "rsync --server --sender -logDtpre.iLsfxCIvu . /srv/dir/"},
+		{"a remote shell", "rsync --server --sender -logDtpre.iLsfxCIvu --rsh=sh . /srv/dir/", ""},
+		{"a daemon config", "rsync --server --sender --daemon --config=/tmp/x . /srv/dir/", ""},
+		{"newline in capabilities", "rsync --server --sender -logDtpre.iL\nsh . /srv/dir/", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -257,9 +275,20 @@ func TestLargeFileStreams(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(p.src, "big.bin"), big, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Both agents' halves (the source's server and the receiver's
+	// bridge) run in this process: what they allocate while carrying the
+	// file shows whether it streams or is held in memory.
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
 	st, err := p.pull(PullOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(len(big))/8 {
+		t.Errorf("carrying a %d MiB file allocated %d KiB; want it streamed (under %d KiB)", len(big)>>20, alloc>>10, len(big)/8>>10)
+	} else {
+		t.Logf("carrying %d MiB allocated %d KiB in the agents' halves", len(big)>>20, alloc>>10)
 	}
 	got, err := os.ReadFile(filepath.Join(p.dst, "big.bin"))
 	if err != nil || !bytes.Equal(got, big) || st.Bytes != int64(len(big)) {
@@ -301,5 +330,187 @@ func TestClientArgs(t *testing.T) {
 	}
 	if q := shellQuote("/opt/my tandem/tandem"); q != "'/opt/my tandem/tandem'" {
 		t.Errorf("shellQuote = %s", q)
+	}
+}
+
+// TestPullUsersTrees: upload directories as users have them. Nested
+// subdirectories, names with spaces, unicode, a leading '-', option-like
+// names and a newline all arrive byte for byte (no name ever reaches a
+// command line); owner, group, mode and mtime are kept, including a
+// file owned by the app's user; a destination that does not exist yet is
+// created; a declared path that is a symlink is written through to its
+// target and stays a symlink.
+func TestPullUsersTrees(t *testing.T) {
+	p := newPair(t)
+	mtime := time.Date(2025, 6, 7, 8, 9, 10, 0, time.UTC)
+	names := []string{
+		"2026/11/29/photo été.jpg",
+		"deep/a/b/c/d/e/f/g.txt",
+		"with space/and  two.txt",
+		"-rf",
+		"--delete",
+		"-e sh -c reboot",
+		"line\nbreak.txt",
+		"日本語/ファイル.png",
+		"host:path",
+		"*.glob?[x]",
+	}
+	for i, n := range names {
+		write(t, filepath.Join(p.src, n), fmt.Sprintf("content %d", i), 0o640, mtime)
+	}
+	// Files owned by the app's user (www-data on Debian), as uploads are.
+	const appUID, appGID = 33, 33
+	asRoot := os.Geteuid() == 0
+	if asRoot {
+		for _, n := range []string{names[0], "2026", "2026/11", "2026/11/29"} {
+			if err := os.Lchown(filepath.Join(p.src, n), appUID, appGID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The receiver's declared path is a symlink to where the data lives,
+	// and that place does not exist yet.
+	real := p.dst + ".real"
+	if err := os.Symlink(real, p.dst); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.pull(PullOptions{Delete: true}); err == nil {
+		t.Log("rsync created the symlink's missing target")
+	}
+	if err := os.Mkdir(real, 0o755); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	if _, err := p.pull(PullOptions{Delete: true}); err != nil {
+		t.Fatalf("pull into a symlinked path: %v", err)
+	}
+	for i, n := range names {
+		got, err := os.ReadFile(filepath.Join(real, n))
+		if err != nil || string(got) != fmt.Sprintf("content %d", i) {
+			t.Errorf("%q = %q, %v", n, got, err)
+			continue
+		}
+		fi, _ := os.Stat(filepath.Join(real, n))
+		if fi.Mode().Perm() != 0o640 || !fi.ModTime().Equal(mtime) {
+			t.Errorf("%q: mode %v mtime %v; want 0640, %v", n, fi.Mode(), fi.ModTime(), mtime)
+		}
+	}
+	if fi, err := os.Lstat(p.dst); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the declared path is no longer a symlink: %v, %v", fi, err)
+	}
+	if asRoot {
+		for _, n := range []string{names[0], "2026/11"} {
+			fi, err := os.Lstat(filepath.Join(real, n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); st.Uid != appUID || st.Gid != appGID {
+				t.Errorf("%q owned by %d:%d; want the app's %d:%d", n, st.Uid, st.Gid, appUID, appGID)
+			}
+		}
+	}
+	// No stray temporary files: rsync renamed every one into place.
+	var tmp []string
+	_ = filepath.WalkDir(real, func(path string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".") && d.Name() != "." {
+			tmp = append(tmp, path)
+		}
+		return nil
+	})
+	if len(tmp) > 0 {
+		t.Errorf("temporary files left behind: %q", tmp)
+	}
+}
+
+// TestPullMissingDestination: a receiver whose directory does not exist
+// yet (the app was never installed or run there) gets it, parents
+// included.
+func TestPullMissingDestination(t *testing.T) {
+	p := newPair(t)
+	write(t, filepath.Join(p.src, "sub", "a.txt"), "a", 0o644, time.Now())
+	if _, err := p.pull(PullOptions{Delete: true}); err != nil {
+		t.Fatalf("pull into a missing directory: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(p.dst, "sub", "a.txt")); err != nil || string(b) != "a" {
+		t.Errorf("a.txt = %q, %v", b, err)
+	}
+}
+
+// TestPullSymlinksStayInside: symlinks are copied as symlinks, never
+// followed, on either side. A link in the source's tree pointing outside
+// it does not bring the target's content; a link the receiver's copy has
+// where the source has a directory is replaced, not written through; a
+// deleted link is removed, not its target.
+func TestPullSymlinksStayInside(t *testing.T) {
+	p := newPair(t)
+	base := filepath.Dir(p.src)
+	secret := filepath.Join(base, "secret")
+	write(t, filepath.Join(secret, "shadow"), "root:$6$hash", 0o600, time.Now())
+	victim := filepath.Join(base, "victim")
+	write(t, filepath.Join(victim, "keep.txt"), "keep", 0o644, time.Now())
+	if err := os.Symlink(secret, filepath.Join(p.src, "evil")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(secret, "shadow"), filepath.Join(p.src, "shadow-link")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(p.src, "sub", "x.txt"), "x", 0o644, time.Now())
+	// The receiver's copy has sub as a link to a directory outside, and a
+	// link the source does not have.
+	if err := os.MkdirAll(p.dst, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(p.dst, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(p.dst, "stale-link")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.pull(PullOptions{Delete: true}); err != nil {
+		t.Fatalf("pull: %v", err)
+	}
+	for _, n := range []string{"evil", "shadow-link"} {
+		fi, err := os.Lstat(filepath.Join(p.dst, n))
+		if err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			t.Errorf("%s on the receiver: %v, %v; want a symlink, not the target's content", n, fi, err)
+		}
+	}
+	if fi, err := os.Lstat(filepath.Join(p.dst, "sub")); err != nil || !fi.IsDir() {
+		t.Errorf("sub on the receiver: %v, %v; want a real directory in place of the link", fi, err)
+	}
+	ents, _ := os.ReadDir(victim)
+	if len(ents) != 1 || ents[0].Name() != "keep.txt" {
+		t.Errorf("the directory outside the path changed through a link: %v", ents)
+	}
+	if _, err := os.Lstat(filepath.Join(p.dst, "stale-link")); err == nil {
+		t.Error("a link the source lacks was kept")
+	}
+	if b, err := os.ReadFile(filepath.Join(victim, "keep.txt")); err != nil || string(b) != "keep" {
+		t.Errorf("deleting a link touched its target: %q, %v", b, err)
+	}
+}
+
+// TestExcludesFromNames: the exclude patterns built from file names (the
+// source's SQLite databases, escaped and anchored) leave exactly those
+// files out, whatever their names hold.
+func TestExcludesFromNames(t *testing.T) {
+	p := newPair(t)
+	skipped := []string{`-x [1].db`, "line\nbreak.db", `+ plus.db`, `!`, `a*b?.db`}
+	kept := []string{`-x 1.db`, `axb1.db`, `plus.db`, `keep.txt`}
+	for _, n := range append(slices.Clone(skipped), kept...) {
+		write(t, filepath.Join(p.src, n), n, 0o644, time.Now())
+	}
+	// SkipPatterns adds each database's journals; they are excluded too.
+	if _, err := p.pull(PullOptions{Delete: true, Exclude: files.SkipPatterns(skipped)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range skipped {
+		if _, err := os.Lstat(filepath.Join(p.dst, n)); err == nil {
+			t.Errorf("%q was copied", n)
+		}
+	}
+	for _, n := range kept {
+		if _, err := os.Lstat(filepath.Join(p.dst, n)); err != nil {
+			t.Errorf("%q was left out: %v", n, err)
+		}
 	}
 }
