@@ -129,7 +129,8 @@ func newPair(t *testing.T) *pair {
 		t.Skip("rsync is not installed (apt-get install rsync)")
 	}
 	base := t.TempDir()
-	p := &pair{t: t, src: filepath.Join(base, "src"), dst: filepath.Join(base, "dst")}
+	// The receiver's directory and its parent do not exist yet.
+	p := &pair{t: t, src: filepath.Join(base, "src"), dst: filepath.Join(base, "app", "dst")}
 	p.allowed.Store(true)
 	if err := os.MkdirAll(p.src, 0o755); err != nil {
 		t.Fatal(err)
@@ -305,7 +306,7 @@ func TestClientArgs(t *testing.T) {
 		not  []string
 	}{
 		{"plain", PullOptions{Peer: "node1", Dir: "/srv/up"},
-			[]string{"-rlptgoD", "--timeout=30", "node1:/srv/up/", "/srv/up/", "/usr/bin/tandem files pipe --socket /run/tandem/files.sock --token T"},
+			[]string{"-rlptgoD", "--mkpath", "--timeout=30", "node1:/srv/up/", "/srv/up/", "/usr/bin/tandem files pipe --socket /run/tandem/files.sock --token T"},
 			[]string{"--delete", "--backup", "--bwlimit"}},
 		{"delete, quarantine, limit, excludes", PullOptions{Peer: "node1", Dir: "/srv/up/", Delete: true, Backup: "/srv/up.tandem-quarantine/epoch-3",
 			BWLimit: 500, Exclude: []string{"*.tmp", "/app.db"}},
@@ -371,6 +372,9 @@ func TestPullUsersTrees(t *testing.T) {
 	// The receiver's declared path is a symlink to where the data lives,
 	// and that place does not exist yet.
 	real := p.dst + ".real"
+	if err := os.MkdirAll(filepath.Dir(p.dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Symlink(real, p.dst); err != nil {
 		t.Fatal(err)
 	}
@@ -423,9 +427,13 @@ func TestPullUsersTrees(t *testing.T) {
 
 // TestPullMissingDestination: a receiver whose directory does not exist
 // yet (the app was never installed or run there) gets it, parents
-// included.
+// included; a source whose directory does not exist yet is an error that
+// says so and deletes nothing.
 func TestPullMissingDestination(t *testing.T) {
 	p := newPair(t)
+	if _, err := os.Stat(filepath.Dir(p.dst)); err == nil {
+		t.Fatal("the test needs a receiver whose parent directory is missing")
+	}
 	write(t, filepath.Join(p.src, "sub", "a.txt"), "a", 0o644, time.Now())
 	if _, err := p.pull(PullOptions{Delete: true}); err != nil {
 		t.Fatalf("pull into a missing directory: %v", err)
@@ -512,5 +520,23 @@ func TestExcludesFromNames(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(p.dst, n)); err != nil {
 			t.Errorf("%q was left out: %v", n, err)
 		}
+	}
+}
+
+func TestPullFromMissingSource(t *testing.T) {
+	p := newPair(t)
+	write(t, filepath.Join(p.dst, "mine.txt"), "mine", 0o644, time.Now())
+	if err := os.Remove(p.src); err != nil {
+		t.Fatal(err)
+	}
+	_, err := p.pull(PullOptions{Delete: true})
+	if err == nil {
+		t.Fatal("a pull from a source without the directory succeeded")
+	}
+	if !strings.Contains(err.Error(), "does not exist on the source yet") {
+		t.Errorf("pull from a missing source: %v; want it to say the source lacks the directory", err)
+	}
+	if _, err := os.Stat(filepath.Join(p.dst, "mine.txt")); err != nil {
+		t.Errorf("a failed pull deleted the receiver's file: %v", err)
 	}
 }

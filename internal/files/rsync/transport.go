@@ -169,7 +169,10 @@ func (t *Transport) clientArgs(o PullOptions, token string) []string {
 	if io <= 0 {
 		io = time.Minute
 	}
-	argv := []string{t.rsync(), "-rlptgoD", "--stats", fmt.Sprintf("--timeout=%d", int(io.Seconds()))}
+	// --mkpath: a receiver whose directory's parents do not exist yet
+	// (the app is not installed here yet) gets them instead of failing
+	// every pull; rsync does not pass it on to the sending server.
+	argv := []string{t.rsync(), "-rlptgoD", "--mkpath", "--stats", fmt.Sprintf("--timeout=%d", int(io.Seconds()))}
 	if o.Delete {
 		argv = append(argv, "--delete")
 	}
@@ -345,6 +348,10 @@ func (t *Transport) ServeConn(c net.Conn, peer string, auth Authorize) error {
 	argv, err := ServerArgs(req.Argv, local)
 	if err != nil {
 		return refuse(err)
+	}
+	if fi, err := os.Stat(local); err != nil || !fi.IsDir() {
+		// rsync would say only "some files were not transferred".
+		return refuse(fmt.Errorf("%s does not exist on the source yet (the app creates it, or mkdir it); nothing is sent or deleted until it does", req.Dir))
 	}
 	argv[0] = t.rsync()
 	ctx, cancel := context.WithCancel(context.Background())
