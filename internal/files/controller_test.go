@@ -20,7 +20,7 @@ const dir = "/srv/uploads"
 // peer calls. Each node has its own state machine; commits reach every
 // node not marked lagging.
 type fakeNet struct {
-	t     *testing.T
+	t     testing.TB
 	mu    sync.Mutex
 	log   [][]byte
 	nodes map[string]*fakeNode
@@ -41,7 +41,7 @@ type fakeNode struct {
 	c       *Controller
 }
 
-func newFakeNet(t *testing.T, names ...string) *fakeNet {
+func newFakeNet(t testing.TB, names ...string) *fakeNet {
 	n := &fakeNet{t: t, nodes: map[string]*fakeNode{}, sends: map[string]map[uint64]int{}, broken: map[string]bool{}}
 	for _, name := range names {
 		n.nodes[name] = &fakeNode{name: name, machine: state.New(), tree: map[string]string{}, quar: map[string]map[string]string{}}

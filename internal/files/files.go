@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,29 @@ var ErrNotSource = errors.New("not the source")
 // ErrUnknownPath refuses a request about a directory this node does not
 // declare.
 var ErrUnknownPath = errors.New("directory not declared here")
+
+// ErrBadRequest refuses a malformed catch-up request.
+var ErrBadRequest = errors.New("bad sync request")
+
+// maxSkip bounds the databases a request may leave out.
+const maxSkip = 1024
+
+// checkSkip accepts only what SkipPatterns makes: patterns anchored at the
+// transfer's root. The receiver passes them to its own rsync as excludes,
+// and rsync reads a leading "+ " as an include and "!" as "forget every
+// exclude", which would lift the protection excluded files have from
+// deletion.
+func checkSkip(skip []string) error {
+	if len(skip) > maxSkip {
+		return fmt.Errorf("%w: %d paths to skip; at most %d", ErrBadRequest, len(skip), maxSkip)
+	}
+	for _, p := range skip {
+		if len(p) < 2 || p[0] != '/' || strings.ContainsRune(p, 0) || len(p) > 4096 {
+			return fmt.Errorf("%w: skip pattern %q is not anchored at the directory (the source runs an incompatible tandem)", ErrBadRequest, p)
+		}
+	}
+	return nil
+}
 
 // Spec is one declared directory.
 type Spec struct {
@@ -551,7 +575,10 @@ func (c *Controller) SyncAll() bool {
 func (c *Controller) Receive(ctx context.Context, from string, r SyncRequest) (SyncReply, error) {
 	p := c.paths[filepath.Clean(r.Dir)]
 	if p == nil {
-		return SyncReply{}, fmt.Errorf("%w: %s (declare it in [[files]] on every app node)", ErrUnknownPath, r.Dir)
+		return SyncReply{}, fmt.Errorf("%w: %q (declare it in [[files]] on every app node)", ErrUnknownPath, r.Dir)
+	}
+	if err := checkSkip(r.Skip); err != nil {
+		return SyncReply{}, err
 	}
 	if err := MayReceive(c.o.Name, from, r.Epoch, c.o.Machine.View().Holder); err != nil {
 		return SyncReply{}, err

@@ -26,6 +26,9 @@ func (c *Controller) Handler(peer func(*http.Request) string) http.Handler {
 		}
 		rep, err := c.Receive(r.Context(), peer(r), req)
 		switch {
+		case errors.Is(err, ErrBadRequest):
+			writeErr(w, http.StatusBadRequest, err)
+			return
 		case errors.Is(err, ErrNotSource), errors.Is(err, ErrUnknownPath):
 			writeErr(w, http.StatusConflict, err)
 			return
@@ -51,7 +54,7 @@ func writeErr(w http.ResponseWriter, status int, err error) {
 func (c *Controller) Serve(peer, dir string, epoch uint64) (still func() bool, err error) {
 	dir = filepath.Clean(dir)
 	if c.paths[dir] == nil {
-		return nil, fmt.Errorf("%w: %s", ErrUnknownPath, dir)
+		return nil, fmt.Errorf("%w: %q", ErrUnknownPath, dir)
 	}
 	s := c.o.Machine.View()
 	if m, ok := s.Members[peer]; !ok || m.Role != state.RoleApp {
