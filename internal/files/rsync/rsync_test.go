@@ -1,11 +1,14 @@
 package rsync
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/json"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -539,4 +542,94 @@ func TestPullFromMissingSource(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(p.dst, "mine.txt")); err != nil {
 		t.Errorf("a failed pull deleted the receiver's file: %v", err)
 	}
+}
+
+// TestServeConnRefuses: what a member that passed the listener's checks
+// may still not get from a source's stream: a push (rsync --server
+// without --sender, which would write into the source's copy), a request
+// the source's controller refuses (a witness, a stale epoch, an undeclared
+// path), or a header that is not one.
+func TestServeConnRefuses(t *testing.T) {
+	local := t.TempDir()
+	push := []string{"rsync", "--server", "-logDtpre.iLsfxCIvu", "--delete", ".", "/srv/dir/"}
+	pull := []string{"rsync", "--server", "--sender", "-logDtpre.iLsfxCIvu", ".", "/srv/dir/"}
+	refuse := func(peer, dir string, epoch uint64) (string, func() bool, error) {
+		return "", nil, fmt.Errorf("%s is not an app node of this cluster", peer)
+	}
+	allow := func(peer, dir string, epoch uint64) (string, func() bool, error) {
+		return local, func() bool { return true }, nil
+	}
+	tests := []struct {
+		name   string
+		header string
+		auth   Authorize
+		want   string
+	}{
+		{"a push", mustJSON(t, Request{Dir: "/srv/dir", Epoch: 1, Argv: push}), allow, "only 'rsync --server --sender"},
+		{"refused by the controller", mustJSON(t, Request{Dir: "/srv/dir", Epoch: 1, Argv: pull}), refuse, "not an app node"},
+		{"a daemon", mustJSON(t, Request{Dir: "/srv/dir", Epoch: 1, Argv: []string{"rsync", "--daemon", "--server", "--sender", ".", "/"}}), allow, "only 'rsync --server --sender"},
+		{"not JSON", "GET / HTTP/1.1", allow, ""},
+		{"a header without end", strings.Repeat("x", maxHeader+10), allow, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer b.Close()
+			errc := make(chan error, 1)
+			go func() {
+				errc <- (&Transport{}).ServeConn(a, "peer", tt.auth)
+				a.Close() // as the cluster's listener does
+			}()
+			go func() { _, _ = io.WriteString(b, tt.header+"\n") }()
+			_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+			line, _ := bufio.NewReader(b).ReadString('\n')
+			if err := <-errc; err == nil {
+				t.Fatal("served")
+			}
+			if tt.want != "" && !strings.Contains(line, tt.want) {
+				t.Errorf("answer %q; want it to say %q", line, tt.want)
+			}
+			if ents, _ := os.ReadDir(local); len(ents) != 0 {
+				t.Errorf("the source's directory changed: %v", ents)
+			}
+		})
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// FuzzServeConnHeader: whatever a member sends as its request, the source
+// answers without panicking, and serves only what the controller and
+// ServerArgs allow (here the controller refuses everything).
+func FuzzServeConnHeader(f *testing.F) {
+	f.Add([]byte(`{"dir":"/srv/dir","epoch":1,"argv":["rsync","--server","--sender","-logDtpre.iLsfxCIvu",".","/srv/dir/"]}` + "\n"))
+	f.Add([]byte("{\"dir\":\"/srv/dir\"\n"))
+	f.Add([]byte("\n"))
+	f.Fuzz(func(t *testing.T, header []byte) {
+		a, b := net.Pipe()
+		defer b.Close()
+		errc := make(chan error, 1)
+		go func() {
+			errc <- (&Transport{}).ServeConn(a, "peer", func(peer, dir string, epoch uint64) (string, func() bool, error) {
+				if dir != filepath.Clean(dir) {
+					t.Errorf("the controller was asked about an unclean path %q", dir)
+				}
+				return "", nil, errors.New("refused")
+			})
+			a.Close()
+		}()
+		go func() { _, _ = b.Write(header); _, _ = b.Write([]byte("\n")) }()
+		_ = b.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.Copy(io.Discard, b)
+		if err := <-errc; err == nil {
+			t.Fatalf("served %q", header)
+		}
+	})
 }
