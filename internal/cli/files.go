@@ -147,7 +147,9 @@ func printFilesStatus(w io.Writer, st *localapi.FilesStatus, detail bool) {
 				noun = "file"
 			}
 			fmt.Fprintf(w, "    QUARANTINE: %d %s only this node had (or had in another version) when it first caught up in epoch %d, in %s\n", q.Files, noun, q.Epoch, q.Dir)
-			fmt.Fprintf(w, "      restore: %s\n      discard: %s\n", q.Restore, q.Discard)
+			fmt.Fprintf(w, "      restore: %s\n", q.Restore)
+			fmt.Fprintf(w, "               (into the holder's copy, the one that replicates; files it has are kept)\n")
+			fmt.Fprintf(w, "      discard: %s\n", q.Discard)
 		}
 	}
 }

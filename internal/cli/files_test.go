@@ -35,6 +35,18 @@ func TestPrintFilesStatus(t *testing.T) {
 					t.Errorf("output lacks %q:\n%s", w, b.String())
 				}
 			}
+			// 'tandem status' prints the short form: the lag, warnings
+			// and quarantines (count and commands) are all still there.
+			b.Reset()
+			printFilesStatus(&b, &tt.st, false)
+			for _, w := range tt.want {
+				if strings.HasPrefix(w, "caught up") {
+					continue
+				}
+				if !strings.Contains(b.String(), w) {
+					t.Errorf("'tandem status' output lacks %q:\n%s", w, b.String())
+				}
+			}
 		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
@@ -61,7 +62,8 @@ func (f *Files) Status() *localapi.FilesStatus {
 		return nil
 	}
 	st := f.Local()
-	h := f.Machine.View().Holder
+	s := f.Machine.View()
+	h := s.Holder
 	out := &localapi.FilesStatus{Node: f.Name, Holder: h.Node, Sending: st.Sending, Epoch: st.Epoch}
 	var remote map[string][]files.PeerStatus
 	if !st.Sending && h.Node != "" && h.Node != f.Name && f.HolderFact != nil {
@@ -98,7 +100,7 @@ func (f *Files) Status() *localapi.FilesStatus {
 		}
 		for _, q := range p.Quarantine {
 			fp.Quarantine = append(fp.Quarantine, localapi.FilesQuarantine{Dir: q.Dir, Epoch: q.Epoch, Files: q.Files,
-				Restore: restoreCommand(q.Dir, p.Dir, h.Node, f.Name),
+				Restore: restoreCommand(q.Dir, p.Dir, holderHost(s, f.Name)),
 				Discard: "rm -r " + shellQuote(q.Dir)})
 		}
 		out.Paths = append(out.Paths, fp)
@@ -106,15 +108,33 @@ func (f *Files) Status() *localapi.FilesStatus {
 	return out
 }
 
-// restoreCommand is how an operator puts quarantined files back: into the
-// holder's copy (the only one that replicates), never over newer files.
-func restoreCommand(qdir, dir, holder, self string) string {
-	src := shellQuote(strings.TrimSuffix(qdir, "/") + "/")
-	dst := shellQuote(strings.TrimSuffix(dir, "/") + "/")
-	if holder == self || holder == "" {
-		return fmt.Sprintf("rsync -a --ignore-existing %s %s", src, dst)
+// holderHost is where this node reaches the holder's copy: "" when it is
+// the holder itself (or there is none), else the host of the holder's
+// cluster address (which this node reaches already), or its name.
+func holderHost(s state.Snapshot, self string) string {
+	h := s.Holder.Node
+	if h == "" || h == self {
+		return ""
 	}
-	return fmt.Sprintf("rsync -a --ignore-existing %s root@%s:%s   (the holder's copy is the one that replicates)", src, holder, dst)
+	if host, _, err := net.SplitHostPort(s.Members[h].Address); err == nil && host != "" {
+		return host
+	}
+	return h
+}
+
+// restoreCommand is how an operator puts quarantined files back: into the
+// holder's copy (the only one that replicates; host "" is this node),
+// never over newer files. It is one shell command, ready to paste.
+func restoreCommand(qdir, dir, host string) string {
+	src := shellQuote(strings.TrimSuffix(qdir, "/") + "/")
+	dst := strings.TrimSuffix(dir, "/") + "/"
+	if host == "" {
+		return fmt.Sprintf("rsync -a --ignore-existing %s %s", src, shellQuote(dst))
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // an IPv6 address
+	}
+	return fmt.Sprintf("rsync -a --ignore-existing %s %s", src, shellQuote("root@"+host+":"+dst))
 }
 
 func shellQuote(s string) string {
