@@ -468,3 +468,77 @@ func TestFlushToUnreachableTargetTimesOut(t *testing.T) {
 		}
 	})
 }
+
+// TestFullScanCatchesLostEvents: a change whose event never came (lost,
+// or the watch failed) reaches the receivers at the next periodic full
+// scan; an inotify queue overflow (Change.Overflow, path unknown) makes
+// the source sync at once. Both on synctest's fake clock.
+func TestFullScanCatchesLostEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newFakeNet(t, "a", "b")
+		for _, fn := range n.nodes {
+			fn.c.o.FullScan = 30 * time.Second
+		}
+		n.move("a", true, false)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		n.run(ctx)
+		settle()
+		scanned := n.nodes["a"].c.Status().Paths[0].LastScan
+
+		// No event: nothing is sent until the full scan.
+		n.mu.Lock()
+		n.nodes["a"].tree["lost-event.jpg"] = "x"
+		n.mu.Unlock()
+		settle()
+		if n.tree("b")["lost-event.jpg"] != "" {
+			t.Fatal("a change without an event was sent before the full scan: the test does not test the scan")
+		}
+		time.Sleep(30 * time.Second)
+		settle()
+		if n.tree("b")["lost-event.jpg"] != "x" {
+			t.Errorf("the full scan did not carry a change whose event was lost: b = %v", n.tree("b"))
+		}
+		if st := n.nodes["a"].c.Status().Paths[0].LastScan; !st.After(scanned) {
+			t.Errorf("last full scan %v; want after %v", st, scanned)
+		}
+
+		// An overflow: the watcher lost events and says so.
+		n.mu.Lock()
+		n.nodes["a"].tree["in-the-overflow.jpg"] = "y"
+		n.mu.Unlock()
+		n.nodes["a"].c.touch(dir, Change{At: time.Now(), Overflow: true})
+		settle()
+		if n.tree("b")["in-the-overflow.jpg"] != "y" {
+			t.Errorf("an overflow did not make the source sync: b = %v", n.tree("b"))
+		}
+	})
+}
+
+// TestDeletesOption: with delete = false the source's deletes do not
+// propagate; with the default they do (TestHolderReplicatesToEveryStandby).
+func TestDeletesOption(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newFakeNet(t, "a", "b")
+		for _, fn := range n.nodes {
+			for _, p := range fn.c.paths {
+				p.spec.Delete = false
+			}
+		}
+		n.move("a", true, false)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		n.run(ctx)
+		settle()
+		n.write("a", "x.jpg", "x")
+		settle()
+		if n.tree("b")["x.jpg"] != "x" {
+			t.Fatalf("b = %v", n.tree("b"))
+		}
+		n.remove("a", "x.jpg")
+		settle()
+		if n.tree("b")["x.jpg"] != "x" {
+			t.Errorf("with delete = false a delete propagated: b = %v", n.tree("b"))
+		}
+	})
+}
