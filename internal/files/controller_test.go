@@ -542,3 +542,38 @@ func TestDeletesOption(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncAllForcesFullSync is 'tandem files sync --full': on the source
+// it sends what no event announced; on a receiver it does nothing and
+// says so.
+func TestSyncAllForcesFullSync(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newFakeNet(t, "a", "b")
+		n.move("a", true, false)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		n.run(ctx)
+		settle()
+		n.mu.Lock()
+		n.nodes["a"].tree["no-event.jpg"] = "x"
+		n.mu.Unlock()
+		settle()
+		if n.tree("b")["no-event.jpg"] != "" {
+			t.Fatal("sent without an event or a full sync: the test does not test SyncAll")
+		}
+		if n.nodes["b"].c.SyncAll() {
+			t.Error("a receiver's SyncAll says it sends")
+		}
+		settle()
+		if n.tree("b")["no-event.jpg"] != "" {
+			t.Error("a receiver's SyncAll made the source send")
+		}
+		if !n.nodes["a"].c.SyncAll() {
+			t.Error("the source's SyncAll says it does not send")
+		}
+		settle()
+		if n.tree("b")["no-event.jpg"] != "x" {
+			t.Errorf("after SyncAll on the source b = %v", n.tree("b"))
+		}
+	})
+}

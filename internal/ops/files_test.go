@@ -2,6 +2,7 @@ package ops
 
 import (
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
 	"github.com/tandem-ha/tandem/internal/files"
+	"github.com/tandem-ha/tandem/internal/localapi"
 )
 
 func TestFilesStatus(t *testing.T) {
@@ -154,5 +156,54 @@ func TestRestoreCommandShapes(t *testing.T) {
 	}
 	if got := holderHost(m.View(), "b"); got != "" {
 		t.Errorf("holderHost on the holder = %q; want this node", got)
+	}
+}
+
+func TestFilesRoutes(t *testing.T) {
+	m := state.New()
+	for i, cmd := range []state.Command{
+		state.AddMember{Member: state.Member{Name: "a", Role: state.RoleApp, Address: "a:1"}},
+		state.SetHolder{Node: "a", Active: true, Reason: "test"},
+	} {
+		b, _ := state.Encode(cmd)
+		if err := m.Apply(uint64(i+1), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := func() files.Status { return files.Status{Paths: []files.DirStatus{{Dir: "/srv/up"}}} }
+	tests := []struct {
+		name       string
+		f          *Files
+		path, body string
+		code       int
+		want       string
+	}{
+		{"sync on the source", &Files{Name: "a", Machine: m, Local: status, SyncAll: func() bool { return true }},
+			"/v1/files/sync", `{"full":true}`, 200, "full sync of every path to every receiver started"},
+		{"sync on a receiver", &Files{Name: "b", Machine: m, Local: status, SyncAll: func() bool { return false }},
+			"/v1/files/sync", `{"full":true}`, 200, "run 'tandem files sync --full' on the holder (a)"},
+		{"sync without [[files]]", &Files{Name: "b", Machine: m},
+			"/v1/files/sync", `{"full":true}`, 0, "no [[files]]"},
+		{"status without [[files]]", &Files{Name: "b", Machine: m},
+			"/v1/files/status", "", 0, "no [[files]]"},
+		{"status", &Files{Name: "b", Machine: m, Local: status},
+			"/v1/files/status", "", 200, `"path":"/srv/up"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, err := localapi.Handler(tt.f.Routes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			method := "GET"
+			if tt.body != "" {
+				method = "POST"
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(method, tt.path, strings.NewReader(tt.body)))
+			if (tt.code == 200) != (rec.Code == 200) || !strings.Contains(rec.Body.String(), tt.want) {
+				t.Errorf("%s %s = %d %s; want %d with %q", method, tt.path, rec.Code, rec.Body, tt.code, tt.want)
+			}
+		})
 	}
 }
