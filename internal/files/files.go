@@ -592,6 +592,18 @@ func (c *Controller) Receive(ctx context.Context, from string, r SyncRequest) (S
 	c.mu.Lock()
 	q := QuarantineFor(p.spec.Dir, p.mark, from, r.Epoch)
 	c.mu.Unlock()
+	for _, path := range []string{p.spec.Dir, q} {
+		if path == "" {
+			continue
+		}
+		if err := checkLinks(path); err != nil {
+			c.log.Warn("not writing into a replicated directory: a symlink on the way to it could point root's rsync anywhere", "dir", p.spec.Dir, "err", err)
+			c.mu.Lock()
+			p.lastPull, p.pullFrom, p.pullErr = c.o.Now(), from, err.Error()
+			c.mu.Unlock()
+			return SyncReply{}, err
+		}
+	}
 	start := c.o.Now()
 	res, err := c.o.Transfer.Pull(ctx, Pull{From: from, Epoch: r.Epoch, Spec: p.spec, Skip: r.Skip, Quarantine: q})
 	c.mu.Lock()

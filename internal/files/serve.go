@@ -29,7 +29,7 @@ func (c *Controller) Handler(peer func(*http.Request) string) http.Handler {
 		case errors.Is(err, ErrBadRequest):
 			writeErr(w, http.StatusBadRequest, err)
 			return
-		case errors.Is(err, ErrNotSource), errors.Is(err, ErrUnknownPath):
+		case errors.Is(err, ErrNotSource), errors.Is(err, ErrUnknownPath), errors.Is(err, ErrUnsafePath):
 			writeErr(w, http.StatusConflict, err)
 			return
 		case err != nil:
@@ -66,6 +66,10 @@ func (c *Controller) Serve(peer, dir string, epoch uint64) (still func() bool, e
 	}
 	if !still() {
 		return nil, fmt.Errorf("%w: %s is not the source of epoch %d here (holder: %s, epoch %d)", ErrNotSource, c.o.Name, epoch, s.Holder.Node, s.Holder.Epoch)
+	}
+	if err := checkLinks(dir); err != nil {
+		c.log.Warn("not sending a replicated directory: a symlink on the way to it could point root's rsync anywhere", "dir", dir, "err", err)
+		return nil, err
 	}
 	return still, nil
 }
