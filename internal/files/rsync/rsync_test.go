@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -283,12 +284,35 @@ func TestLargeFileStreams(t *testing.T) {
 	// bridge) run in this process: what they allocate while carrying the
 	// file shows whether it streams or is held in memory.
 	var before, after runtime.MemStats
+	// Meanwhile the app reads the file's name: it is absent or whole,
+	// never half-written (rsync writes a temporary name, then renames).
+	stop := make(chan struct{})
+	partial := make(chan int64, 1)
+	go func() {
+		defer close(partial)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if fi, err := os.Stat(filepath.Join(p.dst, "big.bin")); err == nil && fi.Size() != int64(len(big)) {
+				partial <- fi.Size()
+				return
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
 	runtime.ReadMemStats(&before)
 	st, err := p.pull(PullOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	runtime.ReadMemStats(&after)
+	close(stop)
+	if n, ok := <-partial; ok {
+		t.Errorf("the app could see big.bin half-written (%d of %d bytes)", n, len(big))
+	}
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(len(big))/8 {
 		t.Errorf("carrying a %d MiB file allocated %d KiB; want it streamed (under %d KiB)", len(big)>>20, alloc>>10, len(big)/8>>10)
 	} else {
@@ -632,4 +656,28 @@ func FuzzServeConnHeader(f *testing.F) {
 			t.Fatalf("served %q", header)
 		}
 	})
+}
+
+// TestBandwidthLimit: [[files]] bwlimit slows a transfer down to about the
+// limit (KiB/s).
+func TestBandwidthLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes seconds")
+	}
+	p := newPair(t)
+	data := make([]byte, 2<<20)
+	_, _ = rand.Read(data) // incompressible
+	if err := os.WriteFile(filepath.Join(p.src, "two-mib.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := p.pull(PullOptions{BWLimit: 1024}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	// 2 MiB at 1 MiB/s: about 2 s (rsync lets the first burst through).
+	if took < 1500*time.Millisecond {
+		t.Errorf("2 MiB at bwlimit=1024 KiB/s took %v; want about 2s", took)
+	}
+	t.Logf("2 MiB at bwlimit=1024 KiB/s took %v", took.Round(time.Millisecond))
 }
