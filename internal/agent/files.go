@@ -70,10 +70,15 @@ func (a *Agent) buildFiles(creds *pki.Node) (*files.Controller, *rsync.Transport
 	}
 	a.node.Handle("POST "+files.SyncPath, ctrl.Handler(cluster.PeerName))
 	a.node.HandleConn(rsync.ALPN, func(c net.Conn, peer string) error {
-		return tr.ServeConn(c, peer, func(peer, dir string, epoch uint64) (string, func() bool, error) {
+		err := tr.ServeConn(c, peer, func(peer, dir string, epoch uint64) (string, func() bool, error) {
 			still, err := ctrl.Serve(peer, dir, epoch)
 			return dir, still, err
 		})
+		if err != nil {
+			// The receiver sees only rsync's summary; the files are named here.
+			log.Warn("serving a pull failed", "peer", peer, "err", err)
+		}
+		return err
 	})
 	if err := a.metrics.reg.Register(filesCollector{ctrl}); err != nil {
 		return nil, nil, fmt.Errorf("metrics: %w", err)
