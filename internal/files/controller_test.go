@@ -209,6 +209,16 @@ func (f fakeTransfer) Pull(ctx context.Context, p Pull) (PullResult, error) {
 		f.to.quar[p.Quarantine][name] = content
 	}
 	var res PullResult
+	if p.FromQuarantine != 0 {
+		// A restore: what src's quarantine holds and this copy lacks.
+		for name, content := range src.quar[QuarantineDir(dir, p.FromQuarantine)] {
+			if _, ok := f.to.tree[name]; !ok {
+				f.to.tree[name] = content
+				res.Files++
+			}
+		}
+		return res, nil
+	}
 	for name, content := range src.tree {
 		if old, ok := f.to.tree[name]; ok && old != content {
 			save(name, old)
@@ -574,6 +584,46 @@ func TestSyncAllForcesFullSync(t *testing.T) {
 		settle()
 		if n.tree("b")["no-event.jpg"] != "x" {
 			t.Errorf("after SyncAll on the source b = %v", n.tree("b"))
+		}
+	})
+}
+
+// TestRestoreFromQuarantine is 'tandem files restore' on the holder: what
+// the returning old holder's quarantine holds and the holder lacks comes
+// back and replicates; what the holder has is kept. Only the holder
+// restores, only from an app node, only a declared directory.
+func TestRestoreFromQuarantine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newFakeNet(t, "a", "b", "c")
+		n.move("b", true, false) // b holds epoch 1
+		n.mu.Lock()
+		n.nodes["b"].tree["kept.jpg"] = "the holder's version"
+		n.nodes["a"].quar[QuarantineDir(dir, 1)] = map[string]string{"kept.jpg": "a's old version", "last-moment.jpg": "only a had it"}
+		n.mu.Unlock()
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		n.run(ctx)
+		settle()
+
+		if _, err := n.nodes["a"].c.Restore(ctx, "a", dir, 1); !errors.Is(err, ErrNotHolder) {
+			t.Errorf("a restore on a receiver: %v; want ErrNotHolder", err)
+		}
+		if _, err := n.nodes["b"].c.Restore(ctx, "witness", dir, 1); err == nil {
+			t.Error("the holder restored from the witness")
+		}
+		if _, err := n.nodes["b"].c.Restore(ctx, "a", "/etc", 1); !errors.Is(err, ErrUnknownPath) {
+			t.Errorf("a restore into an undeclared directory: %v", err)
+		}
+		got, err := n.nodes["b"].c.Restore(ctx, "a", dir, 1)
+		if err != nil || got != 1 {
+			t.Fatalf("Restore = %d, %v; want 1 file", got, err)
+		}
+		settle()
+		for _, node := range []string{"a", "b", "c"} {
+			tree := n.tree(node)
+			if tree["last-moment.jpg"] != "only a had it" || tree["kept.jpg"] != "the holder's version" {
+				t.Errorf("%s after the restore = %v; want last-moment.jpg back and the holder's kept.jpg", node, tree)
+			}
 		}
 	})
 }

@@ -83,6 +83,11 @@ type Pull struct {
 	// Quarantine, when set, is where files the pull would delete or
 	// replace go instead.
 	Quarantine string
+	// FromQuarantine, when set, pulls From's quarantine of that epoch
+	// instead of its copy, adding only the files this copy lacks (never
+	// replacing, never deleting): the holder restoring what a returning
+	// old holder kept.
+	FromQuarantine uint64
 }
 
 // PullResult says what a pull changed.
@@ -567,6 +572,42 @@ func (c *Controller) SyncAll() bool {
 	c.mu.Unlock()
 	c.markAll()
 	return sending
+}
+
+// ErrNotHolder refuses a restore on a node that is not the source.
+var ErrNotHolder = errors.New("not the holder")
+
+// Restore, on the holder, adds to dir what the quarantine of epoch on
+// node from holds and this copy lacks (files it has are kept), then
+// replicates them: 'tandem files restore'. It returns how many files came
+// back.
+func (c *Controller) Restore(ctx context.Context, from, dir string, epoch uint64) (int64, error) {
+	p := c.paths[filepath.Clean(dir)]
+	if p == nil {
+		return 0, fmt.Errorf("%w: %q (the [[files]] paths here: %v)", ErrUnknownPath, dir, c.order)
+	}
+	c.mu.Lock()
+	sending, cur := c.sending, c.epoch
+	c.mu.Unlock()
+	if !sending {
+		return 0, fmt.Errorf("%w: restore into the copy that replicates: run this on the holder (%s)", ErrNotHolder, c.o.Machine.View().Holder.Node)
+	}
+	if from == c.o.Name {
+		return 0, fmt.Errorf("the quarantine is on this node, the holder: rsync -a --ignore-existing %s/ %s/", QuarantineDir(p.spec.Dir, epoch), p.spec.Dir)
+	}
+	if m, ok := c.o.Machine.View().Members[from]; !ok || m.Role != state.RoleApp {
+		return 0, fmt.Errorf("%q is not an app node of this cluster", from)
+	}
+	if err := checkLinks(p.spec.Dir); err != nil {
+		return 0, err
+	}
+	res, err := c.o.Transfer.Pull(ctx, Pull{From: from, Epoch: cur, Spec: p.spec, FromQuarantine: epoch})
+	if err != nil {
+		return 0, fmt.Errorf("restore %s from %s's quarantine of epoch %d: %w", p.spec.Dir, from, epoch, err)
+	}
+	c.log.Info("restored quarantined files into the holder's copy", "dir", p.spec.Dir, "from", from, "epoch", epoch, "files", res.Files)
+	c.touch(p.spec.Dir, Change{At: c.o.Now(), Bytes: res.Bytes})
+	return res.Files, nil
 }
 
 // Receive handles a source's request to catch up: it checks the request

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
@@ -72,4 +73,31 @@ func (c *Controller) Serve(peer, dir string, epoch uint64) (still func() bool, e
 		return nil, err
 	}
 	return still, nil
+}
+
+// ServeQuarantine decides, on a node that keeps a quarantine beside dir,
+// whether to serve its epoch's quarantine to peer: only the committed
+// source (the holder, which restores into the copy that replicates) may
+// fetch it, and only a quarantine beside a declared directory. It returns
+// the quarantine to serve; still tells whether peer remains the source.
+func (c *Controller) ServeQuarantine(peer, dir string, epoch uint64) (local string, still func() bool, err error) {
+	dir = filepath.Clean(dir)
+	if c.paths[dir] == nil {
+		return "", nil, fmt.Errorf("%w: %q", ErrUnknownPath, dir)
+	}
+	isSource := func() bool {
+		node, _, ok := Source(c.o.Machine.View().Holder)
+		return ok && node == peer && peer != c.o.Name
+	}
+	if !isSource() {
+		return "", nil, fmt.Errorf("%w: only the holder may fetch a quarantine to restore it, and %s is not the holder here", ErrNotSource, peer)
+	}
+	q := QuarantineDir(dir, epoch)
+	if err := checkLinks(q); err != nil {
+		return "", nil, err
+	}
+	if fi, err := os.Stat(q); err != nil || !fi.IsDir() {
+		return "", nil, fmt.Errorf("no quarantine of epoch %d beside %s on %s", epoch, dir, c.o.Name)
+	}
+	return q, isSource, nil
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -249,4 +251,67 @@ type recordTransfer struct{ pulls *[]Pull }
 func (r recordTransfer) Pull(_ context.Context, p Pull) (PullResult, error) {
 	*r.pulls = append(*r.pulls, p)
 	return PullResult{}, nil
+}
+
+// TestServeQuarantine: a node serves its quarantine only to the holder
+// (restoring into the copy that replicates), only beside a declared
+// directory, only one that exists.
+func TestServeQuarantine(t *testing.T) {
+	base := t.TempDir()
+	uploads := filepath.Join(base, "uploads")
+	if err := os.MkdirAll(QuarantineDir(uploads, 2), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := state.New()
+	for i, cmd := range []state.Command{
+		state.AddMember{Member: state.Member{Name: "a", Role: state.RoleApp, Address: "a"}},
+		state.AddMember{Member: state.Member{Name: "b", Role: state.RoleApp, Address: "b"}},
+		state.AddMember{Member: state.Member{Name: "c", Role: state.RoleApp, Address: "c"}},
+		state.AddMember{Member: state.Member{Name: "w", Role: state.RoleWitness, Address: "w"}},
+		state.SetHolder{Node: "b", Active: true, Reason: "test"},
+	} {
+		if err := m.Apply(uint64(i+1), mustEncode(t, cmd)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pulls []Pull
+	c, err := New(Options{Name: "a", Specs: []Spec{{Dir: uploads, Delete: true}}, Machine: m,
+		Held: func() Held { return Held{} }, Transfer: recordTransfer{&pulls}, Peers: fakePeersNone{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, peer, dir string
+		epoch           uint64
+		ok              bool
+	}{
+		{"the holder (the control)", "b", uploads, 2, true},
+		{"another standby", "c", uploads, 2, false},
+		{"a witness", "w", uploads, 2, false},
+		{"an outsider", "x", uploads, 2, false},
+		{"no quarantine of that epoch", "b", uploads, 3, false},
+		{"an undeclared directory", "b", base, 2, false},
+		{"a path escaping", "b", uploads + "/../../etc", 2, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			local, still, err := c.ServeQuarantine(tt.peer, tt.dir, tt.epoch)
+			if (err == nil) != tt.ok {
+				t.Fatalf("ServeQuarantine(%s, %s, %d) = %q, %v; want ok=%v", tt.peer, tt.dir, tt.epoch, local, err, tt.ok)
+			}
+			if tt.ok && (local != QuarantineDir(uploads, 2) || !still()) {
+				t.Errorf("serves %q (still %v); want the epoch-2 quarantine", local, still())
+			}
+		})
+	}
+	_, still, err := c.ServeQuarantine("b", uploads, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Apply(6, mustEncode(t, state.SetHolder{Node: "c", PrevEpoch: 1, Active: true, Reason: "test"})); err != nil {
+		t.Fatal(err)
+	}
+	if still() {
+		t.Error("a quarantine transfer goes on after its requester lost the IP")
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
@@ -24,6 +23,9 @@ type Files struct {
 	// SyncAll forces a full reconcile; it reports whether this node is the
 	// source.
 	SyncAll func() bool
+	// Restore, on the holder, adds what node from's quarantine of epoch
+	// beside path holds and the holder's copy lacks.
+	Restore func(ctx context.Context, from, path string, epoch uint64) (int64, error)
 }
 
 // Routes are the local API endpoints of file replication.
@@ -35,6 +37,19 @@ func (f *Files) Routes() []localapi.Route {
 				return localapi.FilesStatus{}, errors.New("no [[files]] are declared on this node (see 'tandem config example')")
 			}
 			return *st, nil
+		})},
+		{Pattern: "POST /v1/files/restore", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.FilesRestoreRequest) (localapi.FilesRestoreReply, error) {
+			if f.Restore == nil {
+				return localapi.FilesRestoreReply{}, errors.New("no [[files]] are declared on this node")
+			}
+			if r.From == "" || r.Epoch == 0 || r.Path == "" {
+				return localapi.FilesRestoreReply{}, errors.New("restore needs the node that keeps the quarantine, its epoch and the path (as 'tandem status' prints them)")
+			}
+			n, err := f.Restore(ctx, r.From, r.Path, r.Epoch)
+			if err != nil {
+				return localapi.FilesRestoreReply{}, err
+			}
+			return localapi.FilesRestoreReply{Files: n, Message: fmt.Sprintf("%d files restored from %s's quarantine of epoch %d into %s; they replicate now. Discard the quarantine on %s once you are satisfied.", n, r.From, r.Epoch, r.Path, r.From)}, nil
 		})},
 		{Pattern: "POST /v1/files/sync", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.FilesSyncRequest) (localapi.FilesSyncReply, error) {
 			if f.SyncAll == nil {
@@ -62,8 +77,7 @@ func (f *Files) Status() *localapi.FilesStatus {
 		return nil
 	}
 	st := f.Local()
-	s := f.Machine.View()
-	h := s.Holder
+	h := f.Machine.View().Holder
 	out := &localapi.FilesStatus{Node: f.Name, Holder: h.Node, Sending: st.Sending, Epoch: st.Epoch}
 	var remote map[string][]files.PeerStatus
 	if !st.Sending && h.Node != "" && h.Node != f.Name && f.HolderFact != nil {
@@ -99,42 +113,26 @@ func (f *Files) Status() *localapi.FilesStatus {
 			fp.Nodes = append(fp.Nodes, n)
 		}
 		for _, q := range p.Quarantine {
+			on, restore := restoreCommand(q.Dir, p.Dir, q.Epoch, h.Node, f.Name)
 			fp.Quarantine = append(fp.Quarantine, localapi.FilesQuarantine{Dir: q.Dir, Epoch: q.Epoch, Files: q.Files,
-				Restore: restoreCommand(q.Dir, p.Dir, holderHost(s, f.Name)),
-				Discard: "rm -r " + shellQuote(q.Dir)})
+				Restore: restore, RestoreOn: on, Discard: "rm -r " + shellQuote(q.Dir)})
 		}
 		out.Paths = append(out.Paths, fp)
 	}
 	return out
 }
 
-// holderHost is where this node reaches the holder's copy: "" when it is
-// the holder itself (or there is none), else the host of the holder's
-// cluster address (which this node reaches already), or its name.
-func holderHost(s state.Snapshot, self string) string {
-	h := s.Holder.Node
-	if h == "" || h == self {
-		return ""
+// restoreCommand is how an operator puts quarantined files back into the
+// holder's copy (the only one that replicates), never over files it has,
+// and the node to run it on: a plain rsync here when this node holds
+// (or nobody does), else 'tandem files restore' on the holder, which
+// fetches the quarantine over the cluster's mTLS (no SSH between nodes).
+func restoreCommand(qdir, dir string, epoch uint64, holder, self string) (on, cmd string) {
+	if holder == "" || holder == self {
+		return self, fmt.Sprintf("rsync -a --ignore-existing %s %s",
+			shellQuote(strings.TrimSuffix(qdir, "/")+"/"), shellQuote(strings.TrimSuffix(dir, "/")+"/"))
 	}
-	if host, _, err := net.SplitHostPort(s.Members[h].Address); err == nil && host != "" {
-		return host
-	}
-	return h
-}
-
-// restoreCommand is how an operator puts quarantined files back: into the
-// holder's copy (the only one that replicates; host "" is this node),
-// never over newer files. It is one shell command, ready to paste.
-func restoreCommand(qdir, dir, host string) string {
-	src := shellQuote(strings.TrimSuffix(qdir, "/") + "/")
-	dst := strings.TrimSuffix(dir, "/") + "/"
-	if host == "" {
-		return fmt.Sprintf("rsync -a --ignore-existing %s %s", src, shellQuote(dst))
-	}
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]" // an IPv6 address
-	}
-	return fmt.Sprintf("rsync -a --ignore-existing %s %s", src, shellQuote("root@"+host+":"+dst))
+	return holder, fmt.Sprintf("tandem files restore --from %s --epoch %d %s", self, epoch, shellQuote(dir))
 }
 
 func shellQuote(s string) string {

@@ -1,6 +1,8 @@
 package ops
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -52,110 +54,80 @@ func TestFilesStatus(t *testing.T) {
 	}
 	q := p.Quarantine[0]
 	if q.Files != 2 || q.Discard != "rm -r /srv/up.tandem-quarantine/epoch-1" ||
-		!strings.Contains(q.Restore, "--ignore-existing /srv/up.tandem-quarantine/epoch-1/ root@a:/srv/up/") {
-		t.Errorf("quarantine = %+v", q)
+		q.Restore != "tandem files restore --from b --epoch 1 /srv/up" || q.RestoreOn != "a" {
+		t.Errorf("quarantine = %+v; want the restore command for the holder a", q)
 	}
 	if (&Files{Name: "b", Machine: m}).Status() != nil {
 		t.Error("a node without [[files]] reports a files status")
 	}
 }
 
-// TestQuarantineCommandsWork runs the commands 'tandem status' prints for
-// a quarantine, as an operator pasting them would: restore puts back
-// what the holder lacks and keeps what it has, discard removes the
-// quarantine. The path has a space and a quote in it. The remote form
-// runs through a stand-in for ssh that runs the remote rsync locally.
+// TestQuarantineCommandsWork runs the commands 'tandem status' prints on
+// the holder for its own quarantine, as an operator pasting them would:
+// restore puts back what the copy lacks and keeps what it has, discard
+// removes the quarantine. The path has a space and a quote in it. (On
+// another node the command is 'tandem files restore' on the holder:
+// internal/files TestRestoreFromQuarantine and rsync TestPullFromQuarantine.)
 func TestQuarantineCommandsWork(t *testing.T) {
 	if _, err := exec.LookPath("rsync"); err != nil {
 		t.Skip("rsync is not installed (apt-get install rsync)")
 	}
-	for _, remote := range []bool{false, true} {
-		t.Run(fmt.Sprintf("remote=%v", remote), func(t *testing.T) {
-			base := t.TempDir()
-			dir := filepath.Join(base, "it's my uploads")
-			q := files.QuarantineDir(dir, 4)
-			for name, content := range map[string]string{
-				dir + "/kept.jpg":           "the holder's version",
-				q + "/kept.jpg":             "the old holder's version",
-				q + "/2026/11/last one.jpg": "written in the last moment",
-			} {
-				if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			host := ""
-			if remote {
-				host = "192.0.2.10"
-				bin := t.TempDir()
-				// rsync runs "ssh -l root 192.0.2.10 rsync --server ...".
-				fake := "#!/bin/sh\nwhile [ $# -gt 0 ]; do case $1 in -l) shift 2;; -*) shift;; *) break;; esac; done\n" +
-					"[ \"$1\" = 192.0.2.10 ] || { echo \"fake ssh: unexpected host $1\" >&2; exit 255; }\nshift\nexec sh -c \"$*\"\n"
-				if err := os.WriteFile(filepath.Join(bin, "ssh"), []byte(fake), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
-			}
-			restore := restoreCommand(q, dir, host)
-			if remote && !strings.Contains(restore, "root@192.0.2.10:") {
-				t.Fatalf("restore = %s; want it to reach the holder at its address", restore)
-			}
-			if out, err := exec.Command("sh", "-c", restore).CombinedOutput(); err != nil {
-				t.Fatalf("restore %s: %v\n%s", restore, err, out)
-			}
-			for name, want := range map[string]string{"kept.jpg": "the holder's version", "2026/11/last one.jpg": "written in the last moment"} {
-				if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != want {
-					t.Errorf("after restore %s = %q, %v; want %q", name, b, err, want)
-				}
-			}
-			discard := "rm -r " + shellQuote(q)
-			if out, err := exec.Command("sh", "-c", discard).CombinedOutput(); err != nil {
-				t.Fatalf("discard %s: %v\n%s", discard, err, out)
-			}
-			if _, err := os.Stat(q); !os.IsNotExist(err) {
-				t.Errorf("the quarantine is still there after discard: %v", err)
-			}
-		})
+	base := t.TempDir()
+	dir := filepath.Join(base, "it's my uploads")
+	q := files.QuarantineDir(dir, 4)
+	for name, content := range map[string]string{
+		dir + "/kept.jpg":           "the holder's version",
+		q + "/kept.jpg":             "the old version",
+		q + "/2026/11/last one.jpg": "written in the last moment",
+	} {
+		if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	on, restore := restoreCommand(q, dir, 4, "a", "a")
+	if on != "a" || !strings.HasPrefix(restore, "rsync -a --ignore-existing ") {
+		t.Fatalf("restore on the holder = %s on %s", restore, on)
+	}
+	if out, err := exec.Command("sh", "-c", restore).CombinedOutput(); err != nil {
+		t.Fatalf("restore %s: %v\n%s", restore, err, out)
+	}
+	for name, want := range map[string]string{"kept.jpg": "the holder's version", "2026/11/last one.jpg": "written in the last moment"} {
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != want {
+			t.Errorf("after restore %s = %q, %v; want %q", name, b, err, want)
+		}
+	}
+	discard := "rm -r " + shellQuote(q)
+	if out, err := exec.Command("sh", "-c", discard).CombinedOutput(); err != nil {
+		t.Fatalf("discard %s: %v\n%s", discard, err, out)
+	}
+	if _, err := os.Stat(q); !os.IsNotExist(err) {
+		t.Errorf("the quarantine is still there after discard: %v", err)
 	}
 }
 
 func TestRestoreCommandShapes(t *testing.T) {
 	tests := []struct {
-		name, host, want string
+		name, holder, self, dir string
+		on, want                string
 	}{
-		{"this node holds", "", "rsync -a --ignore-existing /srv/up.tandem-quarantine/epoch-3/ /srv/up/"},
-		{"an IPv4 holder", "10.0.0.2", "rsync -a --ignore-existing /srv/up.tandem-quarantine/epoch-3/ root@10.0.0.2:/srv/up/"},
-		{"an IPv6 holder", "2001:db8::2", "rsync -a --ignore-existing /srv/up.tandem-quarantine/epoch-3/ 'root@[2001:db8::2]:/srv/up/'"},
+		{"this node holds", "a", "a", "/srv/up", "a", "rsync -a --ignore-existing /srv/up.tandem-quarantine/epoch-3/ /srv/up/"},
+		{"nobody holds", "", "a", "/srv/up", "a", "rsync -a --ignore-existing /srv/up.tandem-quarantine/epoch-3/ /srv/up/"},
+		{"another node holds", "b", "a", "/srv/up", "b", "tandem files restore --from a --epoch 3 /srv/up"},
+		{"a path with a space", "b", "a", "/srv/my up", "b", "tandem files restore --from a --epoch 3 '/srv/my up'"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := restoreCommand("/srv/up.tandem-quarantine/epoch-3", "/srv/up", tt.host)
-			if got != tt.want {
-				t.Errorf("restoreCommand = %s; want %s", got, tt.want)
+			on, got := restoreCommand(files.QuarantineDir(tt.dir, 3), tt.dir, 3, tt.holder, tt.self)
+			if got != tt.want || on != tt.on {
+				t.Errorf("restoreCommand = %s on %s; want %s on %s", got, on, tt.want, tt.on)
 			}
 			if out, err := exec.Command("sh", "-n", "-c", got).CombinedOutput(); err != nil {
 				t.Errorf("%s is not one shell command: %v %s", got, err, out)
 			}
 		})
-	}
-	m := state.New()
-	for i, cmd := range []state.Command{
-		state.AddMember{Member: state.Member{Name: "a", Role: state.RoleApp, Address: "10.0.0.1:7946"}},
-		state.AddMember{Member: state.Member{Name: "b", Role: state.RoleApp, Address: "[2001:db8::2]:7946"}},
-		state.SetHolder{Node: "b", Active: true, Reason: "test"},
-	} {
-		b, _ := state.Encode(cmd)
-		if err := m.Apply(uint64(i+1), b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := holderHost(m.View(), "a"); got != "2001:db8::2" {
-		t.Errorf("holderHost from a = %q; want b's address", got)
-	}
-	if got := holderHost(m.View(), "b"); got != "" {
-		t.Errorf("holderHost on the holder = %q; want this node", got)
 	}
 }
 
@@ -188,6 +160,19 @@ func TestFilesRoutes(t *testing.T) {
 			"/v1/files/status", "", 0, "no [[files]]"},
 		{"status", &Files{Name: "b", Machine: m, Local: status},
 			"/v1/files/status", "", 200, `"path":"/srv/up"`},
+		{"restore", &Files{Name: "a", Machine: m, Local: status, Restore: func(_ context.Context, from, path string, epoch uint64) (int64, error) {
+			if from != "b" || path != "/srv/up" || epoch != 3 {
+				return 0, fmt.Errorf("restore(%s, %s, %d)", from, path, epoch)
+			}
+			return 2, nil
+		}}, "/v1/files/restore", `{"path":"/srv/up","from":"b","epoch":3}`, 200, "2 files restored from b's quarantine of epoch 3"},
+		{"restore without the epoch", &Files{Name: "a", Machine: m, Local: status, Restore: func(context.Context, string, string, uint64) (int64, error) { return 0, nil }},
+			"/v1/files/restore", `{"path":"/srv/up","from":"b"}`, 0, "restore needs the node"},
+		{"restore on a receiver", &Files{Name: "b", Machine: m, Local: status, Restore: func(context.Context, string, string, uint64) (int64, error) {
+			return 0, errors.New("not the holder: run this on the holder (a)")
+		}}, "/v1/files/restore", `{"path":"/srv/up","from":"c","epoch":3}`, 0, "run this on the holder (a)"},
+		{"restore without [[files]]", &Files{Name: "b", Machine: m},
+			"/v1/files/restore", `{"path":"/srv/up","from":"c","epoch":3}`, 0, "no [[files]]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

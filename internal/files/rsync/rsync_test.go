@@ -158,9 +158,13 @@ func newPair(t *testing.T) *pair {
 				p.served.Add(1)
 				// On one machine the two copies cannot share a path: the
 				// source serves its own directory for the receiver's.
-				err := source.ServeConn(c, "receiver", func(peer, dir string, epoch uint64) (string, func() bool, error) {
+				err := source.ServeConn(c, "receiver", func(peer string, r Request) (string, func() bool, error) {
+					dir, epoch := r.Dir, r.Epoch
 					if !p.allowed.Load() || epoch != 7 || dir != p.dst {
 						return "", nil, errors.New("not the source of that epoch")
+					}
+					if r.Quarantine != 0 {
+						return fmt.Sprintf("%s.quarantine-%d", p.src, r.Quarantine), p.allowed.Load, nil
 					}
 					return p.src, p.allowed.Load, nil
 				})
@@ -580,10 +584,10 @@ func TestServeConnRefuses(t *testing.T) {
 	local := t.TempDir()
 	push := []string{"rsync", "--server", "-logDtpre.iLsfxCIvu", "--delete", ".", "/srv/dir/"}
 	pull := []string{"rsync", "--server", "--sender", "-logDtpre.iLsfxCIvu", ".", "/srv/dir/"}
-	refuse := func(peer, dir string, epoch uint64) (string, func() bool, error) {
+	refuse := func(peer string, r Request) (string, func() bool, error) {
 		return "", nil, fmt.Errorf("%s is not an app node of this cluster", peer)
 	}
-	allow := func(peer, dir string, epoch uint64) (string, func() bool, error) {
+	allow := func(peer string, r Request) (string, func() bool, error) {
 		return local, func() bool { return true }, nil
 	}
 	tests := []struct {
@@ -644,9 +648,9 @@ func FuzzServeConnHeader(f *testing.F) {
 		defer b.Close()
 		errc := make(chan error, 1)
 		go func() {
-			errc <- (&Transport{}).ServeConn(a, "peer", func(peer, dir string, epoch uint64) (string, func() bool, error) {
-				if dir != filepath.Clean(dir) {
-					t.Errorf("the controller was asked about an unclean path %q", dir)
+			errc <- (&Transport{}).ServeConn(a, "peer", func(peer string, r Request) (string, func() bool, error) {
+				if r.Dir != filepath.Clean(r.Dir) {
+					t.Errorf("the controller was asked about an unclean path %q", r.Dir)
 				}
 				return "", nil, errors.New("refused")
 			})
@@ -750,5 +754,30 @@ func TestRsyncMessage(t *testing.T) {
 		if got := rsyncMessage(tt.stderr); got != tt.want {
 			t.Errorf("rsyncMessage(%q) = %q; want %q", tt.stderr, got, tt.want)
 		}
+	}
+}
+
+// TestPullFromQuarantine is the transfer of 'tandem files restore': the
+// holder pulls a node's quarantine and adds only what its copy lacks,
+// replacing and deleting nothing.
+func TestPullFromQuarantine(t *testing.T) {
+	p := newPair(t)
+	q := p.src + ".quarantine-4"
+	mtime := time.Now().Add(-time.Hour)
+	write(t, filepath.Join(q, "kept.jpg"), "the old version", 0o644, mtime)
+	write(t, filepath.Join(q, "2026", "last one.jpg"), "only the old holder had it", 0o640, mtime)
+	write(t, filepath.Join(p.dst, "kept.jpg"), "the holder's version", 0o644, time.Now())
+	write(t, filepath.Join(p.dst, "other.jpg"), "the holder's other file", 0o644, time.Now())
+	st, err := p.pull(PullOptions{FromQuarantine: 4, IgnoreExisting: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"kept.jpg": "the holder's version", "other.jpg": "the holder's other file", "2026/last one.jpg": "only the old holder had it"} {
+		if b, err := os.ReadFile(filepath.Join(p.dst, name)); err != nil || string(b) != want {
+			t.Errorf("%s = %q, %v; want %q", name, b, err, want)
+		}
+	}
+	if st.Files != 1 {
+		t.Errorf("stats = %+v; want 1 file restored", st)
 	}
 }

@@ -41,6 +41,10 @@ type Request struct {
 	Dir   string   `json:"dir"`
 	Epoch uint64   `json:"epoch"`
 	Argv  []string `json:"argv"`
+	// Quarantine, when set, asks for the peer's quarantine of that epoch
+	// beside Dir instead of Dir (the holder restoring what a returning
+	// old holder kept).
+	Quarantine uint64 `json:"quarantine,omitempty"`
 }
 
 // reply is the source's answer before the rsync stream starts.
@@ -57,6 +61,10 @@ type PullOptions struct {
 	Delete  bool
 	BWLimit int    // KiB/s, 0: none
 	Backup  string // where replaced and deleted files go ("" : nowhere)
+	// FromQuarantine pulls the peer's quarantine of that epoch instead of
+	// its copy; IgnoreExisting keeps every file this copy already has.
+	FromQuarantine uint64
+	IgnoreExisting bool
 }
 
 // Stats is what a pull transferred.
@@ -201,6 +209,9 @@ func (t *Transport) clientArgs(o PullOptions, token string) []string {
 	if o.Delete {
 		argv = append(argv, "--delete")
 	}
+	if o.IgnoreExisting {
+		argv = append(argv, "--ignore-existing")
+	}
 	if o.Backup != "" {
 		argv = append(argv, "--backup", "--backup-dir="+o.Backup)
 	}
@@ -301,7 +312,7 @@ func (t *Transport) bridge(ctx context.Context, c net.Conn) {
 		return
 	}
 	defer peer.Close()
-	if err := writeJSONLine(peer, Request{Dir: p.o.Dir, Epoch: p.o.Epoch, Argv: h.Argv}); err != nil {
+	if err := writeJSONLine(peer, Request{Dir: p.o.Dir, Epoch: p.o.Epoch, Argv: h.Argv, Quarantine: p.o.FromQuarantine}); err != nil {
 		fail(fmt.Errorf("send request to %s: %w", p.o.Peer, err))
 		return
 	}
@@ -346,11 +357,12 @@ func closeWrite(c net.Conn) {
 	_ = c.Close()
 }
 
-// Authorize decides whether this node serves a pull of dir in epoch to
-// peer, and returns the local directory to serve (dir itself in
-// production); while serving, still is asked every 100ms and the transfer
-// is cut when it turns false (the node lost the source's role).
-type Authorize func(peer, dir string, epoch uint64) (local string, still func() bool, err error)
+// Authorize decides whether this node serves r (its Dir cleaned) to peer,
+// and returns the local directory to serve (r.Dir itself, or the
+// quarantine r names, in production); while serving, still is asked every
+// 100ms and the transfer is cut when it turns false (the node lost the
+// role that let it serve).
+type Authorize func(peer string, r Request) (local string, still func() bool, err error)
 
 // ServeConn serves one pull on a source: c is a verified mTLS stream from
 // peer.
@@ -366,7 +378,8 @@ func (t *Transport) ServeConn(c net.Conn, peer string, auth Authorize) error {
 		_ = writeJSONLine(c, reply{Error: err.Error()})
 		return err
 	}
-	local, still, err := auth(peer, filepath.Clean(req.Dir), req.Epoch)
+	req.Dir = filepath.Clean(req.Dir)
+	local, still, err := auth(peer, req)
 	if err != nil {
 		return refuse(err)
 	}
@@ -379,7 +392,13 @@ func (t *Transport) ServeConn(c net.Conn, peer string, auth Authorize) error {
 		return refuse(fmt.Errorf("%s does not exist on the source yet (the app creates it, or mkdir it); nothing is sent or deleted until it does", req.Dir))
 	}
 	argv[0] = t.rsync()
-	cred, err := senderCredential(local)
+	// A quarantine (root's, beside the directory) is read as the
+	// directory's owner too.
+	owner := local
+	if req.Quarantine != 0 {
+		owner = req.Dir
+	}
+	cred, err := senderCredential(owner)
 	if err != nil {
 		return refuse(err)
 	}
