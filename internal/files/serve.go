@@ -60,6 +60,9 @@ func (c *Controller) Serve(peer, dir string, epoch uint64) (still func() bool, e
 	s := c.o.Machine.View()
 	if m, ok := s.Members[peer]; !ok || m.Role != state.RoleApp {
 		return nil, fmt.Errorf("%s is not an app node of this cluster", peer)
+	} else if m.Pending {
+		// The source never asks it to catch up before it is promoted.
+		return nil, fmt.Errorf("%s has joined but is not promoted yet; it receives files once it is", peer)
 	}
 	still = func() bool {
 		e, ok := MaySend(c.o.Name, c.o.Machine.View().Holder, c.o.Held())

@@ -77,6 +77,7 @@ func TestWhoIsRefused(t *testing.T) {
 	n := newFakeNet(t, "a", "b", "c")
 	n.commit(state.AddMember{Member: state.Member{Name: "gone", Role: state.RoleApp, Address: "gone"}})
 	n.commit(state.RemoveMember{Name: "gone"})
+	n.commit(state.AddMember{Member: state.Member{Name: "joining", Role: state.RoleApp, Address: "joining", Pending: true}})
 	n.move("a", true, false) // a holds epoch 1; b and c receive
 	n.write("a", "f.jpg", "f")
 
@@ -148,6 +149,7 @@ func TestWhoIsRefused(t *testing.T) {
 		{"a witness", "a", "witness", dir, 1, false},
 		{"a removed node", "a", "gone", dir, 1, false},
 		{"an outsider", "a", "x", dir, 1, false},
+		{"a node that joined, not promoted yet", "a", "joining", dir, 1, false},
 		{"no name", "a", "", dir, 1, false},
 		{"an older epoch", "a", "b", dir, 0, false},
 		{"a standby asked to serve", "b", "c", dir, 1, false},
