@@ -392,13 +392,10 @@ func (t *Transport) ServeConn(c net.Conn, peer string, auth Authorize) error {
 		return refuse(fmt.Errorf("%s does not exist on the source yet (the app creates it, or mkdir it); nothing is sent or deleted until it does", req.Dir))
 	}
 	argv[0] = t.rsync()
-	// A quarantine (root's, beside the directory) is read as the
-	// directory's owner too.
-	owner := local
-	if req.Quarantine != 0 {
-		owner = req.Dir
-	}
-	cred, err := senderCredential(owner)
+	// A quarantine is rsync's backup directory: root owns it and its
+	// subdirectories (with their originals' modes), so it is read as
+	// root, by the holder only (the controller's rule).
+	cred, err := senderCredential(local)
 	if err != nil {
 		return refuse(err)
 	}
