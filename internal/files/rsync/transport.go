@@ -14,13 +14,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -392,19 +390,9 @@ func (t *Transport) ServeConn(c net.Conn, peer string, auth Authorize) error {
 		return refuse(fmt.Errorf("%s does not exist on the source yet (the app creates it, or mkdir it); nothing is sent or deleted until it does", req.Dir))
 	}
 	argv[0] = t.rsync()
-	// A quarantine is rsync's backup directory: root owns it and its
-	// subdirectories (with their originals' modes), so it is read as
-	// root, by the holder only (the controller's rule).
-	cred, err := senderCredential(local)
-	if err != nil {
-		return refuse(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	if cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	}
 	var stderr bytes.Buffer
 	// rsync's stdin is fed by a copy Wait does not wait for: the client
 	// closes its side only once this side has finished.
@@ -453,45 +441,6 @@ func (t *Transport) ServeConn(c net.Conn, peer string, auth Authorize) error {
 		return fmt.Errorf("files: serve %s to %s: %w: %s", req.Dir, peer, err, strings.TrimSpace(stderr.String()))
 	}
 	return nil
-}
-
-// senderCredential is who the sending rsync runs as: the owner of the
-// directory it serves (with that user's groups) when this agent is root
-// and the owner is not. The receiver is a cluster member, but the rsync
-// protocol lets it send filter rules the server acts on, among them
-// "merge FILE", which rsync's server opens as it is told and whose first
-// line it does not understand it echoes back in its error: as root, any
-// file on the source (/etc/shadow, this node's keys). As the directory's
-// owner, the app's user, it reads only what the app can; a file in the
-// directory only root may read is then not sent, and the pull says so.
-// nil keeps the agent's own identity.
-func senderCredential(dir string) (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return nil, err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || st.Uid == 0 {
-		return nil, nil
-	}
-	cred := &syscall.Credential{Uid: st.Uid, Gid: st.Gid, Groups: []uint32{st.Gid}}
-	if u, err := user.LookupId(strconv.FormatUint(uint64(st.Uid), 10)); err == nil {
-		if g, err := strconv.ParseUint(u.Gid, 10, 32); err == nil {
-			cred.Gid = uint32(g)
-		}
-		if ids, err := u.GroupIds(); err == nil {
-			cred.Groups = cred.Groups[:0]
-			for _, id := range ids {
-				if g, err := strconv.ParseUint(id, 10, 32); err == nil {
-					cred.Groups = append(cred.Groups, uint32(g))
-				}
-			}
-		}
-	}
-	return cred, nil
 }
 
 // Pipe is 'tandem files pipe': rsync's -e command on a receiver. It hands
