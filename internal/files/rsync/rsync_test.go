@@ -712,9 +712,22 @@ func TestPullFromQuarantine(t *testing.T) {
 	write(t, filepath.Join(q, "2026", "last one.jpg"), "only the old holder had it", 0o640, mtime)
 	write(t, filepath.Join(p.dst, "kept.jpg"), "the holder's version", 0o644, time.Now())
 	write(t, filepath.Join(p.dst, "other.jpg"), "the holder's other file", 0o644, time.Now())
+	// The app's directory is group-writable; the quarantine is root's
+	// and closed: the restore must not carry that over (the lab's e2e
+	// found the app unable to upload after a restore that did).
+	if err := os.Chmod(p.dst, 0o775); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(q, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(p.dst)
 	st, err := p.pull(PullOptions{FromQuarantine: 4, IgnoreExisting: true})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if after, _ := os.Stat(p.dst); after.Mode() != before.Mode() {
+		t.Errorf("the restore changed the directory's mode: %v -> %v", before.Mode(), after.Mode())
 	}
 	for name, want := range map[string]string{"kept.jpg": "the holder's version", "other.jpg": "the holder's other file", "2026/last one.jpg": "only the old holder had it"} {
 		if b, err := os.ReadFile(filepath.Join(p.dst, name)); err != nil || string(b) != want {

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -63,6 +64,9 @@ type PullOptions struct {
 	// its copy; IgnoreExisting keeps every file this copy already has.
 	FromQuarantine uint64
 	IgnoreExisting bool
+	// ChownTo ("UID:GID") owns what an IgnoreExisting pull adds; Pull
+	// sets it to the directory's own owner.
+	ChownTo string
 }
 
 // Stats is what a pull transferred.
@@ -138,6 +142,13 @@ func (t *Transport) Pull(ctx context.Context, o PullOptions) (Stats, error) {
 		t.mu.Unlock()
 	}()
 
+	if o.IgnoreExisting && o.ChownTo == "" {
+		if fi, err := os.Stat(o.Dir); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				o.ChownTo = fmt.Sprintf("%d:%d", st.Uid, st.Gid)
+			}
+		}
+	}
 	argv := t.clientArgs(o, token)
 	if t.Wrap != nil {
 		argv = t.Wrap(o.Dir, argv)
@@ -208,7 +219,15 @@ func (t *Transport) clientArgs(o PullOptions, token string) []string {
 		argv = append(argv, "--delete")
 	}
 	if o.IgnoreExisting {
-		argv = append(argv, "--ignore-existing")
+		// A restore adds files and nothing else: the quarantine's
+		// directories (root's, made by --backup-dir) must not lend their
+		// owner, mode or time to the copy's existing ones, "." included,
+		// or the app could no longer write its own directory. New files
+		// get the copy's owner.
+		argv = append(argv, "--ignore-existing", "--no-perms", "--omit-dir-times")
+		if o.ChownTo != "" {
+			argv = append(argv, "--chown="+o.ChownTo)
+		}
 	}
 	if o.Backup != "" {
 		argv = append(argv, "--backup", "--backup-dir="+o.Backup)
