@@ -70,10 +70,18 @@ func (a *Agent) buildFiles(creds *pki.Node) (*files.Controller, *rsync.Transport
 	}
 	a.node.Handle("POST "+files.SyncPath, ctrl.Handler(cluster.PeerName))
 	a.node.HandleConn(rsync.ALPN, func(c net.Conn, peer string) error {
-		return tr.ServeConn(c, peer, func(peer, dir string, epoch uint64) (string, func() bool, error) {
-			still, err := ctrl.Serve(peer, dir, epoch)
-			return dir, still, err
+		err := tr.ServeConn(c, peer, func(peer string, r rsync.Request) (string, func() bool, error) {
+			if r.Quarantine != 0 {
+				return ctrl.ServeQuarantine(peer, r.Dir, r.Quarantine)
+			}
+			still, err := ctrl.Serve(peer, r.Dir, r.Epoch)
+			return r.Dir, still, err
 		})
+		if err != nil {
+			// The receiver sees only rsync's summary; the files are named here.
+			log.Warn("serving a pull failed", "peer", peer, "err", err)
+		}
+		return err
 	})
 	if err := a.metrics.reg.Register(filesCollector{ctrl}); err != nil {
 		return nil, nil, fmt.Errorf("metrics: %w", err)
@@ -147,7 +155,8 @@ type transfer struct{ tr *rsync.Transport }
 func (t transfer) Pull(ctx context.Context, p files.Pull) (files.PullResult, error) {
 	excl := append(append([]string{}, p.Spec.Exclude...), p.Skip...)
 	st, err := t.tr.Pull(ctx, rsync.PullOptions{Peer: p.From, Epoch: p.Epoch, Dir: p.Spec.Dir, Exclude: excl,
-		Delete: p.Spec.Delete, BWLimit: p.Spec.BWLimit, Backup: p.Quarantine})
+		Delete: p.Spec.Delete && p.FromQuarantine == 0, BWLimit: p.Spec.BWLimit, Backup: p.Quarantine,
+		FromQuarantine: p.FromQuarantine, IgnoreExisting: p.FromQuarantine != 0})
 	return files.PullResult{Files: st.Files, Bytes: st.Bytes}, err
 }
 
@@ -220,7 +229,7 @@ func (a *Agent) filesOps() *ops.Files {
 	if a.files == nil {
 		return f
 	}
-	f.Local, f.SyncAll = a.files.Status, a.files.SyncAll
+	f.Local, f.SyncAll, f.Restore = a.files.Status, a.files.SyncAll, a.files.Restore
 	f.HolderFact = func(holder string) ([]byte, bool) {
 		p, ok := a.mesh.Peer(holder)
 		if !ok {

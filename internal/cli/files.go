@@ -28,7 +28,7 @@ quarantine/epoch-N), never deleted. A planned move (switchover, deploys,
 'systemctl stop tandem' on the holder) flushes replication before the IP
 moves. SQLite databases inside a path are reported and left out.`,
 	}
-	cmd.AddCommand(newFilesStatusCmd(e), newFilesSyncCmd(e), newFilesPipeCmd(e))
+	cmd.AddCommand(newFilesStatusCmd(e), newFilesSyncCmd(e), newFilesRestoreCmd(e), newFilesPipeCmd(e))
 	return cmd
 }
 
@@ -77,6 +77,37 @@ func newFilesSyncCmd(e *env) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&full, "full", false, "compare every file, not just the changed ones")
+	return cmd
+}
+
+func newFilesRestoreCmd(e *env) *cobra.Command {
+	var from string
+	var epoch uint64
+	cmd := &cobra.Command{
+		Use:   "restore --from NODE --epoch N PATH",
+		Short: "On the holder: add what NODE's quarantine of epoch N beside PATH holds and the holder lacks",
+		Long: `Run on the holder, as 'tandem status' prints it for each quarantine. The
+holder fetches NODE's quarantine PATH.tandem-quarantine/epoch-N over the
+cluster's mutual TLS and adds the files its copy lacks (it never replaces
+or deletes one); they then replicate to every node. Discard the quarantine
+on NODE afterwards (rm -r, as 'tandem status' prints it).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if from == "" || epoch == 0 {
+				return &UsageError{Err: errors.New("say which node keeps the quarantine and its epoch: --from NODE --epoch N (as 'tandem status' prints them)")}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Minute)
+			defer cancel()
+			rep, err := e.client().FilesRestore(ctx, localapi.FilesRestoreRequest{Path: args[0], From: from, Epoch: epoch})
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(e.stdout, rep.Message)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&from, "from", "", "the node that keeps the quarantine")
+	cmd.Flags().Uint64Var(&epoch, "epoch", 0, "the quarantine's epoch (PATH.tandem-quarantine/epoch-N)")
 	return cmd
 }
 
@@ -147,7 +178,9 @@ func printFilesStatus(w io.Writer, st *localapi.FilesStatus, detail bool) {
 				noun = "file"
 			}
 			fmt.Fprintf(w, "    QUARANTINE: %d %s only this node had (or had in another version) when it first caught up in epoch %d, in %s\n", q.Files, noun, q.Epoch, q.Dir)
-			fmt.Fprintf(w, "      restore: %s\n      discard: %s\n", q.Restore, q.Discard)
+			fmt.Fprintf(w, "      restore (on %s): %s\n", orDash(q.RestoreOn), q.Restore)
+			fmt.Fprintf(w, "        (adds to the holder's copy, the one that replicates, what it lacks; never replaces a file)\n")
+			fmt.Fprintf(w, "      discard (here, after): %s\n", q.Discard)
 		}
 	}
 }

@@ -20,7 +20,7 @@ const dir = "/srv/uploads"
 // peer calls. Each node has its own state machine; commits reach every
 // node not marked lagging.
 type fakeNet struct {
-	t     *testing.T
+	t     testing.TB
 	mu    sync.Mutex
 	log   [][]byte
 	nodes map[string]*fakeNode
@@ -41,7 +41,7 @@ type fakeNode struct {
 	c       *Controller
 }
 
-func newFakeNet(t *testing.T, names ...string) *fakeNet {
+func newFakeNet(t testing.TB, names ...string) *fakeNet {
 	n := &fakeNet{t: t, nodes: map[string]*fakeNode{}, sends: map[string]map[uint64]int{}, broken: map[string]bool{}}
 	for _, name := range names {
 		n.nodes[name] = &fakeNode{name: name, machine: state.New(), tree: map[string]string{}, quar: map[string]map[string]string{}}
@@ -209,6 +209,16 @@ func (f fakeTransfer) Pull(ctx context.Context, p Pull) (PullResult, error) {
 		f.to.quar[p.Quarantine][name] = content
 	}
 	var res PullResult
+	if p.FromQuarantine != 0 {
+		// A restore: what src's quarantine holds and this copy lacks.
+		for name, content := range src.quar[QuarantineDir(dir, p.FromQuarantine)] {
+			if _, ok := f.to.tree[name]; !ok {
+				f.to.tree[name] = content
+				res.Files++
+			}
+		}
+		return res, nil
+	}
 	for name, content := range src.tree {
 		if old, ok := f.to.tree[name]; ok && old != content {
 			save(name, old)
@@ -465,6 +475,155 @@ func TestFlushToUnreachableTargetTimesOut(t *testing.T) {
 		st := n.nodes["a"].c.Status()
 		if p := st.Paths[0].Peers[0]; p.LastError == "" || p.Lag < time.Second {
 			t.Errorf("status of the unreachable peer = %+v; want its error and lag", p)
+		}
+	})
+}
+
+// TestFullScanCatchesLostEvents: a change whose event never came (lost,
+// or the watch failed) reaches the receivers at the next periodic full
+// scan; an inotify queue overflow (Change.Overflow, path unknown) makes
+// the source sync at once. Both on synctest's fake clock.
+func TestFullScanCatchesLostEvents(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newFakeNet(t, "a", "b")
+		for _, fn := range n.nodes {
+			fn.c.o.FullScan = 30 * time.Second
+		}
+		n.move("a", true, false)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		n.run(ctx)
+		settle()
+		scanned := n.nodes["a"].c.Status().Paths[0].LastScan
+
+		// No event: nothing is sent until the full scan.
+		n.mu.Lock()
+		n.nodes["a"].tree["lost-event.jpg"] = "x"
+		n.mu.Unlock()
+		settle()
+		if n.tree("b")["lost-event.jpg"] != "" {
+			t.Fatal("a change without an event was sent before the full scan: the test does not test the scan")
+		}
+		time.Sleep(30 * time.Second)
+		settle()
+		if n.tree("b")["lost-event.jpg"] != "x" {
+			t.Errorf("the full scan did not carry a change whose event was lost: b = %v", n.tree("b"))
+		}
+		if st := n.nodes["a"].c.Status().Paths[0].LastScan; !st.After(scanned) {
+			t.Errorf("last full scan %v; want after %v", st, scanned)
+		}
+
+		// An overflow: the watcher lost events and says so.
+		n.mu.Lock()
+		n.nodes["a"].tree["in-the-overflow.jpg"] = "y"
+		n.mu.Unlock()
+		n.nodes["a"].c.touch(dir, Change{At: time.Now(), Overflow: true})
+		settle()
+		if n.tree("b")["in-the-overflow.jpg"] != "y" {
+			t.Errorf("an overflow did not make the source sync: b = %v", n.tree("b"))
+		}
+	})
+}
+
+// TestDeletesOption: with delete = false the source's deletes do not
+// propagate; with the default they do (TestHolderReplicatesToEveryStandby).
+func TestDeletesOption(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newFakeNet(t, "a", "b")
+		for _, fn := range n.nodes {
+			for _, p := range fn.c.paths {
+				p.spec.Delete = false
+			}
+		}
+		n.move("a", true, false)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		n.run(ctx)
+		settle()
+		n.write("a", "x.jpg", "x")
+		settle()
+		if n.tree("b")["x.jpg"] != "x" {
+			t.Fatalf("b = %v", n.tree("b"))
+		}
+		n.remove("a", "x.jpg")
+		settle()
+		if n.tree("b")["x.jpg"] != "x" {
+			t.Errorf("with delete = false a delete propagated: b = %v", n.tree("b"))
+		}
+	})
+}
+
+// TestSyncAllForcesFullSync is 'tandem files sync --full': on the source
+// it sends what no event announced; on a receiver it does nothing and
+// says so.
+func TestSyncAllForcesFullSync(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newFakeNet(t, "a", "b")
+		n.move("a", true, false)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		n.run(ctx)
+		settle()
+		n.mu.Lock()
+		n.nodes["a"].tree["no-event.jpg"] = "x"
+		n.mu.Unlock()
+		settle()
+		if n.tree("b")["no-event.jpg"] != "" {
+			t.Fatal("sent without an event or a full sync: the test does not test SyncAll")
+		}
+		if n.nodes["b"].c.SyncAll() {
+			t.Error("a receiver's SyncAll says it sends")
+		}
+		settle()
+		if n.tree("b")["no-event.jpg"] != "" {
+			t.Error("a receiver's SyncAll made the source send")
+		}
+		if !n.nodes["a"].c.SyncAll() {
+			t.Error("the source's SyncAll says it does not send")
+		}
+		settle()
+		if n.tree("b")["no-event.jpg"] != "x" {
+			t.Errorf("after SyncAll on the source b = %v", n.tree("b"))
+		}
+	})
+}
+
+// TestRestoreFromQuarantine is 'tandem files restore' on the holder: what
+// the returning old holder's quarantine holds and the holder lacks comes
+// back and replicates; what the holder has is kept. Only the holder
+// restores, only from an app node, only a declared directory.
+func TestRestoreFromQuarantine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := newFakeNet(t, "a", "b", "c")
+		n.move("b", true, false) // b holds epoch 1
+		n.mu.Lock()
+		n.nodes["b"].tree["kept.jpg"] = "the holder's version"
+		n.nodes["a"].quar[QuarantineDir(dir, 1)] = map[string]string{"kept.jpg": "a's old version", "last-moment.jpg": "only a had it"}
+		n.mu.Unlock()
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		n.run(ctx)
+		settle()
+
+		if _, err := n.nodes["a"].c.Restore(ctx, "a", dir, 1); !errors.Is(err, ErrNotHolder) {
+			t.Errorf("a restore on a receiver: %v; want ErrNotHolder", err)
+		}
+		if _, err := n.nodes["b"].c.Restore(ctx, "witness", dir, 1); err == nil {
+			t.Error("the holder restored from the witness")
+		}
+		if _, err := n.nodes["b"].c.Restore(ctx, "a", "/etc", 1); !errors.Is(err, ErrUnknownPath) {
+			t.Errorf("a restore into an undeclared directory: %v", err)
+		}
+		got, err := n.nodes["b"].c.Restore(ctx, "a", dir, 1)
+		if err != nil || got != 1 {
+			t.Fatalf("Restore = %d, %v; want 1 file", got, err)
+		}
+		settle()
+		for _, node := range []string{"a", "b", "c"} {
+			tree := n.tree(node)
+			if tree["last-moment.jpg"] != "only a had it" || tree["kept.jpg"] != "the holder's version" {
+				t.Errorf("%s after the restore = %v; want last-moment.jpg back and the holder's kept.jpg", node, tree)
+			}
 		}
 	})
 }

@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +40,29 @@ var ErrNotSource = errors.New("not the source")
 // ErrUnknownPath refuses a request about a directory this node does not
 // declare.
 var ErrUnknownPath = errors.New("directory not declared here")
+
+// ErrBadRequest refuses a malformed catch-up request.
+var ErrBadRequest = errors.New("bad sync request")
+
+// maxSkip bounds the databases a request may leave out.
+const maxSkip = 1024
+
+// checkSkip accepts only what SkipPatterns makes: patterns anchored at the
+// transfer's root. The receiver passes them to its own rsync as excludes,
+// and rsync reads a leading "+ " as an include and "!" as "forget every
+// exclude", which would lift the protection excluded files have from
+// deletion.
+func checkSkip(skip []string) error {
+	if len(skip) > maxSkip {
+		return fmt.Errorf("%w: %d paths to skip; at most %d", ErrBadRequest, len(skip), maxSkip)
+	}
+	for _, p := range skip {
+		if len(p) < 2 || p[0] != '/' || strings.ContainsRune(p, 0) || len(p) > 4096 {
+			return fmt.Errorf("%w: skip pattern %q is not anchored at the directory (the source runs an incompatible tandem)", ErrBadRequest, p)
+		}
+	}
+	return nil
+}
 
 // Spec is one declared directory.
 type Spec struct {
@@ -59,6 +83,11 @@ type Pull struct {
 	// Quarantine, when set, is where files the pull would delete or
 	// replace go instead.
 	Quarantine string
+	// FromQuarantine, when set, pulls From's quarantine of that epoch
+	// instead of its copy, adding only the files this copy lacks (never
+	// replacing, never deleting): the holder restoring what a returning
+	// old holder kept.
+	FromQuarantine uint64
 }
 
 // PullResult says what a pull changed.
@@ -551,13 +580,52 @@ func (c *Controller) SyncAll() bool {
 	return sending
 }
 
+// ErrNotHolder refuses a restore on a node that is not the source.
+var ErrNotHolder = errors.New("not the holder")
+
+// Restore, on the holder, adds to dir what the quarantine of epoch on
+// node from holds and this copy lacks (files it has are kept), then
+// replicates them: 'tandem files restore'. It returns how many files came
+// back.
+func (c *Controller) Restore(ctx context.Context, from, dir string, epoch uint64) (int64, error) {
+	p := c.paths[filepath.Clean(dir)]
+	if p == nil {
+		return 0, fmt.Errorf("%w: %q (the [[files]] paths here: %v)", ErrUnknownPath, dir, c.order)
+	}
+	c.mu.Lock()
+	sending, cur := c.sending, c.epoch
+	c.mu.Unlock()
+	if !sending {
+		return 0, fmt.Errorf("%w: restore into the copy that replicates: run this on the holder (%s)", ErrNotHolder, c.o.Machine.View().Holder.Node)
+	}
+	if from == c.o.Name {
+		return 0, fmt.Errorf("the quarantine is on this node, the holder: rsync -a --ignore-existing %s/ %s/", QuarantineDir(p.spec.Dir, epoch), p.spec.Dir)
+	}
+	if m, ok := c.o.Machine.View().Members[from]; !ok || m.Role != state.RoleApp {
+		return 0, fmt.Errorf("%q is not an app node of this cluster", from)
+	}
+	if err := checkLinks(p.spec.Dir); err != nil {
+		return 0, err
+	}
+	res, err := c.o.Transfer.Pull(ctx, Pull{From: from, Epoch: cur, Spec: p.spec, FromQuarantine: epoch})
+	if err != nil {
+		return 0, fmt.Errorf("restore %s from %s's quarantine of epoch %d: %w", p.spec.Dir, from, epoch, err)
+	}
+	c.log.Info("restored quarantined files into the holder's copy", "dir", p.spec.Dir, "from", from, "epoch", epoch, "files", res.Files)
+	c.touch(p.spec.Dir, Change{At: c.o.Now(), Bytes: res.Bytes})
+	return res.Files, nil
+}
+
 // Receive handles a source's request to catch up: it checks the request
 // against this node's committed state and pulls. Quarantine applies to
 // the first catch-up from a source in an epoch (see QuarantineFor).
 func (c *Controller) Receive(ctx context.Context, from string, r SyncRequest) (SyncReply, error) {
 	p := c.paths[filepath.Clean(r.Dir)]
 	if p == nil {
-		return SyncReply{}, fmt.Errorf("%w: %s (declare it in [[files]] on every app node)", ErrUnknownPath, r.Dir)
+		return SyncReply{}, fmt.Errorf("%w: %q (declare it in [[files]] on every app node)", ErrUnknownPath, r.Dir)
+	}
+	if err := checkSkip(r.Skip); err != nil {
+		return SyncReply{}, err
 	}
 	if err := MayReceive(c.o.Name, from, r.Epoch, c.o.Machine.View().Holder); err != nil {
 		return SyncReply{}, err
@@ -571,6 +639,18 @@ func (c *Controller) Receive(ctx context.Context, from string, r SyncRequest) (S
 	c.mu.Lock()
 	q := QuarantineFor(p.spec.Dir, p.mark, from, r.Epoch)
 	c.mu.Unlock()
+	for _, path := range []string{p.spec.Dir, q} {
+		if path == "" {
+			continue
+		}
+		if err := checkLinks(path); err != nil {
+			c.log.Warn("not writing into a replicated directory: a symlink on the way to it could point root's rsync anywhere", "dir", p.spec.Dir, "err", err)
+			c.mu.Lock()
+			p.lastPull, p.pullFrom, p.pullErr = c.o.Now(), from, err.Error()
+			c.mu.Unlock()
+			return SyncReply{}, err
+		}
+	}
 	start := c.o.Now()
 	res, err := c.o.Transfer.Pull(ctx, Pull{From: from, Epoch: r.Epoch, Spec: p.spec, Skip: r.Skip, Quarantine: q})
 	c.mu.Lock()

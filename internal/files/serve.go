@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 
 	"github.com/tandem-ha/tandem/internal/cluster/state"
@@ -26,7 +27,10 @@ func (c *Controller) Handler(peer func(*http.Request) string) http.Handler {
 		}
 		rep, err := c.Receive(r.Context(), peer(r), req)
 		switch {
-		case errors.Is(err, ErrNotSource), errors.Is(err, ErrUnknownPath):
+		case errors.Is(err, ErrBadRequest):
+			writeErr(w, http.StatusBadRequest, err)
+			return
+		case errors.Is(err, ErrNotSource), errors.Is(err, ErrUnknownPath), errors.Is(err, ErrUnsafePath):
 			writeErr(w, http.StatusConflict, err)
 			return
 		case err != nil:
@@ -51,11 +55,14 @@ func writeErr(w http.ResponseWriter, status int, err error) {
 func (c *Controller) Serve(peer, dir string, epoch uint64) (still func() bool, err error) {
 	dir = filepath.Clean(dir)
 	if c.paths[dir] == nil {
-		return nil, fmt.Errorf("%w: %s", ErrUnknownPath, dir)
+		return nil, fmt.Errorf("%w: %q", ErrUnknownPath, dir)
 	}
 	s := c.o.Machine.View()
 	if m, ok := s.Members[peer]; !ok || m.Role != state.RoleApp {
 		return nil, fmt.Errorf("%s is not an app node of this cluster", peer)
+	} else if m.Pending {
+		// The source never asks it to catch up before it is promoted.
+		return nil, fmt.Errorf("%s has joined but is not promoted yet; it receives files once it is", peer)
 	}
 	still = func() bool {
 		e, ok := MaySend(c.o.Name, c.o.Machine.View().Holder, c.o.Held())
@@ -64,5 +71,36 @@ func (c *Controller) Serve(peer, dir string, epoch uint64) (still func() bool, e
 	if !still() {
 		return nil, fmt.Errorf("%w: %s is not the source of epoch %d here (holder: %s, epoch %d)", ErrNotSource, c.o.Name, epoch, s.Holder.Node, s.Holder.Epoch)
 	}
+	if err := checkLinks(dir); err != nil {
+		c.log.Warn("not sending a replicated directory: a symlink on the way to it could point root's rsync anywhere", "dir", dir, "err", err)
+		return nil, err
+	}
 	return still, nil
+}
+
+// ServeQuarantine decides, on a node that keeps a quarantine beside dir,
+// whether to serve its epoch's quarantine to peer: only the committed
+// source (the holder, which restores into the copy that replicates) may
+// fetch it, and only a quarantine beside a declared directory. It returns
+// the quarantine to serve; still tells whether peer remains the source.
+func (c *Controller) ServeQuarantine(peer, dir string, epoch uint64) (local string, still func() bool, err error) {
+	dir = filepath.Clean(dir)
+	if c.paths[dir] == nil {
+		return "", nil, fmt.Errorf("%w: %q", ErrUnknownPath, dir)
+	}
+	isSource := func() bool {
+		node, _, ok := Source(c.o.Machine.View().Holder)
+		return ok && node == peer && peer != c.o.Name
+	}
+	if !isSource() {
+		return "", nil, fmt.Errorf("%w: only the holder may fetch a quarantine to restore it, and %s is not the holder here", ErrNotSource, peer)
+	}
+	q := QuarantineDir(dir, epoch)
+	if err := checkLinks(q); err != nil {
+		return "", nil, err
+	}
+	if fi, err := os.Stat(q); err != nil || !fi.IsDir() {
+		return "", nil, fmt.Errorf("no quarantine of epoch %d beside %s on %s", epoch, dir, c.o.Name)
+	}
+	return q, isSource, nil
 }

@@ -18,12 +18,15 @@ var sqliteSuffixes = []string{"-wal", "-journal", "-shm"}
 
 // FindSQLite returns the SQLite databases under dir, relative to it and
 // sorted: files that start with SQLite's header, and the databases named
-// by a -wal, -journal or -shm file. A missing dir has none.
+// by a -wal, -journal or -shm file. A missing dir has none. A dir that is
+// a symlink is followed (rsync follows it too, as "dir/"); symlinks below
+// it are not.
 func FindSQLite(dir string) ([]string, error) {
 	found := map[string]bool{}
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	root := WalkRoot(dir)
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if os.IsNotExist(err) && path == dir {
+			if os.IsNotExist(err) && path == root {
 				return fs.SkipAll
 			}
 			return nil // unreadable entries are rsync's to report
@@ -52,6 +55,13 @@ func FindSQLite(dir string) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, err
+}
+
+// WalkRoot is dir as the root of a filepath.WalkDir that follows dir
+// itself when it is a symlink: WalkDir never follows its root, but a
+// trailing slash makes the kernel resolve it.
+func WalkRoot(dir string) string {
+	return strings.TrimSuffix(filepath.Clean(dir), "/") + "/"
 }
 
 // SQLiteFile reports whether path, a file under dir, is a SQLite

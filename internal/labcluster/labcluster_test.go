@@ -42,6 +42,10 @@ func TestRenderConfigRoundTrips(t *testing.T) {
 			if c.Hooks.Promote != HookScript || c.Hooks.Demote != HookScript || c.Hooks.Fault != HookScript {
 				t.Errorf("hooks = %+v", c.Hooks)
 			}
+			// The example site's uploads are declared out of the box.
+			if len(c.Files) != 1 || c.Files[0].Path != SiteDataDir || !c.Files[0].DeletesPropagate() {
+				t.Errorf("files = %+v; want the example site's upload directory %s", c.Files, SiteDataDir)
+			}
 			// Unset keys get their defaults, as in a hand-written file.
 			if c.Metrics.Listen != "127.0.0.1:9746" || c.VIP.Linux.GARPCount != 5 || c.Failover.FailureThreshold != 3 || len(c.Warnings) != 0 {
 				t.Errorf("defaults not applied: metrics %q, garp_count %d, failure_threshold %d, warnings %v",
@@ -49,8 +53,8 @@ func TestRenderConfigRoundTrips(t *testing.T) {
 			}
 		}},
 		{"witness", witness, "", func(t *testing.T, c *config.Config) {
-			if c.VIP.Provider != "" || len(c.Health) != 0 || c.Hooks.Promote != "" {
-				t.Errorf("a witness got app settings: vip %+v, health %+v, hooks %+v", c.VIP, c.Health, c.Hooks)
+			if c.VIP.Provider != "" || len(c.Health) != 0 || c.Hooks.Promote != "" || len(c.Files) != 0 {
+				t.Errorf("a witness got app settings: vip %+v, health %+v, hooks %+v, files %+v", c.VIP, c.Health, c.Hooks, c.Files)
 			}
 		}},
 		{"extra", app, "[failover]\nfailure_threshold = 100\ncooloff = \"1s\"\n", func(t *testing.T, c *config.Config) {

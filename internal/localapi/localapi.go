@@ -505,7 +505,31 @@ type FilesQuarantine struct {
 	Epoch   uint64 `json:"epoch"`
 	Files   int    `json:"files"`
 	Restore string `json:"restore"`
-	Discard string `json:"discard"`
+	// RestoreOn is the node to run Restore on: the holder, whose copy
+	// replicates.
+	RestoreOn string `json:"restore_on"`
+	Discard   string `json:"discard"`
+}
+
+// FilesRestoreRequest asks the holder to add what a node's quarantine
+// holds and its copy lacks.
+type FilesRestoreRequest struct {
+	Path  string `json:"path"`
+	From  string `json:"from"`
+	Epoch uint64 `json:"epoch"`
+}
+
+// FilesRestoreReply says how many files came back.
+type FilesRestoreReply struct {
+	Files   int64  `json:"files"`
+	Message string `json:"message"`
+}
+
+// FilesRestore restores a quarantine into the holder's copy.
+func (c *Client) FilesRestore(ctx context.Context, r FilesRestoreRequest) (FilesRestoreReply, error) {
+	var out FilesRestoreReply
+	err := c.do(ctx, http.MethodPost, "/v1/files/restore", r, &out)
+	return out, err
 }
 
 // FilesSyncRequest asks for a full reconcile now.

@@ -23,6 +23,9 @@ type Files struct {
 	// SyncAll forces a full reconcile; it reports whether this node is the
 	// source.
 	SyncAll func() bool
+	// Restore, on the holder, adds what node from's quarantine of epoch
+	// beside path holds and the holder's copy lacks.
+	Restore func(ctx context.Context, from, path string, epoch uint64) (int64, error)
 }
 
 // Routes are the local API endpoints of file replication.
@@ -34,6 +37,19 @@ func (f *Files) Routes() []localapi.Route {
 				return localapi.FilesStatus{}, errors.New("no [[files]] are declared on this node (see 'tandem config example')")
 			}
 			return *st, nil
+		})},
+		{Pattern: "POST /v1/files/restore", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.FilesRestoreRequest) (localapi.FilesRestoreReply, error) {
+			if f.Restore == nil {
+				return localapi.FilesRestoreReply{}, errors.New("no [[files]] are declared on this node")
+			}
+			if r.From == "" || r.Epoch == 0 || r.Path == "" {
+				return localapi.FilesRestoreReply{}, errors.New("restore needs the node that keeps the quarantine, its epoch and the path (as 'tandem status' prints them)")
+			}
+			n, err := f.Restore(ctx, r.From, r.Path, r.Epoch)
+			if err != nil {
+				return localapi.FilesRestoreReply{}, err
+			}
+			return localapi.FilesRestoreReply{Files: n, Message: fmt.Sprintf("%d files restored from %s's quarantine of epoch %d into %s; they replicate now. Discard the quarantine on %s once you are satisfied.", n, r.From, r.Epoch, r.Path, r.From)}, nil
 		})},
 		{Pattern: "POST /v1/files/sync", Handler: localapi.Endpoint(func(ctx context.Context, r localapi.FilesSyncRequest) (localapi.FilesSyncReply, error) {
 			if f.SyncAll == nil {
@@ -97,24 +113,26 @@ func (f *Files) Status() *localapi.FilesStatus {
 			fp.Nodes = append(fp.Nodes, n)
 		}
 		for _, q := range p.Quarantine {
+			on, restore := restoreCommand(q.Dir, p.Dir, q.Epoch, h.Node, f.Name)
 			fp.Quarantine = append(fp.Quarantine, localapi.FilesQuarantine{Dir: q.Dir, Epoch: q.Epoch, Files: q.Files,
-				Restore: restoreCommand(q.Dir, p.Dir, h.Node, f.Name),
-				Discard: "rm -r " + shellQuote(q.Dir)})
+				Restore: restore, RestoreOn: on, Discard: "rm -r " + shellQuote(q.Dir)})
 		}
 		out.Paths = append(out.Paths, fp)
 	}
 	return out
 }
 
-// restoreCommand is how an operator puts quarantined files back: into the
-// holder's copy (the only one that replicates), never over newer files.
-func restoreCommand(qdir, dir, holder, self string) string {
-	src := shellQuote(strings.TrimSuffix(qdir, "/") + "/")
-	dst := shellQuote(strings.TrimSuffix(dir, "/") + "/")
-	if holder == self || holder == "" {
-		return fmt.Sprintf("rsync -a --ignore-existing %s %s", src, dst)
+// restoreCommand is how an operator puts quarantined files back into the
+// holder's copy (the only one that replicates), never over files it has,
+// and the node to run it on: a plain rsync here when this node holds
+// (or nobody does), else 'tandem files restore' on the holder, which
+// fetches the quarantine over the cluster's mTLS (no SSH between nodes).
+func restoreCommand(qdir, dir string, epoch uint64, holder, self string) (on, cmd string) {
+	if holder == "" || holder == self {
+		return self, fmt.Sprintf("rsync -a --ignore-existing %s %s",
+			shellQuote(strings.TrimSuffix(qdir, "/")+"/"), shellQuote(strings.TrimSuffix(dir, "/")+"/"))
 	}
-	return fmt.Sprintf("rsync -a --ignore-existing %s root@%s:%s   (the holder's copy is the one that replicates)", src, holder, dst)
+	return holder, fmt.Sprintf("tandem files restore --from %s --epoch %d %s", self, epoch, shellQuote(dir))
 }
 
 func shellQuote(s string) string {

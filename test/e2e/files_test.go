@@ -170,7 +170,20 @@ func TestFilesSurviveHolderPowerLoss(t *testing.T) {
 		t.Errorf("after the old holder returned, files are missing through the VIP: %v", missing)
 	}
 	t.Logf("scenario 3: %s received from %s, quarantined %s", holder, standby, p.Quarantine[0].Dir)
+
+	// The restore command, run where the status says: the holder fetches
+	// the quarantine over the cluster and the file is served again.
+	if p.Quarantine[0].RestoreOn != standby {
+		t.Fatalf("restore to run on %q; want the holder %s", p.Quarantine[0].RestoreOn, standby)
+	}
+	t.Logf("restore on %s: %s", standby, c.MustSh(t, ctx, standby, p.Quarantine[0].Restore))
+	if got := c.MustSh(t, ctx, "client", "curl -fsS --max-time 3 "+labcluster.VIPURL+"files/only-old-holder.txt"); !strings.Contains(got, "last moment") {
+		t.Errorf("after the restore the file is served as %q", got)
+	}
 	c.MustSh(t, ctx, holder, p.Quarantine[0].Discard)
+	if out, _ := c.Sh(ctx, holder, "ls "+p.Quarantine[0].Dir+" 2>&1"); !strings.Contains(out, "No such file") {
+		t.Errorf("the quarantine is still there after its discard command: %s", out)
+	}
 }
 
 func waitHealthyHolder(t *testing.T, ctx context.Context, c *Labctl, node string) {

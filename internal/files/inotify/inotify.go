@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -92,11 +93,14 @@ func (w Watcher) Watch(ctx context.Context, dir string, changed func(path string
 	}
 }
 
-// addTree watches dir and every directory below it.
+// addTree watches dir and every directory below it. A dir that is a
+// symlink is followed (a trailing slash makes WalkDir resolve its root);
+// symlinks below it are not, as rsync does not follow them either.
 func addTree(fw *fsnotify.Watcher, dir string) error {
-	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+	root := strings.TrimSuffix(filepath.Clean(dir), "/") + "/"
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if path == dir {
+			if path == root {
 				return err
 			}
 			return nil
@@ -104,7 +108,7 @@ func addTree(fw *fsnotify.Watcher, dir string) error {
 		if !d.IsDir() {
 			return nil
 		}
-		if err := fw.Add(path); err != nil {
+		if err := fw.Add(filepath.Clean(path)); err != nil {
 			return fmt.Errorf("inotify: watch %s: %w (raise fs.inotify.max_user_watches for large trees)", path, err)
 		}
 		return nil

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -39,6 +40,10 @@ type Request struct {
 	Dir   string   `json:"dir"`
 	Epoch uint64   `json:"epoch"`
 	Argv  []string `json:"argv"`
+	// Quarantine, when set, asks for the peer's quarantine of that epoch
+	// beside Dir instead of Dir (the holder restoring what a returning
+	// old holder kept).
+	Quarantine uint64 `json:"quarantine,omitempty"`
 }
 
 // reply is the source's answer before the rsync stream starts.
@@ -55,6 +60,13 @@ type PullOptions struct {
 	Delete  bool
 	BWLimit int    // KiB/s, 0: none
 	Backup  string // where replaced and deleted files go ("" : nowhere)
+	// FromQuarantine pulls the peer's quarantine of that epoch instead of
+	// its copy; IgnoreExisting keeps every file this copy already has.
+	FromQuarantine uint64
+	IgnoreExisting bool
+	// ChownTo ("UID:GID") owns what an IgnoreExisting pull adds; Pull
+	// sets it to the directory's own owner.
+	ChownTo string
 }
 
 // Stats is what a pull transferred.
@@ -130,6 +142,13 @@ func (t *Transport) Pull(ctx context.Context, o PullOptions) (Stats, error) {
 		t.mu.Unlock()
 	}()
 
+	if o.IgnoreExisting && o.ChownTo == "" {
+		if fi, err := os.Stat(o.Dir); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				o.ChownTo = fmt.Sprintf("%d:%d", st.Uid, st.Gid)
+			}
+		}
+	}
 	argv := t.clientArgs(o, token)
 	if t.Wrap != nil {
 		argv = t.Wrap(o.Dir, argv)
@@ -156,11 +175,34 @@ func (t *Transport) Pull(ctx context.Context, o PullOptions) (Stats, error) {
 	case ctx.Err() != nil:
 		return st, fmt.Errorf("pull %s from %s: %w", o.Dir, o.Peer, ctx.Err())
 	}
-	msg := strings.TrimSpace(stderr.String())
-	if i := strings.LastIndex(msg, "\n"); i >= 0 && len(msg) > 400 {
-		msg = msg[i+1:]
+	return st, fmt.Errorf("pull %s from %s: rsync: %w: %s", o.Dir, o.Peer, err, rsyncMessage(stderr.String()))
+}
+
+// rsyncMessage picks what rsync's stderr says went wrong: its first
+// messages about a file or a connection rather than its closing summary
+// ("some files/attrs were not transferred (see previous errors)"), which
+// says nothing alone.
+func rsyncMessage(stderr string) string {
+	var specific, summary []string
+	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case l == "":
+		case strings.HasPrefix(l, "rsync error:"):
+			summary = append(summary, l)
+		default:
+			specific = append(specific, l)
+		}
 	}
-	return st, fmt.Errorf("pull %s from %s: rsync: %w: %s", o.Dir, o.Peer, err, msg)
+	if len(specific) == 0 && len(summary) > 0 {
+		// The sending side's messages stay on the source.
+		summary = append(summary, "the source's log names the files (journalctl -u tandem there)")
+	}
+	msg := strings.Join(append(specific[:min(len(specific), 2)], summary...), "; ")
+	if len(msg) > 600 {
+		msg = msg[:600] + "..."
+	}
+	return msg
 }
 
 // clientArgs is the receiving rsync's command line.
@@ -169,9 +211,23 @@ func (t *Transport) clientArgs(o PullOptions, token string) []string {
 	if io <= 0 {
 		io = time.Minute
 	}
-	argv := []string{t.rsync(), "-rlptgoD", "--stats", fmt.Sprintf("--timeout=%d", int(io.Seconds()))}
+	// --mkpath: a receiver whose directory's parents do not exist yet
+	// (the app is not installed here yet) gets them instead of failing
+	// every pull; rsync does not pass it on to the sending server.
+	argv := []string{t.rsync(), "-rlptgoD", "--mkpath", "--stats", fmt.Sprintf("--timeout=%d", int(io.Seconds()))}
 	if o.Delete {
 		argv = append(argv, "--delete")
+	}
+	if o.IgnoreExisting {
+		// A restore adds files and nothing else: the quarantine's
+		// directories (root's, made by --backup-dir) must not lend their
+		// owner, mode or time to the copy's existing ones, "." included,
+		// or the app could no longer write its own directory. New files
+		// get the copy's owner.
+		argv = append(argv, "--ignore-existing", "--no-perms", "--omit-dir-times")
+		if o.ChownTo != "" {
+			argv = append(argv, "--chown="+o.ChownTo)
+		}
 	}
 	if o.Backup != "" {
 		argv = append(argv, "--backup", "--backup-dir="+o.Backup)
@@ -273,7 +329,7 @@ func (t *Transport) bridge(ctx context.Context, c net.Conn) {
 		return
 	}
 	defer peer.Close()
-	if err := writeJSONLine(peer, Request{Dir: p.o.Dir, Epoch: p.o.Epoch, Argv: h.Argv}); err != nil {
+	if err := writeJSONLine(peer, Request{Dir: p.o.Dir, Epoch: p.o.Epoch, Argv: h.Argv, Quarantine: p.o.FromQuarantine}); err != nil {
 		fail(fmt.Errorf("send request to %s: %w", p.o.Peer, err))
 		return
 	}
@@ -318,11 +374,12 @@ func closeWrite(c net.Conn) {
 	_ = c.Close()
 }
 
-// Authorize decides whether this node serves a pull of dir in epoch to
-// peer, and returns the local directory to serve (dir itself in
-// production); while serving, still is asked every 100ms and the transfer
-// is cut when it turns false (the node lost the source's role).
-type Authorize func(peer, dir string, epoch uint64) (local string, still func() bool, err error)
+// Authorize decides whether this node serves r (its Dir cleaned) to peer,
+// and returns the local directory to serve (r.Dir itself, or the
+// quarantine r names, in production); while serving, still is asked every
+// 100ms and the transfer is cut when it turns false (the node lost the
+// role that let it serve).
+type Authorize func(peer string, r Request) (local string, still func() bool, err error)
 
 // ServeConn serves one pull on a source: c is a verified mTLS stream from
 // peer.
@@ -338,13 +395,18 @@ func (t *Transport) ServeConn(c net.Conn, peer string, auth Authorize) error {
 		_ = writeJSONLine(c, reply{Error: err.Error()})
 		return err
 	}
-	local, still, err := auth(peer, filepath.Clean(req.Dir), req.Epoch)
+	req.Dir = filepath.Clean(req.Dir)
+	local, still, err := auth(peer, req)
 	if err != nil {
 		return refuse(err)
 	}
 	argv, err := ServerArgs(req.Argv, local)
 	if err != nil {
 		return refuse(err)
+	}
+	if fi, err := os.Stat(local); err != nil || !fi.IsDir() {
+		// rsync would say only "some files were not transferred".
+		return refuse(fmt.Errorf("%s does not exist on the source yet (the app creates it, or mkdir it); nothing is sent or deleted until it does", req.Dir))
 	}
 	argv[0] = t.rsync()
 	ctx, cancel := context.WithCancel(context.Background())
