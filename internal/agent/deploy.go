@@ -81,8 +81,8 @@ func (a *Agent) buildDelivery(creds clusterCaller) (*delivery, error) {
 	d.driver = deploy.NewDriver(deploy.DriverOptions{
 		Name: cfg.Node.Name, Cluster: clusterAdapter{a.node}, Machine: a.machine,
 		Nodes: deploy.RemoteNodes{C: a.node}, Mover: mover{a.fo},
-		Health: a.nodeHealth,
-		Logger: log,
+		Health:   a.nodeHealth,
+		Logger:   log,
 		OnFinish: m.finished,
 	})
 	d.ops = &ops.Delivery{Name: cfg.Node.Name, Cluster: clusterAdapter{a.node}, Machine: a.machine,

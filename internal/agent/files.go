@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/tandem-ha/tandem/internal/cluster"
 	"github.com/tandem-ha/tandem/internal/config"
+	"github.com/tandem-ha/tandem/internal/confine"
 	"github.com/tandem-ha/tandem/internal/files"
 	"github.com/tandem-ha/tandem/internal/files/inotify"
 	"github.com/tandem-ha/tandem/internal/files/rsync"
@@ -26,6 +28,24 @@ import (
 // it hands rsync's stream to this node's agent (see internal/files/rsync).
 func FilesPipe(ctx context.Context, socket, token string, argv []string) error {
 	return rsync.Pipe(ctx, socket, token, argv, os.Stdin, os.Stdout)
+}
+
+// FilesConfine is 'tandem files confine': it replaces this process with
+// argv, the rsync serving dir to a peer, able to read only dir.
+func FilesConfine(dir string, argv []string) error {
+	return confine.Exec(dir, argv)
+}
+
+// confineServing wraps the serving rsync's command line in 'tandem files
+// confine'; on a kernel without Landlock it says once that the rsync runs
+// with root's reading rights.
+func confineServing(exe string, log *slog.Logger) func(dir string, argv []string) []string {
+	if confine.Supported() == 0 {
+		log.Warn("files: this kernel has no Landlock, so the rsync serving files to peers can read any file as root; a compromised peer could read a line of any file through its filter rules (enable Landlock: lsm=landlock,... on the kernel's command line)")
+	}
+	return func(dir string, argv []string) []string {
+		return append([]string{exe, "files", "confine", "--read", dir, "--"}, argv...)
+	}
 }
 
 // filesSocket is where the pipe helper reaches the agent.
@@ -45,7 +65,7 @@ func (a *Agent) buildFiles(creds *pki.Node) (*files.Controller, *rsync.Transport
 		return nil, nil, fmt.Errorf("files: %w", err)
 	}
 	tr := &rsync.Transport{Exe: exe, Socket: filesSocket(cfg), Logger: log,
-		Dial: streamDialer(a.node, creds), Wrap: outsideSandbox(log)}
+		Dial: streamDialer(a.node, creds), Wrap: outsideSandbox(log), Confine: confineServing(exe, log)}
 	if err := tr.Check(); err != nil {
 		return nil, nil, err
 	}

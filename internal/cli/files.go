@@ -28,7 +28,7 @@ quarantine/epoch-N), never deleted. A planned move (switchover, deploys,
 'systemctl stop tandem' on the holder) flushes replication before the IP
 moves. SQLite databases inside a path are reported and left out.`,
 	}
-	cmd.AddCommand(newFilesStatusCmd(e), newFilesSyncCmd(e), newFilesRestoreCmd(e), newFilesPipeCmd(e))
+	cmd.AddCommand(newFilesStatusCmd(e), newFilesSyncCmd(e), newFilesRestoreCmd(e), newFilesPipeCmd(e), newFilesConfineCmd())
 	return cmd
 }
 
@@ -126,6 +126,25 @@ func newFilesPipeCmd(e *env) *cobra.Command {
 	cmd.Flags().StringVar(&socket, "socket", "/run/tandem/files.sock", "the agent's files socket")
 	cmd.Flags().StringVar(&token, "token", "", "the pull's token")
 	// rsync passes the remote command's options after HOST.
+	cmd.Flags().SetInterspersed(false)
+	return cmd
+}
+
+// newFilesConfineCmd runs the rsync that serves a directory to a peer,
+// confined to reading that directory; the agent runs it.
+func newFilesConfineCmd() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:    "confine --read DIR -- COMMAND...",
+		Short:  "Run COMMAND able to read only DIR (run by the agent, not by hand)",
+		Hidden: true,
+		Args:   cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return agent.FilesConfine(dir, args)
+		},
+	}
+	cmd.Flags().StringVar(&dir, "read", "", "the only directory COMMAND may read besides the system's programs")
+	_ = cmd.MarkFlagRequired("read")
 	cmd.Flags().SetInterspersed(false)
 	return cmd
 }

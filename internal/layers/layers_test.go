@@ -65,6 +65,7 @@ var layerOf = map[string]string{
 	"internal/harden/integrity":        leaf,
 	"packaging":                        leaf,
 	"examples":                         leaf,
+	"internal/confine":                 leaf, // Landlock confinement of the rsync that serves files to peers
 	"internal/guard":                   leaf, // log sources, filters and jails deciding bans; imports nothing of ours, so config compiles its filters
 
 	"internal/cluster/state": state,

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tandem-ha/tandem/internal/confine"
 	"github.com/tandem-ha/tandem/internal/files"
 )
 
@@ -40,7 +41,30 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	// And as 'tandem files confine --read DIR -- COMMAND...', which the
+	// source's transport runs rsync through where Landlock is there.
+	if len(os.Args) > 5 && os.Args[1] == "files" && os.Args[2] == "confine" && os.Args[3] == "--read" && os.Args[5] == "--" {
+		if err := confine.Exec(os.Args[4], os.Args[6:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	os.Exit(m.Run())
+}
+
+// confined is the source's Confine as the agent sets it, with this test
+// binary as tandem, or nil on a kernel without Landlock.
+func confined(t *testing.T) func(dir string, argv []string) []string {
+	if confine.Supported() == 0 {
+		return nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(dir string, argv []string) []string {
+		return append([]string{exe, "files", "confine", "--read", dir, "--"}, argv...)
+	}
 }
 
 func TestServerArgs(t *testing.T) {
@@ -144,7 +168,9 @@ func newPair(t *testing.T) *pair {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	source := &Transport{}
+	// Confined as in production, so every pull here shows that rsync
+	// still serves everything it must from inside the confinement.
+	source := &Transport{Confine: confined(t)}
 	go func() {
 		for {
 			c, err := ln.Accept()

@@ -88,6 +88,11 @@ type Transport struct {
 	// Wrap, when set, changes the client's command line, e.g. to run it
 	// outside a service's sandbox with systemd-run.
 	Wrap func(dir string, argv []string) []string
+	// Confine, when set, changes the serving rsync's command line so that
+	// it can read only dir, the directory it serves: the peer sends it
+	// filter rules, and a merge rule would have root's rsync open any
+	// file and echo a line of it back.
+	Confine func(dir string, argv []string) []string
 	// IOTimeout aborts a transfer that moves no data for this long
 	// (default 60s).
 	IOTimeout time.Duration
@@ -409,6 +414,9 @@ func (t *Transport) ServeConn(c net.Conn, peer string, auth Authorize) error {
 		return refuse(fmt.Errorf("%s does not exist on the source yet (the app creates it, or mkdir it); nothing is sent or deleted until it does", req.Dir))
 	}
 	argv[0] = t.rsync()
+	if t.Confine != nil {
+		argv = t.Confine(local, argv)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
