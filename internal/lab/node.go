@@ -166,6 +166,9 @@ func (l *Lab) spawn(ctx context.Context, node, image string) (procID, error) {
 		// The node owns its network namespace, as a VM owns its NICs: tandem
 		// moves addresses and manages nftables in it.
 		"--capability=CAP_NET_ADMIN",
+		// As on a VM: nspawn's own seccomp filter lacks Landlock, which
+		// tandem confines the rsync serving replicated files with.
+		"--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self",
 		"--console=passive", // works with no terminal
 		"--link-journal=no",
 		"--resolv-conf=off",
