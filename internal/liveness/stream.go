@@ -189,20 +189,7 @@ func (m *Mesh) probeV1(c net.Conn, peer string, l *link) error {
 		l.unlock()
 	}()
 	m.spawn(func() { m.sendNow(peer, true) })
-	r := bufio.NewReaderSize(c, 4096)
-	var in []byte
-	for {
-		if err := c.SetReadDeadline(time.Now().Add(m.lease)); err != nil {
-			return err
-		}
-		body, err := readFrame(r, in)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		in = body
+	return m.readFrames(c, func(body []byte) error {
 		reply, err := DecodeReply(body)
 		if err != nil {
 			return fmt.Errorf("reply from %s: %w", peer, err)
@@ -222,6 +209,30 @@ func (m *Mesh) probeV1(c net.Conn, peer string, l *link) error {
 		l.pending = l.pending[1:]
 		l.pmu.Unlock()
 		m.Receive(peer, &Message{From: peer, Ack: id, HeardMs: reply.HeardMs, Facts: reply.Facts})
+		return nil
+	})
+}
+
+// readFrames hands each frame read from c to handle until c ends (nil), a
+// lease passes without a frame, or handle fails.
+func (m *Mesh) readFrames(c net.Conn, handle func(body []byte) error) error {
+	r := bufio.NewReaderSize(c, 4096)
+	var in []byte
+	for {
+		if err := c.SetReadDeadline(time.Now().Add(m.lease)); err != nil {
+			return err
+		}
+		body, err := readFrame(r, in)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		in = body
+		if err := handle(body); err != nil {
+			return err
+		}
 	}
 }
 
@@ -258,20 +269,7 @@ func (m *Mesh) serve(c net.Conn, peer string) error {
 	// A first message that asks for an answer, so both ends hear each
 	// other now rather than at their next rounds.
 	m.spawn(func() { m.sendNow(peer, true) })
-	r := bufio.NewReaderSize(c, 4096)
-	var in []byte
-	for {
-		if err := c.SetReadDeadline(time.Now().Add(m.lease)); err != nil {
-			return err
-		}
-		body, err := readFrame(r, in)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		in = body
+	return m.readFrames(c, func(body []byte) error {
 		msg, err := DecodeMessage(body)
 		if err != nil {
 			return fmt.Errorf("message from %s: %w", peer, err)
@@ -283,7 +281,8 @@ func (m *Mesh) serve(c net.Conn, peer string) error {
 			return fmt.Errorf("message from %q, which is not a member", peer)
 		}
 		m.Receive(peer, &msg)
-	}
+		return nil
+	})
 }
 
 // ServeConnV1 answers the probes of a node running the older protocol
