@@ -579,6 +579,15 @@ func (n *Node) reconcile(ctx context.Context, now time.Time) time.Time {
 		}
 		next = n.lastKick.Add(kickEvery)
 	}
+	// A node that holds the IP when reconcile ends (it may have just
+	// acquired it) must wake when its lease runs out, whatever else is due:
+	// nothing else wakes a holder cut off from every peer.
+	n.mu.Lock()
+	holdingNow := n.holding
+	n.mu.Unlock()
+	if holdingNow && !expiry.IsZero() && (next.IsZero() || expiry.Before(next)) {
+		next = expiry
+	}
 	// Confirm our release of an older epoch so a pending move activates now
 	// rather than after our lease would have run out.
 	if !holding && h.Previous == n.o.Name && h.Node != n.o.Name && !h.Active {

@@ -221,8 +221,12 @@ func (s *simNet) waitHolder(t *testing.T, want string, within time.Duration) tim
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) < within {
-		if h := s.holders(); len(h) == 1 && h[0] == want {
+		h := s.holders()
+		if len(h) == 1 && h[0] == want {
 			return time.Since(start)
+		}
+		if len(h) > 1 {
+			t.Fatalf("split brain after %v: %v hold the VIP", time.Since(start), h)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
