@@ -20,8 +20,20 @@ const SyncPath = "/v1/files/sync"
 // verified certificate).
 func (c *Controller) Handler(peer func(*http.Request) string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The whole body, and nothing after the request: a decoder would
+		// take the first JSON value and ignore what follows.
+		const maxBody = 1 << 20
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		if err != nil {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("read sync request: %w", err))
+			return
+		}
+		if len(body) > maxBody {
+			writeErr(w, http.StatusRequestEntityTooLarge, fmt.Errorf("sync request over %d bytes", maxBody))
+			return
+		}
 		var req SyncRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		if err := json.Unmarshal(body, &req); err != nil {
 			writeErr(w, http.StatusBadRequest, fmt.Errorf("decode sync request: %w", err))
 			return
 		}

@@ -110,7 +110,7 @@ func TestWhoIsRefused(t *testing.T) {
 		{"an unanchored skip", "b", "a", SyncRequest{Dir: dir, Epoch: 1, Skip: []string{"*"}}, "", http.StatusBadRequest},
 		{"too many skips", "b", "a", SyncRequest{Dir: dir, Epoch: 1, Skip: slices.Repeat([]string{"/x"}, maxSkip+1)}, "", http.StatusBadRequest},
 		{"not JSON", "b", "a", SyncRequest{}, "{", http.StatusBadRequest},
-		{"a body over 1 MiB", "b", "a", SyncRequest{}, `{"dir":"` + strings.Repeat("a", 2<<20) + `"}`, http.StatusBadRequest},
+		{"a body over 1 MiB", "b", "a", SyncRequest{}, `{"dir":"` + strings.Repeat("a", 2<<20) + `"}`, http.StatusRequestEntityTooLarge},
 	}
 	for _, tt := range syncTests {
 		t.Run("sync/"+tt.name, func(t *testing.T) {
