@@ -120,30 +120,46 @@ func raftHeader(name, addr string) raft.RPCHeader {
 	return raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(name), Addr: []byte(addr)}
 }
 
-// probe sends one liveness probe from node to addr and returns the
-// reply; a reply the agent never sent is errRefused.
+// probe sends one liveness message from node to addr in the mesh's
+// protocol (ALPN tandem-liveness/2), carrying req's sender and facts and
+// asking for an answer, and returns the agent's message that acknowledges
+// it, as a Reply; a connection the agent closes or never answers on is
+// errRefused.
 func probe(ctx context.Context, c *Labctl, node, addr string, creds *pki.Node, req liveness.Request) (liveness.Reply, error) {
 	tc, err := tlsDial(ctx, c, node, addr, creds, liveness.ALPN)
 	if err != nil {
 		return liveness.Reply{}, err
 	}
 	defer tc.Close()
-	if _, err := tc.Write(liveness.AppendRequest(nil, &req)); err != nil {
+	const id = 1
+	msg := liveness.Message{From: req.From, ID: id, Answer: true, Facts: req.Facts}
+	if _, err := tc.Write(liveness.AppendMessage(nil, &msg)); err != nil {
 		return liveness.Reply{}, fmt.Errorf("%w (%v)", errRefused, err)
 	}
+	_ = tc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	r := bufio.NewReader(tc)
-	n, err := binary.ReadUvarint(r)
-	if err != nil {
-		return liveness.Reply{}, fmt.Errorf("%w (%v)", errRefused, err)
+	for {
+		n, err := binary.ReadUvarint(r)
+		if err != nil {
+			return liveness.Reply{}, fmt.Errorf("%w (%v)", errRefused, err)
+		}
+		if n > liveness.MaxFrame {
+			return liveness.Reply{}, fmt.Errorf("message frame of %d bytes", n)
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return liveness.Reply{}, fmt.Errorf("%w (%v)", errRefused, err)
+		}
+		m, err := liveness.DecodeMessage(body)
+		if err != nil {
+			return liveness.Reply{}, err
+		}
+		// The agent speaks first when a stream opens; its answer to ours
+		// acknowledges our message's ID.
+		if m.Ack == id {
+			return liveness.Reply{Node: m.From, HeardMs: m.HeardMs, Facts: m.Facts}, nil
+		}
 	}
-	if n > liveness.MaxFrame {
-		return liveness.Reply{}, fmt.Errorf("reply frame of %d bytes", n)
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return liveness.Reply{}, fmt.Errorf("%w (%v)", errRefused, err)
-	}
-	return liveness.DecodeReply(body)
 }
 
 // curlPost POSTs body to https://addr/path from node with the certificate
