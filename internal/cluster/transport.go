@@ -296,7 +296,7 @@ func (m *muxListener) deliverAnonymous(tc *tls.Conn, proto string) {
 		tc.Close()
 		return
 	}
-	source, _, _ := net.SplitHostPort(tc.RemoteAddr().String())
+	source := remoteHost(tc)
 	m.anonMu.Lock()
 	full := m.anonBySource[source] >= maxAnonymousPerSource
 	if !full {
