@@ -81,6 +81,33 @@ type link struct {
 func (l *link) lock()   { l.sem <- struct{}{} }
 func (l *link) unlock() { <-l.sem }
 
+// attach makes c the link's stream, speaking ALPNv1 when v1, and closes
+// the stream it replaces; detach closes c and lets go of it if it is still
+// the link's stream. The protocol is set with the stream: a stream of
+// this version that replaced an ALPNv1 one (an old peer upgraded and
+// dialled before its old stream ended) once kept asV1, so this node sent
+// it requests it refused, on every stream after.
+func (l *link) attach(c net.Conn, v1 bool) (detach func()) {
+	l.lock()
+	old := l.c
+	l.c, l.asV1 = c, v1
+	l.pmu.Lock()
+	l.pending = l.pending[:0]
+	l.pmu.Unlock()
+	l.unlock()
+	if old != nil {
+		old.Close()
+	}
+	return func() {
+		c.Close() // first: a write blocked on c returns and lets go of the link
+		l.lock()
+		if l.c == c {
+			l.c, l.asV1 = nil, false
+		}
+		l.unlock()
+	}
+}
+
 func (m *Mesh) link(peer string) *link {
 	m.cmu.Lock()
 	defer m.cmu.Unlock()
@@ -170,24 +197,7 @@ func (m *Mesh) probeV1(c net.Conn, peer string, l *link) error {
 		return net.ErrClosed
 	}
 	defer m.untrack(c)
-	l.lock()
-	old := l.c
-	l.c, l.asV1 = c, true
-	l.pmu.Lock()
-	l.pending = l.pending[:0]
-	l.pmu.Unlock()
-	l.unlock()
-	if old != nil {
-		old.Close()
-	}
-	defer func() {
-		c.Close()
-		l.lock()
-		if l.c == c {
-			l.c, l.asV1 = nil, false
-		}
-		l.unlock()
-	}()
+	defer l.attach(c, true)()
 	m.spawn(func() { m.sendNow(peer, true) })
 	return m.readFrames(c, func(body []byte) error {
 		reply, err := DecodeReply(body)
@@ -250,22 +260,7 @@ func (m *Mesh) serve(c net.Conn, peer string) error {
 		return net.ErrClosed
 	}
 	defer m.untrack(c)
-	l := m.link(peer)
-	l.lock()
-	old := l.c
-	l.c = c
-	l.unlock()
-	if old != nil {
-		old.Close()
-	}
-	defer func() {
-		c.Close() // first: a write blocked on c returns and lets go of the link
-		l.lock()
-		if l.c == c {
-			l.c = nil
-		}
-		l.unlock()
-	}()
+	defer m.link(peer).attach(c, false)()
 	// A first message that asks for an answer, so both ends hear each
 	// other now rather than at their next rounds.
 	m.spawn(func() { m.sendNow(peer, true) })
