@@ -58,11 +58,8 @@ done; true`, strings.Join(names, " "), labcluster.VIPURL)
 	return missing
 }
 
-// tree lists a node's copy of the upload directory: "md5  ./name" lines.
-func tree(t *testing.T, ctx context.Context, c *Labctl, node string) string {
-	t.Helper()
-	return c.MustSh(t, ctx, node, "cd "+labcluster.SiteDataDir+" && find . -type f ! -name '.*' | sort | xargs -r md5sum")
-}
+// treeScript lists a node's copy of the upload directory: "md5  ./name" lines.
+const treeScript = "cd " + labcluster.SiteDataDir + " && find . -type f ! -name '.*' | sort | xargs -r md5sum"
 
 func filesStatus(ctx context.Context, c *Labctl, node string) (localapi.FilesStatus, error) {
 	var st localapi.FilesStatus
@@ -81,10 +78,23 @@ func waitConverged(t *testing.T, ctx context.Context, c *Labctl, want string, wi
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		ref := tree(t, ctx, c, want)
+		// A listing can fail while the copies still move: a file listed by
+		// find may be quarantined or replaced before md5sum reads it. That
+		// is "not converged yet", not a failure.
+		ref, err := c.Sh(ctx, want, treeScript)
 		diff := ""
+		if err != nil {
+			diff = fmt.Sprintf("listing %s: %v", want, err)
+		}
 		for _, n := range apps {
-			if got := tree(t, ctx, c, n); got != ref {
+			if diff != "" {
+				break
+			}
+			got, err := c.Sh(ctx, n, treeScript)
+			switch {
+			case err != nil:
+				diff = fmt.Sprintf("listing %s: %v", n, err)
+			case got != ref:
 				diff = fmt.Sprintf("%s has\n%s\nwant (%s)\n%s", n, got, want, ref)
 			}
 		}
