@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -39,107 +40,142 @@ var errImpersonation = errors.New("raft RPC names another sender than the connec
 
 // guardRaft returns the connection raft reads: tc's RPCs, each checked
 // against peer (the name on tc's certificate) and addrOf(peer) (its raft
-// address) before it is passed on. Closing it closes tc.
+// address) before raft reads it. The check runs in raft's own reads, so a
+// guarded connection costs no goroutine, pipe or copy of its own: raft's
+// heartbeats are most of an idle agent's traffic.
 func guardRaft(tc net.Conn, peer string, addrOf func(string) (string, bool), log *slog.Logger) net.Conn {
-	inner, outer := net.Pipe()
-	g := &guardedConn{Conn: inner, tc: tc}
-	go func() {
-		err := pumpRaftRequests(tc, outer, peer, addrOf)
-		if errors.Is(err, errImpersonation) {
-			log.Warn("raft connection closed: an RPC impersonates another member", "peer", peer, "remote", tc.RemoteAddr(), "err", err)
-		} else if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.ErrClosedPipe) {
-			log.Debug("raft connection ended", "peer", peer, "err", err)
-		}
-		g.Close()
-	}()
-	go func() {
-		_, _ = io.Copy(tc, outer) // the responses, unchanged
-		g.Close()
-	}()
-	return g
+	return &guardedConn{Conn: tc, rpcs: newRaftRequests(tc, peer, addrOf), peer: peer, log: log}
 }
 
-// guardedConn is raft's end of a guarded connection; it reports the TLS
-// connection's addresses.
+// guardedConn is raft's end of a guarded connection: it reads checked RPCs
+// and writes raft's responses to the TLS connection unchanged.
 type guardedConn struct {
-	net.Conn // raft's end of the pipe
-	tc       net.Conn
-	once     sync.Once
+	net.Conn // the TLS connection
+	rpcs     *raftRequests
+	peer     string
+	log      *slog.Logger
+	logged   sync.Once
 }
 
-func (g *guardedConn) RemoteAddr() net.Addr { return g.tc.RemoteAddr() }
-func (g *guardedConn) LocalAddr() net.Addr  { return g.tc.LocalAddr() }
+func (g *guardedConn) Read(p []byte) (int, error) {
+	n, err := g.rpcs.Read(p)
+	if err != nil && n == 0 {
+		g.logged.Do(func() { g.report(err) })
+	}
+	return n, err
+}
 
-func (g *guardedConn) Close() error {
-	g.once.Do(func() {
-		g.tc.Close()
+// report logs why the connection ends; a lie closes it at once.
+func (g *guardedConn) report(err error) {
+	switch {
+	case errors.Is(err, errImpersonation):
+		g.log.Warn("raft connection closed: an RPC impersonates another member", "peer", g.peer, "remote", g.RemoteAddr(), "err", err)
 		g.Conn.Close()
-	})
-	return nil
+	case errors.Is(err, ErrUnauthenticated):
+		g.log.Warn("raft connection closed", "peer", g.peer, "remote", g.RemoteAddr(), "err", err)
+		g.Conn.Close()
+	case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
+		g.log.Debug("raft connection ended", "peer", g.peer, "err", err)
+	}
 }
 
-// pumpRaftRequests copies checked RPCs from src to dst until an error.
-func pumpRaftRequests(src io.Reader, dst io.WriteCloser, peer string, addrOf func(string) (string, bool)) error {
-	defer dst.Close()
-	r := bufio.NewReaderSize(src, 64<<10)
-	dec := codec.NewDecoder(r, &codec.MsgpackHandle{})
-	w := bufio.NewWriterSize(dst, 64<<10)
-	enc := codec.NewEncoder(w, &codec.MsgpackHandle{})
-	for {
-		typ, err := r.ReadByte()
-		if err != nil {
-			return err
+// raftRequests reads raft's wire format from src (a type byte, then the
+// msgpack request, then, for a snapshot, its bytes) and yields each RPC
+// only once it decoded and named its sender truly. It yields the request
+// as it re-encoded it, not the bytes received, so raft reads exactly what
+// was checked. After an error it yields only that error.
+type raftRequests struct {
+	src    *bufio.Reader
+	dec    *codec.Decoder
+	enc    *codec.Encoder
+	out    bytes.Buffer // the current request, re-encoded, not yet read
+	snap   int64        // bytes of the current snapshot not yet read
+	peer   string
+	addrOf func(string) (string, bool)
+	err    error
+}
+
+func newRaftRequests(src io.Reader, peer string, addrOf func(string) (string, bool)) *raftRequests {
+	r := &raftRequests{src: bufio.NewReaderSize(src, 32<<10), peer: peer, addrOf: addrOf}
+	r.dec = codec.NewDecoder(r.src, &codec.MsgpackHandle{})
+	r.enc = codec.NewEncoder(&r.out, &codec.MsgpackHandle{})
+	return r
+}
+
+func (r *raftRequests) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if r.out.Len() == 0 && r.snap == 0 {
+		if r.err != nil {
+			return 0, r.err
 		}
-		var (
-			req  any
-			hdr  raft.RPCHeader
-			size int64 // snapshot bytes after the request
-		)
-		switch typ {
-		case rpcAppendEntries:
-			var a raft.AppendEntriesRequest
-			err = dec.Decode(&a)
-			req, hdr = &a, a.RPCHeader
-		case rpcRequestVote:
-			var v raft.RequestVoteRequest
-			err = dec.Decode(&v)
-			req, hdr = &v, v.RPCHeader
-		case rpcInstallSnapshot:
-			var s raft.InstallSnapshotRequest
-			err = dec.Decode(&s)
-			req, hdr, size = &s, s.RPCHeader, s.Size
-		case rpcTimeoutNow:
-			var tn raft.TimeoutNowRequest
-			err = dec.Decode(&tn)
-			req, hdr = &tn, tn.RPCHeader
-		case rpcRequestPreVote:
-			var pv raft.RequestPreVoteRequest
-			err = dec.Decode(&pv)
-			req, hdr = &pv, pv.RPCHeader
-		default:
-			return fmt.Errorf("unknown raft RPC type %d", typ)
-		}
-		if err != nil {
-			return fmt.Errorf("decode raft RPC: %w", err)
-		}
-		if err := checkSender(hdr, peer, addrOf); err != nil {
-			return err
-		}
-		if err := w.WriteByte(typ); err != nil {
-			return err
-		}
-		if err := enc.Encode(req); err != nil {
-			return err
-		}
-		if size > 0 {
-			if _, err := io.CopyN(w, r, size); err != nil {
-				return err
-			}
-		}
-		if err := w.Flush(); err != nil {
-			return err
+		if r.err = r.next(); r.err != nil {
+			return 0, r.err
 		}
 	}
+	if r.out.Len() > 0 {
+		return r.out.Read(p)
+	}
+	n, err := r.src.Read(p[:min(int64(len(p)), r.snap)])
+	r.snap -= int64(n)
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("snapshot: %w", io.ErrUnexpectedEOF)
+		}
+		r.err, r.snap = err, 0
+	}
+	return n, err
+}
+
+// next decodes and checks the next RPC into r.out.
+func (r *raftRequests) next() error {
+	typ, err := r.src.ReadByte()
+	if err != nil {
+		return err // io.EOF between RPCs is the connection's clean end
+	}
+	var (
+		req  any
+		hdr  raft.RPCHeader
+		size int64 // snapshot bytes after the request
+	)
+	switch typ {
+	case rpcAppendEntries:
+		var a raft.AppendEntriesRequest
+		err = r.dec.Decode(&a)
+		req, hdr = &a, a.RPCHeader
+	case rpcRequestVote:
+		var v raft.RequestVoteRequest
+		err = r.dec.Decode(&v)
+		req, hdr = &v, v.RPCHeader
+	case rpcInstallSnapshot:
+		var s raft.InstallSnapshotRequest
+		err = r.dec.Decode(&s)
+		req, hdr, size = &s, s.RPCHeader, s.Size
+	case rpcTimeoutNow:
+		var tn raft.TimeoutNowRequest
+		err = r.dec.Decode(&tn)
+		req, hdr = &tn, tn.RPCHeader
+	case rpcRequestPreVote:
+		var pv raft.RequestPreVoteRequest
+		err = r.dec.Decode(&pv)
+		req, hdr = &pv, pv.RPCHeader
+	default:
+		return fmt.Errorf("unknown raft RPC type %d", typ)
+	}
+	if err != nil {
+		return fmt.Errorf("decode raft RPC: %w", err)
+	}
+	if err := checkSender(hdr, r.peer, r.addrOf); err != nil {
+		return err
+	}
+	r.out.Reset()
+	r.out.WriteByte(typ)
+	if err := r.enc.Encode(req); err != nil {
+		return fmt.Errorf("encode raft RPC: %w", err)
+	}
+	r.snap = max(size, 0)
+	return nil
 }
 
 // checkSender accepts an RPC header that names peer, at its raft address.

@@ -148,17 +148,13 @@ func BenchmarkRaftGuard(b *testing.B) {
 				}
 			}
 			b.ResetTimer()
-			err := pumpRaftRequests(&buf, nopCloser{io.Discard}, "w", addrOf)
-			if !errors.Is(err, io.EOF) {
+			if _, err := io.Copy(io.Discard, newRaftRequests(&buf, "w", addrOf)); err != nil {
 				b.Fatal(err)
 			}
 		})
 	}
 }
 
-type nopCloser struct{ io.Writer }
-
-func (nopCloser) Close() error { return nil }
 
 // TestRaftGuardPassesRPCsThrough: what the guard passes on decodes as
 // what was sent, a snapshot's bytes included, in order.
@@ -176,8 +172,8 @@ func TestRaftGuardPassesRPCsThrough(t *testing.T) {
 	_ = enc.Encode(&raft.RequestVoteRequest{RPCHeader: hdr, Term: 5, LastLogIndex: 100})
 
 	var out bytes.Buffer
-	if err := pumpRaftRequests(&in, nopCloser{&out}, "w", addrOf); !errors.Is(err, io.EOF) {
-		t.Fatalf("pump = %v; want io.EOF at the end", err)
+	if _, err := io.Copy(&out, newRaftRequests(&in, "w", addrOf)); err != nil {
+		t.Fatalf("reading the guarded RPCs: %v; want their end", err)
 	}
 	r := bufio.NewReader(&out)
 	dec := codec.NewDecoder(r, &codec.MsgpackHandle{})
@@ -222,7 +218,7 @@ func FuzzRaftGuard(f *testing.F) {
 	addrOf := func(string) (string, bool) { return "10.0.0.3:7946", true }
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var out bytes.Buffer
-		_ = pumpRaftRequests(bytes.NewReader(data), nopCloser{&out}, "w", addrOf)
+		_, _ = io.Copy(&out, newRaftRequests(bytes.NewReader(data), "w", addrOf))
 		r := bufio.NewReader(&out)
 		dec := codec.NewDecoder(r, &codec.MsgpackHandle{})
 		for {
@@ -255,4 +251,49 @@ func FuzzRaftGuard(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRaftRequestsStopAtALie: the RPCs before an impersonating one are
+// read whole; the lie itself never is, and the error stays.
+func TestRaftRequestsStopAtALie(t *testing.T) {
+	addrOf := func(name string) (string, bool) {
+		a, ok := map[string]string{"w": "10.0.0.3:7946", "a": "10.0.0.1:7946"}[name]
+		return a, ok
+	}
+	honest := raft.RPCHeader{ProtocolVersion: 3, ID: []byte("w"), Addr: []byte("10.0.0.3:7946")}
+	forged := raft.RPCHeader{ProtocolVersion: 3, ID: []byte("a"), Addr: []byte("10.0.0.1:7946")}
+	var in bytes.Buffer
+	enc := codec.NewEncoder(&in, &codec.MsgpackHandle{})
+	in.WriteByte(rpcAppendEntries)
+	_ = enc.Encode(&raft.AppendEntriesRequest{RPCHeader: honest, Term: 4})
+	in.WriteByte(rpcAppendEntries)
+	_ = enc.Encode(&raft.AppendEntriesRequest{RPCHeader: forged, Term: 9})
+
+	r := newRaftRequests(&in, "w", addrOf)
+	got, err := io.ReadAll(r)
+	if !errors.Is(err, errImpersonation) {
+		t.Fatalf("read = %v; want the impersonation", err)
+	}
+	dec := codec.NewDecoder(bytes.NewReader(got[1:]), &codec.MsgpackHandle{})
+	var ae raft.AppendEntriesRequest
+	if got[0] != rpcAppendEntries || dec.Decode(&ae) != nil || ae.Term != 4 {
+		t.Fatalf("passed on %q; want only the honest heartbeat of term 4", got)
+	}
+	if n, err := r.Read(make([]byte, 64)); n != 0 || !errors.Is(err, errImpersonation) {
+		t.Errorf("read after the lie = %d, %v; want 0 and the same error", n, err)
+	}
+}
+
+// TestRaftRequestsTruncatedSnapshot: a snapshot cut short is an error,
+// not a clean end raft would take for the whole snapshot.
+func TestRaftRequestsTruncatedSnapshot(t *testing.T) {
+	addrOf := func(string) (string, bool) { return "10.0.0.3:7946", true }
+	var in bytes.Buffer
+	in.WriteByte(rpcInstallSnapshot)
+	_ = codec.NewEncoder(&in, &codec.MsgpackHandle{}).Encode(&raft.InstallSnapshotRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: 3, ID: []byte("w"), Addr: []byte("10.0.0.3:7946")}, Size: 10})
+	in.WriteString("short")
+	if _, err := io.ReadAll(newRaftRequests(&in, "w", addrOf)); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("read = %v; want io.ErrUnexpectedEOF", err)
+	}
 }
