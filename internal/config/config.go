@@ -557,9 +557,10 @@ func (c *Config) applyDefaults(set func(key string) bool) {
 		// The raft leader sends heartbeats ten to five times per timeout
 		// and follower: at 1s they were a third of an idle witness's CPU
 		// (each one wakes both processes, and a wakeup costs ~70us on a
-		// small VM). Leadership is kept off the IP holder, so the longer
-		// election after a leader's loss never delays a failover.
-		f.HeartbeatTimeout = Duration(2 * time.Second)
+		// small VM), at 2s still a fifth of a follower's. Leadership is
+		// kept off the IP holder, so the longer election after a leader's
+		// loss never delays a failover.
+		f.HeartbeatTimeout = Duration(3 * time.Second)
 	}
 	if f.ProbeInterval == 0 {
 		// Each message costs a write through the kernel's network stack

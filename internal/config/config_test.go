@@ -53,7 +53,7 @@ func TestDefaults(t *testing.T) {
 		{"health interval", c.Health[0].Interval.D(), 200 * time.Millisecond},
 		{"health timeout", c.Health[0].Timeout.D(), time.Second},
 		{"metrics", c.Metrics.Listen, "127.0.0.1:9746"},
-		{"raft heartbeat timeout", c.Failover.HeartbeatTimeout.D(), 2 * time.Second},
+		{"raft heartbeat timeout", c.Failover.HeartbeatTimeout.D(), 3 * time.Second},
 		{"probe interval", c.Failover.ProbeInterval.D(), 100 * time.Millisecond},
 		{"lease", c.Failover.Lease.D(), 500 * time.Millisecond},
 	}
