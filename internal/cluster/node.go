@@ -440,6 +440,24 @@ func (n *Node) Bootstrap(ctx context.Context) error {
 	}
 	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()
+	// A cluster of one need not wait out a heartbeat timeout (seconds, for
+	// an idle leader's sake) to elect itself: lowering the timeout makes
+	// raft's follower loop check for a leader at once, and with none it
+	// stands. The lowest value raft accepts is the leader lease.
+	normal := n.raft.ReloadableConfig()
+	quick := normal
+	quick.HeartbeatTimeout = min(normal.HeartbeatTimeout, n.timing.LeaderLeaseTimeout)
+	if quick.HeartbeatTimeout < normal.HeartbeatTimeout {
+		if err := n.raft.ReloadConfig(quick); err != nil {
+			n.log.Warn("bootstrap: electing at once failed; waiting for raft's heartbeat timeout", "err", err)
+		} else {
+			defer func() {
+				if err := n.raft.ReloadConfig(normal); err != nil {
+					n.log.Error("bootstrap: restoring raft's heartbeat timeout", "err", err)
+				}
+			}()
+		}
+	}
 	for !n.IsLeader() {
 		select {
 		case <-ctx.Done():

@@ -276,3 +276,21 @@ func TestFollowersLearnCommitsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestBootstrapElectsAtOnce: a cluster of one leads well within its
+// heartbeat timeout (raft waits one, 3 to 6 s here, before standing for
+// election), and keeps that timeout for its life as leader.
+func TestBootstrapElectsAtOnce(t *testing.T) {
+	hb := 3 * time.Second
+	start := time.Now()
+	c := newMemClusterTiming(t, 1, Timing{HeartbeatTimeout: hb, ElectionTimeout: hb, LeaderLeaseTimeout: hb / 2})
+	if took := time.Since(start); took > hb/2 {
+		t.Errorf("bootstrap took %v; want well under the %v heartbeat timeout", took, hb)
+	}
+	if !c.nodes[0].IsLeader() {
+		t.Fatal("not the leader after Bootstrap")
+	}
+	if got := c.nodes[0].raft.ReloadableConfig().HeartbeatTimeout; got != hb {
+		t.Errorf("heartbeat timeout after bootstrap = %v; want %v restored", got, hb)
+	}
+}

@@ -155,7 +155,6 @@ func BenchmarkRaftGuard(b *testing.B) {
 	}
 }
 
-
 // TestRaftGuardPassesRPCsThrough: what the guard passes on decodes as
 // what was sent, a snapshot's bytes included, in order.
 func TestRaftGuardPassesRPCsThrough(t *testing.T) {

@@ -28,16 +28,21 @@ func (n *Node) reportSelf(ctx context.Context) {
 		prioDone   bool             // the configured priority is recorded
 		keyWarned  bool             // the key refusal or mismatch has been logged
 	)
+	// The wake-ups are taken before the view is read: a change between
+	// reading the view and taking them would otherwise wake no one, and
+	// this loop has no other timer.
+	changed, leaderChanged := n.machine.Changed(state.MembershipDomain), n.LeadershipChanged()
 	for first := true; ; first = false {
 		if !first {
 			select {
 			case <-ctx.Done():
 				return
-			case <-n.machine.Changed(state.MembershipDomain):
-			case <-n.LeadershipChanged():
+			case <-changed:
+			case <-leaderChanged:
 			case <-retry:
 				retry = nil
 			}
+			changed, leaderChanged = n.machine.Changed(state.MembershipDomain), n.LeadershipChanged()
 		}
 		if retry != nil {
 			continue
