@@ -379,7 +379,11 @@ func TestFailoverSwitchover(t *testing.T) {
 	start := time.Now()
 	out := c.MustSh(t, ctx, other(holder), "tandem switchover --to "+other(holder))
 	t.Logf("switchover: %s", strings.TrimSpace(out))
-	tr.servedBy(other(holder), start, failoverBudget)
+	// A planned move waits for the connections in flight to the IP, up to
+	// the drain timeout (2 s by default), by design: one connection still
+	// open then (CI saw one, for the whole drain) costs that wait, not a
+	// failed request.
+	tr.servedBy(other(holder), start, failoverBudget+2*time.Second)
 	time.Sleep(6 * time.Second) // let every request started meanwhile finish
 	if n := tr.failures(start.Add(-time.Second), time.Now()); n > 0 {
 		t.Errorf("%d requests with a 5 s timeout failed during the switchover; want none", n)
